@@ -1,0 +1,3 @@
+using BenchmarkDotNet.Running;
+
+BenchmarkSwitcher.FromAssembly(typeof(Attention.Native.Bench.CpuOpBenchmarks).Assembly).Run(args);

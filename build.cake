@@ -1,0 +1,199 @@
+// Attention.Native build. Targets: Build, Test, Demo, Bench, Pack, GpuBundle (see README.md).
+//   ./build.sh --target=Test [--test-filter="TestCategory=Kernels"] [--configuration=Release]
+using System.Text.RegularExpressions;
+
+var target = Argument("target", "Build");
+var configuration = Argument("configuration", "Release");
+var testFilter = Argument("test-filter", "");
+var benchFilter = Argument("bench-filter", "*");
+
+var root = MakeAbsolute(Directory("."));
+var solution = root.CombineWithFilePath("Attention.Native.sln");
+var artifacts = root.Combine("artifacts");
+var library = root.CombineWithFilePath("src/Managed/Attention.Native/Attention.Native.csproj");
+var cli = root.CombineWithFilePath("src/Managed/Attention.Cli/Attention.Cli.csproj");
+var tests = root.CombineWithFilePath("tests/Attention.Native.Tests/Attention.Native.Tests.csproj");
+var bench = root.CombineWithFilePath("bench/Attention.Native.Bench/Attention.Native.Bench.csproj");
+var summaryFile = artifacts.CombineWithFilePath("test-summary.txt");
+
+string Bin(string project, string assembly) =>
+    root.CombineWithFilePath($"{project}/bin/{configuration}/net10.0/{assembly}").FullPath;
+
+// Runs a process, echoing its output as it comes, and returns the exit code and the lines.
+(int ExitCode, List<string> Lines) Run(string file, string arguments)
+{
+    var lines = new List<string>();
+    var settings = new ProcessSettings
+    {
+        Arguments = arguments,
+        RedirectStandardOutput = true,
+        RedirectStandardError = true,
+        RedirectedStandardOutputHandler = line => { if (line != null) { Console.WriteLine(line); lines.Add(line); } return null; },
+        RedirectedStandardErrorHandler = line => { if (line != null) { Console.Error.WriteLine(line); lines.Add(line); } return null; },
+    };
+    int code = StartProcess(file, settings);
+    return (code, lines);
+}
+
+Task("Clean").Does(() =>
+{
+    CleanDirectory(artifacts);
+    DotNetClean(solution.FullPath, new DotNetCleanSettings { Configuration = configuration });
+});
+
+Task("Build").Does(() =>
+{
+    DotNetBuild(solution.FullPath, new DotNetBuildSettings { Configuration = configuration });
+});
+
+Task("Test")
+    .IsDependentOn("Build")
+    .Does(() =>
+{
+    EnsureDirectoryExists(artifacts);
+    if (FileExists(summaryFile)) DeleteFile(summaryFile);
+    // The test project is a Microsoft.Testing.Platform executable; run it directly.
+    var args = "--no-ansi --progress off"
+        + (string.IsNullOrEmpty(testFilter) ? "" : $" --filter \"{testFilter}\"")
+        + $" --results-directory \"{artifacts.Combine("TestResults").FullPath}\"";
+    var (code, lines) = Run("dotnet", $"\"{Bin("tests/Attention.Native.Tests", "Attention.Native.Tests.dll")}\" {args}");
+
+    int Count(string name)
+    {
+        var match = lines.Select(l => Regex.Match(l, $@"^\s*{name}:\s*(\d+)\s*$")).LastOrDefault(m => m.Success);
+        return match is null ? -1 : int.Parse(match.Groups[1].Value);
+    }
+    int passed = Count("succeeded"), failed = Count("failed"), skipped = Count("skipped");
+    if (passed < 0 || failed < 0 || skipped < 0)
+    {
+        // The runner died before its summary: count that as a failure rather than as nothing.
+        passed = Math.Max(passed, 0); failed = Math.Max(failed, 0) + 1; skipped = Math.Max(skipped, 0);
+    }
+    else if (code != 0 && failed == 0)
+    {
+        failed = 1; // non-zero exit with no failed test (e.g. zero tests ran) is still a failure
+    }
+    var summary = $"{passed} passed, {failed} failed, {skipped} skipped";
+    System.IO.File.WriteAllText(summaryFile.FullPath, summary + "\n");
+    Information(summary);
+    if (failed > 0)
+    {
+        throw new Exception($"Tests failed (exit code {code}): {summary}");
+    }
+});
+
+Task("Demo")
+    .IsDependentOn("Build")
+    .Does(() =>
+{
+    var (code, _) = Run("dotnet", $"\"{Bin("src/Managed/Attention.Cli", "attn.dll")}\" demo");
+    if (code != 0) throw new Exception($"attn demo exited with {code}");
+});
+
+Task("Bench")
+    .Does(() =>
+{
+    // BenchmarkDotNet needs a Release build of its own; it builds the project itself.
+    DotNetRun(bench.FullPath, new ProcessArgumentBuilder().Append("--filter").AppendQuoted(benchFilter).Append("--artifacts").AppendQuoted(artifacts.Combine("bench").FullPath),
+        new DotNetRunSettings { Configuration = "Release" });
+});
+
+Task("Pack")
+    .IsDependentOn("Build")
+    .Does(() =>
+{
+    var output = artifacts.Combine("packages");
+    CleanDirectory(output);
+    DotNetPack(library.FullPath, new DotNetPackSettings { Configuration = configuration, OutputDirectory = output, NoBuild = true });
+    foreach (var package in GetFiles(output.FullPath + "/*.nupkg"))
+    {
+        Information($"package: {package} ({new System.IO.FileInfo(package.FullPath).Length / 1024} KiB)");
+    }
+});
+
+// A folder and tar.xz that run the tests and `attn` on a Linux x64 host with an NVIDIA driver and no .NET:
+// framework-dependent apps, the .NET runtime beside them, and run.sh.
+Task("GpuBundle")
+    .Does(() =>
+{
+    var bundle = artifacts.Combine("gpu-bundle");
+    CleanDirectory(bundle);
+    DotNetPublish(cli.FullPath, new DotNetPublishSettings { Configuration = configuration, OutputDirectory = bundle.Combine("attn") });
+    DotNetPublish(tests.FullPath, new DotNetPublishSettings { Configuration = configuration, OutputDirectory = bundle.Combine("tests") });
+
+    // The runtime Cake itself runs on (the SDK's): <root>/shared/Microsoft.NETCore.App/<version>/, hostfxr and the host.
+    var frameworkDir = System.Runtime.InteropServices.RuntimeEnvironment.GetRuntimeDirectory().TrimEnd('/', '\\');
+    var dotnetRoot = System.IO.Path.GetFullPath(System.IO.Path.Combine(frameworkDir, "..", "..", ".."));
+    var fxrDir = System.IO.Directory.GetDirectories(System.IO.Path.Combine(dotnetRoot, "host", "fxr"))
+        .OrderByDescending(d => Version.Parse(System.IO.Path.GetFileName(d).Split('-')[0])).First();
+    var runtime = bundle.Combine("dotnet");
+    CopyDirectory(frameworkDir, runtime.Combine($"shared/Microsoft.NETCore.App/{System.IO.Path.GetFileName(frameworkDir)}"));
+    CopyDirectory(fxrDir, runtime.Combine($"host/fxr/{System.IO.Path.GetFileName(fxrDir)}"));
+    CopyFile(System.IO.Path.Combine(dotnetRoot, "dotnet"), runtime.CombineWithFilePath("dotnet"));
+    System.IO.File.WriteAllText(bundle.CombineWithFilePath("run.sh").FullPath, GpuBundleRunScript.Replace("\r\n", "\n"));
+    StartProcess("chmod", $"+x \"{runtime.CombineWithFilePath("dotnet")}\" \"{bundle.CombineWithFilePath("run.sh")}\"");
+
+    var archive = artifacts.CombineWithFilePath("attention-native-gpu-bundle.tar.xz");
+    if (FileExists(archive)) DeleteFile(archive);
+    int code = StartProcess("tar", new ProcessSettings
+    {
+        Arguments = $"-C \"{artifacts.FullPath}\" -cJf \"{archive.FullPath}\" gpu-bundle",
+        EnvironmentVariables = new Dictionary<string, string> { ["XZ_OPT"] = "-6 -T0" },
+    });
+    if (code != 0) throw new Exception("tar failed");
+    long bytes = new System.IO.FileInfo(archive.FullPath).Length;
+    Information($"GPU bundle: {bundle.FullPath} and {archive.FullPath} ({bytes / (1024.0 * 1024.0):F1} MiB, .NET runtime {System.IO.Path.GetFileName(frameworkDir)})");
+    if (bytes > 60L << 20) throw new Exception($"GPU bundle is {bytes} bytes, over the 60 MiB budget");
+});
+
+Task("Default").IsDependentOn("Build");
+
+// run.sh of the GPU bundle: finds the CUDA libraries (system, CUDA_PATH, or the NVIDIA wheels a PyTorch
+// install ships), then runs the tests or attn on the bundled .NET runtime.
+const string GpuBundleRunScript = """
+#!/usr/bin/env bash
+# Attention.Native GPU bundle: runs the tests or the attn command on a Linux x64 host that has an NVIDIA
+# driver and no .NET installation.
+#   ./run.sh test [--filter "TestCategory=Gpu"]   the test suite (Gpu tests need a device)
+#   ./run.sh attn info | demo | ...                the attn command
+# Environment: ATTENTION_NATIVE_CUDA_LIBS (extra library folders), ATTENTION_NATIVE_CACHE (kernel cache),
+# ATTENTION_NATIVE_PARITY_LOG (file receiving one line per GPU-vs-CPU comparison).
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export DOTNET_ROOT="$here/dotnet" DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+dirs=""
+# NVIDIA's pip wheels (nvidia-cublas-*, nvidia-cuda-nvrtc-*, or the cu13 layout) hold the libraries PyTorch uses.
+if command -v python3 >/dev/null 2>&1; then
+  for site in $(python3 -c 'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null); do
+    for d in "$site"/nvidia/*/lib "$site"/nvidia/cu*/lib; do
+      [ -d "$d" ] && dirs="$dirs:$d"
+    done
+  done
+fi
+for d in "${CUDA_PATH:-}" "${CUDA_HOME:-}" /usr/local/cuda; do
+  [ -n "$d" ] && [ -d "$d/lib64" ] && dirs="$dirs:$d/lib64"
+done
+export ATTENTION_NATIVE_CUDA_LIBS="${ATTENTION_NATIVE_CUDA_LIBS:+$ATTENTION_NATIVE_CUDA_LIBS}${dirs}"
+export ATTENTION_NATIVE_CUDA_LIBS="${ATTENTION_NATIVE_CUDA_LIBS#:}"
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+  test)
+    log="$(mktemp)"
+    "$DOTNET_ROOT/dotnet" "$here/tests/Attention.Native.Tests.dll" --no-ansi --progress off "$@" 2>&1 | tee "$log"
+    code=${PIPESTATUS[0]}
+    awk '/^[ \t]*succeeded:/{p=$2} /^[ \t]*failed:/{f=$2} /^[ \t]*skipped:/{s=$2} END{ if (p=="") {print "0 passed, 1 failed"} else {print p " passed, " f " failed, " s " skipped"} }' "$log"
+    rm -f "$log"
+    exit "$code"
+    ;;
+  attn)
+    exec "$DOTNET_ROOT/dotnet" "$here/attn/attn.dll" "$@"
+    ;;
+  *)
+    echo "usage: $0 test [test-platform options] | attn <command> [options]" >&2
+    exit 2
+    ;;
+esac
+""";
+
+RunTarget(target);

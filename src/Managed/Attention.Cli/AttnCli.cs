@@ -1,0 +1,46 @@
+using System.CommandLine;
+using Spectre.Console;
+
+namespace Attention.Cli;
+
+/// <summary>The <c>attn</c> command: <c>info</c> and <c>demo</c>.</summary>
+public static class AttnCli
+{
+    /// <summary>Parses <paramref name="args"/> and runs the command; returns the exit code.</summary>
+    public static int Run(string[] args, TextWriter output, TextWriter error)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        var root = new RootCommand("attn: modern attention mechanisms on CUDA (NVRTC + cuBLAS) with an exact CPU reference.");
+        root.Subcommands.Add(InfoCommand.Create());
+        root.Subcommands.Add(DemoCommand.Create());
+        return root.Parse(args).Invoke(new InvocationConfiguration { Output = output, Error = error });
+    }
+
+    /// <summary>A Spectre console that writes plain text to <paramref name="writer"/> (colour only on a terminal).</summary>
+    internal static IAnsiConsole Console(TextWriter writer) => AnsiConsole.Create(new AnsiConsoleSettings
+    {
+        Out = new AnsiConsoleOutput(writer),
+        Ansi = ReferenceEquals(writer, System.Console.Out) && !System.Console.IsOutputRedirected ? AnsiSupport.Detect : AnsiSupport.No,
+        ColorSystem = ColorSystemSupport.Detect,
+        Interactive = InteractionSupport.No,
+    });
+
+    /// <summary>Resolves <c>--backend cpu|cuda|auto</c>.</summary>
+    internal static Backend SelectBackend(string name) => name switch
+    {
+        "cpu" => Backend.Cpu,
+        "cuda" => Backend.Default.Kind == BackendKind.Cuda ? Backend.Default : CudaBackend.Create(),
+        _ => Backend.Default,
+    };
+
+    internal static Option<string> BackendOption()
+    {
+        var option = new Option<string>("--backend")
+        {
+            Description = "cpu, cuda, or auto (CUDA when a device, NVRTC and cuBLAS load; else CPU)",
+            DefaultValueFactory = _ => "auto",
+        };
+        option.AcceptOnlyFromAmong("cpu", "cuda", "auto");
+        return option;
+    }
+}

@@ -1,0 +1,1 @@
+return Attention.Cli.AttnCli.Run(args, Console.Out, Console.Error);

@@ -1,0 +1,156 @@
+using Attention.Native.Ops;
+
+namespace Attention.Native;
+
+/// <summary>Which implementation a backend is.</summary>
+public enum BackendKind
+{
+    /// <summary>The managed CPU reference.</summary>
+    Cpu,
+    /// <summary>NVIDIA GPUs through the CUDA driver API, NVRTC and cuBLAS.</summary>
+    Cuda,
+}
+
+/// <summary>
+/// Where tensors live and ops run. The CPU backend is the reference every GPU result is tested against;
+/// the CUDA backend runs the kernels in <c>cuda/</c>. Ops (<see cref="Linear"/>, <see cref="Rope"/>,
+/// <see cref="RmsNorm"/>, …) validate their arguments once and then dispatch to the tensors' backend.
+/// </summary>
+public abstract class Backend : IDisposable
+{
+    /// <summary>Environment variable forcing the default backend: <c>cpu</c> or <c>cuda</c>.</summary>
+    public const string BackendVariable = "ATTENTION_NATIVE_BACKEND";
+
+    /// <summary>Environment variable choosing the CUDA device ordinal of the default backend.</summary>
+    public const string DeviceVariable = "ATTENTION_NATIVE_DEVICE";
+
+    private static readonly Lazy<(Backend Backend, string Reason)> DefaultLazy = new(SelectDefault);
+
+    /// <summary>The managed CPU backend (one per process).</summary>
+    public static CpuBackend Cpu { get; } = new();
+
+    /// <summary>
+    /// CUDA when a device, NVRTC and cuBLAS all load; otherwise the CPU. <see cref="DefaultReason"/> says why.
+    /// <c>ATTENTION_NATIVE_BACKEND=cpu|cuda</c> forces the choice (cuda then throws if it cannot start).
+    /// </summary>
+    public static Backend Default => DefaultLazy.Value.Backend;
+
+    /// <summary>Why <see cref="Default"/> is what it is.</summary>
+    public static string DefaultReason => DefaultLazy.Value.Reason;
+
+    /// <summary>CPU or CUDA.</summary>
+    public abstract BackendKind Kind { get; }
+
+    /// <summary>A short name, e.g. <c>cpu</c> or <c>cuda:0 (NVIDIA H100 80GB HBM3, sm_90)</c>.</summary>
+    public abstract string Name { get; }
+
+    /// <summary>True when <paramref name="dtype"/> can be stored and computed on this backend.</summary>
+    public abstract bool Supports(DType dtype);
+
+    /// <summary>An uninitialised tensor (the CPU backend zero-fills).</summary>
+    public Tensor Empty(Shape shape, DType dtype = DType.F32)
+    {
+        CheckDType(dtype, nameof(dtype));
+        return Allocate(shape, dtype, zero: false);
+    }
+
+    /// <summary>A zero-filled tensor.</summary>
+    public Tensor Zeros(Shape shape, DType dtype = DType.F32)
+    {
+        CheckDType(dtype, nameof(dtype));
+        return Allocate(shape, dtype, zero: true);
+    }
+
+    /// <summary>A tensor holding <paramref name="values"/> converted to <paramref name="dtype"/>.</summary>
+    public Tensor FromArray(ReadOnlySpan<float> values, Shape shape, DType dtype = DType.F32)
+    {
+        var tensor = Empty(shape, dtype);
+        try
+        {
+            tensor.CopyFrom(values);
+            return tensor;
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A tensor holding <paramref name="values"/> converted to <paramref name="dtype"/>.</summary>
+    public Tensor FromArray(ReadOnlySpan<double> values, Shape shape, DType dtype)
+    {
+        var tensor = Empty(shape, dtype);
+        try
+        {
+            tensor.CopyFrom(values);
+            return tensor;
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Waits for all work queued by this backend.</summary>
+    public abstract void Synchronize();
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Dispose(disposing: true);
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Releases native resources.</summary>
+    protected virtual void Dispose(bool disposing)
+    {
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
+
+    private protected abstract Tensor Allocate(Shape shape, DType dtype, bool zero);
+
+    private void CheckDType(DType dtype, string name)
+    {
+        if (!Supports(dtype))
+        {
+            throw new ArgumentException($"{name}: expected a dtype the {Kind} backend supports, actual {dtype}", name);
+        }
+    }
+
+    private static (Backend, string) SelectDefault()
+    {
+        string? forced = Environment.GetEnvironmentVariable(BackendVariable)?.Trim().ToUpperInvariant();
+        if (forced == "CPU")
+        {
+            return (Cpu, $"{BackendVariable}=cpu");
+        }
+        int ordinal = int.TryParse(Environment.GetEnvironmentVariable(DeviceVariable), out int d) ? d : 0;
+        if (CudaBackend.TryCreate(ordinal, out var cuda, out string why))
+        {
+            return (cuda!, $"CUDA device {ordinal} with NVRTC and cuBLAS loaded");
+        }
+        if (forced == "CUDA")
+        {
+            throw new InvalidOperationException($"{BackendVariable}=cuda but the CUDA backend cannot start: {why}");
+        }
+        return (Cpu, $"CPU because {why}");
+    }
+
+    // ---- The op table: each op's public entry validates, then calls these on the tensors' backend. ----
+
+    internal abstract void LinearForward(Tensor x, Tensor weight, Tensor? bias, Tensor y);
+
+    internal abstract void LinearBackward(Tensor x, Tensor weight, Tensor dy, Tensor? dx, Tensor? dweight, Tensor? dbias, bool accumulate);
+
+    internal abstract void RopeForward(Tensor x, Tensor y, RopeOptions options, int positionOffset);
+
+    internal abstract void RopeBackward(Tensor dy, Tensor dx, RopeOptions options, int positionOffset);
+
+    internal abstract void RmsNormForward(Tensor x, Tensor? gain, Tensor y, float epsilon);
+
+    internal abstract void RmsNormBackward(Tensor x, Tensor? gain, Tensor dy, Tensor dx, Tensor? dgain, float epsilon, bool accumulate);
+}

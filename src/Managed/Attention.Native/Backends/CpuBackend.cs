@@ -1,0 +1,179 @@
+using Attention.Native.Ops;
+
+namespace Attention.Native;
+
+/// <summary>
+/// The managed CPU backend: the reference implementation of every op, and the default wherever no GPU
+/// is usable. Computes F32 in float and F64 in double; BF16/F16 tensors are widened to F32, computed,
+/// and rounded back (round-to-nearest-even), as the GPU's fp32-accumulating kernels do.
+/// </summary>
+public sealed class CpuBackend : Backend
+{
+    internal CpuBackend()
+    {
+    }
+
+    /// <inheritdoc/>
+    public override BackendKind Kind => BackendKind.Cpu;
+
+    /// <inheritdoc/>
+    public override string Name => "cpu";
+
+    /// <inheritdoc/>
+    public override bool Supports(DType dtype) => dtype is DType.F32 or DType.F64 or DType.BF16 or DType.F16;
+
+    /// <inheritdoc/>
+    public override void Synchronize()
+    {
+    }
+
+    private protected override Tensor Allocate(Shape shape, DType dtype, bool zero) => new HostTensor(this, shape, dtype);
+
+    internal override void LinearForward(Tensor x, Tensor weight, Tensor? bias, Tensor y)
+    {
+        if (x.DType.IsHalfPrecision())
+        {
+            using var w = new Widening(this);
+            LinearForward(w.In(x), w.In(weight), w.InOptional(bias), w.Out(y, keepContents: false));
+            return;
+        }
+        int k = x.Shape[-1], n = weight.Shape[0], m = (int)x.Shape.Rows;
+        if (x.DType == DType.F64)
+        {
+            LinearCpu.Forward(P<double>(x), P<double>(weight), P<double>(bias), P<double>(y), m, n, k);
+        }
+        else
+        {
+            LinearCpu.Forward(P<float>(x), P<float>(weight), P<float>(bias), P<float>(y), m, n, k);
+        }
+    }
+
+    internal override void LinearBackward(Tensor x, Tensor weight, Tensor dy, Tensor? dx, Tensor? dweight, Tensor? dbias, bool accumulate)
+    {
+        if (x.DType.IsHalfPrecision())
+        {
+            using var w = new Widening(this);
+            LinearBackward(w.In(x), w.In(weight), w.In(dy), w.OutOptional(dx, accumulate), w.OutOptional(dweight, accumulate), w.OutOptional(dbias, accumulate), accumulate);
+            return;
+        }
+        int k = x.Shape[-1], n = weight.Shape[0], m = (int)x.Shape.Rows;
+        if (x.DType == DType.F64)
+        {
+            LinearCpu.Backward(P<double>(x), P<double>(weight), P<double>(dy), P<double>(dx), P<double>(dweight), P<double>(dbias), m, n, k, accumulate);
+        }
+        else
+        {
+            LinearCpu.Backward(P<float>(x), P<float>(weight), P<float>(dy), P<float>(dx), P<float>(dweight), P<float>(dbias), m, n, k, accumulate);
+        }
+    }
+
+    internal override void RopeForward(Tensor x, Tensor y, RopeOptions options, int positionOffset) =>
+        RopeApply(x, y, options, positionOffset, inverse: false);
+
+    internal override void RopeBackward(Tensor dy, Tensor dx, RopeOptions options, int positionOffset) =>
+        RopeApply(dy, dx, options, positionOffset, inverse: true);
+
+    private void RopeApply(Tensor x, Tensor y, RopeOptions options, int positionOffset, bool inverse)
+    {
+        if (x.DType.IsHalfPrecision())
+        {
+            using var w = new Widening(this);
+            var xf = w.In(x);
+            RopeApply(xf, w.Out(y, keepContents: true), options, positionOffset, inverse);
+            return;
+        }
+        var s = x.Shape;
+        int heads = s.Rank == 4 ? s[2] : 1;
+        if (x.DType == DType.F64)
+        {
+            RopeCpu.Apply(P<double>(x), P<double>(y), s[0], s[1], heads, s[-1], options, positionOffset, inverse);
+        }
+        else
+        {
+            RopeCpu.Apply(P<float>(x), P<float>(y), s[0], s[1], heads, s[-1], options, positionOffset, inverse);
+        }
+    }
+
+    internal override void RmsNormForward(Tensor x, Tensor? gain, Tensor y, float epsilon)
+    {
+        if (x.DType.IsHalfPrecision())
+        {
+            using var w = new Widening(this);
+            RmsNormForward(w.In(x), w.InOptional(gain), w.Out(y, keepContents: false), epsilon);
+            return;
+        }
+        if (x.DType == DType.F64)
+        {
+            RmsNormCpu.Forward(P<double>(x), P<double>(gain), P<double>(y), x.Shape.Rows, x.Shape[-1], (double)epsilon);
+        }
+        else
+        {
+            RmsNormCpu.Forward(P<float>(x), P<float>(gain), P<float>(y), x.Shape.Rows, x.Shape[-1], epsilon);
+        }
+    }
+
+    internal override void RmsNormBackward(Tensor x, Tensor? gain, Tensor dy, Tensor dx, Tensor? dgain, float epsilon, bool accumulate)
+    {
+        if (x.DType.IsHalfPrecision())
+        {
+            using var w = new Widening(this);
+            RmsNormBackward(w.In(x), w.InOptional(gain), w.In(dy), w.Out(dx, accumulate), w.OutOptional(dgain, accumulate), epsilon, accumulate);
+            return;
+        }
+        if (x.DType == DType.F64)
+        {
+            RmsNormCpu.Backward(P<double>(x), P<double>(gain), P<double>(dy), P<double>(dx), P<double>(dgain), x.Shape.Rows, x.Shape[-1], (double)epsilon, accumulate);
+        }
+        else
+        {
+            RmsNormCpu.Backward(P<float>(x), P<float>(gain), P<float>(dy), P<float>(dx), P<float>(dgain), x.Shape.Rows, x.Shape[-1], epsilon, accumulate);
+        }
+    }
+
+    // The pinned view of a host tensor; an absent optional tensor is an empty view.
+    private static PinnedBuffer<T> P<T>(Tensor? tensor)
+        where T : unmanaged => tensor is null ? default : ((HostTensor)tensor).Pinned<T>();
+
+    /// <summary>F32 working copies of 16-bit tensors; outputs are rounded back on dispose.</summary>
+    private sealed class Widening(CpuBackend backend) : IDisposable
+    {
+        private readonly List<Tensor> _temporaries = [];
+        private readonly List<(Tensor Wide, Tensor Target)> _outputs = [];
+
+        public Tensor In(Tensor tensor) => Widen(tensor, copy: true);
+
+        public Tensor? InOptional(Tensor? tensor) => tensor is null ? null : In(tensor);
+
+        public Tensor Out(Tensor tensor, bool keepContents)
+        {
+            var wide = Widen(tensor, copy: keepContents);
+            _outputs.Add((wide, tensor));
+            return wide;
+        }
+
+        public Tensor? OutOptional(Tensor? tensor, bool keepContents) => tensor is null ? null : Out(tensor, keepContents);
+
+        private Tensor Widen(Tensor tensor, bool copy)
+        {
+            var wide = backend.Zeros(tensor.Shape, DType.F32);
+            _temporaries.Add(wide);
+            if (copy)
+            {
+                tensor.CopyTo(((HostTensor)wide).AsSpan<float>());
+            }
+            return wide;
+        }
+
+        public void Dispose()
+        {
+            foreach (var (wide, target) in _outputs)
+            {
+                target.CopyFrom(((HostTensor)wide).AsSpan<float>());
+            }
+            foreach (var t in _temporaries)
+            {
+                t.Dispose();
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+using System.Collections.Concurrent;
+using Attention.Native.Interop;
+using Attention.Native.Ops;
+using Attention.Native.Runtime;
+
+namespace Attention.Native;
+
+/// <summary>
+/// The CUDA backend: device tensors, kernels from <c>cuda/</c> compiled by NVRTC for the device's exact
+/// architecture (cached on disk), projections on cuBLAS. All work is queued on one stream in order;
+/// reading a tensor back waits for it.
+/// </summary>
+public sealed class CudaBackend : Backend
+{
+    private readonly ConcurrentDictionary<KernelProgram, Lazy<CudaModule>> _modules = new();
+    private readonly Lock _scratchGate = new();
+    private DeviceBuffer<byte>? _scratch;
+
+    private CudaBackend(CudaDevice device, KernelCompiler compiler)
+    {
+        Device = device;
+        Compiler = compiler;
+        Context = new CudaContext(device);
+        try
+        {
+            Stream = new CudaStream(Context);
+            Blas = new CudaBlas(Context, Stream);
+        }
+        catch
+        {
+            Stream?.Dispose();
+            Context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The device.</summary>
+    public CudaDevice Device { get; }
+
+    /// <summary>The device's primary context.</summary>
+    public CudaContext Context { get; }
+
+    /// <summary>The stream every op of this backend is queued on.</summary>
+    public CudaStream Stream { get; }
+
+    /// <summary>The cuBLAS handle (bound to <see cref="Stream"/>).</summary>
+    public CudaBlas Blas { get; }
+
+    /// <summary>The kernel compiler (and its cache).</summary>
+    public KernelCompiler Compiler { get; }
+
+    /// <inheritdoc/>
+    public override BackendKind Kind => BackendKind.Cuda;
+
+    /// <inheritdoc/>
+    public override string Name => $"cuda:{Device.Ordinal} ({Device.Name}, {Device.Arch})";
+
+    /// <inheritdoc/>
+    public override bool Supports(DType dtype) => dtype is DType.F32 or DType.BF16 or DType.F16;
+
+    /// <summary>Starts the backend on device <paramref name="ordinal"/>; throws with the reason when it cannot.</summary>
+    public static CudaBackend Create(int ordinal = 0, KernelCompiler? compiler = null)
+    {
+        foreach (var kind in new[] { NativeLibraryKind.Cuda, NativeLibraryKind.Nvrtc, NativeLibraryKind.Cublas })
+        {
+            NativeLibraries.Require(kind);
+        }
+        if (CudaDevice.Count == 0)
+        {
+            throw new CudaException(CUresult.CUDA_ERROR_NO_DEVICE, nameof(NativeMethods.cuDeviceGetCount), "the driver reports no CUDA device");
+        }
+        return new CudaBackend(CudaDevice.Get(ordinal), compiler ?? KernelCompiler.Shared);
+    }
+
+    /// <summary>Tries to start the backend; on failure <paramref name="reason"/> says what is missing.</summary>
+    public static bool TryCreate(int ordinal, out CudaBackend? backend, out string reason)
+    {
+        try
+        {
+            backend = Create(ordinal);
+            reason = "ok";
+            return true;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or CudaException or CublasException or NvrtcException or ArgumentOutOfRangeException)
+        {
+            backend = null;
+            reason = e.Message;
+            return false;
+        }
+    }
+
+    /// <inheritdoc/>
+    public override void Synchronize() => Stream.Synchronize();
+
+    private protected override Tensor Allocate(Shape shape, DType dtype, bool zero)
+    {
+        var tensor = new DeviceTensor(this, shape, dtype);
+        if (zero)
+        {
+            tensor.Buffer.Zero(Stream);
+        }
+        return tensor;
+    }
+
+    /// <summary>The kernel <paramref name="nameExpression"/> of <paramref name="program"/>, compiled and loaded on first use.</summary>
+    internal CudaKernel Kernel(KernelProgram program, string nameExpression)
+    {
+        var module = _modules.GetOrAdd(program, p => new Lazy<CudaModule>(() => new CudaModule(Context, Compiler.Compile(p, Device.Arch)))).Value;
+        return module.GetKernel(nameExpression);
+    }
+
+    /// <summary>
+    /// Scratch device memory of at least <paramref name="bytes"/>, valid until the next call. Ops on this
+    /// backend run in order on one stream, so a later op never overwrites scratch an earlier one still reads.
+    /// </summary>
+    internal DeviceBuffer<byte> Scratch(long bytes)
+    {
+        lock (_scratchGate)
+        {
+            if (_scratch is null || _scratch.Length < bytes)
+            {
+                if (_scratch is not null)
+                {
+                    Stream.Synchronize(); // queued kernels may still read the old scratch
+                    _scratch.Dispose();
+                    _scratch = null;
+                }
+                _scratch = Context.Allocate<byte>(Math.Max(bytes, 1 << 20));
+            }
+            return _scratch.Slice(0, bytes);
+        }
+    }
+
+    internal static DeviceTensor D(Tensor tensor) => (DeviceTensor)tensor;
+
+    internal static CUdeviceptr Ptr(Tensor? tensor) => tensor is null ? CUdeviceptr.Null : ((DeviceTensor)tensor).Pointer;
+
+    internal override void LinearForward(Tensor x, Tensor weight, Tensor? bias, Tensor y) => LinearCuda.Forward(this, x, weight, bias, y);
+
+    internal override void LinearBackward(Tensor x, Tensor weight, Tensor dy, Tensor? dx, Tensor? dweight, Tensor? dbias, bool accumulate) =>
+        LinearCuda.Backward(this, x, weight, dy, dx, dweight, dbias, accumulate);
+
+    internal override void RopeForward(Tensor x, Tensor y, RopeOptions options, int positionOffset) =>
+        RopeCuda.Apply(this, x, y, options, positionOffset, inverse: false);
+
+    internal override void RopeBackward(Tensor dy, Tensor dx, RopeOptions options, int positionOffset) =>
+        RopeCuda.Apply(this, dy, dx, options, positionOffset, inverse: true);
+
+    internal override void RmsNormForward(Tensor x, Tensor? gain, Tensor y, float epsilon) => RmsNormCuda.Forward(this, x, gain, y, epsilon);
+
+    internal override void RmsNormBackward(Tensor x, Tensor? gain, Tensor dy, Tensor dx, Tensor? dgain, float epsilon, bool accumulate) =>
+        RmsNormCuda.Backward(this, x, gain, dy, dx, dgain, epsilon, accumulate);
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        try
+        {
+            if (disposing && !Context.IsDisposed)
+            {
+                ReleaseNative();
+            }
+        }
+        finally
+        {
+            base.Dispose(disposing);
+        }
+    }
+
+    private void ReleaseNative()
+    {
+        try
+        {
+            Stream.Synchronize();
+        }
+        catch (CudaException)
+        {
+            // A failed kernel leaves the context in error; release what we can anyway.
+        }
+        foreach (var module in _modules.Values.Where(l => l.IsValueCreated))
+        {
+            module.Value.Dispose();
+        }
+        _scratch?.Dispose();
+        Blas.Dispose();
+        Stream.Dispose();
+        Context.Dispose();
+    }
+}

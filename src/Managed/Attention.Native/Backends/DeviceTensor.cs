@@ -1,0 +1,72 @@
+using Attention.Native.Interop;
+using Attention.Native.Runtime;
+
+namespace Attention.Native;
+
+/// <summary>A tensor in device memory, used by the CUDA backend.</summary>
+public sealed class DeviceTensor : Tensor
+{
+    private readonly CudaBackend _backend;
+
+    internal DeviceTensor(CudaBackend backend, Shape shape, DType dtype)
+        : base(shape, dtype)
+    {
+        _backend = backend;
+        Buffer = backend.Context.Allocate<byte>(shape.ElementCount * dtype.SizeInBytes());
+    }
+
+    private DeviceTensor(CudaBackend backend, DeviceBuffer<byte> view, Shape shape, DType dtype)
+        : base(shape, dtype)
+    {
+        _backend = backend;
+        Buffer = view;
+    }
+
+    /// <inheritdoc/>
+    public override Backend Backend => _backend;
+
+    /// <summary>The device memory (bytes) holding the elements.</summary>
+    public DeviceBuffer<byte> Buffer { get; }
+
+    /// <summary>The device address of element 0.</summary>
+    public CUdeviceptr Pointer => Buffer.Pointer;
+
+    /// <inheritdoc/>
+    public override bool IsDisposed => Buffer.IsDisposed;
+
+    /// <inheritdoc/>
+    public override void CopyFromBytes(ReadOnlySpan<byte> source)
+    {
+        ThrowIfDisposed();
+        if (source.Length != ByteCount)
+        {
+            throw new ArgumentException($"source: expected {ByteCount} bytes, actual {source.Length}", nameof(source));
+        }
+        Buffer.Upload(source, _backend.Stream);
+    }
+
+    /// <inheritdoc/>
+    public override void CopyToBytes(Span<byte> destination)
+    {
+        ThrowIfDisposed();
+        if (destination.Length != ByteCount)
+        {
+            throw new ArgumentException($"destination: expected {ByteCount} bytes, actual {destination.Length}", nameof(destination));
+        }
+        Buffer.Download(destination, _backend.Stream);
+    }
+
+    /// <inheritdoc/>
+    public override Tensor Reshape(Shape shape)
+    {
+        ThrowIfDisposed();
+        if (shape.ElementCount != ElementCount)
+        {
+            throw new ArgumentException($"shape: expected {ElementCount} elements (from {Shape}), actual {shape.ElementCount} for {shape}", nameof(shape));
+        }
+        return new DeviceTensor(_backend, Buffer.Slice(0, Buffer.Length), shape, DType);
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing) => Buffer.Dispose();
+}

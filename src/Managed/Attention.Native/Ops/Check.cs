@@ -1,0 +1,65 @@
+namespace Attention.Native.Ops;
+
+/// <summary>Argument checks shared by every op entry: each names the argument, the expected and the actual value.</summary>
+internal static class Check
+{
+    public static void Usable(Tensor? tensor, string name)
+    {
+        ArgumentNullException.ThrowIfNull(tensor, name);
+        ObjectDisposedException.ThrowIf(tensor.IsDisposed, tensor);
+    }
+
+    /// <summary><paramref name="tensor"/> is usable and lives on the backend of <paramref name="reference"/> with its dtype.</summary>
+    public static void Compatible(Tensor reference, string referenceName, Tensor? tensor, string name)
+    {
+        Usable(tensor, name);
+        if (!ReferenceEquals(tensor!.Backend, reference.Backend))
+        {
+            throw new ArgumentException($"{name}: expected a tensor on backend {reference.Backend.Name} (as {referenceName}), actual {tensor.Backend.Name}", name);
+        }
+        if (tensor.DType != reference.DType)
+        {
+            throw new ArgumentException($"{name}: expected dtype {reference.DType} (as {referenceName}), actual {tensor.DType}", name);
+        }
+    }
+
+    public static void Distinct(Tensor output, string outputName, Tensor input, string inputName)
+    {
+        if (ReferenceEquals(output, input))
+        {
+            throw new ArgumentException($"{outputName}: expected a tensor distinct from {inputName}, actual the same tensor", outputName);
+        }
+    }
+
+    public static void Shape(Tensor tensor, Shape expected, string name)
+    {
+        if (tensor.Shape != expected)
+        {
+            throw new ArgumentException($"{name}: expected shape {expected}, actual {tensor.Shape}", name);
+        }
+    }
+
+    public static void RankAtLeast(Tensor tensor, int rank, string name, string layout)
+    {
+        if (tensor.Shape.Rank < rank)
+        {
+            throw new ArgumentException($"{name}: expected rank ≥ {rank} ({layout}), actual shape {tensor.Shape}", name);
+        }
+    }
+
+    public static void DTypeSupported(Tensor tensor, string name)
+    {
+        if (!tensor.Backend.Supports(tensor.DType))
+        {
+            throw new ArgumentException($"{name}: expected a dtype the {tensor.Backend.Kind} backend supports, actual {tensor.DType}", name);
+        }
+    }
+
+    public static void Positive(float value, string name)
+    {
+        if (!(value > 0) || !float.IsFinite(value))
+        {
+            throw new ArgumentOutOfRangeException(name, value, $"{name}: expected a finite value > 0, actual {value}");
+        }
+    }
+}

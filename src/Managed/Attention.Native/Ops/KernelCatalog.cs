@@ -1,0 +1,15 @@
+using Attention.Native.Runtime;
+
+namespace Attention.Native.Ops;
+
+/// <summary>Every kernel program of the library; the <c>Kernels</c> tests compile each one for sm_80 and sm_90.</summary>
+public static class KernelCatalog
+{
+    /// <summary>All programs, one per kernel file in <c>cuda/</c>.</summary>
+    public static IReadOnlyList<KernelProgram> All { get; } =
+    [
+        LinearCuda.Program,
+        RopeCuda.Program,
+        RmsNormCuda.Program,
+    ];
+}

@@ -1,0 +1,42 @@
+using Attention.Native.Runtime;
+using static Attention.Native.CudaBackend;
+
+namespace Attention.Native.Ops;
+
+/// <summary>CUDA launcher of <see cref="Rope"/> (cuda/rope.cu): one block per (b, t), threads over coordinate pairs.</summary>
+internal static class RopeCuda
+{
+    private static readonly KernelNames ForwardKernel = new("rope_forward");
+    private static readonly KernelNames BackwardKernel = new("rope_backward");
+
+    public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes("rope.cu", ForwardKernel.Template, BackwardKernel.Template);
+
+    public static void Apply(CudaBackend backend, Tensor x, Tensor y, RopeOptions options, int positionOffset, bool inverse)
+    {
+        var s = x.Shape;
+        int batch = s[0], seq = s[1], heads = s.Rank == 4 ? s[2] : 1, width = s[-1];
+        int rotary = options.RotaryWidth(width);
+        long rows = (long)batch * seq;
+        if (rows == 0 || heads == 0 || width == 0)
+        {
+            return;
+        }
+        bool copies = rotary < width && !ReferenceEquals(x, y);
+        int threads = Math.Clamp(RoundUp32(Math.Max(rotary / 2, copies ? width : 1)), 32, 256);
+        var args = new KernelArgs(stackalloc byte[96], stackalloc int[12]);
+        args.Add(Ptr(y));
+        args.Add(Ptr(x));
+        args.Add(seq);
+        args.Add(heads);
+        args.Add(width);
+        args.Add(options.RotaryOffset);
+        args.Add(rotary);
+        args.Add(options.Style == RopeStyle.Interleaved ? 1 : 0);
+        args.Add(positionOffset);
+        args.Add(options.Base);
+        var kernel = backend.Kernel(Program, (inverse ? BackwardKernel : ForwardKernel)[x.DType]);
+        kernel.Launch(checked((uint)rows), (uint)threads, 0, backend.Stream, args);
+    }
+
+    private static int RoundUp32(int n) => (n + 31) / 32 * 32;
+}

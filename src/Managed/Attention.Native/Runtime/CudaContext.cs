@@ -1,0 +1,133 @@
+using System.Collections.Concurrent;
+using Attention.Native.Interop;
+using static Attention.Native.Interop.NativeMethods;
+
+namespace Attention.Native.Runtime;
+
+/// <summary>
+/// The primary context of a device, made current on whichever thread uses it. Owns allocation: a
+/// <see cref="DeviceBuffer{T}"/> leaked to the finalizer is queued here and freed on the next call that
+/// holds the context, never from the finalizer thread.
+/// </summary>
+public sealed unsafe class CudaContext : IDisposable
+{
+    // The context object (not the raw handle) last made current on this thread: a primary context released
+    // and retained again may come back with the same handle value and must still be set.
+    [ThreadStatic]
+    private static CudaContext? t_current;
+
+    private readonly ConcurrentQueue<CUdeviceptr> _deferredFrees = new();
+    private nint _handle;
+
+    /// <summary>Retains the primary context of <paramref name="device"/>.</summary>
+    public CudaContext(CudaDevice device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        Device = device;
+        nint ctx;
+        StatusCheck.Check(cuDevicePrimaryCtxRetain(&ctx, device.Handle), nameof(cuDevicePrimaryCtxRetain));
+        _handle = ctx;
+        MakeCurrent();
+    }
+
+    /// <summary>The device.</summary>
+    public CudaDevice Device { get; }
+
+    /// <summary>True once disposed.</summary>
+    public bool IsDisposed => _handle == 0;
+
+    internal nint Handle => _handle;
+
+    /// <summary>Makes this context current on the calling thread (cheap when it already is).</summary>
+    public void MakeCurrent()
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        if (!ReferenceEquals(t_current, this))
+        {
+            StatusCheck.Check(cuCtxSetCurrent(_handle), nameof(cuCtxSetCurrent));
+            t_current = this;
+        }
+        DrainDeferredFrees();
+    }
+
+    /// <summary>Waits for all work on the device.</summary>
+    public void Synchronize()
+    {
+        MakeCurrent();
+        StatusCheck.Check(cuCtxSynchronize(), nameof(cuCtxSynchronize));
+    }
+
+    /// <summary>Free and total device memory in bytes.</summary>
+    public (long Free, long Total) MemoryInfo()
+    {
+        MakeCurrent();
+        nuint free, total;
+        StatusCheck.Check(cuMemGetInfo_v2(&free, &total), nameof(cuMemGetInfo_v2));
+        return ((long)free, (long)total);
+    }
+
+    /// <summary>Allocates <paramref name="length"/> elements of device memory (contents undefined).</summary>
+    public DeviceBuffer<T> Allocate<T>(long length)
+        where T : unmanaged => new(this, length);
+
+    internal CUdeviceptr AllocateBytes(long bytes)
+    {
+        MakeCurrent();
+        if (bytes == 0)
+        {
+            return CUdeviceptr.Null;
+        }
+        CUdeviceptr ptr;
+        var status = cuMemAlloc_v2(&ptr, (nuint)bytes);
+        if (status == CUresult.CUDA_ERROR_OUT_OF_MEMORY)
+        {
+            var (free, total) = MemoryInfo();
+            throw new CudaOutOfMemoryException(nameof(cuMemAlloc_v2), bytes, $"{free} of {total} bytes free on {Device.Name}");
+        }
+        StatusCheck.Check(status, nameof(cuMemAlloc_v2));
+        return ptr;
+    }
+
+    internal void FreeBytes(CUdeviceptr ptr)
+    {
+        if (ptr.IsNull || IsDisposed)
+        {
+            return;
+        }
+        MakeCurrent();
+        StatusCheck.Check(cuMemFree_v2(ptr), nameof(cuMemFree_v2));
+    }
+
+    // Called from a finalizer: only queue; the owning thread frees with the context current.
+    internal void DeferFree(CUdeviceptr ptr)
+    {
+        if (!ptr.IsNull && !IsDisposed)
+        {
+            _deferredFrees.Enqueue(ptr);
+        }
+    }
+
+    private void DrainDeferredFrees()
+    {
+        while (_deferredFrees.TryDequeue(out var ptr))
+        {
+            _ = cuMemFree_v2(ptr); // best effort: the buffer's owner is long gone
+        }
+    }
+
+    /// <summary>Releases the primary context (the driver destroys it when no one else retains it).</summary>
+    public void Dispose()
+    {
+        if (_handle == 0)
+        {
+            return;
+        }
+        DrainDeferredFrees();
+        if (ReferenceEquals(t_current, this))
+        {
+            t_current = null;
+        }
+        _handle = 0;
+        _ = cuDevicePrimaryCtxRelease_v2(Device.Handle);
+    }
+}

@@ -1,0 +1,68 @@
+using Attention.Native.Interop;
+using static Attention.Native.Interop.NativeMethods;
+
+namespace Attention.Native.Runtime;
+
+/// <summary>A CUDA event, for ordering and GPU-side timing.</summary>
+public sealed unsafe class CudaEvent : IDisposable
+{
+    private readonly CudaContext _context;
+    private nint _handle;
+
+    /// <summary>Creates an event that records timing.</summary>
+    public CudaEvent(CudaContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        _context = context;
+        context.MakeCurrent();
+        nint handle;
+        StatusCheck.Check(cuEventCreate(&handle, CU_EVENT_DEFAULT), nameof(cuEventCreate));
+        _handle = handle;
+    }
+
+    private nint Handle
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_handle == 0, this);
+            return _handle;
+        }
+    }
+
+    /// <summary>Records the event at the current end of <paramref name="stream"/>.</summary>
+    public void Record(CudaStream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        _context.MakeCurrent();
+        StatusCheck.Check(cuEventRecord(Handle, stream.Handle), nameof(cuEventRecord));
+    }
+
+    /// <summary>Waits until the recorded work has finished.</summary>
+    public void Synchronize()
+    {
+        _context.MakeCurrent();
+        StatusCheck.Check(cuEventSynchronize(Handle), nameof(cuEventSynchronize));
+    }
+
+    /// <summary>Milliseconds of GPU time between <paramref name="start"/> and <paramref name="end"/> (both recorded; waits for <paramref name="end"/>).</summary>
+    public static float ElapsedMilliseconds(CudaEvent start, CudaEvent end)
+    {
+        ArgumentNullException.ThrowIfNull(start);
+        ArgumentNullException.ThrowIfNull(end);
+        end.Synchronize();
+        float ms;
+        StatusCheck.Check(cuEventElapsedTime(&ms, start.Handle, end.Handle), nameof(cuEventElapsedTime));
+        return ms;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (_handle != 0 && !_context.IsDisposed)
+        {
+            _context.MakeCurrent();
+            _ = cuEventDestroy_v2(_handle);
+        }
+        _handle = 0;
+    }
+}

@@ -1,0 +1,122 @@
+using Attention.Native.Interop;
+using static Attention.Native.Interop.NativeMethods;
+
+namespace Attention.Native.Runtime;
+
+/// <summary>Grid or block dimensions.</summary>
+/// <param name="X">Size along x.</param>
+/// <param name="Y">Size along y.</param>
+/// <param name="Z">Size along z.</param>
+public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
+{
+    /// <summary>A one-dimensional size.</summary>
+    public static implicit operator Dim3(uint x) => new(x);
+
+    /// <summary>A one-dimensional size.</summary>
+    public static Dim3 FromUInt32(uint x) => new(x);
+
+    /// <summary>Ceiling division, for grid sizes.</summary>
+    public static uint CeilDiv(long n, long d) => checked((uint)((n + d - 1) / d));
+}
+
+/// <summary>A kernel function in a loaded module.</summary>
+public sealed unsafe class CudaKernel
+{
+    private readonly CudaContext _context;
+    private readonly nint _function;
+
+    internal CudaKernel(CudaContext context, nint function, string name)
+    {
+        _context = context;
+        _function = function;
+        Name = name;
+    }
+
+    /// <summary>The name expression the kernel was instantiated from.</summary>
+    public string Name { get; }
+
+    /// <summary>Allows launches with up to <paramref name="bytes"/> of dynamic shared memory (needed above 48 KiB).</summary>
+    public void SetMaxDynamicSharedMemory(int bytes)
+    {
+        _context.MakeCurrent();
+        StatusCheck.Check(cuFuncSetAttribute(_function, CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes), nameof(cuFuncSetAttribute));
+    }
+
+    /// <summary>Reads a function attribute (registers, static shared memory, ...).</summary>
+    public int GetAttribute(CUfunction_attribute attribute)
+    {
+        _context.MakeCurrent();
+        int value;
+        StatusCheck.Check(cuFuncGetAttribute(&value, attribute, _function), nameof(cuFuncGetAttribute));
+        return value;
+    }
+
+    /// <summary>Queues the kernel on <paramref name="stream"/> with the arguments gathered in <paramref name="args"/>.</summary>
+    public void Launch(Dim3 grid, Dim3 block, uint sharedMemoryBytes, CudaStream stream, in KernelArgs args)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        if (grid.X == 0 || grid.Y == 0 || grid.Z == 0)
+        {
+            return; // nothing to do; the driver would reject an empty grid
+        }
+        _context.MakeCurrent();
+        void** pointers = stackalloc void*[Math.Max(1, args.Count)];
+        fixed (byte* storage = args.Storage)
+        {
+            for (int i = 0; i < args.Count; i++)
+            {
+                pointers[i] = storage + args.Offset(i);
+            }
+            StatusCheck.Check(
+                cuLaunchKernel(_function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedMemoryBytes, stream.Handle, pointers, null),
+                $"{nameof(cuLaunchKernel)}({Name})");
+        }
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
+}
+
+/// <summary>
+/// Kernel arguments packed into caller-provided (typically <c>stackalloc</c>) storage, each at its natural
+/// alignment, so a launch boxes nothing and allocates nothing:
+/// <code>var args = new KernelArgs(stackalloc byte[128], stackalloc int[16]); args.Add(ptr); args.Add(n);</code>
+/// </summary>
+public ref struct KernelArgs
+{
+    private readonly Span<byte> _storage;
+    private readonly Span<int> _offsets;
+    private int _used;
+
+    /// <summary>Packs into <paramref name="storage"/>, recording up to <paramref name="offsets"/>.Length arguments.</summary>
+    public KernelArgs(Span<byte> storage, Span<int> offsets)
+    {
+        _storage = storage;
+        _offsets = offsets;
+        _used = 0;
+        Count = 0;
+    }
+
+    /// <summary>Number of arguments added.</summary>
+    public int Count { get; private set; }
+
+    internal readonly ReadOnlySpan<byte> Storage => _storage;
+
+    internal readonly int Offset(int index) => _offsets[index];
+
+    /// <summary>Appends one argument (a device pointer, an int, a float, ...).</summary>
+    public unsafe void Add<T>(T value)
+        where T : unmanaged
+    {
+        int size = sizeof(T);
+        int align = Math.Min(size, 8);
+        int offset = (_used + align - 1) / align * align;
+        if (offset + size > _storage.Length || Count >= _offsets.Length)
+        {
+            throw new InvalidOperationException($"KernelArgs: storage for {Count} arguments / {_storage.Length} bytes is full");
+        }
+        System.Runtime.InteropServices.MemoryMarshal.Write(_storage[offset..], in value);
+        _offsets[Count++] = offset;
+        _used = offset + size;
+    }
+}

@@ -1,0 +1,45 @@
+using Attention.Native.Interop;
+
+namespace Attention.Native.Runtime;
+
+/// <summary>
+/// One cuMemAlloc'd range. Buffers and their views share it, so a view keeps it alive; it is freed by the
+/// owning buffer's Dispose, or, if leaked, handed by the finalizer to its context to free later with the
+/// context current (never from the finalizer thread itself).
+/// </summary>
+internal sealed class DeviceAllocation : IDisposable
+{
+    public DeviceAllocation(CudaContext context, long bytes)
+    {
+        Context = context;
+        Bytes = bytes;
+        Pointer = context.AllocateBytes(bytes);
+    }
+
+    ~DeviceAllocation()
+    {
+        if (!IsFreed)
+        {
+            Context.DeferFree(Pointer);
+        }
+    }
+
+    public CudaContext Context { get; }
+
+    public CUdeviceptr Pointer { get; }
+
+    public long Bytes { get; }
+
+    public bool IsFreed { get; private set; }
+
+    public void Dispose()
+    {
+        if (IsFreed)
+        {
+            return;
+        }
+        IsFreed = true;
+        GC.SuppressFinalize(this);
+        Context.FreeBytes(Pointer);
+    }
+}

@@ -1,0 +1,122 @@
+using Attention.Native.Ops;
+using Attention.Native.Tests.Support;
+
+namespace Attention.Native.Tests.Ops;
+
+public class RopeTests
+{
+    private static readonly Backend Cpu = Backend.Cpu;
+
+    // variants.md, written out directly: θ_j = base^(-2j/n); "half" pairs (j, j+n/2), "interleaved" (2j, 2j+1).
+    private static double[] Expected(double[] x, int batch, int seq, int heads, int width, RopeOptions o, int positionOffset)
+    {
+        var y = (double[])x.Clone();
+        int n = o.RotaryWidth(width);
+        for (int b = 0; b < batch; b++)
+        {
+            for (int t = 0; t < seq; t++)
+            {
+                for (int h = 0; h < heads; h++)
+                {
+                    int row = (((b * seq) + t) * heads + h) * width + o.RotaryOffset;
+                    for (int j = 0; j < n / 2; j++)
+                    {
+                        double theta = Math.Pow(o.Base, -2.0 * j / n);
+                        double angle = (positionOffset + t) * theta;
+                        int ia = o.Style == RopeStyle.Half ? j : 2 * j;
+                        int ib = o.Style == RopeStyle.Half ? j + (n / 2) : (2 * j) + 1;
+                        double xa = x[row + ia], xb = x[row + ib];
+                        y[row + ia] = (xa * Math.Cos(angle)) - (xb * Math.Sin(angle));
+                        y[row + ib] = (xb * Math.Cos(angle)) + (xa * Math.Sin(angle));
+                    }
+                }
+            }
+        }
+        return y;
+    }
+
+    private static IEnumerable<TestCaseData> Configs()
+    {
+        yield return new TestCaseData(2, 5, 3, 8, new RopeOptions(RopeStyle.Half), 0).SetName("half, [2,5,3,8]");
+        yield return new TestCaseData(2, 5, 3, 8, new RopeOptions(RopeStyle.Interleaved), 0).SetName("interleaved, [2,5,3,8]");
+        yield return new TestCaseData(1, 1, 2, 16, new RopeOptions(RopeStyle.Half, 500), 7).SetName("half, T=1 at position 7, base 500");
+        yield return new TestCaseData(1, 4, 2, 24, new RopeOptions(RopeStyle.Interleaved, RotaryOffset: 16, RotaryDim: 8), 3).SetName("interleaved on the trailing 8 of 24 (MLA q_pe)");
+        yield return new TestCaseData(2, 3, 1, 10, new RopeOptions(RopeStyle.Half, RotaryOffset: 2, RotaryDim: 4), 0).SetName("half on a middle slice");
+    }
+
+    [TestCaseSource(nameof(Configs))]
+    public void Forward_equals_the_spec(int batch, int seq, int heads, int width, RopeOptions options, int positionOffset)
+    {
+        var x = TestData.Normal(11, batch * seq * heads * width);
+        using var tx = Cpu.FromArray(x, new Shape(batch, seq, heads, width), DType.F64);
+        using var y = Rope.Forward(tx, options, positionOffset);
+        Assert.That(y.ToDoubleArray(), Is.EqualTo(Expected(x, batch, seq, heads, width, options, positionOffset)).Within(1e-12));
+    }
+
+    [Test]
+    public void Rank_three_input_is_one_head()
+    {
+        var x = TestData.Normal(12, 2 * 6 * 8);
+        using var t3 = Cpu.FromArray(x, new Shape(2, 6, 8), DType.F64);
+        using var t4 = Cpu.FromArray(x, new Shape(2, 6, 1, 8), DType.F64);
+        using var y3 = Rope.Forward(t3, new RopeOptions(RopeStyle.Interleaved), 5);
+        using var y4 = Rope.Forward(t4, new RopeOptions(RopeStyle.Interleaved), 5);
+        Assert.That(y3.ToDoubleArray(), Is.EqualTo(y4.ToDoubleArray()));
+    }
+
+    [Test]
+    public void Large_positions_keep_fp32_accuracy()
+    {
+        // At t ≈ 32k the angle is ~3e4 rad; computing it in float would be off by ~1e-3.
+        var x = TestData.NormalSingle(13, 64);
+        using var t32 = Cpu.FromArray(x, new Shape(1, 1, 1, 64));
+        using var t64 = Cpu.FromArray(Array.ConvertAll(x, v => (double)v), new Shape(1, 1, 1, 64), DType.F64);
+        using var y32 = Rope.Forward(t32, default, 32767);
+        using var y64 = Rope.Forward(t64, default, 32767);
+        var reference = Array.ConvertAll(y64.ToDoubleArray(), v => (float)v);
+        Parity.AssertClose("rope cpu f32 vs f64 at t=32767", DType.F32, "[1,1,1,64]", reference, y32.ToArray());
+    }
+
+    [TestCaseSource(nameof(Configs))]
+    public void Backward_matches_finite_differences(int batch, int seq, int heads, int width, RopeOptions options, int positionOffset)
+    {
+        var shape = new Shape(batch, seq, heads, width);
+        double[][] inputs = [TestData.Normal(14, shape.ElementCount)];
+        var dyValues = TestData.Normal(15, shape.ElementCount);
+        double[] Forward(double[][] p)
+        {
+            using var x = Cpu.FromArray(p[0], shape, DType.F64);
+            using var y = Rope.Forward(x, options, positionOffset);
+            return y.ToDoubleArray();
+        }
+        using var dy = Cpu.FromArray(dyValues, shape, DType.F64);
+        using var dx = Cpu.Zeros(shape, DType.F64);
+        Rope.Backward(dy, dx, options, positionOffset);
+        GradientCheck.AssertClose($"rope {options.Style} {shape} offset {options.RotaryOffset} pos {positionOffset}", GradientCheck.MaxError(inputs, Forward, dyValues, [dx.ToDoubleArray()]));
+    }
+
+    [Test]
+    public void In_place_forward_then_backward_restores_the_input()
+    {
+        var x = TestData.NormalSingle(16, 2 * 3 * 4 * 16);
+        using var t = Cpu.FromArray(x, new Shape(2, 3, 4, 16));
+        Rope.Forward(t, t, new RopeOptions(RopeStyle.Half), 9);
+        Assert.That(t.ToArray(), Is.Not.EqualTo(x));
+        Rope.Backward(t, t, new RopeOptions(RopeStyle.Half), 9);
+        Assert.That(t.ToArray(), Is.EqualTo(x).Within(1e-5));
+    }
+
+    [Test]
+    public void Bad_arguments_are_rejected_with_expected_and_actual()
+    {
+        using var x = Cpu.Zeros(new Shape(2, 3, 4, 8));
+        using var y = Cpu.Zeros(new Shape(2, 3, 4, 6));
+        using var rank2 = Cpu.Zeros(new Shape(3, 8));
+        using var odd = Cpu.Zeros(new Shape(1, 2, 7));
+        LinearTests.AssertArgument(() => Rope.Forward(x, y), "y", "[2, 3, 4, 8]", "[2, 3, 4, 6]");
+        LinearTests.AssertArgument(() => Rope.Forward(rank2), "x", "rank 3", "[3, 8]");
+        LinearTests.AssertArgument(() => Rope.Forward(odd), "options", "even rotary width", "7");
+        LinearTests.AssertArgument(() => Rope.Forward(x, new RopeOptions(RotaryOffset: 4, RotaryDim: 6)), "options", "even rotary width", "6");
+        Assert.Throws<ArgumentOutOfRangeException>(() => Rope.Forward(x, default, -1));
+    }
+}
