@@ -130,7 +130,7 @@ Task("GpuBundle")
     CopyDirectory(frameworkDir, runtime.Combine($"shared/Microsoft.NETCore.App/{System.IO.Path.GetFileName(frameworkDir)}"));
     CopyDirectory(fxrDir, runtime.Combine($"host/fxr/{System.IO.Path.GetFileName(fxrDir)}"));
     CopyFile(System.IO.Path.Combine(dotnetRoot, "dotnet"), runtime.CombineWithFilePath("dotnet"));
-    System.IO.File.WriteAllText(bundle.CombineWithFilePath("run.sh").FullPath, GpuBundleRunScript.Replace("\r\n", "\n"));
+    System.IO.File.WriteAllText(bundle.CombineWithFilePath("run.sh").FullPath, "#!/usr/bin/env bash\n" + GpuBundleRunScript.Replace("\r\n", "\n") + "\n");
     StartProcess("chmod", $"+x \"{runtime.CombineWithFilePath("dotnet")}\" \"{bundle.CombineWithFilePath("run.sh")}\"");
 
     var archive = artifacts.CombineWithFilePath("attention-native-gpu-bundle.tar.xz");
@@ -150,8 +150,8 @@ Task("Default").IsDependentOn("Build");
 
 // run.sh of the GPU bundle: finds the CUDA libraries (system, CUDA_PATH, or the NVIDIA wheels a PyTorch
 // install ships), then runs the tests or attn on the bundled .NET runtime.
+// The shebang is prepended in code: Cake's preprocessor comments out lines that start with "#!".
 const string GpuBundleRunScript = """
-#!/usr/bin/env bash
 # Attention.Native GPU bundle: runs the tests or the attn command on a Linux x64 host that has an NVIDIA
 # driver and no .NET installation.
 #   ./run.sh test [--filter "TestCategory=Gpu"]   the test suite (Gpu tests need a device)

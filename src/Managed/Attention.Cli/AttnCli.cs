@@ -3,7 +3,7 @@ using Spectre.Console;
 
 namespace Attention.Cli;
 
-/// <summary>The <c>attn</c> command: <c>info</c> and <c>demo</c>.</summary>
+/// <summary>The <c>attn</c> command: <c>info</c>, <c>demo</c> and <c>compile</c>.</summary>
 public static class AttnCli
 {
     /// <summary>Parses <paramref name="args"/> and runs the command; returns the exit code.</summary>
@@ -13,6 +13,7 @@ public static class AttnCli
         var root = new RootCommand("attn: modern attention mechanisms on CUDA (NVRTC + cuBLAS) with an exact CPU reference.");
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
+        root.Subcommands.Add(CompileCommand.Create());
         return root.Parse(args).Invoke(new InvocationConfiguration { Output = output, Error = error });
     }
 

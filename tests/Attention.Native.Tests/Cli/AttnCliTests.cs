@@ -44,3 +44,55 @@ public class AttnCliTests
         Assert.That(error, Does.Contain("tpu"));
     }
 }
+
+[Category("Kernels")]
+public class AttnCompileTests
+{
+    [Test]
+    public void Concurrent_processes_compiling_into_one_cache_all_succeed_and_leave_it_valid()
+    {
+        Support.Requires.Nvrtc();
+        using var cache = new Runtime.TempDirectory();
+        string attn = Path.Combine(AppContext.BaseDirectory, "attn.dll");
+        var processes = Enumerable.Range(0, 4).Select(_ => System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("dotnet")
+        {
+            ArgumentList = { attn, "compile", "--arch", "sm_80", "--cache", cache.Path },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        })!).ToList();
+        foreach (var p in processes)
+        {
+            string output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            Assert.That(p.ExitCode, Is.Zero, output);
+            p.Dispose();
+        }
+        var files = Directory.GetFiles(cache.Path);
+        Assert.Multiple(() =>
+        {
+            Assert.That(files.Where(f => f.EndsWith(".tmp", StringComparison.Ordinal)), Is.Empty, "no temporary file left behind");
+            Assert.That(files, Has.Length.EqualTo(Native.Ops.KernelCatalog.All.Count), "one entry per kernel file");
+        });
+        var reader = new Native.Runtime.KernelCompiler(cache.Path);
+        foreach (var program in Native.Ops.KernelCatalog.All)
+        {
+            Assert.That(reader.Compile(program, "sm_80").Origin, Is.EqualTo(Native.Runtime.CompileOrigin.DiskCache), program.SourceName);
+        }
+    }
+
+    [Test]
+    public void Compile_command_fills_the_cache_and_a_second_run_reads_it()
+    {
+        Support.Requires.Nvrtc();
+        using var cache = new Runtime.TempDirectory();
+        using var first = new StringWriter();
+        using var second = new StringWriter();
+        Assert.That(Attention.Cli.AttnCli.Run(["compile", "--arch", "sm_90", "--cache", cache.Path], first, TextWriter.Null), Is.Zero);
+        Assert.That(Attention.Cli.AttnCli.Run(["compile", "--arch", "sm_90", "--cache", cache.Path], second, TextWriter.Null), Is.Zero);
+        Assert.Multiple(() =>
+        {
+            Assert.That(first.ToString(), Does.Contain("Compiled").And.Contain("sm_90"));
+            Assert.That(second.ToString(), Does.Contain("DiskCache").And.Not.Contain("Compiled"));
+        });
+    }
+}

@@ -69,7 +69,7 @@ public class KernelCompileTests
         Assert.Multiple(() =>
         {
             Assert.That(e!.Status, Is.EqualTo(nvrtcResult.NVRTC_ERROR_COMPILATION));
-            Assert.That(e.ProgramName, Is.EqualTo("broken.cu"));
+            Assert.That(e.ProgramName, Is.EqualTo("broken.cu (k<float>)"));
             Assert.That(e.Log, Does.Contain("undeclared_thing"));
             Assert.That(e.Message, Does.Contain("nvrtcCompileProgram").And.Contain("broken.cu").And.Contain("undeclared_thing"));
         });

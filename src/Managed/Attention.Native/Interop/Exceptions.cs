@@ -114,7 +114,7 @@ public sealed class NvrtcException : Exception
     /// <summary>The NVRTC function that failed.</summary>
     public string Call { get; }
 
-    /// <summary>The kernel source being compiled (e.g. <c>rope.cu</c>), when known.</summary>
+    /// <summary>What was being compiled: the kernel file and its kernels, e.g. <c>rope.cu (rope_forward&lt;float&gt;, …)</c>.</summary>
     public string? ProgramName { get; }
 
     /// <summary>The compiler's log, when there is one.</summary>

@@ -64,6 +64,10 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     public void Upload(ReadOnlySpan<T> source)
     {
         CheckFits(source.Length, nameof(source));
+        if (source.IsEmpty)
+        {
+            return;
+        }
         Context.MakeCurrent();
         fixed (T* src = source)
         {
@@ -76,6 +80,10 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     {
         ArgumentNullException.ThrowIfNull(stream);
         CheckFits(source.Length, nameof(source));
+        if (source.IsEmpty)
+        {
+            return;
+        }
         Context.MakeCurrent();
         fixed (T* src = source)
         {
@@ -89,6 +97,10 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     public void Download(Span<T> destination)
     {
         CheckFits(destination.Length, nameof(destination));
+        if (destination.IsEmpty)
+        {
+            return;
+        }
         Context.MakeCurrent();
         fixed (T* dst = destination)
         {
@@ -101,6 +113,10 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     {
         ArgumentNullException.ThrowIfNull(stream);
         CheckFits(destination.Length, nameof(destination));
+        if (destination.IsEmpty)
+        {
+            return;
+        }
         Context.MakeCurrent();
         fixed (T* dst = destination)
         {
@@ -121,6 +137,10 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     public void Zero()
     {
         ThrowIfDisposed();
+        if (Length == 0)
+        {
+            return;
+        }
         Context.MakeCurrent();
         StatusCheck.Check(cuMemsetD8_v2(_pointer, 0, (nuint)ByteLength), nameof(cuMemsetD8_v2));
     }
@@ -130,6 +150,10 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     {
         ArgumentNullException.ThrowIfNull(stream);
         ThrowIfDisposed();
+        if (Length == 0)
+        {
+            return;
+        }
         Context.MakeCurrent();
         StatusCheck.Check(cuMemsetD8Async(_pointer, 0, (nuint)ByteLength, stream.Handle), nameof(cuMemsetD8Async));
     }
@@ -143,6 +167,10 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
         if (destination.Length != Length)
         {
             throw new ArgumentException($"destination: expected {Length} elements, actual {destination.Length}", nameof(destination));
+        }
+        if (Length == 0)
+        {
+            return;
         }
         Context.MakeCurrent();
         if (stream is null)

@@ -51,14 +51,15 @@ public sealed unsafe class KernelCompiler
             {
                 return explicitDir;
             }
+            string home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
             string root = OperatingSystem.IsWindows()
                 ? Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData)
                 : Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg
                     ? xdg
-                    : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
-            if (string.IsNullOrEmpty(root))
+                    : home.Length > 0 ? Path.Combine(home, ".cache") : "";
+            if (!Path.IsPathRooted(root))
             {
-                root = Path.GetTempPath();
+                root = Path.GetTempPath(); // no home directory (a service account): never a relative path
             }
             return Path.Combine(root, "attention-native", "kernels");
         }
@@ -192,12 +193,12 @@ public sealed unsafe class KernelCompiler
             headerTexts[i] = strings.Add(headers[i].Value);
         }
         nint prog;
-        StatusCheck.Check(nvrtcCreateProgram(&prog, source, name, headers.Length, headerTexts, headerNames), nameof(nvrtcCreateProgram), program.SourceName);
+        StatusCheck.Check(nvrtcCreateProgram(&prog, source, name, headers.Length, headerTexts, headerNames), nameof(nvrtcCreateProgram), Describe(program));
         try
         {
             foreach (var expression in program.NameExpressions)
             {
-                StatusCheck.Check(nvrtcAddNameExpression(prog, strings.Add(expression)), nameof(nvrtcAddNameExpression), program.SourceName);
+                StatusCheck.Check(nvrtcAddNameExpression(prog, strings.Add(expression)), nameof(nvrtcAddNameExpression), Describe(program));
             }
             byte** opts = stackalloc byte*[options.Count];
             for (int i = 0; i < options.Count; i++)
@@ -206,13 +207,13 @@ public sealed unsafe class KernelCompiler
             }
             var status = nvrtcCompileProgram(prog, options.Count, opts);
             string log = ProgramLog(prog);
-            StatusCheck.Check(status, nameof(nvrtcCompileProgram), program.SourceName, log);
+            StatusCheck.Check(status, nameof(nvrtcCompileProgram), Describe(program), log);
 
             var lowered = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var expression in program.NameExpressions)
             {
                 byte* loweredName;
-                StatusCheck.Check(nvrtcGetLoweredName(prog, strings.Add(expression), &loweredName), nameof(nvrtcGetLoweredName), program.SourceName);
+                StatusCheck.Check(nvrtcGetLoweredName(prog, strings.Add(expression), &loweredName), nameof(nvrtcGetLoweredName), Describe(program));
                 lowered[expression] = new string((sbyte*)loweredName);
             }
 
@@ -221,20 +222,20 @@ public sealed unsafe class KernelCompiler
             byte[] image;
             if (ptx)
             {
-                StatusCheck.Check(nvrtcGetPTXSize(prog, &size), nameof(nvrtcGetPTXSize), program.SourceName);
+                StatusCheck.Check(nvrtcGetPTXSize(prog, &size), nameof(nvrtcGetPTXSize), Describe(program));
                 image = new byte[size];
                 fixed (byte* p = image)
                 {
-                    StatusCheck.Check(nvrtcGetPTX(prog, p), nameof(nvrtcGetPTX), program.SourceName);
+                    StatusCheck.Check(nvrtcGetPTX(prog, p), nameof(nvrtcGetPTX), Describe(program));
                 }
             }
             else
             {
-                StatusCheck.Check(nvrtcGetCUBINSize(prog, &size), nameof(nvrtcGetCUBINSize), program.SourceName);
+                StatusCheck.Check(nvrtcGetCUBINSize(prog, &size), nameof(nvrtcGetCUBINSize), Describe(program));
                 image = new byte[size];
                 fixed (byte* p = image)
                 {
-                    StatusCheck.Check(nvrtcGetCUBIN(prog, p), nameof(nvrtcGetCUBIN), program.SourceName);
+                    StatusCheck.Check(nvrtcGetCUBIN(prog, p), nameof(nvrtcGetCUBIN), Describe(program));
                 }
             }
             return new CompiledProgram(key, target, image, lowered, log) { Origin = CompileOrigin.Compiled };
@@ -244,6 +245,9 @@ public sealed unsafe class KernelCompiler
             _ = nvrtcDestroyProgram(&prog);
         }
     }
+
+    // "rope.cu (rope_forward<float>, ...)": the file and the kernels, for error messages.
+    private static string Describe(KernelProgram program) => $"{program.SourceName} ({string.Join(", ", program.NameExpressions)})";
 
     private static string ProgramLog(nint prog)
     {
