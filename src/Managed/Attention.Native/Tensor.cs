@@ -96,19 +96,10 @@ public abstract class Tensor : IDisposable
     public Tensor To(Backend backend)
     {
         ArgumentNullException.ThrowIfNull(backend);
-        var copy = backend.Empty(Shape, DType);
-        try
-        {
-            var raw = new byte[ByteCount];
-            CopyToBytes(raw);
-            copy.CopyFromBytes(raw);
-            return copy;
-        }
-        catch
-        {
-            copy.Dispose();
-            throw;
-        }
+        ThrowIfDisposed();
+        var raw = new byte[ByteCount];
+        CopyToBytes(raw);
+        return backend.Create(Shape, DType, copy => copy.CopyFromBytes(raw));
     }
 
     /// <summary>Frees the storage (a view frees nothing). Calling it twice is harmless.</summary>

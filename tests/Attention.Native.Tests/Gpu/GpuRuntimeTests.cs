@@ -95,7 +95,7 @@ public class GpuRuntimeTests
     }
 
     [Test]
-    public void Kernels_load_from_the_disk_cache_in_a_new_backend()
+    public void A_kernel_compiles_once_per_process_and_runs()
     {
         var gpu = Requires.CudaDevice();
         using var x = gpu.FromArray([1f, 2f, 3f, 4f], new Shape(1, 1, 4));

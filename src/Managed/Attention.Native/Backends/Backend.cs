@@ -93,6 +93,22 @@ public abstract class Backend : IDisposable
         }
     }
 
+    /// <summary>A new tensor filled by <paramref name="fill"/>; disposed again if filling throws, so a failed op leaves no buffer behind.</summary>
+    internal Tensor Create(Shape shape, DType dtype, Action<Tensor> fill)
+    {
+        var tensor = Empty(shape, dtype);
+        try
+        {
+            fill(tensor);
+            return tensor;
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Waits for all work queued by this backend.</summary>
     public abstract void Synchronize();
 

@@ -125,7 +125,15 @@ public static class NativeLibraries
         {
             if (Environment.GetEnvironmentVariable(variable) is { Length: > 0 } root)
             {
-                dirs.Add(Path.Combine(root, OperatingSystem.IsWindows() ? "bin" : "lib64"));
+                if (OperatingSystem.IsWindows())
+                {
+                    dirs.Add(Path.Combine(root, "bin", "x64")); // CUDA 13 layout
+                    dirs.Add(Path.Combine(root, "bin"));
+                }
+                else
+                {
+                    dirs.Add(Path.Combine(root, "lib64"));
+                }
             }
         }
         if (!OperatingSystem.IsWindows())

@@ -14,17 +14,7 @@ public static class Linear
         Check.RankAtLeast(x, 1, nameof(x), "[..., in]");
         Check.Usable(weight, nameof(weight));
         Check.RankAtLeast(weight, 2, nameof(weight), "[out, in]");
-        var y = x.Backend.Empty(x.Shape.WithLast(weight.Shape[0]), x.DType);
-        try
-        {
-            Forward(x, weight, bias, y);
-            return y;
-        }
-        catch
-        {
-            y.Dispose();
-            throw;
-        }
+        return x.Backend.Create(x.Shape.WithLast(weight.Shape[0]), x.DType, y => Forward(x, weight, bias, y));
     }
 
     /// <summary>Writes <c>x · weightᵀ (+ bias)</c> into <paramref name="y"/>, which must not overlap the inputs.</summary>

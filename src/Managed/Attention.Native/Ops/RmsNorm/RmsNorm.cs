@@ -20,17 +20,7 @@ public static class RmsNorm
     public static Tensor Forward(Tensor x, Tensor? gain = null, float epsilon = DefaultEpsilon)
     {
         Check.Usable(x, nameof(x));
-        var y = x.Backend.Empty(x.Shape, x.DType);
-        try
-        {
-            Forward(x, gain, y, epsilon);
-            return y;
-        }
-        catch
-        {
-            y.Dispose();
-            throw;
-        }
+        return x.Backend.Create(x.Shape, x.DType, y => Forward(x, gain, y, epsilon));
     }
 
     /// <summary>

@@ -40,17 +40,7 @@ public static class Rope
     public static Tensor Forward(Tensor x, RopeOptions options = default, int positionOffset = 0)
     {
         Check.Usable(x, nameof(x));
-        var y = x.Backend.Empty(x.Shape, x.DType);
-        try
-        {
-            Forward(x, y, options, positionOffset);
-            return y;
-        }
-        catch
-        {
-            y.Dispose();
-            throw;
-        }
+        return x.Backend.Create(x.Shape, x.DType, y => Forward(x, y, options, positionOffset));
     }
 
     /// <summary>
