@@ -113,8 +113,13 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(CudaLibrary)]
     internal static partial CUresult cuEventSynchronize(nint hEvent);
 
+    // CUDA 12.8 added cuEventElapsedTime_v2 and newer headers map the name to it; drivers keep the original
+    // symbol for older binaries, and older drivers (e.g. JetPack 6) have only that one. CudaEvent tries it first.
     [LibraryImport(CudaLibrary)]
     internal static partial CUresult cuEventElapsedTime(float* pMilliseconds, nint hStart, nint hEnd);
+
+    [LibraryImport(CudaLibrary)]
+    internal static partial CUresult cuEventElapsedTime_v2(float* pMilliseconds, nint hStart, nint hEnd);
 
     [LibraryImport(CudaLibrary)]
     internal static partial CUresult cuModuleLoadData(nint* module, void* image);

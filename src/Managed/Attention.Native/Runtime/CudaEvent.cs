@@ -6,6 +6,8 @@ namespace Attention.Native.Runtime;
 /// <summary>A CUDA event, for ordering and GPU-side timing.</summary>
 public sealed unsafe class CudaEvent : IDisposable
 {
+    private static bool s_useV2;
+
     private readonly CudaContext _context;
     private nint _handle;
 
@@ -51,7 +53,19 @@ public sealed unsafe class CudaEvent : IDisposable
         ArgumentNullException.ThrowIfNull(end);
         end.Synchronize();
         float ms;
-        StatusCheck.Check(cuEventElapsedTime(&ms, start.Handle, end.Handle), nameof(cuEventElapsedTime));
+        if (!s_useV2)
+        {
+            try
+            {
+                StatusCheck.Check(cuEventElapsedTime(&ms, start.Handle, end.Handle), nameof(cuEventElapsedTime));
+                return ms;
+            }
+            catch (EntryPointNotFoundException)
+            {
+                s_useV2 = true;
+            }
+        }
+        StatusCheck.Check(cuEventElapsedTime_v2(&ms, start.Handle, end.Handle), nameof(cuEventElapsedTime_v2));
         return ms;
     }
 
