@@ -16,7 +16,7 @@ public enum BackendKind
 /// the CUDA backend runs the kernels in <c>cuda/</c>. Ops (<see cref="Linear"/>, <see cref="Rope"/>,
 /// <see cref="RmsNorm"/>, …) validate their arguments once and then dispatch to the tensors' backend.
 /// </summary>
-public abstract class Backend : IDisposable
+public abstract partial class Backend : IDisposable
 {
     /// <summary>Environment variable forcing the default backend: <c>cpu</c> or <c>cuda</c>.</summary>
     public const string BackendVariable = "ATTENTION_NATIVE_BACKEND";
@@ -128,6 +128,10 @@ public abstract class Backend : IDisposable
     public override string ToString() => Name;
 
     private protected abstract Tensor Allocate(Shape shape, DType dtype, bool zero);
+
+    /// <summary>The error an op's table entry throws on a backend that does not implement it yet.</summary>
+    private protected NotSupportedException Unsupported(string op) =>
+        new($"{op}: not implemented on the {Kind} backend ({Name}); run it on Backend.Cpu");
 
     private void CheckDType(DType dtype, string name)
     {

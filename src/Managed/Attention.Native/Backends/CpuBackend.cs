@@ -7,7 +7,7 @@ namespace Attention.Native;
 /// is usable. Computes F32 in float and F64 in double; BF16/F16 tensors are widened to F32, computed,
 /// and rounded back (round-to-nearest-even), as the GPU's fp32-accumulating kernels do.
 /// </summary>
-public sealed class CpuBackend : Backend
+public sealed partial class CpuBackend : Backend
 {
     internal CpuBackend()
     {
