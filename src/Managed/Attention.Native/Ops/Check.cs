@@ -47,6 +47,14 @@ internal static class Check
         }
     }
 
+    public static void Rank(Tensor tensor, int rank, string name, string layout)
+    {
+        if (tensor.Shape.Rank != rank)
+        {
+            throw new ArgumentException($"{name}: expected rank {rank} ({layout}), actual shape {tensor.Shape}", name);
+        }
+    }
+
     public static void DTypeSupported(Tensor tensor, string name)
     {
         if (!tensor.Backend.Supports(tensor.DType))

@@ -1,0 +1,214 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+
+namespace Attention.Native.Ops;
+
+/// <summary>
+/// CPU reference of <see cref="SoftmaxAttention"/>, generic over float and double. Each task owns one (batch, head, block of
+/// query rows): its scores are one <c>RowBlock × L</c> matrix, computed and multiplied by GEMMs that read q, k, v in place
+/// through their row strides (no transposes, no T×T buffers).
+/// </summary>
+internal static class SoftmaxAttentionCpu
+{
+    private const int RowBlock = 32;
+
+    public static void Forward<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> v, PinnedBuffer<T> bias, PinnedBuffer<T> o, PinnedBuffer<T> lse, SoftmaxAttention.Dims d, AttentionOptions options)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int blocks = (d.Tq + RowBlock - 1) / RowBlock;
+        T scale = T.CreateChecked(options.Scale);
+        Parallel.For(0, d.B * d.H * blocks, task =>
+        {
+            int block = task % blocks, h = task / blocks % d.H, b = task / blocks / d.H;
+            int r0 = block * RowBlock, rows = Math.Min(RowBlock, d.Tq - r0);
+            var layout = new Layout(d, b, h, r0, rows, options.Causal);
+            var scores = new T[rows * layout.Keys];
+            Scores(q, k, bias, layout, d, scale, scores);
+            for (int i = 0; i < rows; i++)
+            {
+                var row = scores.AsSpan(i * layout.Keys, layout.Keys);
+                int visible = layout.Visible(i);
+                var live = row[..visible];
+                T max = TensorPrimitives.Max<T>(live);
+                TensorPrimitives.Subtract<T>(live, max, live);
+                TensorPrimitives.Exp<T>(live, live);
+                T sum = TensorPrimitives.Sum<T>(live);
+                TensorPrimitives.Divide<T>(live, sum, live);
+                row[visible..].Clear();
+                lse[(((long)b * d.H) + h) * d.Tq + r0 + i] = max + T.Log(sum);
+            }
+            // o = P v: rows of o for this head are H·d_v apart, rows of v for this KV head G·d_v apart.
+            CpuGemm.Serial(false, false, rows, d.Dv, layout.Keys, T.One, scores, layout.Keys,
+                v.Slice(layout.VBase, Span(layout.Keys, d.G * d.Dv, d.Dv)), d.G * d.Dv,
+                T.Zero, o.Slice(layout.OBase, Span(rows, d.H * d.Dv, d.Dv)), d.H * d.Dv);
+        });
+    }
+
+    public static void Backward<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> v, PinnedBuffer<T> bias, PinnedBuffer<T> o, PinnedBuffer<T> lse, PinnedBuffer<T> dO,
+        PinnedBuffer<T> dq, PinnedBuffer<T> dk, PinnedBuffer<T> dv, PinnedBuffer<T> dbias, SoftmaxAttention.Dims d, AttentionOptions options)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T scale = T.CreateChecked(options.Scale);
+        bool wantKv = !dk.IsEmpty || !dv.IsEmpty;
+        // Each query head accumulates its own dk/dv; the heads sharing a KV head are summed afterwards in a fixed order.
+        var dkHead = wantKv ? new T[d.B * d.H][] : null;
+        var dvHead = wantKv ? new T[d.B * d.H][] : null;
+
+        void Head(int b, int h)
+        {
+            T[]? dkh = wantKv ? new T[d.Length * d.Dqk] : null;
+            T[]? dvh = wantKv ? new T[d.Length * d.Dv] : null;
+            for (int r0 = 0; r0 < d.Tq; r0 += RowBlock)
+            {
+                int rows = Math.Min(RowBlock, d.Tq - r0);
+                var layout = new Layout(d, b, h, r0, rows, options.Causal);
+                int n = layout.Keys;
+                var p = new T[rows * n];
+                var dp = new T[rows * n];
+                Scores(q, k, bias, layout, d, scale, p);
+                for (int i = 0; i < rows; i++)
+                {
+                    var row = p.AsSpan(i * n, n);
+                    int visible = layout.Visible(i);
+                    T rowLse = lse[(((long)b * d.H) + h) * d.Tq + r0 + i];
+                    TensorPrimitives.Subtract<T>(row[..visible], rowLse, row[..visible]);
+                    TensorPrimitives.Exp<T>(row[..visible], row[..visible]);
+                    row[visible..].Clear();
+                }
+                int ldo = d.H * d.Dv;
+                var dOBlock = dO.Slice(layout.OBase, Span(rows, ldo, d.Dv));
+                // dP = dO vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ o)).
+                CpuGemm.Serial(false, true, rows, n, d.Dv, T.One, dOBlock, ldo, v.Slice(layout.VBase, Span(n, d.G * d.Dv, d.Dv)), d.G * d.Dv, T.Zero, dp, n);
+                for (int i = 0; i < rows; i++)
+                {
+                    long at = layout.OBase + ((long)i * ldo);
+                    T delta = TensorPrimitives.Dot<T>(dO.Slice(at, d.Dv), o.Slice(at, d.Dv));
+                    var dsRow = dp.AsSpan(i * n, n);
+                    TensorPrimitives.Subtract<T>(dsRow, delta, dsRow);
+                    TensorPrimitives.Multiply<T>(dsRow, p.AsSpan(i * n, n), dsRow);
+                    if (!dbias.IsEmpty)
+                    {
+                        var target = dbias.Slice((((long)h * d.Tq) + r0 + i) * d.Tk, n);
+                        TensorPrimitives.Add<T>(target, dsRow, target);
+                    }
+                }
+                int ldq = d.H * d.Dqk, ldk = d.G * d.Dqk;
+                if (!dq.IsEmpty)
+                {
+                    CpuGemm.Serial(false, false, rows, d.Dqk, n, scale, dp, n, k.Slice(layout.KBase, Span(n, ldk, d.Dqk)), ldk, T.One, dq.Slice(layout.QBase, Span(rows, ldq, d.Dqk)), ldq);
+                }
+                if (wantKv)
+                {
+                    CpuGemm.Serial(true, false, n, d.Dqk, rows, scale, dp, n, q.Slice(layout.QBase, Span(rows, ldq, d.Dqk)), ldq, T.One, dkh, d.Dqk);
+                    CpuGemm.Serial(true, false, n, d.Dv, rows, T.One, p, n, dOBlock, ldo, T.One, dvh, d.Dv);
+                }
+            }
+            if (wantKv)
+            {
+                dkHead![(b * d.H) + h] = dkh!;
+                dvHead![(b * d.H) + h] = dvh!;
+            }
+        }
+
+        if (dbias.IsEmpty)
+        {
+            Parallel.For(0, d.B * d.H, task => Head(task / d.H, task % d.H));
+        }
+        else
+        {
+            // dbias is shared by the batch: one task per head walks the batch in order.
+            Parallel.For(0, d.H, h =>
+            {
+                for (int b = 0; b < d.B; b++)
+                {
+                    Head(b, h);
+                }
+            });
+        }
+        if (!wantKv)
+        {
+            return;
+        }
+        int groupSize = d.H / d.G;
+        Parallel.For(0, d.B * d.G, task =>
+        {
+            int b = task / d.G, g = task % d.G;
+            for (int hh = 0; hh < groupSize; hh++)
+            {
+                int h = (g * groupSize) + hh;
+                var dkh = dkHead![(b * d.H) + h];
+                var dvh = dvHead![(b * d.H) + h];
+                for (int j = 0; j < d.Length; j++)
+                {
+                    long row = (((long)b * d.Tk) + j) * d.G + g;
+                    if (!dk.IsEmpty)
+                    {
+                        var target = dk.Slice(row * d.Dqk, d.Dqk);
+                        TensorPrimitives.Add<T>(target, dkh.AsSpan(j * d.Dqk, d.Dqk), target);
+                    }
+                    if (!dv.IsEmpty)
+                    {
+                        var target = dv.Slice(row * d.Dv, d.Dv);
+                        TensorPrimitives.Add<T>(target, dvh.AsSpan(j * d.Dv, d.Dv), target);
+                    }
+                }
+            }
+        });
+    }
+
+    // scale · q kᵀ (+ bias) for one row block, with masked entries set to −∞.
+    private static void Scores<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> bias, Layout layout, SoftmaxAttention.Dims d, T scale, T[] scores)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int n = layout.Keys, ldq = d.H * d.Dqk, ldk = d.G * d.Dqk;
+        CpuGemm.Serial(false, true, layout.Rows, n, d.Dqk, scale, q.Slice(layout.QBase, Span(layout.Rows, ldq, d.Dqk)), ldq,
+            k.Slice(layout.KBase, Span(n, ldk, d.Dqk)), ldk, T.Zero, scores, n);
+        for (int i = 0; i < layout.Rows; i++)
+        {
+            var row = scores.AsSpan(i * n, n);
+            if (!bias.IsEmpty)
+            {
+                TensorPrimitives.Add<T>(row, bias.Slice((((long)layout.Head * d.Tq) + layout.FirstRow + i) * d.Tk, n), row);
+            }
+            row[layout.Visible(i)..].Fill(T.NegativeInfinity);
+        }
+    }
+
+    // Elements spanned by `rows` rows of `width` values placed `stride` apart.
+    private static int Span(int rows, int stride, int width) => rows == 0 ? 0 : ((rows - 1) * stride) + width;
+
+    /// <summary>Where one (batch, head, row block) task reads and writes, and which keys each of its rows sees.</summary>
+    private readonly struct Layout
+    {
+        private readonly int _firstPosition;
+        private readonly bool _causal;
+        private readonly int _length;
+
+        public Layout(SoftmaxAttention.Dims d, int b, int h, int r0, int rows, bool causal)
+        {
+            int g = h / (d.H / d.G);
+            Head = h;
+            FirstRow = r0;
+            Rows = rows;
+            _causal = causal;
+            _length = d.Length;
+            _firstPosition = d.Length - d.Tq + r0;
+            Keys = causal ? Math.Min(d.Length, _firstPosition + rows) : d.Length;
+            QBase = ((((long)b * d.Tq) + r0) * d.H + h) * d.Dqk;
+            OBase = ((((long)b * d.Tq) + r0) * d.H + h) * d.Dv;
+            KBase = (((long)b * d.Tk * d.G) + g) * d.Dqk;
+            VBase = (((long)b * d.Tk * d.G) + g) * d.Dv;
+        }
+
+        public int Head { get; }
+        public int FirstRow { get; }
+        public int Rows { get; }
+        public int Keys { get; }
+        public long QBase { get; }
+        public long OBase { get; }
+        public long KBase { get; }
+        public long VBase { get; }
+
+        public int Visible(int i) => _causal ? Math.Min(_length, _firstPosition + i + 1) : _length;
+    }
+}

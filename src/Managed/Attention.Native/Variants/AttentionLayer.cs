@@ -1,0 +1,317 @@
+namespace Attention.Native.Variants;
+
+/// <summary>How a parameter is initialised by <see cref="AttentionLayer.InitializeParameters"/>.</summary>
+public enum ParameterInit
+{
+    /// <summary>Uniform in ±1/sqrt(fan_in), fan_in the product of all axes but the first (PyTorch's Linear/Conv default scale).</summary>
+    FanIn,
+    /// <summary>All ones (norm gains).</summary>
+    Ones,
+    /// <summary>All zeros.</summary>
+    Zeros,
+    /// <summary>Normal with standard deviation 0.02 (position tables and biases of attention scores).</summary>
+    Normal,
+}
+
+/// <summary>One parameter of a layer: its safetensors name, shape, initialisation, and whether it gets a gradient.</summary>
+/// <param name="Name">The exact tensor name of variants.md.</param>
+/// <param name="Shape">The shape.</param>
+/// <param name="Init">How <see cref="AttentionLayer.InitializeParameters"/> fills it.</param>
+/// <param name="Learnable">False for buffers without a gradient.</param>
+public sealed record ParameterSpec(string Name, Shape Shape, ParameterInit Init = ParameterInit.FanIn, bool Learnable = true);
+
+/// <summary>
+/// An attention layer of variants.md: input <c>x [B, T, d_model]</c>, output of the same shape. It owns its parameters
+/// (on <see cref="Backend"/>, in <see cref="DType"/>) and runs on whatever backend holds them: the variant's forward is
+/// written once against the op API. <see cref="ForwardForTraining"/> returns a pass whose backward gives <c>dx</c> and the
+/// gradient of every learnable parameter.
+/// </summary>
+public abstract class AttentionLayer : IDisposable
+{
+    private readonly Dictionary<string, Tensor> _parameters = new(StringComparer.Ordinal);
+    private bool _disposed;
+
+    private protected AttentionLayer(LayerConfig config, Backend? backend, DType dtype)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+        Backend = backend ?? Backend.Cpu;
+        DType = dtype;
+        if (!Backend.Supports(dtype))
+        {
+            throw new ArgumentException($"dtype: expected a dtype the {Backend.Kind} backend supports, actual {dtype}", nameof(dtype));
+        }
+        ParameterSpecs = Specs(config).ToArray();
+        try
+        {
+            foreach (var spec in ParameterSpecs)
+            {
+                _parameters.Add(spec.Name, Backend.Zeros(spec.Shape, dtype));
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The variant name (mha, gqa, …).</summary>
+    public string Variant => Config.Variant;
+
+    /// <summary>The validated config.</summary>
+    public LayerConfig Config { get; }
+
+    /// <summary>Where the parameters live and the layer computes.</summary>
+    public Backend Backend { get; }
+
+    /// <summary>The dtype of parameters, inputs and outputs.</summary>
+    public DType DType { get; }
+
+    /// <summary>Every parameter, in the order of variants.md.</summary>
+    public IReadOnlyList<ParameterSpec> ParameterSpecs { get; }
+
+    /// <summary>The parameter tensors by name (owned by the layer).</summary>
+    public IReadOnlyDictionary<string, Tensor> Parameters => _parameters;
+
+    /// <summary>The number of parameter elements (learnable or not).</summary>
+    public long ParameterCount => ParameterSpecs.Sum(s => s.Shape.ElementCount);
+
+    /// <summary>True for the variants with a causal mask and a KV cache (see <see cref="CausalAttentionLayer"/>).</summary>
+    public virtual bool IsCausal => false;
+
+    /// <summary>Creates the layer of <paramref name="config"/>'s variant with zero parameters.</summary>
+    public static AttentionLayer Create(LayerConfig config, Backend? backend = null, DType dtype = DType.F32)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return config switch
+        {
+            GqaConfig c => new GqaLayer(c, backend, dtype),
+            _ => throw new ArgumentException($"config: expected a config of a supported variant, actual {config.Variant}", nameof(config)),
+        };
+    }
+
+    /// <summary>Fills every parameter from a seeded generator as its <see cref="ParameterSpec.Init"/> says.</summary>
+    public void InitializeParameters(int seed)
+    {
+        ThrowIfDisposed();
+        var random = new Random(seed);
+        foreach (var spec in ParameterSpecs)
+        {
+            var values = new float[spec.Shape.ElementCount];
+            long fanIn = spec.Shape.Rank <= 1 ? spec.Shape.ElementCount : spec.Shape.ElementCount / spec.Shape[0];
+            double bound = 1 / Math.Sqrt(Math.Max(1, fanIn));
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i] = spec.Init switch
+                {
+                    ParameterInit.FanIn => (float)(((2 * random.NextDouble()) - 1) * bound),
+                    ParameterInit.Ones => 1f,
+                    ParameterInit.Zeros => 0f,
+                    _ => (float)(0.02 * Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble())),
+                };
+            }
+            _parameters[spec.Name].CopyFrom(values);
+        }
+    }
+
+    /// <summary>
+    /// Copies parameters from <paramref name="tensors"/> by name (converting dtype and backend as needed). Every parameter must
+    /// be present with its shape and nothing else may be: one <see cref="ArgumentException"/> lists every missing, unexpected
+    /// and wrongly shaped tensor.
+    /// </summary>
+    public void LoadParameters(IReadOnlyDictionary<string, Tensor> tensors)
+    {
+        ArgumentNullException.ThrowIfNull(tensors);
+        ThrowIfDisposed();
+        var missing = ParameterSpecs.Where(s => !tensors.ContainsKey(s.Name)).Select(s => s.Name).ToList();
+        var unexpected = tensors.Keys.Where(k => !_parameters.ContainsKey(k)).Order(StringComparer.Ordinal).ToList();
+        var misshapen = ParameterSpecs.Where(s => tensors.TryGetValue(s.Name, out var t) && t.Shape != s.Shape)
+            .Select(s => $"{s.Name} expected {s.Shape} actual {tensors[s.Name].Shape}").ToList();
+        if (missing.Count + unexpected.Count + misshapen.Count > 0)
+        {
+            var parts = new List<string>();
+            if (missing.Count > 0)
+            {
+                parts.Add($"missing: {string.Join(", ", missing)}");
+            }
+            if (unexpected.Count > 0)
+            {
+                parts.Add($"unexpected: {string.Join(", ", unexpected)}");
+            }
+            if (misshapen.Count > 0)
+            {
+                parts.Add($"wrong shape: {string.Join("; ", misshapen)}");
+            }
+            throw new ArgumentException($"tensors: the weights do not match the {Variant} layer ({string.Join(" | ", parts)})", nameof(tensors));
+        }
+        foreach (var spec in ParameterSpecs)
+        {
+            var source = tensors[spec.Name];
+            var values = source.ToDoubleArray();
+            _parameters[spec.Name].CopyFrom(values);
+        }
+    }
+
+    /// <summary>The layer's output for <paramref name="x"/> [B, T, d_model] (inference: nothing is kept for a backward).</summary>
+    public Tensor Forward(Tensor x)
+    {
+        CheckInput(x, nameof(x));
+        using var graph = new Graph(Backend, record: false);
+        var y = Build(graph, graph.Input(x, requiresGrad: false));
+        return y.Value.To(Backend);
+    }
+
+    /// <summary>Runs the forward keeping what the backward needs; dispose the pass to free it.</summary>
+    public LayerPass ForwardForTraining(Tensor x)
+    {
+        CheckInput(x, nameof(x));
+        var graph = new Graph(Backend, record: true);
+        try
+        {
+            var input = graph.Input(x, requiresGrad: true);
+            var output = Build(graph, input);
+            return new LayerPass(this, graph, input, output);
+        }
+        catch
+        {
+            graph.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Dispose(disposing: true);
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Frees the parameters.</summary>
+    protected virtual void Dispose(bool disposing)
+    {
+        if (_disposed)
+        {
+            return;
+        }
+        _disposed = true;
+        foreach (var t in _parameters.Values)
+        {
+            t.Dispose();
+        }
+    }
+
+    /// <summary>The parameters of the variant for <paramref name="config"/>, in variants.md order.</summary>
+    private protected abstract IEnumerable<ParameterSpec> Specs(LayerConfig config);
+
+    /// <summary>The variant's forward on the graph: returns y [B, T, d_model].</summary>
+    internal abstract Node Build(Graph graph, Node x);
+
+    /// <summary>The parameter as a graph node (its gradient is reported under its name).</summary>
+    internal Node Param(Graph graph, string name)
+    {
+        var spec = ParameterSpecs.First(s => s.Name == name);
+        return graph.Parameter(name, _parameters[name], spec.Learnable);
+    }
+
+    /// <summary>Checks <paramref name="x"/> is [B, T, d_model] on this layer's backend and dtype.</summary>
+    private protected virtual void CheckInput(Tensor x, string name)
+    {
+        ThrowIfDisposed();
+        Ops.Check.Usable(x, name);
+        if (!ReferenceEquals(x.Backend, Backend) || x.DType != DType)
+        {
+            throw new ArgumentException($"{name}: expected a {DType} tensor on {Backend.Name}, actual {x.DType} on {x.Backend.Name}", name);
+        }
+        if (x.Shape.Rank != 3 || x.Shape[2] != Config.DModel || x.Shape[0] < 1 || x.Shape[1] < 1)
+        {
+            throw new ArgumentException($"{name}: expected shape [B, T, {Config.DModel}] with B, T ≥ 1, actual {x.Shape}", name);
+        }
+    }
+
+    private protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+}
+
+/// <summary>A forward pass kept for its backward (<see cref="AttentionLayer.ForwardForTraining"/>).</summary>
+public sealed class LayerPass : IDisposable
+{
+    private readonly AttentionLayer _layer;
+    private readonly Graph _graph;
+    private readonly Node _input;
+    private readonly Node _output;
+    private bool _backwardDone;
+
+    internal LayerPass(AttentionLayer layer, Graph graph, Node input, Node output)
+    {
+        _layer = layer;
+        _graph = graph;
+        _input = input;
+        _output = output;
+    }
+
+    /// <summary>The output y (owned by the pass).</summary>
+    public Tensor Output => _output.Value;
+
+    /// <summary>Runs the backward for upstream gradient <paramref name="dy"/>; can be called once.</summary>
+    public LayerGradients Backward(Tensor dy)
+    {
+        Ops.Check.Compatible(Output, "y", dy, nameof(dy));
+        Ops.Check.Shape(dy, Output.Shape, nameof(dy));
+        if (_backwardDone)
+        {
+            throw new InvalidOperationException("Backward: already run for this pass (make a new pass)");
+        }
+        _backwardDone = true;
+        _graph.Backward(_output, dy);
+        var backend = _layer.Backend;
+        var parameters = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var dx = _graph.GradOf(_input).To(backend);
+        try
+        {
+            foreach (var spec in _layer.ParameterSpecs.Where(s => s.Learnable))
+            {
+                parameters.Add(spec.Name, _graph.ParameterGradient(spec.Name).To(backend));
+            }
+        }
+        catch
+        {
+            dx.Dispose();
+            foreach (var t in parameters.Values)
+            {
+                t.Dispose();
+            }
+            throw;
+        }
+        return new LayerGradients(dx, parameters);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => _graph.Dispose();
+}
+
+/// <summary>The gradients of a layer's backward: <c>dx</c> and one tensor per learnable parameter. Dispose to free them.</summary>
+public sealed class LayerGradients : IDisposable
+{
+    internal LayerGradients(Tensor input, IReadOnlyDictionary<string, Tensor> parameters)
+    {
+        Input = input;
+        Parameters = parameters;
+    }
+
+    /// <summary>The gradient of the input, <c>dx</c>.</summary>
+    public Tensor Input { get; }
+
+    /// <summary>The gradient of each learnable parameter, by name.</summary>
+    public IReadOnlyDictionary<string, Tensor> Parameters { get; }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Input.Dispose();
+        foreach (var t in Parameters.Values)
+        {
+            t.Dispose();
+        }
+    }
+}

@@ -1,0 +1,68 @@
+using Attention.Native.Ops;
+
+namespace Attention.Native.Variants;
+
+/// <summary>Config of <c>tpa</c>, tensor product attention (variants.md §3).</summary>
+public sealed record TpaConfig : LayerConfig
+{
+    /// <inheritdoc/>
+    public override string Variant => "tpa";
+
+    /// <summary><c>head_dim</c> (d).</summary>
+    public required int HeadDim { get; init; }
+
+    /// <summary><c>q_rank</c> (R_q).</summary>
+    public required int QRank { get; init; }
+
+    /// <summary><c>k_rank</c> (R_k).</summary>
+    public required int KRank { get; init; }
+
+    /// <summary><c>v_rank</c> (R_v).</summary>
+    public required int VRank { get; init; }
+
+    /// <summary><c>causal</c> (default true).</summary>
+    public bool Causal { get; init; } = true;
+
+    /// <summary><c>rope</c> (default true).</summary>
+    public bool Rope { get; init; } = true;
+
+    /// <summary><c>rope_base</c> (default 10000).</summary>
+    public double RopeBase { get; init; } = 10000;
+
+    /// <summary><c>rope_style</c> (default half).</summary>
+    public RopeStyle RopeStyle { get; init; } = RopeStyle.Half;
+
+    internal static TpaConfig Read(ConfigReader r) => new()
+    {
+        DModel = r.Int("d_model"),
+        Heads = r.Int("n_heads"),
+        HeadDim = r.Int("head_dim"),
+        QRank = r.Int("q_rank"),
+        KRank = r.Int("k_rank"),
+        VRank = r.Int("v_rank"),
+        Causal = r.Bool("causal", true),
+        Rope = r.Bool("rope", true),
+        RopeBase = r.Double("rope_base", 10000),
+        RopeStyle = r.Style("rope_style"),
+    };
+
+    /// <inheritdoc/>
+    public override void Validate()
+    {
+        Positive(DModel, "d_model");
+        Positive(Heads, "n_heads");
+        Positive(HeadDim, "head_dim");
+        Positive(QRank, "q_rank");
+        Positive(KRank, "k_rank");
+        Positive(VRank, "v_rank");
+        Require(!Rope || HeadDim % 2 == 0, "head_dim", "an even width for RoPE", HeadDim);
+        Require(RopeBase > 0 && double.IsFinite(RopeBase), "rope_base", "a finite value > 0", RopeBase);
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<KeyValuePair<string, object>> Keys() =>
+    [
+        new("d_model", DModel), new("n_heads", Heads), new("head_dim", HeadDim), new("q_rank", QRank), new("k_rank", KRank),
+        new("v_rank", VRank), new("causal", Causal), new("rope", Rope), new("rope_base", RopeBase), new("rope_style", StyleName(RopeStyle)),
+    ];
+}

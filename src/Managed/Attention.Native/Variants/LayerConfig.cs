@@ -1,0 +1,223 @@
+using System.Globalization;
+using System.Text.Json;
+using Attention.Native.Ops;
+
+namespace Attention.Native.Variants;
+
+/// <summary>
+/// The configuration of one attention layer: the JSON keys of variants.md as typed properties. Each variant has its own
+/// subclass; <see cref="Parse"/> reads a JSON object and refuses missing, unknown and ill-typed keys together in one error.
+/// </summary>
+public abstract record LayerConfig
+{
+    /// <summary>The variant name of variants.md (<c>mha</c>, <c>gqa</c>, …).</summary>
+    public abstract string Variant { get; }
+
+    /// <summary>The model width, <c>d_model</c>.</summary>
+    public required int DModel { get; init; }
+
+    /// <summary>The number of attention heads, <c>n_heads</c>.</summary>
+    public required int Heads { get; init; }
+
+    /// <summary>The variant names <see cref="Parse"/> understands.</summary>
+    public static IReadOnlyList<string> Variants { get; } = ["mha", "gqa", "mqa", "mla", "tpa", "sas", "agent", "flatten", "transnormer"];
+
+    /// <summary>Checks every constraint of variants.md; throws <see cref="ArgumentException"/> naming the key, expected and actual.</summary>
+    public abstract void Validate();
+
+    /// <summary>The JSON object of this config (every key, defaults written out).</summary>
+    public string ToJson()
+    {
+        using var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        {
+            writer.WriteStartObject();
+            foreach (var (key, value) in Keys())
+            {
+                writer.WritePropertyName(key);
+                switch (value)
+                {
+                    case bool b: writer.WriteBooleanValue(b); break;
+                    case int i: writer.WriteNumberValue(i); break;
+                    case double d: writer.WriteNumberValue(d); break;
+                    default: writer.WriteStringValue(Convert.ToString(value, CultureInfo.InvariantCulture)); break;
+                }
+            }
+            writer.WriteEndObject();
+        }
+        return System.Text.Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    /// <summary>The config's keys and values in variants.md order.</summary>
+    public abstract IEnumerable<KeyValuePair<string, object>> Keys();
+
+    /// <summary>Reads the config of <paramref name="variant"/> from a JSON object and validates it.</summary>
+    public static LayerConfig Parse(string variant, string json)
+    {
+        ArgumentNullException.ThrowIfNull(variant);
+        ArgumentNullException.ThrowIfNull(json);
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(json);
+        }
+        catch (JsonException e)
+        {
+            throw new ArgumentException($"json: expected a JSON object of {variant} config keys, actual invalid JSON ({e.Message})", nameof(json), e);
+        }
+        using (document)
+        {
+            var reader = new ConfigReader(variant, document.RootElement);
+            LayerConfig config = variant switch
+            {
+                "mha" or "gqa" or "mqa" => GqaConfig.Read(variant, reader),
+                "mla" => MlaConfig.Read(reader),
+                "tpa" => TpaConfig.Read(reader),
+                "sas" => SasConfig.Read(reader),
+                "agent" => AgentConfig.Read(reader),
+                "flatten" => FlattenConfig.Read(reader),
+                "transnormer" => TransNormerConfig.Read(reader),
+                _ => throw new ArgumentException($"variant: expected one of {string.Join(", ", Variants)}, actual '{variant}'", nameof(variant)),
+            };
+            reader.Finish();
+            config.Validate();
+            return config;
+        }
+    }
+
+    private protected static void Require(bool condition, string key, string expected, object actual)
+    {
+        if (!condition)
+        {
+            throw new ArgumentException($"{key}: expected {expected}, actual {Convert.ToString(actual, CultureInfo.InvariantCulture)}", key);
+        }
+    }
+
+    private protected static void Positive(int value, string key) => Require(value > 0, key, "a positive integer", value);
+
+    private protected static string StyleName(RopeStyle style) => style == RopeStyle.Half ? "half" : "interleaved";
+}
+
+/// <summary>Reads typed keys from a config object, collecting every problem before reporting them together.</summary>
+internal sealed class ConfigReader
+{
+    private readonly string _variant;
+    private readonly Dictionary<string, JsonElement> _values = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _read = new(StringComparer.Ordinal);
+    private readonly List<string> _missing = [];
+    private readonly List<string> _problems = [];
+
+    public ConfigReader(string variant, JsonElement root)
+    {
+        _variant = variant;
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            throw new ArgumentException($"json: expected a JSON object of {variant} config keys, actual a {root.ValueKind}");
+        }
+        foreach (var property in root.EnumerateObject())
+        {
+            if (!_values.TryAdd(property.Name, property.Value))
+            {
+                _problems.Add($"key '{property.Name}' appears twice");
+            }
+        }
+    }
+
+    public int Int(string key, int? fallback = null)
+    {
+        if (!Take(key, out var value))
+        {
+            return Missing(key, fallback);
+        }
+        if (value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int result))
+        {
+            return result;
+        }
+        _problems.Add($"{key}: expected an integer, actual {value.GetRawText()}");
+        return 0;
+    }
+
+    public double Double(string key, double? fallback = null)
+    {
+        if (!Take(key, out var value))
+        {
+            return Missing(key, fallback);
+        }
+        if (value.ValueKind == JsonValueKind.Number)
+        {
+            return value.GetDouble();
+        }
+        _problems.Add($"{key}: expected a number, actual {value.GetRawText()}");
+        return 0;
+    }
+
+    public bool Bool(string key, bool? fallback = null)
+    {
+        if (!Take(key, out var value))
+        {
+            return Missing(key, fallback);
+        }
+        if (value.ValueKind is JsonValueKind.True or JsonValueKind.False)
+        {
+            return value.GetBoolean();
+        }
+        _problems.Add($"{key}: expected true or false, actual {value.GetRawText()}");
+        return false;
+    }
+
+    public RopeStyle Style(string key)
+    {
+        if (!Take(key, out var value))
+        {
+            return RopeStyle.Half;
+        }
+        string? text = value.ValueKind == JsonValueKind.String ? value.GetString() : null;
+        switch (text)
+        {
+            case "half": return RopeStyle.Half;
+            case "interleaved": return RopeStyle.Interleaved;
+            default:
+                _problems.Add($"{key}: expected \"half\" or \"interleaved\", actual {value.GetRawText()}");
+                return RopeStyle.Half;
+        }
+    }
+
+    public bool Has(string key) => _values.ContainsKey(key);
+
+    /// <summary>Throws one <see cref="ArgumentException"/> listing missing keys, unknown keys and ill-typed values.</summary>
+    public void Finish()
+    {
+        var problems = new List<string>();
+        if (_missing.Count > 0)
+        {
+            problems.Add($"missing keys: {string.Join(", ", _missing)}");
+        }
+        var unknown = _values.Keys.Where(k => !_read.Contains(k)).ToList();
+        if (unknown.Count > 0)
+        {
+            problems.Add($"unknown keys: {string.Join(", ", unknown)}");
+        }
+        problems.AddRange(_problems);
+        if (problems.Count > 0)
+        {
+            throw new ArgumentException($"config: invalid {_variant} config: {string.Join("; ", problems)}", "config");
+        }
+    }
+
+    private bool Take(string key, out JsonElement value)
+    {
+        _read.Add(key);
+        return _values.TryGetValue(key, out value);
+    }
+
+    private T Missing<T>(string key, T? fallback)
+        where T : struct
+    {
+        if (fallback is { } f)
+        {
+            return f;
+        }
+        _missing.Add(key);
+        return default;
+    }
+}
