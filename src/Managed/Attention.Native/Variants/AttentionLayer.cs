@@ -88,6 +88,7 @@ public abstract class AttentionLayer : IDisposable
         return config switch
         {
             GqaConfig c => new GqaLayer(c, backend, dtype),
+            MlaConfig c => new MlaLayer(c, backend, dtype),
             _ => throw new ArgumentException($"config: expected a config of a supported variant, actual {config.Variant}", nameof(config)),
         };
     }
