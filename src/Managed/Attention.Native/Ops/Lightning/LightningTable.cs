@@ -1,0 +1,56 @@
+using Attention.Native.Ops;
+
+namespace Attention.Native;
+
+// The op-table entries of Lightning: the backend's declaration and the CPU backend's dispatch.
+public abstract partial class Backend
+{
+    internal virtual void LightningForward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState, int blockSize) => throw Unsupported(nameof(Lightning));
+
+    internal virtual void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, int blockSize) => throw Unsupported(nameof(Lightning));
+}
+
+public sealed partial class CpuBackend
+{
+    internal override void LightningForward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState, int blockSize)
+    {
+        if (q.DType.IsHalfPrecision())
+        {
+            // The initial state is widened (copied) before any work, so an in-place final state reads it intact.
+            using var w = new Widening(this);
+            LightningForward(w.In(q), w.In(k), w.In(v), decay, w.Out(o, keepContents: false), w.InOptional(initialState), w.OutOptional(finalState, keepContents: false), blockSize);
+            return;
+        }
+        var dims = LightningDimensions(q, v);
+        if (q.DType == DType.F64)
+        {
+            LightningCpu.Forward(P<double>(q), P<double>(k), P<double>(v), decay, P<double>(o), P<double>(initialState), P<double>(finalState), dims, blockSize);
+        }
+        else
+        {
+            LightningCpu.Forward(P<float>(q), P<float>(k), P<float>(v), decay, P<float>(o), P<float>(initialState), P<float>(finalState), dims, blockSize);
+        }
+    }
+
+    internal override void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, int blockSize)
+    {
+        if (q.DType.IsHalfPrecision())
+        {
+            using var w = new Widening(this);
+            LightningBackward(w.In(q), w.In(k), w.In(v), decay, w.In(dO), w.OutOptional(dq, keepContents: true), w.OutOptional(dk, keepContents: true), w.OutOptional(dv, keepContents: true), blockSize);
+            return;
+        }
+        var dims = LightningDimensions(q, v);
+        if (q.DType == DType.F64)
+        {
+            LightningCpu.Backward(P<double>(q), P<double>(k), P<double>(v), decay, P<double>(dO), P<double>(dq), P<double>(dk), P<double>(dv), dims, blockSize);
+        }
+        else
+        {
+            LightningCpu.Backward(P<float>(q), P<float>(k), P<float>(v), decay, P<float>(dO), P<float>(dq), P<float>(dk), P<float>(dv), dims, blockSize);
+        }
+    }
+
+    private static LightningCpu.Dimensions LightningDimensions(Tensor q, Tensor v) =>
+        new(q.Shape[0], q.Shape[1], q.Shape[2], q.Shape[3], v.Shape[3]);
+}
