@@ -89,6 +89,8 @@ public abstract class AttentionLayer : IDisposable
         {
             GqaConfig c => new GqaLayer(c, backend, dtype),
             MlaConfig c => new MlaLayer(c, backend, dtype),
+            TpaConfig c => new TpaLayer(c, backend, dtype),
+            SasConfig c => new SasLayer(c, backend, dtype),
             _ => throw new ArgumentException($"config: expected a config of a supported variant, actual {config.Variant}", nameof(config)),
         };
     }
