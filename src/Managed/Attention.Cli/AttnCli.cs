@@ -3,7 +3,7 @@ using Spectre.Console;
 
 namespace Attention.Cli;
 
-/// <summary>The <c>attn</c> command: <c>info</c>, <c>demo</c> and <c>compile</c>.</summary>
+/// <summary>The <c>attn</c> command: <c>info</c>, <c>demo</c>, <c>run</c>, <c>bench</c> and <c>compile</c>.</summary>
 public static class AttnCli
 {
     /// <summary>Parses <paramref name="args"/> and runs the command; returns the exit code.</summary>
@@ -14,17 +14,29 @@ public static class AttnCli
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(CompileCommand.Create());
+        root.Subcommands.Add(RunCommand.Create());
+        root.Subcommands.Add(BenchCommand.Create());
         return root.Parse(args).Invoke(new InvocationConfiguration { Output = output, Error = error });
     }
 
     /// <summary>A Spectre console that writes plain text to <paramref name="writer"/> (colour only on a terminal).</summary>
-    internal static IAnsiConsole Console(TextWriter writer) => AnsiConsole.Create(new AnsiConsoleSettings
+    internal static IAnsiConsole Console(TextWriter writer)
     {
-        Out = new AnsiConsoleOutput(writer),
-        Ansi = ReferenceEquals(writer, System.Console.Out) && !System.Console.IsOutputRedirected ? AnsiSupport.Detect : AnsiSupport.No,
-        ColorSystem = ColorSystemSupport.Detect,
-        Interactive = InteractionSupport.No,
-    });
+        bool terminal = ReferenceEquals(writer, System.Console.Out) && !System.Console.IsOutputRedirected;
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(writer),
+            Ansi = terminal ? AnsiSupport.Detect : AnsiSupport.No,
+            ColorSystem = ColorSystemSupport.Detect,
+            Interactive = InteractionSupport.No,
+        });
+        if (!terminal)
+        {
+            // Redirected output has no width to detect: keep tables on one line per row.
+            console.Profile.Width = 160;
+        }
+        return console;
+    }
 
     /// <summary>Resolves <c>--backend cpu|cuda|auto</c>.</summary>
     internal static Backend SelectBackend(string name) => name switch

@@ -1,99 +1,138 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using Attention.Native.Ops;
+using Attention.Native.Variants;
 using Spectre.Console;
 
 namespace Attention.Cli;
 
 /// <summary>
-/// <c>attn demo</c>: the ops end to end on the chosen backend. A small attention prologue (normalise,
-/// project, rotate) runs forward and backward; each op is timed, and on CUDA each result is compared
-/// with the CPU reference.
+/// <c>attn demo</c>: every variant of variants.md as a layer, forward and backward, on the chosen backend. On the CPU the
+/// layers are sized to run in seconds on two cores; on a GPU they run at the benchmark configs. The table gives each
+/// layer's parameter count, its KV-cache bytes per token in bf16 beside MHA's of the same width, and its times.
 /// </summary>
 internal static class DemoCommand
 {
     public static Command Create()
     {
         var backendOption = AttnCli.BackendOption();
-        var tokensOption = new Option<int>("--tokens") { Description = "sequence length T", DefaultValueFactory = _ => 256 };
-        var command = new Command("demo", "Run Linear, RoPE and RMSNorm forward and backward on the chosen backend and report time and accuracy.");
+        var tokensOption = new Option<int>("--tokens") { Description = "sequence length T (agent and flatten use it as seq_len)", DefaultValueFactory = _ => 0 };
+        var variantsOption = new Option<string[]>("--variant") { Description = "run only these variants (repeatable)", AllowMultipleArgumentsPerToken = true };
+        var command = new Command("demo", "Run every attention variant forward and backward and print parameters, cache size and time.");
         command.Options.Add(backendOption);
         command.Options.Add(tokensOption);
+        command.Options.Add(variantsOption);
         command.SetAction(result =>
         {
-            var output = result.InvocationConfiguration.Output;
-            var backend = AttnCli.SelectBackend(result.GetValue(backendOption)!);
+            var error = result.InvocationConfiguration.Error;
             int tokens = result.GetValue(tokensOption);
-            if (tokens < 1)
+            if (tokens < 0)
             {
-                result.InvocationConfiguration.Error.WriteLine($"--tokens: expected ≥ 1, actual {tokens}");
+                error.WriteLine($"--tokens: expected ≥ 1, actual {tokens}");
                 return 2;
             }
-            Run(AttnCli.Console(output), backend, tokens);
+            var only = result.GetValue(variantsOption) ?? [];
+            var unknown = only.Where(v => !LayerConfig.Variants.Contains(v)).ToList();
+            if (unknown.Count > 0)
+            {
+                error.WriteLine($"--variant: expected one of {string.Join(", ", LayerConfig.Variants)}, actual {string.Join(", ", unknown)}");
+                return 2;
+            }
+            var backend = AttnCli.SelectBackend(result.GetValue(backendOption)!);
+            Run(AttnCli.Console(result.InvocationConfiguration.Output), backend, tokens, only);
             return 0;
         });
         return command;
     }
 
-    private sealed record Row(string Op, string Shape, double ForwardMs, double BackwardMs, string Check);
+    private sealed record Row(string Variant, string Config, long Parameters, string Cache, string VersusMha, string Forward, string Backward);
 
-    public static void Run(IAnsiConsole console, Backend backend, int tokens)
+    public static void Run(IAnsiConsole console, Backend backend, int tokens, IReadOnlyCollection<string> only)
     {
-        const int batch = 2, dModel = 512, heads = 8, headDim = 64;
+        bool gpu = backend.Kind == BackendKind.Cuda;
+        var dtype = gpu ? DType.BF16 : DType.F32;
+        int batch = gpu ? 1 : 2;
+        int t = tokens > 0 ? tokens : gpu ? 2048 : 256;
         console.MarkupLine($"[bold]Attention.Native demo[/] on [green]{Markup.Escape(backend.Name)}[/]");
         if (ReferenceEquals(backend, Backend.Default))
         {
             console.MarkupLine($"  backend choice: {Markup.Escape(Backend.DefaultReason)}");
         }
-        var dtype = backend.Kind == BackendKind.Cuda ? DType.BF16 : DType.F32;
-        console.MarkupLine(Markup.Escape($"  x [{batch}, {tokens}, {dModel}] {dtype} → RMSNorm(gain) → Linear → [{batch}, {tokens}, {heads}, {headDim}] → RoPE (half)"));
-
+        console.MarkupLine(Markup.Escape($"  x [{batch}, {t}, d_model] {dtype}; {(gpu ? "benchmark configs of variants.md" : "CPU demo configs")}; times are medians of 3 runs after a warm-up"));
+        var configs = (gpu ? BenchmarkConfigs(t) : DemoConfigs(t)).Where(c => only.Count == 0 || only.Contains(c.Variant)).ToList();
         var rows = new List<Row>();
-        using var inputs = new DemoTensors(backend, dtype, batch, tokens, dModel, heads * headDim);
-        var x = inputs.X;
-        using var h = backend.Empty(x.Shape, dtype);
-        using var q = backend.Empty(new Shape(batch, tokens, heads * headDim), dtype);
-        using var dq = backend.Empty(q.Shape, dtype);
-        using var dh = backend.Empty(h.Shape, dtype);
-        using var dx = backend.Empty(x.Shape, dtype);
-        using var dw = backend.Empty(inputs.W.Shape, dtype);
-        using var dg = backend.Empty(inputs.G.Shape, dtype);
-        var q4 = q.Reshape(new Shape(batch, tokens, heads, headDim));
-        var dq4 = dq.Reshape(q4.Shape);
-
-        double f1 = Time(backend, () => RmsNorm.Forward(x, inputs.G, h));
-        double f2 = Time(backend, () => Linear.Forward(h, inputs.W, null, q));
-        double f3 = Time(backend, () => Rope.Forward(q4, q4, default, 0));
-        inputs.Dy.CopyToTensor(dq);
-        double b3 = Time(backend, () => Rope.Backward(dq4, dq4, default, 0));
-        double b2 = Time(backend, () => Linear.Backward(h, inputs.W, dq, dh, dw, null));
-        double b1 = Time(backend, () => RmsNorm.Backward(x, inputs.G, dh, dx, dg));
-
-        string[] checks = backend.Kind == BackendKind.Cuda
-            ? CompareWithCpu(inputs, q, dx, dw, dg, batch, tokens, heads, headDim)
-            : ["reference", "reference", "reference"];
-        rows.Add(new Row("RMSNorm", $"[{batch}, {tokens}, {dModel}]", f1, b1, checks[2]));
-        rows.Add(new Row("Linear", $"{dModel} → {heads * headDim}", f2, b2, checks[1]));
-        rows.Add(new Row("RoPE", $"[{batch}, {tokens}, {heads}, {headDim}]", f3, b3, checks[0]));
-
+        console.Progress().AutoClear(true).Start(progress =>
+        {
+            var task = progress.AddTask("variants", maxValue: configs.Count);
+            foreach (var config in configs)
+            {
+                task.Description = config.Variant;
+                rows.Add(Measure(backend, dtype, batch, t, config));
+                task.Increment(1);
+            }
+        });
         var table = new Table().Border(TableBorder.Rounded)
-            .AddColumn("op").AddColumn("shape").AddColumn(new TableColumn("forward ms").RightAligned())
-            .AddColumn(new TableColumn("backward ms").RightAligned()).AddColumn("vs CPU reference");
+            .AddColumn("variant").AddColumn("config").AddColumn(new TableColumn("parameters").RightAligned())
+            .AddColumn(new TableColumn("KV cache B/token (bf16)").RightAligned()).AddColumn(new TableColumn("vs MHA same width").RightAligned())
+            .AddColumn(new TableColumn("forward ms").RightAligned()).AddColumn(new TableColumn("backward ms").RightAligned());
         foreach (var r in rows)
         {
-            table.AddRow(r.Op, Markup.Escape(r.Shape), Ms(r.ForwardMs), Ms(r.BackwardMs), Markup.Escape(r.Check));
+            table.AddRow(r.Variant, Markup.Escape(r.Config), r.Parameters.ToString("N0", CultureInfo.InvariantCulture), Markup.Escape(r.Cache), Markup.Escape(r.VersusMha), r.Forward, r.Backward);
         }
         console.Write(table);
-        console.MarkupLine($"  checksum of y: {Checksum(q):G6}");
     }
 
-    // Median of 5 timed runs after one warm-up (which also compiles kernels on CUDA).
+    private static Row Measure(Backend backend, DType dtype, int batch, int tokens, LayerConfig config)
+    {
+        string description = Describe(config);
+        long mhaBytes = 2L * config.DModel * 2;
+        string cache, versus;
+        switch (config.CacheElementsPerToken)
+        {
+            case null:
+                cache = "none (non-causal)";
+                versus = "—";
+                break;
+            case 0:
+                long state = ((TransNormerConfig)config).StateElements * 2;
+                cache = $"0 (state {state:N0} B/seq)";
+                versus = "constant";
+                break;
+            case long elements:
+                cache = (elements * 2).ToString("N0", CultureInfo.InvariantCulture);
+                versus = $"{elements * 2.0 / mhaBytes:P1} of {mhaBytes:N0} B";
+                break;
+        }
+        try
+        {
+            using var layer = AttentionLayer.Create(config, backend, dtype);
+            layer.InitializeParameters(7);
+            var random = new Random(3);
+            var shape = new Shape(batch, tokens, config.DModel);
+            float[] Values() => Enumerable.Range(0, (int)shape.ElementCount).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+            using var x = backend.FromArray(Values(), shape, dtype);
+            using var dy = backend.FromArray(Values(), shape, dtype);
+            double forward = Time(backend, () => layer.Forward(x).Dispose());
+            double backward = Time(backend, () =>
+            {
+                using var pass = layer.ForwardForTraining(x);
+                pass.Backward(dy).Dispose();
+            });
+            return new Row(config.Variant, description, layer.ParameterCount, cache, versus, Ms(forward), Ms(backward));
+        }
+        catch (NotSupportedException e)
+        {
+            string why = e.Message.Split(':')[0];
+            return new Row(config.Variant, description, 0, cache, versus, $"n/a ({why} not on this backend yet)", "n/a");
+        }
+    }
+
+    // Median of 3 timed runs after one warm-up (which also compiles kernels on CUDA). Backward includes its forward.
     private static double Time(Backend backend, Action action)
     {
         action();
         backend.Synchronize();
-        var samples = new double[5];
+        var samples = new double[3];
         for (int i = 0; i < samples.Length; i++)
         {
             var sw = Stopwatch.StartNew();
@@ -102,94 +141,48 @@ internal static class DemoCommand
             samples[i] = sw.Elapsed.TotalMilliseconds;
         }
         Array.Sort(samples);
-        return samples[samples.Length / 2];
+        return samples[1];
     }
 
-    // Runs the same chain on the CPU from the same inputs and reports max |Δ| relative to (1 + max|ref|).
-    private static string[] CompareWithCpu(DemoTensors gpuInputs, Tensor q, Tensor dx, Tensor dw, Tensor dg, int batch, int tokens, int heads, int headDim)
+    /// <summary>Sizes that run in seconds on two CPU cores (width 256, 8 heads).</summary>
+    internal static IReadOnlyList<LayerConfig> DemoConfigs(int tokens) =>
+    [
+        new GqaConfig { Kind = "mha", DModel = 256, Heads = 8, KvHeads = 8, HeadDim = 32 },
+        new GqaConfig { Kind = "gqa", DModel = 256, Heads = 8, KvHeads = 2, HeadDim = 32 },
+        new GqaConfig { Kind = "mqa", DModel = 256, Heads = 8, KvHeads = 1, HeadDim = 32 },
+        new MlaConfig { DModel = 256, Heads = 8, QLoraRank = 128, KvLoraRank = 64, QkNopeHeadDim = 32, QkRopeHeadDim = 16, VHeadDim = 32 },
+        new TpaConfig { DModel = 256, Heads = 8, HeadDim = 32, QRank = 6, KRank = 2, VRank = 2 },
+        new SasConfig { DModel = 256, Heads = 8, HeadDim = 32, SimHeads = 16, SimHeadDim = 64, KernelSize = 3 },
+        new AgentConfig { DModel = 256, Heads = 8, Agents = 16, SeqLen = tokens },
+        new FlattenConfig { DModel = 256, Heads = 8, SeqLen = tokens, FocusingFactor = 3 },
+        new TransNormerConfig { DModel = 256, Heads = 8, HeadDim = 32, LayerIndex = 0, NumLayers = 2 },
+    ];
+
+    /// <summary>The benchmark configs of variants.md (agent and flatten at their own seq_len 3136).</summary>
+    internal static IReadOnlyList<LayerConfig> BenchmarkConfigs(int tokens) =>
+    [
+        new GqaConfig { Kind = "mha", DModel = 2048, Heads = 16, KvHeads = 16, HeadDim = 128 },
+        new GqaConfig { Kind = "gqa", DModel = 2048, Heads = 16, KvHeads = 4, HeadDim = 128 },
+        new GqaConfig { Kind = "mqa", DModel = 2048, Heads = 16, KvHeads = 1, HeadDim = 128 },
+        new MlaConfig { DModel = 2048, Heads = 16, QLoraRank = 1536, KvLoraRank = 512, QkNopeHeadDim = 128, QkRopeHeadDim = 64, VHeadDim = 128 },
+        new TpaConfig { DModel = 2048, Heads = 32, HeadDim = 64, QRank = 6, KRank = 2, VRank = 2 },
+        new SasConfig { DModel = 2048, Heads = 16, HeadDim = 128, SimHeads = 32, SimHeadDim = 256, KernelSize = 3 },
+        new AgentConfig { DModel = 512, Heads = 8, Agents = 49, SeqLen = tokens == 2048 ? 3136 : tokens },
+        new FlattenConfig { DModel = 512, Heads = 8, SeqLen = tokens == 2048 ? 3136 : tokens, FocusingFactor = 3 },
+        new TransNormerConfig { DModel = 2048, Heads = 16, HeadDim = 128, LayerIndex = 0, NumLayers = 24 },
+    ];
+
+    private static string Describe(LayerConfig config) => config switch
     {
-        var cpu = Backend.Cpu;
-        using var x = cpu.FromArray(gpuInputs.X.ToArray(), gpuInputs.X.Shape);
-        using var g = cpu.FromArray(gpuInputs.G.ToArray(), gpuInputs.G.Shape);
-        using var w = cpu.FromArray(gpuInputs.W.ToArray(), gpuInputs.W.Shape);
-        using var h = RmsNorm.Forward(x, g);
-        using var qq = Linear.Forward(h, w);
-        var q4 = qq.Reshape(new Shape(batch, tokens, heads, headDim));
-        Rope.Forward(q4, q4);
-        using var dq = cpu.FromArray(gpuInputs.Dy.Values, qq.Shape);
-        var dq4 = dq.Reshape(q4.Shape);
-        Rope.Backward(dq4, dq4);
-        using var dh = cpu.Zeros(h.Shape);
-        using var dwc = cpu.Zeros(w.Shape);
-        Linear.Backward(h, w, dq, dh, dwc, null);
-        using var dxc = cpu.Zeros(x.Shape);
-        using var dgc = cpu.Zeros(g.Shape);
-        RmsNorm.Backward(x, g, dh, dxc, dgc);
-        return
-        [
-            $"y {Error(qq, q)}",
-            $"y {Error(qq, q)}; dW {Error(dwc, dw)}",
-            $"dx {Error(dxc, dx)}; dgain {Error(dgc, dg)}",
-        ];
-    }
+        GqaConfig c => $"d {c.DModel}, H {c.Heads}, G {c.KvHeads}, d_h {c.HeadDim}",
+        MlaConfig c => $"d {c.DModel}, H {c.Heads}, d_c' {c.QLoraRank}, d_c {c.KvLoraRank}, {c.QkNopeHeadDim}+{c.QkRopeHeadDim}/{c.VHeadDim}",
+        TpaConfig c => $"d {c.DModel}, H {c.Heads}, d_h {c.HeadDim}, ranks {c.QRank}/{c.KRank}/{c.VRank}",
+        SasConfig c => $"d {c.DModel}, H {c.Heads}→{c.SimHeads}, D {c.HeadDim}→{c.SimHeadDim}, k {c.KernelSize}",
+        AgentConfig c => $"d {c.DModel}, h {c.Heads}, n {c.Agents}, T {c.SeqLen}",
+        FlattenConfig c => $"d {c.DModel}, h {c.Heads}, T {c.SeqLen}, p {c.FocusingFactor}",
+        TransNormerConfig c => $"d {c.DModel}, H {c.Heads}, d_h {c.HeadDim}, l {c.LayerIndex}/{c.NumLayers}",
+        _ => config.Variant,
+    };
 
-    private static string Error(Tensor reference, Tensor actual)
-    {
-        var r = reference.ToArray();
-        var a = actual.ToArray();
-        double maxRef = 0, maxErr = 0;
-        for (int i = 0; i < r.Length; i++)
-        {
-            maxRef = Math.Max(maxRef, Math.Abs(r[i]));
-            maxErr = Math.Max(maxErr, Math.Abs(r[i] - a[i]));
-        }
-        return (maxErr / (1 + maxRef)).ToString("E1", CultureInfo.InvariantCulture);
-    }
-
-    private static double Checksum(Tensor t) => t.ToArray().Sum(v => (double)v);
-
-    private static string Ms(double ms) => ms.ToString(ms < 1 ? "F3" : "F2", CultureInfo.InvariantCulture);
-
-    /// <summary>Deterministic demo inputs on the chosen backend.</summary>
-    private sealed class DemoTensors : IDisposable
-    {
-        public DemoTensors(Backend backend, DType dtype, int batch, int tokens, int dModel, int outFeatures)
-        {
-            var random = new Random(2024);
-            float[] Values(long n, double scale) => Enumerable.Range(0, (int)n).Select(_ => (float)((random.NextDouble() - 0.5) * 2 * scale)).ToArray();
-            X = backend.FromArray(Values((long)batch * tokens * dModel, 1), new Shape(batch, tokens, dModel), dtype);
-            G = backend.FromArray(Values(dModel, 1), new Shape(dModel), dtype);
-            W = backend.FromArray(Values((long)outFeatures * dModel, 1 / Math.Sqrt(dModel)), new Shape(outFeatures, dModel), dtype);
-            Dy = new HostValues(Values((long)batch * tokens * outFeatures, 1), dtype);
-        }
-
-        public Tensor X { get; }
-
-        public Tensor G { get; }
-
-        public Tensor W { get; }
-
-        public HostValues Dy { get; }
-
-        public void Dispose()
-        {
-            X.Dispose();
-            G.Dispose();
-            W.Dispose();
-        }
-    }
-
-    /// <summary>Values rounded to the run's dtype, so the CPU check sees exactly what the GPU saw.</summary>
-    private sealed class HostValues(float[] values, DType dtype)
-    {
-        public float[] Values { get; } = Round(values, dtype);
-
-        public void CopyToTensor(Tensor t) => t.CopyFrom(Values);
-
-        private static float[] Round(float[] values, DType dtype)
-        {
-            using var t = Backend.Cpu.FromArray(values, new Shape(values.Length), dtype);
-            return t.ToArray();
-        }
-    }
+    private static string Ms(double ms) => ms.ToString(ms < 1 ? "F3" : "F1", CultureInfo.InvariantCulture);
 }

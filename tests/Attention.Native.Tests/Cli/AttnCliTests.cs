@@ -25,14 +25,20 @@ public class AttnCliTests
     }
 
     [Test]
-    public void Demo_runs_on_the_cpu_backend_and_prints_the_op_table()
+    public void Demo_runs_every_variant_on_the_cpu_backend_and_prints_the_table()
     {
         var (code, output, error) = Run("demo", "--backend", "cpu", "--tokens", "16");
         Assert.Multiple(() =>
         {
             Assert.That(code, Is.Zero, error);
-            Assert.That(output, Does.Contain("RMSNorm").And.Contain("Linear").And.Contain("RoPE").And.Contain("forward ms"));
-            Assert.That(output, Does.Contain("checksum of y"));
+            Assert.That(output, Does.Contain("parameters").And.Contain("KV cache B/token (bf16)").And.Contain("forward ms").And.Contain("backward ms"));
+            foreach (var variant in Attention.Native.Variants.LayerConfig.Variants)
+            {
+                Assert.That(output, Does.Contain($"│ {variant} "), variant);
+            }
+            Assert.That(output, Does.Not.Contain("n/a"), "every variant runs on the CPU");
+            // mha at width 256 caches 2·256 bf16 values per token; mqa an eighth of that.
+            Assert.That(output, Does.Contain("1,024").And.Contain("12.5 % of 1,024 B"));
         });
     }
 

@@ -22,6 +22,12 @@ public abstract record LayerConfig
     /// <summary>The variant names <see cref="Parse"/> understands.</summary>
     public static IReadOnlyList<string> Variants { get; } = ["mha", "gqa", "mqa", "mla", "tpa", "sas", "agent", "flatten", "transnormer"];
 
+    /// <summary>
+    /// KV-cache elements per token per layer by the formula of variants.md: null for the non-causal variants (no cache), 0 for
+    /// a constant-size state (transnormer). Bytes = elements × dtype size.
+    /// </summary>
+    public abstract long? CacheElementsPerToken { get; }
+
     /// <summary>Checks every constraint of variants.md; throws <see cref="ArgumentException"/> naming the key, expected and actual.</summary>
     public abstract void Validate();
 

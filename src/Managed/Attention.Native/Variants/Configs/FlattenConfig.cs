@@ -33,6 +33,9 @@ public sealed record FlattenConfig : LayerConfig
     }
 
     /// <inheritdoc/>
+    public override long? CacheElementsPerToken => null;
+
+    /// <inheritdoc/>
     public override void Validate()
     {
         Positive(DModel, "d_model");

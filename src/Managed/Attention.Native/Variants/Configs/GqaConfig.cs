@@ -54,6 +54,9 @@ public sealed record GqaConfig : LayerConfig
     }
 
     /// <inheritdoc/>
+    public override long? CacheElementsPerToken => Causal ? 2L * KvHeads * HeadDim : null;
+
+    /// <inheritdoc/>
     public override void Validate()
     {
         Require(Kind is "mha" or "gqa" or "mqa", "variant", "mha, gqa or mqa", Kind);

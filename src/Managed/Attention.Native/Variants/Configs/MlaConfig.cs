@@ -47,6 +47,9 @@ public sealed record MlaConfig : LayerConfig
     };
 
     /// <inheritdoc/>
+    public override long? CacheElementsPerToken => Causal ? (long)KvLoraRank + QkRopeHeadDim : null;
+
+    /// <inheritdoc/>
     public override void Validate()
     {
         Positive(DModel, "d_model");

@@ -47,6 +47,9 @@ public sealed record SasConfig : LayerConfig
     };
 
     /// <inheritdoc/>
+    public override long? CacheElementsPerToken => Causal ? (long)SimHeads * (SimHeadDim + HeadDim) : null;
+
+    /// <inheritdoc/>
     public override void Validate()
     {
         Positive(DModel, "d_model");

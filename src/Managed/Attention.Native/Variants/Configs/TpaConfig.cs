@@ -47,6 +47,9 @@ public sealed record TpaConfig : LayerConfig
     };
 
     /// <inheritdoc/>
+    public override long? CacheElementsPerToken => Causal ? (long)(KRank + VRank) * (Heads + HeadDim) : null;
+
+    /// <inheritdoc/>
     public override void Validate()
     {
         Positive(DModel, "d_model");

@@ -34,6 +34,15 @@ public sealed record TransNormerConfig : LayerConfig
     }
 
     /// <inheritdoc/>
+    public override long? CacheElementsPerToken => 0;
+
+    /// <summary>The width d' of q and k in the state: d, or 2d with LRPE.</summary>
+    public int StateKeyDim => Lrpe ? 2 * HeadDim : HeadDim;
+
+    /// <summary>Elements of the constant-size decode state per sequence: H·d'·d.</summary>
+    public long StateElements => (long)Heads * StateKeyDim * HeadDim;
+
+    /// <inheritdoc/>
     public override void Validate()
     {
         Positive(DModel, "d_model");

@@ -1,0 +1,130 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Attention.Native.Ops;
+using Spectre.Console;
+
+namespace Attention.Cli;
+
+/// <summary>
+/// <c>attn bench</c>: throughput of the compute cores on the chosen backend. Softmax attention at B=1, H=8, T=1024, d=64
+/// (forward and backward; FLOPs counted as FlashAttention does: forward 4·T²·d·H, halved when causal, backward 2.5× the
+/// forward) and <c>Linear</c> at 1024×1024×1024 (forward 2·m·n·k, backward 4·m·n·k for dx and dW). Median of the timed runs
+/// after a warm-up.
+/// </summary>
+internal static class BenchCommand
+{
+    private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+    private static readonly bool[] CausalModes = [false, true];
+
+    public static Command Create()
+    {
+        var backendOption = AttnCli.BackendOption();
+        var repeats = new Option<int>("--repeats") { Description = "timed runs per measurement (median reported)", DefaultValueFactory = _ => 5 };
+        var json = new Option<FileInfo?>("--json") { Description = "also write the rows as JSON to this file" };
+        var command = new Command("bench", "Measure GFLOP/s of softmax attention and Linear, forward and backward.");
+        command.Options.Add(backendOption);
+        command.Options.Add(repeats);
+        command.Options.Add(json);
+        command.SetAction(result =>
+        {
+            int n = result.GetValue(repeats);
+            if (n < 1)
+            {
+                result.InvocationConfiguration.Error.WriteLine($"--repeats: expected ≥ 1, actual {n}");
+                return 2;
+            }
+            var backend = AttnCli.SelectBackend(result.GetValue(backendOption)!);
+            var rows = Run(AttnCli.Console(result.InvocationConfiguration.Output), backend, n);
+            if (result.GetValue(json) is { } file)
+            {
+                File.WriteAllText(file.FullName, JsonSerializer.Serialize(new
+                {
+                    backend = backend.Name,
+                    processors = Environment.ProcessorCount,
+                    date = DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
+                    rows = rows.Select(r => new { kernel = r.Kernel, shape = r.Shape, pass = r.Pass, ms = r.Ms, gflops = r.Gflops }),
+                }, JsonOptions));
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    internal sealed record Row(string Kernel, string Shape, string Pass, double Ms, double Gflops);
+
+    public static IReadOnlyList<Row> Run(IAnsiConsole console, Backend backend, int repeats)
+    {
+        var dtype = backend.Kind == BackendKind.Cuda ? DType.BF16 : DType.F32;
+        console.MarkupLine(Markup.Escape($"attn bench on {backend.Name}, {dtype}, {Environment.ProcessorCount} logical processors"));
+        var rows = new List<Row>();
+        console.Progress().AutoClear(true).Start(progress =>
+        {
+            var task = progress.AddTask("measuring", maxValue: 6);
+            const int b = 1, h = 8, t = 1024, d = 64;
+            var random = new Random(1);
+            float[] Values(long count) => Enumerable.Range(0, (int)count).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+            var shape = new Shape(b, t, h, d);
+            using var q = backend.FromArray(Values(shape.ElementCount), shape, dtype);
+            using var k = backend.FromArray(Values(shape.ElementCount), shape, dtype);
+            using var v = backend.FromArray(Values(shape.ElementCount), shape, dtype);
+            using var dO = backend.FromArray(Values(shape.ElementCount), shape, dtype);
+            using var o = backend.Zeros(shape, dtype);
+            using var dq = backend.Zeros(shape, dtype);
+            using var dk = backend.Zeros(shape, dtype);
+            using var dv = backend.Zeros(shape, dtype);
+            using var lse = backend.Zeros(new Shape(b, h, t), dtype == DType.F64 ? DType.F64 : DType.F32);
+            foreach (bool causal in CausalModes)
+            {
+                var options = new AttentionOptions(1 / Math.Sqrt(d), causal);
+                double flops = 4.0 * t * t * d * h * b * (causal ? 0.5 : 1.0);
+                string label = $"B={b} H={h} T={t} d={d}{(causal ? " causal" : "")}";
+                double fwd = Time(backend, repeats, () => SoftmaxAttention.Forward(q, k, v, options, null, o, lse));
+                rows.Add(new("softmax attention", label, "forward", fwd, flops / fwd / 1e6));
+                task.Increment(1);
+                double bwd = Time(backend, repeats, () => SoftmaxAttention.Backward(q, k, v, options, null, o, lse, dO, dq, dk, dv));
+                rows.Add(new("softmax attention", label, "backward", bwd, 2.5 * flops / bwd / 1e6));
+                task.Increment(1);
+            }
+            const int m = 1024, n = 1024, kk = 1024;
+            using var x = backend.FromArray(Values((long)m * kk), new Shape(m, kk), dtype);
+            using var w = backend.FromArray(Values((long)n * kk), new Shape(n, kk), dtype);
+            using var y = backend.Zeros(new Shape(m, n), dtype);
+            using var dy = backend.FromArray(Values((long)m * n), new Shape(m, n), dtype);
+            using var dx = backend.Zeros(x.Shape, dtype);
+            using var dw = backend.Zeros(w.Shape, dtype);
+            double lf = Time(backend, repeats, () => Linear.Forward(x, w, null, y));
+            rows.Add(new("Linear", "1024×1024×1024", "forward", lf, 2.0 * m * n * kk / lf / 1e6));
+            task.Increment(1);
+            double lb = Time(backend, repeats, () => Linear.Backward(x, w, dy, dx, dw, null));
+            rows.Add(new("Linear", "1024×1024×1024", "backward", lb, 4.0 * m * n * kk / lb / 1e6));
+            task.Increment(1);
+        });
+        var table = new Table().Border(TableBorder.Rounded).AddColumn("kernel").AddColumn("shape").AddColumn("pass")
+            .AddColumn(new TableColumn("ms").RightAligned()).AddColumn(new TableColumn("GFLOP/s").RightAligned());
+        foreach (var r in rows)
+        {
+            table.AddRow(Markup.Escape(r.Kernel), Markup.Escape(r.Shape), r.Pass, r.Ms.ToString("F2", CultureInfo.InvariantCulture), r.Gflops.ToString("F1", CultureInfo.InvariantCulture));
+        }
+        console.Write(table);
+        return rows;
+    }
+
+    // Median of `repeats` timed runs after one warm-up.
+    private static double Time(Backend backend, int repeats, Action action)
+    {
+        action();
+        backend.Synchronize();
+        var samples = new double[repeats];
+        for (int i = 0; i < repeats; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            action();
+            backend.Synchronize();
+            samples[i] = sw.Elapsed.TotalMilliseconds;
+        }
+        Array.Sort(samples);
+        return samples[repeats / 2];
+    }
+}
