@@ -89,6 +89,8 @@ public abstract class AttentionLayer : IDisposable
         {
             GqaConfig c => new GqaLayer(c, backend, dtype),
             MlaConfig c => new MlaLayer(c, backend, dtype),
+            AgentConfig c => new AgentLayer(c, backend, dtype),
+            FlattenConfig c => new FlattenLayer(c, backend, dtype),
             _ => throw new ArgumentException($"config: expected a config of a supported variant, actual {config.Variant}", nameof(config)),
         };
     }
