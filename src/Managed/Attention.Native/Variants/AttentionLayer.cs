@@ -91,6 +91,8 @@ public abstract class AttentionLayer : IDisposable
             MlaConfig c => new MlaLayer(c, backend, dtype),
             TpaConfig c => new TpaLayer(c, backend, dtype),
             SasConfig c => new SasLayer(c, backend, dtype),
+            AgentConfig c => new AgentLayer(c, backend, dtype),
+            FlattenConfig c => new FlattenLayer(c, backend, dtype),
             _ => throw new ArgumentException($"config: expected a config of a supported variant, actual {config.Variant}", nameof(config)),
         };
     }
