@@ -1,0 +1,19 @@
+namespace Attention.Native.Variants;
+
+// The graph forms of the Lightning Attention-2 op and LRPE: their backwards add into the gradients directly.
+internal sealed partial class Graph
+{
+    /// <summary><c>o_t = Σ_{s≤t} λ^(t−s) (q_t·k_s) v_s</c> per head (no initial state: a training sequence starts empty).</summary>
+    public Node Lightning(Node q, Node k, Node v, double[] decay)
+    {
+        var o = Ops.Lightning.Forward(q.Value, k.Value, v.Value, decay);
+        return Result(o, out_ => Ops.Lightning.Backward(q.Value, k.Value, v.Value, decay, GradOf(out_), GradIfNeeded(q), GradIfNeeded(k), GradIfNeeded(v)), q, k, v);
+    }
+
+    /// <summary><c>[x ⊙ cos(θ_h t) | x ⊙ sin(θ_h t)]</c> at positions <paramref name="positionOffset"/>….</summary>
+    public Node Lrpe(Node x, Node theta, int positionOffset)
+    {
+        var y = Ops.Lrpe.Forward(x.Value, theta.Value, positionOffset);
+        return Result(y, out_ => Ops.Lrpe.Backward(x.Value, theta.Value, GradOf(out_), GradIfNeeded(x), GradIfNeeded(theta), positionOffset), x, theta);
+    }
+}
