@@ -93,6 +93,10 @@ Task("Demo")
 Task("Bench")
     .Does(() =>
 {
+    // attn bench: GFLOP/s of the attention core and Linear on the best backend here, in Release.
+    EnsureDirectoryExists(artifacts.Combine("bench"));
+    DotNetRun("src/Managed/Attention.Cli/Attention.Cli.csproj", new ProcessArgumentBuilder().Append("bench").Append("--json").AppendQuoted(artifacts.Combine("bench").CombineWithFilePath("attn-bench.json").FullPath),
+        new DotNetRunSettings { Configuration = "Release" });
     // BenchmarkDotNet needs a Release build of its own; it builds the project itself.
     DotNetRun(bench.FullPath, new ProcessArgumentBuilder().Append("--filter").AppendQuoted(benchFilter).Append("--artifacts").AppendQuoted(artifacts.Combine("bench").FullPath),
         new DotNetRunSettings { Configuration = "Release" });

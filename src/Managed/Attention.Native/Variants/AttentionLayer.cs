@@ -222,7 +222,10 @@ public abstract class AttentionLayer : IDisposable
     }
 
     /// <summary>Checks <paramref name="x"/> is [B, T, d_model] on this layer's backend and dtype.</summary>
-    private protected virtual void CheckInput(Tensor x, string name)
+    private protected virtual void CheckInput(Tensor x, string name) => CheckTokens(x, name, batch: null);
+
+    /// <summary>Checks <paramref name="x"/> is [B, T ≥ 1, d_model] (B = <paramref name="batch"/> when given) on this layer's backend and dtype.</summary>
+    internal void CheckTokens(Tensor x, string name, int? batch)
     {
         ThrowIfDisposed();
         Ops.Check.Usable(x, name);
@@ -230,9 +233,9 @@ public abstract class AttentionLayer : IDisposable
         {
             throw new ArgumentException($"{name}: expected a {DType} tensor on {Backend.Name}, actual {x.DType} on {x.Backend.Name}", name);
         }
-        if (x.Shape.Rank != 3 || x.Shape[2] != Config.DModel || x.Shape[0] < 1 || x.Shape[1] < 1)
+        if (x.Shape.Rank != 3 || x.Shape[2] != Config.DModel || x.Shape[0] < 1 || x.Shape[1] < 1 || (batch is { } b && x.Shape[0] != b))
         {
-            throw new ArgumentException($"{name}: expected shape [B, T, {Config.DModel}] with B, T ≥ 1, actual {x.Shape}", name);
+            throw new ArgumentException($"{name}: expected shape [{(batch is { } bb ? bb.ToString(System.Globalization.CultureInfo.InvariantCulture) : "B")}, T, {Config.DModel}] with T ≥ 1, actual {x.Shape}", name);
         }
     }
 

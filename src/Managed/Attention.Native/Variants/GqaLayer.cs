@@ -46,14 +46,7 @@ public sealed class GqaLayer : CausalAttentionLayer
         return Output(graph, o);
     }
 
-    private protected override KvCache NewCache(int batch, CacheOptions options)
-    {
-        if (!Settings.Causal)
-        {
-            throw new InvalidOperationException($"CreateCache: the {Variant} layer is configured non-causal (causal: false); decoding needs a causal layer");
-        }
-        return new Cache(this, batch, options);
-    }
+    private protected override KvCache NewCache(int batch, CacheOptions options) => new Cache(this, batch, options);
 
     // q [B,T,H,d], k and v [B,T,G,d], rotated for positions position…
     private (Node Q, Node K, Node V) Project(Graph graph, Node x, int position)

@@ -25,6 +25,10 @@ public abstract class CausalAttentionLayer : AttentionLayer
     public KvCache CreateCache(int batch, CacheOptions? options = null)
     {
         ThrowIfDisposed();
+        if (!IsCausal)
+        {
+            throw new InvalidOperationException($"CreateCache: the {Variant} layer is configured non-causal (causal: false); decoding needs a causal layer");
+        }
         ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
         options ??= new CacheOptions();
         if (options.InitialCapacity < 1 || options.MaxLength is < 1)
@@ -80,15 +84,7 @@ public abstract class KvCache : IDisposable
     public Tensor Prefill(Tensor x)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        Check.Usable(x, nameof(x));
-        if (!ReferenceEquals(x.Backend, Layer.Backend) || x.DType != Layer.DType)
-        {
-            throw new ArgumentException($"x: expected a {Layer.DType} tensor on {Layer.Backend.Name}, actual {x.DType} on {x.Backend.Name}", nameof(x));
-        }
-        if (x.Shape.Rank != 3 || x.Shape[0] != Batch || x.Shape[1] < 1 || x.Shape[2] != Layer.Config.DModel)
-        {
-            throw new ArgumentException($"x: expected shape [{Batch}, T, {Layer.Config.DModel}] with T ≥ 1, actual {x.Shape}", nameof(x));
-        }
+        Layer.CheckTokens(x, nameof(x), Batch);
         int needed = Length + x.Shape[1];
         if (needed > Capacity)
         {

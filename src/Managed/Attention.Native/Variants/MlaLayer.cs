@@ -64,14 +64,7 @@ public sealed class MlaLayer : CausalAttentionLayer
         return Output(graph, o);
     }
 
-    private protected override KvCache NewCache(int batch, CacheOptions options)
-    {
-        if (!Settings.Causal)
-        {
-            throw new InvalidOperationException("CreateCache: the mla layer is configured non-causal (causal: false); decoding needs a causal layer");
-        }
-        return new Cache(this, batch, options);
-    }
+    private protected override KvCache NewCache(int batch, CacheOptions options) => new Cache(this, batch, options);
 
     // q [B,T,H,d_n+d_r] with the q_pe columns rotated for positions position…
     private Node Query(Graph graph, Node x, int position)

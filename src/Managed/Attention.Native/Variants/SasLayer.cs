@@ -66,14 +66,7 @@ public sealed class SasLayer : CausalAttentionLayer
         return Output(graph, o);
     }
 
-    private protected override KvCache NewCache(int batch, CacheOptions options)
-    {
-        if (!Settings.Causal)
-        {
-            throw new InvalidOperationException("CreateCache: the sas layer is configured non-causal (causal: false); decoding needs a causal layer");
-        }
-        return new Cache(this, batch, options);
-    }
+    private protected override KvCache NewCache(int batch, CacheOptions options) => new Cache(this, batch, options);
 
     // The simulated q̃, k̃ [B,T,H',D'] (rotated for positions position…) and ṽ [B,T,H',D].
     private (Node Q, Node K, Node V) Project(Graph graph, Node x, int position)

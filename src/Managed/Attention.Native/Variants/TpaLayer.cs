@@ -54,14 +54,7 @@ public sealed class TpaLayer : CausalAttentionLayer
         return Output(graph, o);
     }
 
-    private protected override KvCache NewCache(int batch, CacheOptions options)
-    {
-        if (!Settings.Causal)
-        {
-            throw new InvalidOperationException("CreateCache: the tpa layer is configured non-causal (causal: false); decoding needs a causal layer");
-        }
-        return new Cache(this, batch, options);
-    }
+    private protected override KvCache NewCache(int batch, CacheOptions options) => new Cache(this, batch, options);
 
     // The head factor A [B,T,H,R] and the feature factor B [B,T,R,d] of one stream, B rotated for positions position…
     // (RoPE treats the R rank rows as heads: each is a d-vector of the token at its position).
