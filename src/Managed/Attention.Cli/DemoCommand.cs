@@ -58,7 +58,7 @@ internal static class DemoCommand
         {
             console.MarkupLine($"  backend choice: {Markup.Escape(Backend.DefaultReason)}");
         }
-        console.MarkupLine(Markup.Escape($"  x [{batch}, {t}, d_model] {dtype}; {(gpu ? "benchmark configs of variants.md" : "CPU demo configs")}; times are medians of 3 runs after a warm-up"));
+        console.MarkupLine(Markup.Escape($"  x [{batch}, {t}, d_model] {dtype}; {(gpu ? "benchmark configs of variants.md" : "CPU demo configs")}; times are medians of 3 runs after 2 warm-ups; backward includes its forward"));
         var configs = (gpu ? BenchmarkConfigs(t) : DemoConfigs(t)).Where(c => only.Count == 0 || only.Contains(c.Variant)).ToList();
         var rows = new List<Row>();
         console.Progress().AutoClear(true).Start(progress =>
@@ -127,9 +127,10 @@ internal static class DemoCommand
         }
     }
 
-    // Median of 3 timed runs after one warm-up (which also compiles kernels on CUDA). Backward includes its forward.
+    // Median of 3 timed runs after two warm-ups (the JIT's tiering, and compiling kernels on CUDA). Backward includes its forward.
     private static double Time(Backend backend, Action action)
     {
+        action();
         action();
         backend.Synchronize();
         var samples = new double[3];
