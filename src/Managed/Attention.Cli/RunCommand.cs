@@ -40,7 +40,9 @@ internal static class RunCommand
             catch (Exception e) when (e is ArgumentException or InvalidDataException or IOException or KeyNotFoundException
                 or InvalidOperationException or NotSupportedException or UnauthorizedAccessException or Attention.Native.Interop.CudaException or Attention.Native.Interop.NvrtcException or Attention.Native.Interop.CublasException)
             {
-                error.WriteLine($"attn run: {OneLine(e.Message)}");
+                // ArgumentException appends " (Parameter 'name')"; the message already starts with the name.
+                string message = e is ArgumentException { ParamName: { } name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message;
+                error.WriteLine($"attn run: {OneLine(message)}");
                 return 2;
             }
         });
