@@ -10,7 +10,7 @@ namespace Attention.Native.Ops;
 /// </summary>
 internal static class SoftmaxAttentionCpu
 {
-    private const int RowBlock = 32;
+    private const int RowBlock = 64;
 
     public static void Forward<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> v, PinnedBuffer<T> bias, PinnedBuffer<T> o, PinnedBuffer<T> lse, SoftmaxAttention.Dims d, AttentionOptions options)
         where T : unmanaged, IFloatingPointIeee754<T>
