@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
 
@@ -22,11 +23,13 @@ internal static class SoftmaxAttentionCpu
             int block = task % blocks, h = task / blocks % d.H, b = task / blocks / d.H;
             int r0 = block * RowBlock, rows = Math.Min(RowBlock, d.Tq - r0);
             var layout = new Layout(d, b, h, r0, rows, options.Causal);
-            var scores = new T[rows * layout.Keys];
+            // Score blocks are large-object-heap sized: rent them rather than allocate one per task.
+            var rented = ArrayPool<T>.Shared.Rent(rows * layout.Keys);
+            var scores = rented.AsSpan(0, rows * layout.Keys);
             Scores(q, k, bias, layout, d, scale, scores);
             for (int i = 0; i < rows; i++)
             {
-                var row = scores.AsSpan(i * layout.Keys, layout.Keys);
+                var row = scores.Slice(i * layout.Keys, layout.Keys);
                 int visible = layout.Visible(i);
                 var live = row[..visible];
                 T max = TensorPrimitives.Max<T>(live);
@@ -41,6 +44,7 @@ internal static class SoftmaxAttentionCpu
             CpuGemm.Serial(false, false, rows, d.Dv, layout.Keys, T.One, scores, layout.Keys,
                 v.Slice(layout.VBase, Span(layout.Keys, d.G * d.Dv, d.Dv)), d.G * d.Dv,
                 T.Zero, o.Slice(layout.OBase, Span(rows, d.H * d.Dv, d.Dv)), d.H * d.Dv);
+            ArrayPool<T>.Shared.Return(rented);
         });
     }
 
@@ -63,12 +67,14 @@ internal static class SoftmaxAttentionCpu
                 int rows = Math.Min(RowBlock, d.Tq - r0);
                 var layout = new Layout(d, b, h, r0, rows, options.Causal);
                 int n = layout.Keys;
-                var p = new T[rows * n];
-                var dp = new T[rows * n];
+                var pRented = ArrayPool<T>.Shared.Rent(rows * n);
+                var dpRented = ArrayPool<T>.Shared.Rent(rows * n);
+                var p = pRented.AsSpan(0, rows * n);
+                var dp = dpRented.AsSpan(0, rows * n);
                 Scores(q, k, bias, layout, d, scale, p);
                 for (int i = 0; i < rows; i++)
                 {
-                    var row = p.AsSpan(i * n, n);
+                    var row = p.Slice(i * n, n);
                     int visible = layout.Visible(i);
                     T rowLse = lse[(((long)b * d.H) + h) * d.Tq + r0 + i];
                     TensorPrimitives.Subtract<T>(row[..visible], rowLse, row[..visible]);
@@ -83,9 +89,9 @@ internal static class SoftmaxAttentionCpu
                 {
                     long at = layout.OBase + ((long)i * ldo);
                     T delta = TensorPrimitives.Dot<T>(dO.Slice(at, d.Dv), o.Slice(at, d.Dv));
-                    var dsRow = dp.AsSpan(i * n, n);
+                    var dsRow = dp.Slice(i * n, n);
                     TensorPrimitives.Subtract<T>(dsRow, delta, dsRow);
-                    TensorPrimitives.Multiply<T>(dsRow, p.AsSpan(i * n, n), dsRow);
+                    TensorPrimitives.Multiply<T>(dsRow, p.Slice(i * n, n), dsRow);
                     if (!dbias.IsEmpty)
                     {
                         var target = dbias.Slice((((long)h * d.Tq) + r0 + i) * d.Tk, n);
@@ -102,6 +108,8 @@ internal static class SoftmaxAttentionCpu
                     CpuGemm.Serial(true, false, n, d.Dqk, rows, scale, dp, n, q.Slice(layout.QBase, Span(rows, ldq, d.Dqk)), ldq, T.One, dkh, d.Dqk);
                     CpuGemm.Serial(true, false, n, d.Dv, rows, T.One, p, n, dOBlock, ldo, T.One, dvh, d.Dv);
                 }
+                ArrayPool<T>.Shared.Return(pRented);
+                ArrayPool<T>.Shared.Return(dpRented);
             }
             if (wantKv)
             {
@@ -157,7 +165,7 @@ internal static class SoftmaxAttentionCpu
     }
 
     // scale · q kᵀ (+ bias) for one row block, with masked entries set to −∞.
-    private static void Scores<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> bias, Layout layout, SoftmaxAttention.Dims d, T scale, T[] scores)
+    private static void Scores<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> bias, Layout layout, SoftmaxAttention.Dims d, T scale, Span<T> scores)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int n = layout.Keys, ldq = d.H * d.Dqk, ldk = d.G * d.Dqk;
@@ -165,7 +173,7 @@ internal static class SoftmaxAttentionCpu
             k.Slice(layout.KBase, Span(n, ldk, d.Dqk)), ldk, T.Zero, scores, n);
         for (int i = 0; i < layout.Rows; i++)
         {
-            var row = scores.AsSpan(i * n, n);
+            var row = scores.Slice(i * n, n);
             if (!bias.IsEmpty)
             {
                 TensorPrimitives.Add<T>(row, bias.Slice((((long)layout.Head * d.Tq) + layout.FirstRow + i) * d.Tk, n), row);
