@@ -10,7 +10,7 @@ namespace Attention.Native;
 /// architecture (cached on disk), projections on cuBLAS. All work is queued on one stream in order;
 /// reading a tensor back waits for it.
 /// </summary>
-public sealed class CudaBackend : Backend
+public sealed partial class CudaBackend : Backend
 {
     private readonly ConcurrentDictionary<KernelProgram, Lazy<CudaModule>> _modules = new();
     private readonly Lock _scratchGate = new();
