@@ -166,7 +166,7 @@ public abstract class AttentionLayer : IDisposable
         CheckInput(x, nameof(x));
         using var graph = new Graph(Backend, record: false);
         var y = Build(graph, graph.Input(x, requiresGrad: false));
-        return y.Value.To(Backend);
+        return graph.Detach(y.Value);
     }
 
     /// <summary>Runs the forward keeping what the backward needs; dispose the pass to free it.</summary>
@@ -273,14 +273,13 @@ public sealed class LayerPass : IDisposable
         }
         _backwardDone = true;
         _graph.Backward(_output, dy);
-        var backend = _layer.Backend;
         var parameters = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        var dx = _graph.GradOf(_input).To(backend);
+        var dx = _graph.Detach(_graph.GradOf(_input));
         try
         {
             foreach (var spec in _layer.ParameterSpecs.Where(s => s.Learnable))
             {
-                parameters.Add(spec.Name, _graph.ParameterGradient(spec.Name).To(backend));
+                parameters.Add(spec.Name, _graph.Detach(_graph.ParameterGradient(spec.Name)));
             }
         }
         catch

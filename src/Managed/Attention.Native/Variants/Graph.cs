@@ -58,8 +58,12 @@ internal sealed partial class Graph : IDisposable
     /// <summary>A named parameter the caller owns; its gradient is reported under <paramref name="name"/>.</summary>
     public Node Parameter(string name, Tensor value, bool learnable = true)
     {
-        var node = new Node(value, Recording && learnable);
-        _parameters[name] = node;
+        // One node per parameter, however often a variant asks for it, so every use adds to the same gradient.
+        if (!_parameters.TryGetValue(name, out var node))
+        {
+            node = new Node(value, Recording && learnable);
+            _parameters.Add(name, node);
+        }
         return node;
     }
 
@@ -93,6 +97,12 @@ internal sealed partial class Graph : IDisposable
         }
         _steps.Clear();
     }
+
+    /// <summary>
+    /// Hands a result to the caller: a tensor the graph owns leaves its care (no copy); anything else (an input, a view)
+    /// is copied, so the caller always owns what it gets.
+    /// </summary>
+    public Tensor Detach(Tensor tensor) => _owned.Remove(tensor) ? tensor : tensor.To(Backend);
 
     /// <summary>Takes ownership of a tensor made outside the graph's ops.</summary>
     public Tensor Own(Tensor tensor)

@@ -104,7 +104,7 @@ public abstract class KvCache : IDisposable
             Capacity = capacity;
         }
         using var graph = new Graph(Layer.Backend, record: false);
-        var y = Append(graph, x, Length).To(Layer.Backend);
+        var y = graph.Detach(Append(graph, x, Length));
         Length = needed;
         return y;
     }
