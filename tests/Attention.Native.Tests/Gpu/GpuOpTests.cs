@@ -7,30 +7,7 @@ namespace Attention.Native.Tests.Gpu;
 [Category("Gpu")]
 public class GpuOpTests
 {
-    private static readonly DType[] StorageTypes = [DType.F32, DType.BF16, DType.F16];
-
-    private sealed class Pair : IDisposable
-    {
-        public required Tensor Cpu { get; init; }
-        public required Tensor Gpu { get; init; }
-
-        public static Pair Of(CudaBackend gpu, float[] values, Shape shape, DType dtype)
-        {
-            var v = TestData.Representable(values, dtype);
-            return new Pair { Cpu = Backend.Cpu.FromArray(v, shape), Gpu = gpu.FromArray(v, shape, dtype) };
-        }
-
-        public static Pair Random(CudaBackend gpu, int seed, Shape shape, DType dtype, double scale = 1.0) =>
-            Of(gpu, TestData.NormalSingle(seed, shape.ElementCount, scale), shape, dtype);
-
-        public void Compare(string op, DType dtype) => Parity.AssertClose(op, dtype, Cpu.Shape.ToString(), Cpu.ToArray(), Gpu.ToArray());
-
-        public void Dispose()
-        {
-            Cpu.Dispose();
-            Gpu.Dispose();
-        }
-    }
+    private static DType[] StorageTypes => GpuPair.StorageTypes;
 
     private static IEnumerable<TestCaseData> LinearCases() =>
         from dtype in StorageTypes
@@ -43,20 +20,20 @@ public class GpuOpTests
     {
         var gpu = Requires.CudaDevice();
         string tag = $"linear m{m} n{n} k{k} bias={withBias}";
-        using var x = Pair.Random(gpu, 1, new Shape(m, k), dtype);
-        using var w = Pair.Random(gpu, 2, new Shape(n, k), dtype, 1.0 / Math.Sqrt(k));
-        using var b = Pair.Random(gpu, 3, new Shape(n), dtype);
-        using var y = Pair.Random(gpu, 4, new Shape(m, n), dtype);
+        using var x = GpuPair.Random(gpu, 1, new Shape(m, k), dtype);
+        using var w = GpuPair.Random(gpu, 2, new Shape(n, k), dtype, 1.0 / Math.Sqrt(k));
+        using var b = GpuPair.Random(gpu, 3, new Shape(n), dtype);
+        using var y = GpuPair.Random(gpu, 4, new Shape(m, n), dtype);
         Linear.Forward(x.Cpu, w.Cpu, withBias ? b.Cpu : null, y.Cpu);
         Linear.Forward(x.Gpu, w.Gpu, withBias ? b.Gpu : null, y.Gpu);
         y.Compare(tag + " forward", dtype);
 
         foreach (bool accumulate in new[] { false, true })
         {
-            using var dy = Pair.Random(gpu, 5, new Shape(m, n), dtype);
-            using var dx = Pair.Random(gpu, 6, new Shape(m, k), dtype);
-            using var dw = Pair.Random(gpu, 7, new Shape(n, k), dtype);
-            using var db = Pair.Random(gpu, 8, new Shape(n), dtype);
+            using var dy = GpuPair.Random(gpu, 5, new Shape(m, n), dtype);
+            using var dx = GpuPair.Random(gpu, 6, new Shape(m, k), dtype);
+            using var dw = GpuPair.Random(gpu, 7, new Shape(n, k), dtype);
+            using var db = GpuPair.Random(gpu, 8, new Shape(n), dtype);
             Linear.Backward(x.Cpu, w.Cpu, dy.Cpu, dx.Cpu, dw.Cpu, withBias ? db.Cpu : null, accumulate);
             Linear.Backward(x.Gpu, w.Gpu, dy.Gpu, dx.Gpu, dw.Gpu, withBias ? db.Gpu : null, accumulate);
             dx.Compare($"{tag} dx accumulate={accumulate}", dtype);
@@ -88,13 +65,13 @@ public class GpuOpTests
     {
         var gpu = Requires.CudaDevice();
         string tag = $"rope {options.Style} off{options.RotaryOffset} dim{options.RotaryDim} pos{positionOffset}";
-        using var x = Pair.Random(gpu, 11, shape, dtype);
-        using var y = Pair.Random(gpu, 12, shape, dtype);
+        using var x = GpuPair.Random(gpu, 11, shape, dtype);
+        using var y = GpuPair.Random(gpu, 12, shape, dtype);
         Rope.Forward(x.Cpu, y.Cpu, options, positionOffset);
         Rope.Forward(x.Gpu, y.Gpu, options, positionOffset);
         y.Compare(tag + " forward", dtype);
 
-        using var dx = Pair.Random(gpu, 13, shape, dtype);
+        using var dx = GpuPair.Random(gpu, 13, shape, dtype);
         Rope.Backward(y.Cpu, dx.Cpu, options, positionOffset);
         Rope.Backward(y.Gpu, dx.Gpu, options, positionOffset);
         dx.Compare(tag + " backward", dtype);
@@ -117,18 +94,18 @@ public class GpuOpTests
         var gpu = Requires.CudaDevice();
         string tag = $"rmsnorm gain={withGain}";
         int n = shape[-1];
-        using var x = Pair.Random(gpu, 21, shape, dtype);
-        using var g = Pair.Random(gpu, 22, new Shape(n), dtype);
-        using var y = Pair.Random(gpu, 23, shape, dtype);
+        using var x = GpuPair.Random(gpu, 21, shape, dtype);
+        using var g = GpuPair.Random(gpu, 22, new Shape(n), dtype);
+        using var y = GpuPair.Random(gpu, 23, shape, dtype);
         RmsNorm.Forward(x.Cpu, withGain ? g.Cpu : null, y.Cpu);
         RmsNorm.Forward(x.Gpu, withGain ? g.Gpu : null, y.Gpu);
         y.Compare(tag + " forward", dtype);
 
         foreach (bool accumulate in new[] { false, true })
         {
-            using var dy = Pair.Random(gpu, 24, shape, dtype);
-            using var dx = Pair.Random(gpu, 25, shape, dtype);
-            using var dg = Pair.Random(gpu, 26, new Shape(n), dtype);
+            using var dy = GpuPair.Random(gpu, 24, shape, dtype);
+            using var dx = GpuPair.Random(gpu, 25, shape, dtype);
+            using var dg = GpuPair.Random(gpu, 26, new Shape(n), dtype);
             RmsNorm.Backward(x.Cpu, withGain ? g.Cpu : null, dy.Cpu, dx.Cpu, withGain ? dg.Cpu : null, accumulate: accumulate);
             RmsNorm.Backward(x.Gpu, withGain ? g.Gpu : null, dy.Gpu, dx.Gpu, withGain ? dg.Gpu : null, accumulate: accumulate);
             dx.Compare($"{tag} dx accumulate={accumulate}", dtype);
