@@ -56,5 +56,17 @@ __device__ __forceinline__ float warp_sum(float v)
     return v;
 }
 
+// Maximum over the 32 lanes of a warp; every lane gets it.
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    }
+    return v;
+}
+
+// −∞ without a toolkit header (masked scores, empty running maxima).
+#define NEG_INF __int_as_float(0xff800000)
+
 // Flat indices are 64-bit: B*T*H*d passes 2^31 at long contexts.
 typedef long long index_t;

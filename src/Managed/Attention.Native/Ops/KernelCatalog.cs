@@ -11,5 +11,6 @@ public static class KernelCatalog
         LinearCuda.Program,
         RopeCuda.Program,
         RmsNormCuda.Program,
+        SoftmaxAttentionCuda.Program,
     ];
 }

@@ -18,6 +18,8 @@ public sealed unsafe class CudaContext : IDisposable
 
     private readonly ConcurrentQueue<CUdeviceptr> _deferredFrees = new();
     private nint _handle;
+    private long _allocatedBytes;
+    private long _peakAllocatedBytes;
 
     /// <summary>Retains the primary context of <paramref name="device"/>.</summary>
     public CudaContext(CudaDevice device)
@@ -66,6 +68,15 @@ public sealed unsafe class CudaContext : IDisposable
         return ((long)free, (long)total);
     }
 
+    /// <summary>Bytes currently allocated through this context (buffers, tensors, scratch).</summary>
+    public long AllocatedBytes => Interlocked.Read(ref _allocatedBytes);
+
+    /// <summary>The most bytes allocated through this context at once since creation or the last <see cref="ResetPeakAllocatedBytes"/>.</summary>
+    public long PeakAllocatedBytes => Interlocked.Read(ref _peakAllocatedBytes);
+
+    /// <summary>Starts a new peak measurement from what is allocated now.</summary>
+    public void ResetPeakAllocatedBytes() => Interlocked.Exchange(ref _peakAllocatedBytes, AllocatedBytes);
+
     /// <summary>Allocates <paramref name="length"/> elements of device memory (contents undefined).</summary>
     public DeviceBuffer<T> Allocate<T>(long length)
         where T : unmanaged => new(this, length);
@@ -85,24 +96,31 @@ public sealed unsafe class CudaContext : IDisposable
             throw new CudaOutOfMemoryException(nameof(cuMemAlloc_v2), bytes, $"{free} of {total} bytes free on {Device.Name}");
         }
         StatusCheck.Check(status, nameof(cuMemAlloc_v2));
+        long now = Interlocked.Add(ref _allocatedBytes, bytes);
+        long peak;
+        while (now > (peak = Interlocked.Read(ref _peakAllocatedBytes)) && Interlocked.CompareExchange(ref _peakAllocatedBytes, now, peak) != peak)
+        {
+        }
         return ptr;
     }
 
-    internal void FreeBytes(CUdeviceptr ptr)
+    internal void FreeBytes(CUdeviceptr ptr, long bytes)
     {
         if (ptr.IsNull || IsDisposed)
         {
             return;
         }
+        Interlocked.Add(ref _allocatedBytes, -bytes);
         MakeCurrent();
         StatusCheck.Check(cuMemFree_v2(ptr), nameof(cuMemFree_v2));
     }
 
     // Called from a finalizer: only queue; the owning thread frees with the context current.
-    internal void DeferFree(CUdeviceptr ptr)
+    internal void DeferFree(CUdeviceptr ptr, long bytes)
     {
         if (!ptr.IsNull && !IsDisposed)
         {
+            Interlocked.Add(ref _allocatedBytes, -bytes);
             _deferredFrees.Enqueue(ptr);
         }
     }

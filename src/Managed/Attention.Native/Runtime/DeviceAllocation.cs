@@ -20,7 +20,7 @@ internal sealed class DeviceAllocation : IDisposable
     {
         if (!IsFreed)
         {
-            Context.DeferFree(Pointer);
+            Context.DeferFree(Pointer, Bytes);
         }
     }
 
@@ -40,6 +40,6 @@ internal sealed class DeviceAllocation : IDisposable
         }
         IsFreed = true;
         GC.SuppressFinalize(this);
-        Context.FreeBytes(Pointer);
+        Context.FreeBytes(Pointer, Bytes);
     }
 }

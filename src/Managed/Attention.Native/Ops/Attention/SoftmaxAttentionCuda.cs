@@ -1,0 +1,206 @@
+using System.Runtime.InteropServices;
+using Attention.Native.Runtime;
+using static Attention.Native.CudaBackend;
+
+namespace Attention.Native.Ops
+{
+    /// <summary>
+    /// CUDA launcher of <see cref="SoftmaxAttention"/> (cuda/attention.cu): flash-style forward (online softmax over key tiles in
+    /// shared memory, split-KV with a combine pass when few query rows face a long cache, as in decode) and a backward in three
+    /// passes (row deltas; dq and dbias per query tile; dk and dv per key tile summed over the KV group), all without atomics.
+    /// </summary>
+    internal static class SoftmaxAttentionCuda
+    {
+        /// <summary>Widest qk or v head the kernels hold (columns per lane × 32).</summary>
+        public const int MaxWidth = 256;
+
+        private const int Threads = 256;
+        private const int Warps = Threads / 32;
+        private const int QueryRowsPerBlock = 16; // ATTN_BQ
+        private const int KeyTile = 32;           // ATTN_BK
+        private const int KeysPerBlock = 16;      // ATTN_BKEYS
+        private const int DefaultSharedLimit = 48 * 1024;
+        private const int MinKeysPerSplit = 256;
+
+        private static readonly KernelNames ForwardKernel = new("attention_forward");
+        private static readonly KernelNames CombineKernel = new("attention_combine");
+        private static readonly KernelNames DeltaKernel = new("attention_backward_delta");
+        private static readonly KernelNames DqKernel = new("attention_backward_dq");
+        private static readonly KernelNames DkDvKernel = new("attention_backward_dkdv");
+
+        public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes(
+            "attention.cu", ForwardKernel.Template, CombineKernel.Template, DeltaKernel.Template, DqKernel.Template, DkDvKernel.Template);
+
+        /// <summary>The kernels' by-value shape argument (struct AttentionShape in attention.cu, field for field).</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        private readonly record struct Shape(int Batch, int Tq, int Heads, int Dqk, int Tk, int KvHeads, int Dv, int Length, float Scale, int Causal);
+
+        public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, AttentionOptions options)
+        {
+            var d = SoftmaxAttention.DimsOf(q, k, v, options);
+            CheckWidths(q, v);
+            if (d.B == 0 || d.Tq == 0 || d.H == 0)
+            {
+                return;
+            }
+            var shape = ShapeOf(d, options);
+            int qTiles = CeilDiv(d.Tq, QueryRowsPerBlock);
+            var (splits, keysPerSplit) = PlanSplits(backend.Device.MultiprocessorCount, (long)qTiles * d.H * d.B, d.Length);
+            long rows = (long)d.B * d.H * d.Tq;
+            var partialO = Interop.CUdeviceptr.Null;
+            var partialMl = Interop.CUdeviceptr.Null;
+            if (splits > 1)
+            {
+                long oBytes = AlignUp((long)splits * rows * d.Dv * sizeof(float));
+                var scratch = backend.Scratch(oBytes + ((long)splits * rows * 2 * sizeof(float)));
+                partialO = scratch.Pointer;
+                partialMl = scratch.Pointer + oBytes;
+            }
+            int shared = (QueryRowsPerBlock * d.Dqk + KeyTile * (d.Dqk + 1) + KeyTile * d.Dv) * sizeof(float);
+            var kernel = Prepare(backend, ForwardKernel[q.DType], shared);
+            var args = new KernelArgs(stackalloc byte[160], stackalloc int[16]);
+            args.Add(Ptr(o));
+            args.Add(Ptr(lse));
+            args.Add(partialO);
+            args.Add(partialMl);
+            args.Add(Ptr(q));
+            args.Add(Ptr(k));
+            args.Add(Ptr(v));
+            args.Add(Ptr(bias));
+            args.Add(shape);
+            args.Add(splits);
+            args.Add(keysPerSplit);
+            kernel.Launch(new Dim3((uint)(qTiles * splits), (uint)d.H, (uint)d.B), Threads, (uint)shared, backend.Stream, args);
+            if (splits > 1)
+            {
+                var combine = new KernelArgs(stackalloc byte[96], stackalloc int[8]);
+                combine.Add(Ptr(o));
+                combine.Add(Ptr(lse));
+                combine.Add(partialO);
+                combine.Add(partialMl);
+                combine.Add(shape);
+                combine.Add(splits);
+                backend.Kernel(Program, CombineKernel[q.DType]).Launch(Dim3.CeilDiv(rows, Warps), Threads, 0, backend.Stream, combine);
+            }
+        }
+
+        public static void Backward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, Tensor dO,
+            Tensor? dq, Tensor? dk, Tensor? dv, Tensor? dbias, AttentionOptions options)
+        {
+            var d = SoftmaxAttention.DimsOf(q, k, v, options);
+            CheckWidths(q, v);
+            if (d.B == 0 || d.Tq == 0 || d.H == 0 || (dq is null && dk is null && dv is null && dbias is null))
+            {
+                return;
+            }
+            var shape = ShapeOf(d, options);
+            long rows = (long)d.B * d.H * d.Tq;
+            var delta = backend.Scratch(rows * sizeof(float)).Pointer;
+
+            var deltaArgs = new KernelArgs(stackalloc byte[64], stackalloc int[8]);
+            deltaArgs.Add(delta);
+            deltaArgs.Add(Ptr(o));
+            deltaArgs.Add(Ptr(dO));
+            deltaArgs.Add(shape);
+            backend.Kernel(Program, DeltaKernel[q.DType]).Launch(Dim3.CeilDiv(rows, Warps), Threads, 0, backend.Stream, deltaArgs);
+
+            if (dq is not null || dbias is not null)
+            {
+                int shared = ((QueryRowsPerBlock * (d.Dqk + d.Dv)) + (KeyTile * (d.Dqk + 1)) + (KeyTile * (d.Dv + 1))) * sizeof(float);
+                var kernel = Prepare(backend, DqKernel[q.DType], shared);
+                var args = new KernelArgs(stackalloc byte[160], stackalloc int[16]);
+                args.Add(Ptr(dq));
+                args.Add(Ptr(dbias));
+                AddInputs(ref args, q, k, v, bias, dO, lse, delta, shape);
+                // dbias is shared by the batch: one block walks the batch in order, so each entry has a single writer.
+                uint batchBlocks = dbias is null ? (uint)d.B : 1u;
+                kernel.Launch(new Dim3(Dim3.CeilDiv(d.Tq, QueryRowsPerBlock), (uint)d.H, batchBlocks), Threads, (uint)shared, backend.Stream, args);
+            }
+            if (dk is not null || dv is not null)
+            {
+                int shared = ((KeysPerBlock * (d.Dqk + d.Dv)) + (32 * (d.Dqk + 1)) + (32 * (d.Dv + 1)) + 64) * sizeof(float);
+                var kernel = Prepare(backend, DkDvKernel[q.DType], shared);
+                var args = new KernelArgs(stackalloc byte[160], stackalloc int[16]);
+                args.Add(Ptr(dk));
+                args.Add(Ptr(dv));
+                AddInputs(ref args, q, k, v, bias, dO, lse, delta, shape);
+                kernel.Launch(new Dim3(Dim3.CeilDiv(d.Length, KeysPerBlock), (uint)d.G, (uint)d.B), Threads, (uint)shared, backend.Stream, args);
+            }
+        }
+
+        /// <summary>
+        /// Splits the keys across blocks when the (query tile, head, batch) blocks alone would leave the device idle, as in decode
+        /// (one query row per head against a long cache): about two blocks per multiprocessor, each split at least
+        /// <see cref="MinKeysPerSplit"/> keys. Returns (1, keys) when no split pays.
+        /// </summary>
+        internal static (int Splits, int KeysPerSplit) PlanSplits(int multiprocessors, long blocks, int keys)
+        {
+            long wanted = 2L * multiprocessors;
+            if (blocks >= wanted || keys < 2 * MinKeysPerSplit)
+            {
+                return (1, Math.Max(keys, 1));
+            }
+            long splits = Math.Min((wanted + blocks - 1) / blocks, keys / MinKeysPerSplit);
+            int perSplit = (int)((keys + splits - 1) / splits);
+            perSplit = (perSplit + KeyTile - 1) / KeyTile * KeyTile;
+            return ((keys + perSplit - 1) / perSplit, perSplit);
+        }
+
+        private static void AddInputs(ref KernelArgs args, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor dO, Tensor lse, Interop.CUdeviceptr delta, Shape shape)
+        {
+            args.Add(Ptr(q));
+            args.Add(Ptr(k));
+            args.Add(Ptr(v));
+            args.Add(Ptr(bias));
+            args.Add(Ptr(dO));
+            args.Add(Ptr(lse));
+            args.Add(delta);
+            args.Add(shape);
+        }
+
+        private static CudaKernel Prepare(CudaBackend backend, string name, int sharedBytes)
+        {
+            var kernel = backend.Kernel(Program, name);
+            if (sharedBytes > DefaultSharedLimit)
+            {
+                kernel.SetMaxDynamicSharedMemory(sharedBytes);
+            }
+            return kernel;
+        }
+
+        private static Shape ShapeOf(SoftmaxAttention.Dims d, AttentionOptions options) =>
+            new(d.B, d.Tq, d.H, d.Dqk, d.Tk, d.G, d.Dv, d.Length, (float)options.Scale, options.Causal ? 1 : 0);
+
+        private static void CheckWidths(Tensor q, Tensor v)
+        {
+            int dqk = q.Shape[-1], dv = v.Shape[-1];
+            if (dqk > MaxWidth)
+            {
+                throw new ArgumentException($"q: expected a head width d_qk ≤ {MaxWidth} on the CUDA backend, actual {dqk}", nameof(q));
+            }
+            if (dv > MaxWidth)
+            {
+                throw new ArgumentException($"v: expected a head width d_v ≤ {MaxWidth} on the CUDA backend, actual {dv}", nameof(v));
+            }
+        }
+
+        private static int CeilDiv(int n, int d) => (n + d - 1) / d;
+
+        private static long AlignUp(long n) => (n + 255) / 256 * 256;
+    }
+}
+
+namespace Attention.Native
+{
+    using Attention.Native.Ops;
+
+    // The op-table entries of SoftmaxAttention on the CUDA backend.
+    public sealed partial class CudaBackend
+    {
+        internal override void SoftmaxAttentionForward(Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, AttentionOptions options) =>
+            SoftmaxAttentionCuda.Forward(this, q, k, v, bias, o, lse, options);
+
+        internal override void SoftmaxAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? dbias, AttentionOptions options) =>
+            SoftmaxAttentionCuda.Backward(this, q, k, v, bias, o, lse, dO, dq, dk, dv, dbias, options);
+    }
+}

@@ -1,0 +1,154 @@
+using Attention.Native.Ops;
+using Attention.Native.Tests.Support;
+
+namespace Attention.Native.Tests.Gpu;
+
+/// <summary>Softmax attention on the CUDA backend (flash forward, split-KV decode, three-pass backward) against the CPU reference.</summary>
+[Category("Gpu")]
+public class GpuAttentionTests
+{
+    /// <summary>One attention problem: T_k keys of which <c>Length</c> are valid (the rest is garbage that must not count).</summary>
+    public sealed record Problem(int B, int Tq, int H, int G, int Dqk, int Dv, bool Causal, int Tk, int Length, bool Bias)
+    {
+        public override string ToString() =>
+            $"B{B} Tq{Tq} H{H} G{G} dqk{Dqk} dv{Dv} {(Causal ? "causal" : "full")} Tk{Tk} L{Length}{(Bias ? " bias" : "")}";
+    }
+
+    private static Problem Full(int b, int t, int h, int g, int dqk, int dv, bool causal) => new(b, t, h, g, dqk, dv, causal, t, t, false);
+
+    private static readonly Problem[] Cases =
+    [
+        Full(1, 1, 1, 1, 8, 8, false),
+        Full(2, 7, 4, 2, 64, 64, true),
+        Full(1, 129, 4, 1, 128, 128, true),        // one KV head (MQA)
+        Full(1, 129, 2, 2, 256, 256, false),       // widest heads
+        Full(1, 1000, 2, 1, 128, 128, true),
+        Full(1, 1000, 2, 2, 64, 64, false),
+        Full(1, 200, 4, 4, 192, 128, true),        // MLA widths
+        Full(2, 65, 4, 4, 96, 64, false),          // SAS-like d_qk ≠ d_v
+        new(2, 49, 4, 4, 32, 32, false, 100, 100, true), // agent: bias, T_q ≠ T_k
+        new(1, 3, 8, 2, 64, 64, true, 300, 200, false),  // a prefill chunk against a longer preallocated cache
+        new(1, 1, 8, 2, 128, 128, true, 6000, 5000, false), // decode: split-KV
+        new(2, 1, 4, 1, 256, 256, true, 1024, 1000, false), // decode: split-KV, one KV head, widest heads
+        new(1, 2, 16, 1, 192, 128, false, 4096, 4000, false), // MQA decode with MLA widths
+    ];
+
+    private static IEnumerable<TestCaseData> CaseData() =>
+        from dtype in GpuPair.StorageTypes
+        from c in Cases
+        select new TestCaseData(dtype, c).SetName($"Attention {dtype} {c}");
+
+    private static GpuPair Keys(CudaBackend gpu, int seed, Problem c, int width, DType dtype)
+    {
+        var values = TestData.NormalSingle(seed, (long)c.B * c.Tk * c.G * width);
+        // Positions at or past Length hold garbage the kernels must never read into the result.
+        for (int b = 0; b < c.B; b++)
+        {
+            for (long at = (((long)b * c.Tk) + c.Length) * c.G * width; at < ((long)b + 1) * c.Tk * c.G * width; at++)
+            {
+                values[at] = 1000f;
+            }
+        }
+        return GpuPair.Of(gpu, values, new Shape(c.B, c.Tk, c.G, width), dtype);
+    }
+
+    [TestCaseSource(nameof(CaseData))]
+    public void Forward_and_backward_match_the_cpu(DType dtype, Problem c)
+    {
+        var gpu = Requires.CudaDevice();
+        var options = new AttentionOptions(1.0 / Math.Sqrt(c.Dqk), c.Causal, c.Length == c.Tk ? null : c.Length);
+        using var q = GpuPair.Random(gpu, 1, new Shape(c.B, c.Tq, c.H, c.Dqk), dtype);
+        using var k = Keys(gpu, 2, c, c.Dqk, dtype);
+        using var v = Keys(gpu, 3, c, c.Dv, dtype);
+        using var bias = c.Bias ? GpuPair.Random(gpu, 4, new Shape(c.H, c.Tq, c.Tk), dtype) : null;
+
+        var oCpu = SoftmaxAttention.Forward(q.Cpu, k.Cpu, v.Cpu, options, bias?.Cpu, out var lseCpu);
+        var oGpu = SoftmaxAttention.Forward(q.Gpu, k.Gpu, v.Gpu, options, bias?.Gpu, out var lseGpu);
+        using var o = GpuPair.Wrap(oCpu, oGpu);
+        using var lse = GpuPair.Wrap(lseCpu, lseGpu);
+        o.Compare($"attention {c} o", dtype);
+        lse.Compare($"attention {c} lse", dtype);
+
+        // Gradients already hold values: the backward adds into them.
+        using var dO = GpuPair.Random(gpu, 5, o.Cpu.Shape, dtype);
+        using var dq = GpuPair.Random(gpu, 6, q.Cpu.Shape, dtype);
+        using var dk = GpuPair.Random(gpu, 7, k.Cpu.Shape, dtype);
+        using var dv = GpuPair.Random(gpu, 8, v.Cpu.Shape, dtype);
+        using var dbias = c.Bias ? GpuPair.Random(gpu, 9, bias!.Cpu.Shape, dtype) : null;
+        SoftmaxAttention.Backward(q.Cpu, k.Cpu, v.Cpu, options, bias?.Cpu, o.Cpu, lse.Cpu, dO.Cpu, dq.Cpu, dk.Cpu, dv.Cpu, dbias?.Cpu);
+        SoftmaxAttention.Backward(q.Gpu, k.Gpu, v.Gpu, options, bias?.Gpu, o.Gpu, lse.Gpu, dO.Gpu, dq.Gpu, dk.Gpu, dv.Gpu, dbias?.Gpu);
+        dq.Compare($"attention {c} dq", dtype);
+        dk.Compare($"attention {c} dk", dtype);
+        dv.Compare($"attention {c} dv", dtype);
+        dbias?.Compare($"attention {c} dbias", dtype);
+    }
+
+    [Test]
+    public void Backward_with_only_some_gradients_leaves_the_others_alone()
+    {
+        var gpu = Requires.CudaDevice();
+        var c = Full(1, 40, 4, 2, 32, 32, true);
+        var options = new AttentionOptions(0.2, true);
+        using var q = GpuPair.Random(gpu, 11, new Shape(c.B, c.Tq, c.H, c.Dqk), DType.F32);
+        using var k = GpuPair.Random(gpu, 12, new Shape(c.B, c.Tk, c.G, c.Dqk), DType.F32);
+        using var v = GpuPair.Random(gpu, 13, new Shape(c.B, c.Tk, c.G, c.Dv), DType.F32);
+        var o = SoftmaxAttention.Forward(q.Gpu, k.Gpu, v.Gpu, options, null, out var lse);
+        using var dO = gpu.FromArray(TestData.NormalSingle(14, o.Shape.ElementCount), o.Shape);
+        using var dk = gpu.Zeros(k.Gpu.Shape);
+        SoftmaxAttention.Backward(q.Gpu, k.Gpu, v.Gpu, options, null, o, lse, dO, null, dk, null);
+        using var dkCpu = Backend.Cpu.Zeros(k.Cpu.Shape);
+        var oCpu = SoftmaxAttention.Forward(q.Cpu, k.Cpu, v.Cpu, options, null, out var lseCpu);
+        using var dOCpu = Backend.Cpu.FromArray(dO.ToArray(), dO.Shape);
+        SoftmaxAttention.Backward(q.Cpu, k.Cpu, v.Cpu, options, null, oCpu, lseCpu, dOCpu, null, dkCpu, null);
+        Parity.AssertClose("attention dk only", DType.F32, dk.Shape.ToString(), dkCpu.ToArray(), dk.ToArray());
+        o.Dispose();
+        lse.Dispose();
+        oCpu.Dispose();
+        lseCpu.Dispose();
+    }
+
+    [Test]
+    public void Heads_wider_than_256_are_refused_naming_the_argument()
+    {
+        var gpu = Requires.CudaDevice();
+        using var q = gpu.Zeros(new Shape(1, 2, 1, 320));
+        using var v = gpu.Zeros(new Shape(1, 2, 1, 64));
+        var e = Assert.Throws<ArgumentException>(() => SoftmaxAttention.Forward(q, q, v, new AttentionOptions(0.1, false)).Dispose());
+        Assert.That(e!.ParamName, Is.EqualTo("q"));
+        Assert.That(e.Message, Does.Contain("256").And.Contain("320"));
+    }
+
+    /// <summary>
+    /// Forward + backward at B=1, H=8, T=32768, d=128 in bf16 completes, and its peak device allocation grows linearly with T:
+    /// from T=8192 to T=32768 (4×) the peak grows by at most 4.5×, where a T×T score matrix would grow it 16×.
+    /// </summary>
+    [Test]
+    public void Long_sequences_run_in_memory_linear_in_T()
+    {
+        var gpu = Requires.CudaDevice();
+        long Peak(int t)
+        {
+            gpu.Synchronize();
+            gpu.Context.ResetPeakAllocatedBytes();
+            long before = gpu.Context.AllocatedBytes;
+            var shape = new Shape(1, t, 8, 128);
+            using var q = gpu.FromArray(TestData.NormalSingle(21, shape.ElementCount), shape, DType.BF16);
+            using var k = gpu.FromArray(TestData.NormalSingle(22, shape.ElementCount), shape, DType.BF16);
+            using var v = gpu.FromArray(TestData.NormalSingle(23, shape.ElementCount), shape, DType.BF16);
+            using var dO = gpu.FromArray(TestData.NormalSingle(24, shape.ElementCount), shape, DType.BF16);
+            using var dq = gpu.Zeros(shape, DType.BF16);
+            using var dk = gpu.Zeros(shape, DType.BF16);
+            using var dv = gpu.Zeros(shape, DType.BF16);
+            var options = new AttentionOptions(1.0 / Math.Sqrt(128), Causal: true);
+            using var o = SoftmaxAttention.Forward(q, k, v, options, null, out var lse);
+            SoftmaxAttention.Backward(q, k, v, options, null, o, lse, dO, dq, dk, dv);
+            var sample = dq.ToArray(); // waits for the work
+            Assert.That(sample.All(float.IsFinite), Is.True, $"T={t}: dq has non-finite values");
+            lse.Dispose();
+            return gpu.Context.PeakAllocatedBytes - before;
+        }
+        long small = Peak(8192), large = Peak(32768);
+        TestContext.Out.WriteLine($"peak device allocation: T=8192 {small / 1048576.0:F1} MiB, T=32768 {large / 1048576.0:F1} MiB");
+        Assert.That(large, Is.LessThanOrEqualTo(4.5 * small), "peak allocation grows faster than linearly in T");
+    }
+}
