@@ -12,6 +12,22 @@ internal static class Parity
     public const string LogVariable = "ATTENTION_NATIVE_PARITY_LOG";
 
     private static readonly Lock LogGate = new();
+    private static readonly List<Record> s_records = [];
+
+    /// <summary>One comparison: the op or variant tag, storage type, shape, max|err|, the tolerance and max|err| / (1 + max|ref|).</summary>
+    public sealed record Record(string Op, DType DType, string Shape, double MaxError, double Tolerance, double RelativeError, double ToleranceFactor);
+
+    /// <summary>Every comparison made so far in this run.</summary>
+    public static IReadOnlyList<Record> Records
+    {
+        get
+        {
+            lock (LogGate)
+            {
+                return [.. s_records];
+            }
+        }
+    }
 
     public static double ToleranceFactor(DType dtype) => dtype == DType.F32 ? 1e-4 : 2e-2;
 
@@ -32,9 +48,10 @@ internal static class Parity
         double tolerance = ToleranceFactor(dtype) * (1 + maxRef);
         string line = string.Create(CultureInfo.InvariantCulture, $"{op}\t{dtype}\t{shape}\t{maxErr:E3}\t{tolerance:E3}\t{maxErr / (1 + maxRef):E3}");
         TestContext.Out.WriteLine("[parity] " + line);
-        if (Environment.GetEnvironmentVariable(LogVariable) is { Length: > 0 } path)
+        lock (LogGate)
         {
-            lock (LogGate)
+            s_records.Add(new Record(op, dtype, shape, maxErr, tolerance, maxErr / (1 + maxRef), ToleranceFactor(dtype)));
+            if (Environment.GetEnvironmentVariable(LogVariable) is { Length: > 0 } path)
             {
                 File.AppendAllText(path, line + Environment.NewLine);
             }

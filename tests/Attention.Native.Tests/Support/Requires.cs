@@ -25,6 +25,9 @@ internal static class Requires
         }
     }
 
+    /// <summary>The CUDA backend the Gpu tests share, or null when this machine has none (never ignores the caller).</summary>
+    public static CudaBackend? CudaDeviceIfPresent() => Gpu.Value.Backend;
+
     /// <summary>A CUDA device with NVRTC and cuBLAS; otherwise the test is ignored with the reason.</summary>
     public static CudaBackend CudaDevice()
     {

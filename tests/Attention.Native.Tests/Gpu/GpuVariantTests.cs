@@ -1,0 +1,146 @@
+using Attention.Native.Tests.Support;
+using Attention.Native.Variants;
+
+namespace Attention.Native.Tests.Gpu;
+
+/// <summary>
+/// Every variant on the CUDA backend against the CPU reference: forward, backward (dx and every parameter gradient) and
+/// decode (prefill, then token-by-token steps with the caches on the device), in each storage type. Comparisons are tagged
+/// <c>variant &lt;name&gt; &lt;pass&gt;</c> for the parity report.
+/// </summary>
+[Category("Gpu")]
+public class GpuVariantTests
+{
+    /// <summary>A variant config and the sequence lengths it runs at.</summary>
+    public sealed record Setup(string Label, LayerConfig Config, int Batch, int[] Lengths)
+    {
+        public override string ToString() => Label;
+    }
+
+    internal static IEnumerable<Setup> Setups()
+    {
+        int[] lengths = [1, 7, 129];
+        // Head width 32, several heads: the shapes of the CPU tests.
+        yield return new("mha d32", new GqaConfig { Kind = "mha", DModel = 128, Heads = 4, KvHeads = 4, HeadDim = 32 }, 2, lengths);
+        yield return new("gqa d32", new GqaConfig { Kind = "gqa", DModel = 128, Heads = 4, KvHeads = 2, HeadDim = 32 }, 2, lengths);
+        yield return new("mqa d32", new GqaConfig { Kind = "mqa", DModel = 128, Heads = 4, KvHeads = 1, HeadDim = 32 }, 2, lengths);
+        yield return new("mla small", new MlaConfig { DModel = 128, Heads = 4, QLoraRank = 64, KvLoraRank = 32, QkNopeHeadDim = 16, QkRopeHeadDim = 8, VHeadDim = 16 }, 2, lengths);
+        yield return new("tpa small", new TpaConfig { DModel = 128, Heads = 4, HeadDim = 32, QRank = 6, KRank = 2, VRank = 2 }, 2, lengths);
+        yield return new("sas small", new SasConfig { DModel = 128, Heads = 4, HeadDim = 32, SimHeads = 8, SimHeadDim = 48, KernelSize = 3 }, 2, lengths);
+        yield return new("transnormer small", new TransNormerConfig { DModel = 128, Heads = 4, HeadDim = 32, LayerIndex = 1, NumLayers = 4 }, 2, lengths);
+        // Agent and FLatten fix the sequence length in their config.
+        foreach (int t in new[] { 7, 129 })
+        {
+            yield return new($"agent T{t}", new AgentConfig { DModel = 128, Heads = 4, Agents = 16, SeqLen = t }, 2, [t]);
+            yield return new($"flatten T{t}", new FlattenConfig { DModel = 128, Heads = 4, SeqLen = t, FocusingFactor = 3 }, 2, [t]);
+        }
+        // Head width 128 (256 for SAS's expanded heads) and one KV head, at T = 1000.
+        yield return new("gqa d128", new GqaConfig { Kind = "gqa", DModel = 1024, Heads = 8, KvHeads = 2, HeadDim = 128 }, 1, [1000]);
+        yield return new("mqa d256", new GqaConfig { Kind = "mqa", DModel = 512, Heads = 2, KvHeads = 1, HeadDim = 256 }, 1, [129, 1000]);
+        yield return new("mla bench widths", new MlaConfig { DModel = 1024, Heads = 4, QLoraRank = 384, KvLoraRank = 512, QkNopeHeadDim = 128, QkRopeHeadDim = 64, VHeadDim = 128 }, 1, [1000]);
+        yield return new("tpa d128", new TpaConfig { DModel = 1024, Heads = 8, HeadDim = 128, QRank = 6, KRank = 2, VRank = 2 }, 1, [1000]);
+        yield return new("sas d256", new SasConfig { DModel = 512, Heads = 4, HeadDim = 128, SimHeads = 8, SimHeadDim = 256, KernelSize = 3 }, 1, [1000]);
+        yield return new("transnormer d128", new TransNormerConfig { DModel = 1024, Heads = 8, HeadDim = 128, LayerIndex = 0, NumLayers = 2 }, 1, [1000]);
+        yield return new("agent d128", new AgentConfig { DModel = 1024, Heads = 8, Agents = 49, SeqLen = 1000 }, 1, [1000]);
+        yield return new("flatten d128", new FlattenConfig { DModel = 1024, Heads = 8, SeqLen = 1000, FocusingFactor = 3 }, 1, [1000]);
+    }
+
+    private static IEnumerable<TestCaseData> ForwardBackwardCases() =>
+        from dtype in GpuPair.StorageTypes
+        from setup in Setups()
+        from t in setup.Lengths
+        select new TestCaseData(dtype, setup, t).SetName($"{setup.Config.Variant} {setup.Label} {dtype} T{t} forward and backward");
+
+    private static IEnumerable<TestCaseData> DecodeCases() =>
+        from dtype in GpuPair.StorageTypes
+        from setup in Setups().Where(s => s.Config is not (AgentConfig or FlattenConfig))
+        from growth in new[] { true, false }
+        select new TestCaseData(dtype, setup, growth).SetName($"{setup.Config.Variant} {setup.Label} {dtype} decode {(growth ? "growing cache" : "preallocated cache")}");
+
+    /// <summary>The GPU layer in <paramref name="dtype"/> and the CPU reference (F32) holding exactly the same parameters.</summary>
+    private static (AttentionLayer Gpu, AttentionLayer Cpu) Layers(CudaBackend gpu, LayerConfig config, DType dtype)
+    {
+        var onGpu = AttentionLayer.Create(config, gpu, dtype);
+        onGpu.InitializeParameters(17);
+        var onCpu = AttentionLayer.Create(config, Backend.Cpu, DType.F32);
+        onCpu.LoadParameters(onGpu.Parameters);
+        return (onGpu, onCpu);
+    }
+
+    [TestCaseSource(nameof(ForwardBackwardCases))]
+    public void Forward_and_backward_match_the_cpu(DType dtype, Setup setup, int tokens)
+    {
+        var gpu = Requires.CudaDevice();
+        var (layerGpu, layerCpu) = Layers(gpu, setup.Config, dtype);
+        using var _g = layerGpu;
+        using var _c = layerCpu;
+        string name = setup.Config.Variant;
+        string shape = $"{setup.Label} B{setup.Batch} T{tokens}";
+        using var x = GpuPair.Random(gpu, 3, new Shape(setup.Batch, tokens, setup.Config.DModel), dtype);
+
+        using var passCpu = layerCpu.ForwardForTraining(x.Cpu);
+        using var passGpu = layerGpu.ForwardForTraining(x.Gpu);
+        Parity.AssertClose($"{ParityReport.VariantTag(name, "forward")} {shape} y", dtype, passCpu.Output.Shape.ToString(), passCpu.Output.ToArray(), passGpu.Output.ToArray());
+
+        using var dy = GpuPair.Random(gpu, 4, passCpu.Output.Shape, dtype);
+        using var gradsCpu = passCpu.Backward(dy.Cpu);
+        using var gradsGpu = passGpu.Backward(dy.Gpu);
+        Assert.That(gradsGpu.Parameters.Keys, Is.EquivalentTo(gradsCpu.Parameters.Keys));
+        Assert.Multiple(() =>
+        {
+            Parity.AssertClose($"{ParityReport.VariantTag(name, "backward")} {shape} dx", dtype, x.Cpu.Shape.ToString(), gradsCpu.Input.ToArray(), gradsGpu.Input.ToArray());
+            foreach (var (parameter, g) in gradsCpu.Parameters.OrderBy(p => p.Key, StringComparer.Ordinal))
+            {
+                Parity.AssertClose($"{ParityReport.VariantTag(name, "backward")} {shape} d{parameter}", dtype, g.Shape.ToString(), g.ToArray(), gradsGpu.Parameters[parameter].ToArray());
+            }
+        });
+    }
+
+    /// <summary>
+    /// Prefill of most of the sequence, then token-by-token decode on the GPU, against the CPU's full forward over the same tokens.
+    /// With a growing cache the capacity starts small and doubles on the device; otherwise the whole length is preallocated.
+    /// </summary>
+    [TestCaseSource(nameof(DecodeCases))]
+    public void Decode_matches_the_full_forward_on_the_cpu(DType dtype, Setup setup, bool growth)
+    {
+        var gpu = Requires.CudaDevice();
+        var (layerGpu, layerCpu) = Layers(gpu, setup.Config, dtype);
+        using var _g = layerGpu;
+        using var _c = layerCpu;
+        int tokens = setup.Lengths.Max(), steps = Math.Min(tokens, 6), prompt = tokens - steps, batch = setup.Batch, d = setup.Config.DModel;
+        using var x = GpuPair.Random(gpu, 5, new Shape(batch, tokens, d), dtype);
+        using var full = layerCpu.Forward(x.Cpu);
+        var expected = full.ToArray();
+        var actual = new float[expected.Length];
+        var xs = x.Cpu.ToArray();
+        var options = growth ? new CacheOptions(InitialCapacity: 4) : new CacheOptions(MaxLength: tokens);
+        using var cache = ((CausalAttentionLayer)layerGpu).CreateCache(batch, options);
+
+        void Step(int t0, int count)
+        {
+            var part = new float[batch * count * d];
+            for (int b = 0; b < batch; b++)
+            {
+                Array.Copy(xs, ((b * tokens) + t0) * d, part, b * count * d, count * d);
+            }
+            using var input = gpu.FromArray(part, new Shape(batch, count, d), dtype);
+            using var y = count == 1 && t0 > 0 ? cache.DecodeStep(input) : cache.Prefill(input);
+            var values = y.ToArray();
+            for (int b = 0; b < batch; b++)
+            {
+                Array.Copy(values, b * count * d, actual, ((b * tokens) + t0) * d, count * d);
+            }
+        }
+        if (prompt > 0)
+        {
+            Step(0, prompt);
+        }
+        for (int t = prompt; t < tokens; t++)
+        {
+            Step(t, 1);
+        }
+        Assert.That(cache.Length, Is.EqualTo(tokens));
+        Parity.AssertClose($"{ParityReport.VariantTag(setup.Config.Variant, "decode")} {setup.Label} B{batch} T{tokens} prompt{prompt} {(growth ? "growing" : "preallocated")}",
+            dtype, full.Shape.ToString(), expected, actual);
+    }
+}
