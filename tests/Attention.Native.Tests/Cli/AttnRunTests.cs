@@ -65,8 +65,10 @@ public class AttnRunTests
         public Tensor Dy { get; }
         public string Dir => _dir.Path;
 
-        public string[] Args(params string[] extra) =>
-            ["run", "--variant", Variant, "--config", Config, "--weights", Weights, "--input", Input, "--out", Out, "--backend", "cpu", .. extra];
+        public string[] Args(params string[] extra) => ArgsOn("cpu", extra);
+
+        public string[] ArgsOn(string backend, params string[] extra) =>
+            ["run", "--variant", Variant, "--config", Config, "--weights", Weights, "--input", Input, "--out", Out, "--backend", backend, .. extra];
 
         public void Dispose()
         {
@@ -124,6 +126,34 @@ public class AttnRunTests
         using var y = files.Layer.Forward(files.X);
         Assert.That(result.Metadata["mode"], Is.EqualTo("decode"));
         Assert.That(RelativeError(y, result["y"]), Is.LessThanOrEqualTo(1e-12));
+    }
+
+    /// <summary><c>attn run --backend cuda</c> meets the same contract as on the CPU: y, dx and every gradient, and decode.</summary>
+    [Category("Gpu")]
+    [TestCaseSource(typeof(LayerConfig), nameof(LayerConfig.Variants))]
+    public void Run_on_cuda_matches_the_cpu_library(string variant)
+    {
+        Requires.CudaDevice();
+        using var files = new Files(variant);
+        var (code, _, error) = Run(files.ArgsOn("cuda", "--grad", files.Grad));
+        Assert.That(code, Is.Zero, error);
+        using var result = SafeTensors.Read(files.Out);
+        using var pass = files.Layer.ForwardForTraining(files.X);
+        using var grads = pass.Backward(files.Dy);
+        Assert.That(result.Names, Is.EquivalentTo(new[] { "y", "dx" }.Concat(grads.Parameters.Keys.Select(k => $"grad.{k}"))));
+        Assert.That(RelativeError(pass.Output, result["y"]), Is.LessThanOrEqualTo(1e-4), "y");
+        Assert.That(RelativeError(grads.Input, result["dx"]), Is.LessThanOrEqualTo(1e-4), "dx");
+        foreach (var (name, g) in grads.Parameters)
+        {
+            Assert.That(RelativeError(g, result[$"grad.{name}"]), Is.LessThanOrEqualTo(1e-4), name);
+        }
+        if (files.Layer is CausalAttentionLayer)
+        {
+            (code, _, error) = Run(files.ArgsOn("cuda", "--decode"));
+            Assert.That(code, Is.Zero, error);
+            using var decoded = SafeTensors.Read(files.Out);
+            Assert.That(RelativeError(pass.Output, decoded["y"]), Is.LessThanOrEqualTo(1e-4), "decode y");
+        }
     }
 
     [TestCase("agent")]
