@@ -160,6 +160,8 @@ const string GpuBundleRunScript = """
 # driver and no .NET installation.
 #   ./run.sh test [--filter "TestCategory=Gpu"]   the test suite (Gpu tests need a device)
 #   ./run.sh attn info | demo | ...                the attn command
+#   ./run.sh sanitize memcheck|racecheck [test options]
+#                                                  the tests under compute-sanitizer (its summary line last)
 # Environment: ATTENTION_NATIVE_CUDA_LIBS (extra library folders), ATTENTION_NATIVE_CACHE (kernel cache),
 # ATTENTION_NATIVE_PARITY_LOG (file receiving one line per GPU-vs-CPU comparison).
 set -uo pipefail
@@ -193,8 +195,27 @@ case "$cmd" in
   attn)
     exec "$DOTNET_ROOT/dotnet" "$here/attn/attn.dll" "$@"
     ;;
+  sanitize)
+    tool="${1:-memcheck}"
+    shift || true
+    sanitizer="$(command -v compute-sanitizer || true)"
+    for d in "${CUDA_PATH:-}" "${CUDA_HOME:-}" /usr/local/cuda; do
+      [ -z "$sanitizer" ] && [ -n "$d" ] && [ -x "$d/bin/compute-sanitizer" ] && sanitizer="$d/bin/compute-sanitizer"
+    done
+    if [ -z "$sanitizer" ]; then
+      echo "compute-sanitizer not found (PATH, CUDA_PATH, CUDA_HOME, /usr/local/cuda)" >&2
+      exit 2
+    fi
+    log="$(mktemp)"
+    "$sanitizer" --tool "$tool" --target-processes all --print-limit 50 \
+      "$DOTNET_ROOT/dotnet" "$here/tests/Attention.Native.Tests.dll" --no-ansi --progress off "$@" 2>&1 | tee "$log"
+    code=${PIPESTATUS[0]}
+    grep -E "(ERROR|RACECHECK) SUMMARY" "$log" | tail -1
+    rm -f "$log"
+    exit "$code"
+    ;;
   *)
-    echo "usage: $0 test [test-platform options] | attn <command> [options]" >&2
+    echo "usage: $0 test [test-platform options] | attn <command> [options] | sanitize memcheck|racecheck [test options]" >&2
     exit 2
     ;;
 esac
