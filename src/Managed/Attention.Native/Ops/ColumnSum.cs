@@ -38,4 +38,33 @@ internal static class ColumnSum
         args.Add(accumulate ? 1 : 0);
         finalize.Launch(Dim3.CeilDiv(n, FinalizeBlock), FinalizeBlock, 0, backend.Stream, args);
     }
+
+    /// <summary>
+    /// Both stages for a kernel pair whose partials kernel takes <c>(partial, input, rows, n, rowsPerChunk)</c>:
+    /// <c>output[col] += Σ_row input[row, col]</c>, deterministic.
+    /// </summary>
+    public static void Sum(CudaBackend backend, CudaKernel partials, CudaKernel finalize, Interop.CUdeviceptr output, Interop.CUdeviceptr input, long rows, int n)
+    {
+        if (n == 0)
+        {
+            return;
+        }
+        var (chunks, rowsPerChunk) = Plan(backend.Device.MultiprocessorCount, rows, n);
+        var scratch = backend.Scratch((long)chunks * n * sizeof(float));
+        if (rows > 0)
+        {
+            var args = new KernelArgs(stackalloc byte[64], stackalloc int[8]);
+            args.Add(scratch.Pointer);
+            args.Add(input);
+            args.Add(rows);
+            args.Add(n);
+            args.Add(rowsPerChunk);
+            partials.Launch(new Dim3(Dim3.CeilDiv(n, TileX), (uint)chunks), new Dim3(TileX, TileY), 0, backend.Stream, args);
+        }
+        else
+        {
+            scratch.Zero(backend.Stream);
+        }
+        Finalize(backend, finalize, output, scratch.Pointer, chunks, n, accumulate: true);
+    }
 }

@@ -12,5 +12,9 @@ public static class KernelCatalog
         RopeCuda.Program,
         RmsNormCuda.Program,
         SoftmaxAttentionCuda.Program,
+        PointwiseCuda.Program,
+        ColumnsCuda.Program,
+        LrpeCuda.Program,
+        FocusingMapCuda.Program,
     ];
 }
