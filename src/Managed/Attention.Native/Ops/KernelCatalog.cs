@@ -16,5 +16,9 @@ public static class KernelCatalog
         ColumnsCuda.Program,
         LrpeCuda.Program,
         FocusingMapCuda.Program,
+        DepthwiseConvCuda.Program,
+        AdaptivePoolCuda.Program,
+        HeadConvCuda.Program,
+        TpaContractionCuda.Program,
     ];
 }
