@@ -20,5 +20,6 @@ public static class KernelCatalog
         AdaptivePoolCuda.Program,
         HeadConvCuda.Program,
         TpaContractionCuda.Program,
+        LightningCuda.Program,
     ];
 }

@@ -1,0 +1,117 @@
+// Attention.Native: Lightning Attention-2 (TransNormerLLM), the chunked decayed linear attention, with the KV state
+// kept on chip across blocks. Per (b, h) with λ = λ_h, blocks of LIGHTNING_BT tokens: for local rows a, c of a block of n
+// tokens and S the state before it,
+//   out_a = λ^(a+1) q_a·S + Σ_{c≤a} λ^(a−c) (q_a·k_c) v_c,    S ← λ^n S + Σ_c λ^(n−1−c) k_cᵀ v_c.
+// One kernel serves the forward and all of the backward (see LightningCuda): dq is this recurrence over (dO, v, k) and,
+// run backwards in time, dv over (k, q, dO) and dk over (v, dO, q).
+// Layouts: inputs [B, T, H, width], state [B, H, dqk, dv] fp32-in-storage-type; the output is sliced by LIGHTNING_DV columns
+// per block (state columns are independent).
+#include "common.cuh"
+
+#define LIGHTNING_BT 32      // tokens per block of the chunked algorithm
+#define LIGHTNING_DV 32      // output (and state) columns per thread block
+#define LIGHTNING_THREADS 256
+#define LIGHTNING_MAX_HEADS 64
+
+// λ per head for up to 64 heads, by value (no device copy, no synchronisation); more heads launch in groups.
+struct LightningDecay { float lambda[LIGHTNING_MAX_HEADS]; };
+
+// grid (B · heads_in_group, ceil(dv / LIGHTNING_DV)), block LIGHTNING_THREADS, dynamic shared memory
+// (dqk·LIGHTNING_DV + 2·LIGHTNING_BT·(dqk+1) + LIGHTNING_BT·LIGHTNING_DV + LIGHTNING_BT·(LIGHTNING_BT+1) + LIGHTNING_BT + 1) floats.
+// reverse: token t' of the sweep is T−1−t'. accumulate: out += instead of out =. States may alias (read before written).
+template <typename T>
+__global__ void __launch_bounds__(LIGHTNING_THREADS)
+lightning_forward(T* out, T* final_state, const T* initial_state, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                  LightningDecay decay, int head_offset, int heads_in_group, int seq, int heads, int dqk, int dv, int reverse, int accumulate)
+{
+    extern __shared__ float smem[];
+    const int qstride = dqk + 1;
+    float* state = smem;                                  // [dqk][LIGHTNING_DV]
+    float* qs = state + dqk * LIGHTNING_DV;               // [BT][dqk + 1]
+    float* ks = qs + LIGHTNING_BT * qstride;              // [BT][dqk + 1]
+    float* vs = ks + LIGHTNING_BT * qstride;              // [BT][LIGHTNING_DV]
+    float* scores = vs + LIGHTNING_BT * LIGHTNING_DV;     // [BT][BT + 1]
+    float* powers = scores + LIGHTNING_BT * (LIGHTNING_BT + 1); // λ^0 … λ^BT
+
+    const int b = blockIdx.x / heads_in_group, hg = blockIdx.x % heads_in_group, h = head_offset + hg;
+    const int j0 = blockIdx.y * LIGHTNING_DV;
+    const int width = dv - j0 < LIGHTNING_DV ? dv - j0 : LIGHTNING_DV;
+    const index_t state_base = ((index_t)b * heads + h) * dqk * dv;
+
+    if (threadIdx.x <= LIGHTNING_BT) {
+        powers[threadIdx.x] = (float)pow((double)decay.lambda[hg], (double)threadIdx.x);
+    }
+    for (int e = threadIdx.x; e < dqk * LIGHTNING_DV; e += LIGHTNING_THREADS) {
+        const int i = e / LIGHTNING_DV, jj = e % LIGHTNING_DV;
+        state[e] = initial_state != nullptr && jj < width ? to_float(initial_state[state_base + (index_t)i * dv + j0 + jj]) : 0.0f;
+    }
+
+    for (int t0 = 0; t0 < seq; t0 += LIGHTNING_BT) {
+        const int n = seq - t0 < LIGHTNING_BT ? seq - t0 : LIGHTNING_BT;
+        __syncthreads(); // the previous block's tiles and state update are done (and, the first time, the state is loaded)
+        for (int e = threadIdx.x; e < LIGHTNING_BT * dqk; e += LIGHTNING_THREADS) {
+            const int a = e / dqk, i = e % dqk;
+            const int t = reverse ? seq - 1 - (t0 + a) : t0 + a;
+            const index_t at = (((index_t)b * seq + t) * heads + h) * dqk + i;
+            qs[a * qstride + i] = a < n ? to_float(q[at]) : 0.0f;
+            ks[a * qstride + i] = a < n ? to_float(k[at]) : 0.0f;
+        }
+        for (int e = threadIdx.x; e < LIGHTNING_BT * LIGHTNING_DV; e += LIGHTNING_THREADS) {
+            const int c = e / LIGHTNING_DV, jj = e % LIGHTNING_DV;
+            const int t = reverse ? seq - 1 - (t0 + c) : t0 + c;
+            vs[e] = c < n && jj < width ? to_float(v[(((index_t)b * seq + t) * heads + h) * dv + j0 + jj]) : 0.0f;
+        }
+        __syncthreads();
+        // Intra-block scores with the decay mask: A[a][c] = λ^(a−c) q_a·k_c for c ≤ a < n.
+        for (int e = threadIdx.x; e < LIGHTNING_BT * LIGHTNING_BT; e += LIGHTNING_THREADS) {
+            const int a = e / LIGHTNING_BT, c = e % LIGHTNING_BT;
+            float dot = 0.0f;
+            if (c <= a && a < n) {
+                for (int i = 0; i < dqk; ++i) {
+                    dot += qs[a * qstride + i] * ks[c * qstride + i];
+                }
+                dot *= powers[a - c];
+            }
+            scores[a * (LIGHTNING_BT + 1) + c] = dot;
+        }
+        __syncthreads();
+        // out_a = λ^(a+1) q_a·S + Σ_c A[a][c] v_c.
+        for (int e = threadIdx.x; e < LIGHTNING_BT * LIGHTNING_DV; e += LIGHTNING_THREADS) {
+            const int a = e / LIGHTNING_DV, jj = e % LIGHTNING_DV;
+            if (a >= n || jj >= width) {
+                continue;
+            }
+            float inter = 0.0f;
+            for (int i = 0; i < dqk; ++i) {
+                inter += qs[a * qstride + i] * state[i * LIGHTNING_DV + jj];
+            }
+            float intra = 0.0f;
+            for (int c = 0; c <= a; ++c) {
+                intra += scores[a * (LIGHTNING_BT + 1) + c] * vs[c * LIGHTNING_DV + jj];
+            }
+            const int t = reverse ? seq - 1 - (t0 + a) : t0 + a;
+            T* target = out + (((index_t)b * seq + t) * heads + h) * dv + j0 + jj;
+            const float value = powers[a + 1] * inter + intra;
+            *target = from_float<T>(accumulate ? to_float(*target) + value : value);
+        }
+        __syncthreads(); // every read of the state is done before it advances
+        // S ← λ^n S + Σ_c λ^(n−1−c) k_cᵀ v_c.
+        for (int e = threadIdx.x; e < dqk * LIGHTNING_DV; e += LIGHTNING_THREADS) {
+            const int i = e / LIGHTNING_DV, jj = e % LIGHTNING_DV;
+            float sum = powers[n] * state[e];
+            for (int c = 0; c < n; ++c) {
+                sum += powers[n - 1 - c] * ks[c * qstride + i] * vs[c * LIGHTNING_DV + jj];
+            }
+            state[e] = sum;
+        }
+    }
+    __syncthreads();
+    if (final_state != nullptr) {
+        for (int e = threadIdx.x; e < dqk * LIGHTNING_DV; e += LIGHTNING_THREADS) {
+            const int i = e / LIGHTNING_DV, jj = e % LIGHTNING_DV;
+            if (jj < width) {
+                final_state[state_base + (index_t)i * dv + j0 + jj] = from_float<T>(state[e]);
+            }
+        }
+    }
+}

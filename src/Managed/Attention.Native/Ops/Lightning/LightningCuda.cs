@@ -1,0 +1,131 @@
+using System.Runtime.CompilerServices;
+using Attention.Native.Runtime;
+using static Attention.Native.CudaBackend;
+
+namespace Attention.Native.Ops
+{
+    /// <summary>
+    /// CUDA launcher of <see cref="Lightning"/> (cuda/lightning.cu). One kernel, the Lightning-2 chunked recurrence with its
+    /// state slice in shared memory across blocks, serves every pass:
+    /// forward <c>o = rec(q, k, v)</c>; backward, forward sweep <c>dq += rec(dO, v, k)</c>; reverse sweeps
+    /// <c>dv += rec←(k, q, dO)</c> and <c>dk += rec←(v, dO, q)</c> (the state of the reverse sweep is D of the CPU reference).
+    /// A decode step is the same kernel over one token with the state updated in place.
+    /// </summary>
+    internal static class LightningCuda
+    {
+        /// <summary>Widest q/k or v head the kernel holds in shared memory.</summary>
+        public const int MaxWidth = 256;
+
+        private const int Tokens = 32;   // LIGHTNING_BT
+        private const int Columns = 32;  // LIGHTNING_DV
+        private const int Threads = 256;
+        private const int MaxHeadsPerLaunch = 64;
+
+        private static readonly KernelNames Kernel = new("lightning_forward");
+
+        public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes("lightning.cu", Kernel.Template);
+
+        /// <summary>struct LightningDecay of lightning.cu: λ per head of one launch, by value.</summary>
+        [InlineArray(MaxHeadsPerLaunch)]
+        private struct Decay
+        {
+            private float _first;
+        }
+
+        public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState)
+        {
+            CheckWidths(q, v);
+            Recurrence(backend, o, finalState, initialState, q, k, v, decay, reverse: false, accumulate: false);
+        }
+
+        public static void Backward(CudaBackend backend, Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv)
+        {
+            CheckWidths(q, v);
+            if (dq is not null)
+            {
+                Recurrence(backend, dq, null, null, dO, v, k, decay, reverse: false, accumulate: true);
+            }
+            if (dv is not null)
+            {
+                Recurrence(backend, dv, null, null, k, q, dO, decay, reverse: true, accumulate: true);
+            }
+            if (dk is not null)
+            {
+                Recurrence(backend, dk, null, null, v, dO, q, decay, reverse: true, accumulate: true);
+            }
+        }
+
+        // out (+)= Σ_{s ≤ t in sweep order} λ^(t−s) (a_t·b_s) c_s (+ λ^(t+1) a_t·S0), over tensors [B, T, H, width].
+        private static void Recurrence(CudaBackend backend, Tensor output, Tensor? finalState, Tensor? initialState, Tensor a, Tensor b, Tensor c, double[] decay, bool reverse, bool accumulate)
+        {
+            var s = a.Shape;
+            int batch = s[0], seq = s[1], heads = s[2], inner = s[3], width = c.Shape[3];
+            if (batch == 0 || heads == 0 || width == 0 || (seq == 0 && finalState is null))
+            {
+                return;
+            }
+            int shared = ((inner * Columns) + (2 * Tokens * (inner + 1)) + (Tokens * Columns) + (Tokens * (Tokens + 1)) + Tokens + 1) * sizeof(float);
+            var kernel = backend.Kernel(Program, Kernel[a.DType]);
+            if (shared > 48 * 1024)
+            {
+                kernel.SetMaxDynamicSharedMemory(shared);
+            }
+            Span<byte> storage = stackalloc byte[512];
+            Span<int> offsets = stackalloc int[20];
+            for (int first = 0; first < heads; first += MaxHeadsPerLaunch)
+            {
+                int group = Math.Min(MaxHeadsPerLaunch, heads - first);
+                var lambdas = default(Decay);
+                for (int h = 0; h < group; h++)
+                {
+                    lambdas[h] = (float)decay[first + h];
+                }
+                var args = new KernelArgs(storage, offsets);
+                args.Add(Ptr(output));
+                args.Add(Ptr(finalState));
+                args.Add(Ptr(initialState));
+                args.Add(Ptr(a));
+                args.Add(Ptr(b));
+                args.Add(Ptr(c));
+                args.Add(lambdas);
+                args.Add(first);
+                args.Add(group);
+                args.Add(seq);
+                args.Add(heads);
+                args.Add(inner);
+                args.Add(width);
+                args.Add(reverse ? 1 : 0);
+                args.Add(accumulate ? 1 : 0);
+                kernel.Launch(new Dim3((uint)(batch * group), Dim3.CeilDiv(width, Columns)), Threads, (uint)shared, backend.Stream, args);
+            }
+        }
+
+        private static void CheckWidths(Tensor q, Tensor v)
+        {
+            if (q.Shape[3] > MaxWidth)
+            {
+                throw new ArgumentException($"q: expected a head width ≤ {MaxWidth} on the CUDA backend, actual {q.Shape[3]}", nameof(q));
+            }
+            if (v.Shape[3] > MaxWidth)
+            {
+                throw new ArgumentException($"v: expected a head width ≤ {MaxWidth} on the CUDA backend, actual {v.Shape[3]}", nameof(v));
+            }
+        }
+    }
+}
+
+namespace Attention.Native
+{
+    using Attention.Native.Ops;
+
+    // The op-table entries of Lightning on the CUDA backend. The block size is the CPU reference's chunk length; the CUDA
+    // kernel uses its own fixed chunk of 32 tokens (the result does not depend on it).
+    public sealed partial class CudaBackend
+    {
+        internal override void LightningForward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState, int blockSize) =>
+            LightningCuda.Forward(this, q, k, v, decay, o, initialState, finalState);
+
+        internal override void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, int blockSize) =>
+            LightningCuda.Backward(this, q, k, v, decay, dO, dq, dk, dv);
+    }
+}
