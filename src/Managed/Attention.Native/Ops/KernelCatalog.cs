@@ -21,5 +21,6 @@ public static class KernelCatalog
         HeadConvCuda.Program,
         TpaContractionCuda.Program,
         LightningCuda.Program,
+        FocusedLinearAttentionCuda.Program,
     ];
 }

@@ -1,0 +1,137 @@
+// Attention.Native: FLatten's non-causal linear attention, forward and backward, per (b, h):
+// m = mean_T(k), kv = kᵀv / T, z_t = 1 / (q_t·m + 1e-6), o_t = z_t · q_t kv.
+// Backward with c_t = kv·dO_t, e_t = −z_t² (q_t·c_t): dq_t += z_t c_t + e_t m; dkv = Σ_t z_t q_tᵀ dO_t, dm = Σ_t e_t q_t;
+// dk_s += (dkv v_s + dm) / T; dv_s += k_s dkv / T. Every sum over tokens runs in token order in one thread (deterministic).
+// Layouts: q, k [B, T, H, d], v, o, dO [B, T, H, dv]; statistics [B·H, d, dv + 1] fp32 (column dv holds the vector term).
+#include "common.cuh"
+
+#define FLA_EPSILON 1e-6f
+
+// stats[bh, i, j] = scale Σ_t w_t a_t[i] b_t[j] for j < dv, and stats[bh, i, dv] = scale Σ_t w2_t a_t[i] (a null weight is 1).
+// One thread per (bh, i, j ≤ dv), the tokens in order. Forward statistics: (k, v, 1, 1, 1/T); backward: (q, dO, z, e, 1).
+template <typename T>
+__global__ void focused_linear_attention_token_sums(float* __restrict__ stats, const T* __restrict__ a, const T* __restrict__ b,
+                                                    const float* __restrict__ w, const float* __restrict__ w2,
+                                                    int batch, int seq, int heads, int d, int dv, float scale)
+{
+    const index_t n = (index_t)batch * heads * d * (dv + 1);
+    for (index_t e = (index_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (index_t)gridDim.x * blockDim.x) {
+        const int j = (int)(e % (dv + 1)), i = (int)(e / (dv + 1) % d);
+        const index_t bh = e / (dv + 1) / d;
+        const int h = (int)(bh % heads), bb = (int)(bh / heads);
+        float sum = 0.0f;
+        for (int t = 0; t < seq; ++t) {
+            const index_t token = ((index_t)bb * seq + t) * heads + h;
+            const float ai = to_float(a[token * d + i]);
+            if (j < dv) {
+                sum += (w != nullptr ? w[token] : 1.0f) * ai * to_float(b[token * dv + j]);
+            } else {
+                sum += (w2 != nullptr ? w2[token] : 1.0f) * ai;
+            }
+        }
+        stats[e] = sum * scale;
+    }
+}
+
+// o_t[j] = z_t Σ_i q_t[i] kv[i][j]. One thread per output element.
+template <typename T>
+__global__ void focused_linear_attention_forward(T* __restrict__ o, const T* __restrict__ q, const float* __restrict__ stats,
+                                                 int batch, int seq, int heads, int d, int dv)
+{
+    const index_t n = (index_t)batch * seq * heads * dv;
+    for (index_t e = (index_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (index_t)gridDim.x * blockDim.x) {
+        const int j = (int)(e % dv);
+        const index_t token = e / dv;
+        const int h = (int)(token % heads);
+        const index_t bh = token / heads / seq * heads + h;
+        const float* st = stats + bh * d * (dv + 1);
+        const T* qt = q + token * d;
+        float denominator = 0.0f, acc = 0.0f;
+        for (int i = 0; i < d; ++i) {
+            const float qi = to_float(qt[i]);
+            denominator += qi * st[i * (dv + 1) + dv];
+            acc += qi * st[i * (dv + 1) + j];
+        }
+        o[e] = from_float<T>(acc / (denominator + FLA_EPSILON));
+    }
+}
+
+// Per token and head (one warp): z_t, c_t = kv·dO_t, e_t = −z_t²(q_t·c_t); dq_t += z_t c_t + e_t m; stores z_t and e_t.
+template <typename T>
+__global__ void focused_linear_attention_backward_query(T* __restrict__ dq, float* __restrict__ z_out, float* __restrict__ e_out,
+                                                        const T* __restrict__ q, const T* __restrict__ d_o, const float* __restrict__ stats,
+                                                        int batch, int seq, int heads, int d, int dv)
+{
+    const index_t token = (index_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (token >= (index_t)batch * seq * heads) {
+        return;
+    }
+    const int h = (int)(token % heads);
+    const index_t bh = token / heads / seq * heads + h;
+    const float* st = stats + bh * d * (dv + 1);
+    const T* qt = q + token * d;
+    const T* gt = d_o + token * dv;
+    float denominator = 0.0f, qc = 0.0f;
+    for (int i = lane; i < d; i += 32) {
+        float c = 0.0f;
+        for (int j = 0; j < dv; ++j) {
+            c += st[i * (dv + 1) + j] * to_float(gt[j]);
+        }
+        const float qi = to_float(qt[i]);
+        denominator += qi * st[i * (dv + 1) + dv];
+        qc += qi * c;
+    }
+    denominator = warp_sum(denominator);
+    qc = warp_sum(qc);
+    const float z = 1.0f / (denominator + FLA_EPSILON), e = -z * z * qc;
+    if (dq != nullptr) {
+        T* dqt = dq + token * d;
+        for (int i = lane; i < d; i += 32) {
+            float c = 0.0f;
+            for (int j = 0; j < dv; ++j) {
+                c += st[i * (dv + 1) + j] * to_float(gt[j]);
+            }
+            dqt[i] = from_float<T>(to_float(dqt[i]) + z * c + e * st[i * (dv + 1) + dv]);
+        }
+    }
+    if (lane == 0) {
+        z_out[token] = z;
+        e_out[token] = e;
+    }
+}
+
+// dk_s[i] += (Σ_j dkv[i][j] v_s[j] + dm[i]) / T and dv_s[j] += Σ_i k_s[i] dkv[i][j] / T; one thread per element of dk, then of dv.
+template <typename T>
+__global__ void focused_linear_attention_backward_key_value(T* __restrict__ dk, T* __restrict__ dv_out, const T* __restrict__ k, const T* __restrict__ v,
+                                                            const float* __restrict__ grads, int batch, int seq, int heads, int d, int dv)
+{
+    const index_t tokens = (index_t)batch * seq * heads;
+    const index_t key_elements = dk != nullptr ? tokens * d : 0;
+    const index_t n = key_elements + (dv_out != nullptr ? tokens * dv : 0);
+    const float inverse = 1.0f / (float)seq;
+    for (index_t e = (index_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (index_t)gridDim.x * blockDim.x) {
+        if (e < key_elements) {
+            const int i = (int)(e % d);
+            const index_t token = e / d;
+            const index_t bh = token / heads / seq * heads + token % heads;
+            const float* g = grads + (bh * d + i) * (dv + 1);
+            float sum = g[dv];
+            for (int j = 0; j < dv; ++j) {
+                sum += g[j] * to_float(v[token * dv + j]);
+            }
+            dk[e] = from_float<T>(to_float(dk[e]) + sum * inverse);
+        } else {
+            const index_t f = e - key_elements;
+            const int j = (int)(f % dv);
+            const index_t token = f / dv;
+            const index_t bh = token / heads / seq * heads + token % heads;
+            const float* g = grads + bh * d * (dv + 1);
+            float sum = 0.0f;
+            for (int i = 0; i < d; ++i) {
+                sum += to_float(k[token * d + i]) * g[i * (dv + 1) + j];
+            }
+            dv_out[f] = from_float<T>(to_float(dv_out[f]) + sum * inverse);
+        }
+    }
+}
