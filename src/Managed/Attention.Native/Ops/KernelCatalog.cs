@@ -22,5 +22,7 @@ public static class KernelCatalog
         TpaContractionCuda.Program,
         LightningCuda.Program,
         FocusedLinearAttentionCuda.Program,
+        LatentAttentionCuda.Program,
+        TpaDecodeCuda.Program,
     ];
 }
