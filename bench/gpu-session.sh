@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One GPU-host session step, run from the repository root with the GPU bundle carried (./build.sh --target=GpuBundle
+# builds artifacts/gpu-bundle). Logs and results go to $OUT (the device tool's output folder) or ./gpu-out.
+#   bench/gpu-session.sh probe                  nvidia-smi, CUDA libraries, attn info
+#   bench/gpu-session.sh tests [filter]         Gpu tests (default: all of them); parity-<device>-<date>.json into $OUT
+#   bench/gpu-session.sh memcheck|racecheck [filter]
+#                                               the Gpu tests under compute-sanitizer (default filter: the op tests)
+#   bench/gpu-session.sh bench                  attn bench --json
+set -uo pipefail
+out="${OUT:-$PWD/gpu-out}"
+mkdir -p "$out"
+bundle="${GPU_BUNDLE:-artifacts/gpu-bundle}"
+run="$bundle/run.sh"
+export ATTENTION_NATIVE_RESULTS_DIR="$out" ATTENTION_NATIVE_CACHE="$out/kernel-cache"
+step="${1:-probe}"
+shift || true
+case "$step" in
+  probe)
+    { nvidia-smi; echo; ldconfig -p | grep -E 'libcuda\.|libnvrtc|libcublas'; find / -name 'libnvrtc.so*' -o -name 'libcublas.so*' -o -name compute-sanitizer 2>/dev/null | grep -v proc | head -20; } > "$out/probe.txt" 2>&1
+    "$run" attn info > "$out/info.txt" 2>&1
+    cat "$out/probe.txt" "$out/info.txt"
+    ;;
+  tests)
+    export ATTENTION_NATIVE_PARITY_LOG="$out/parity.tsv"
+    "$run" test --filter "${1:-TestCategory=Gpu}" > "$out/gpu-tests.log" 2>&1
+    code=$?
+    grep -E '^\s*failed |Assert|max \|gpu' "$out/gpu-tests.log" | head -40
+    tail -1 "$out/gpu-tests.log"
+    exit $code
+    ;;
+  memcheck|racecheck)
+    "$run" sanitize "$step" --filter "${1:-FullyQualifiedName~GpuLayerOpTests|FullyQualifiedName~GpuAttentionTests|FullyQualifiedName~GpuRecurrentAndDecodeTests}" > "$out/$step.log" 2>&1
+    code=$?
+    grep -E '(ERROR|RACECHECK) SUMMARY|passed, ' "$out/$step.log" | tail -3
+    exit $code
+    ;;
+  bench)
+    "$run" attn bench --json "$out/attn-bench.json" > "$out/bench.log" 2>&1
+    code=$?
+    cat "$out/bench.log"
+    exit $code
+    ;;
+  *)
+    echo "usage: $0 probe | tests [filter] | memcheck|racecheck [filter] | bench" >&2
+    exit 2
+    ;;
+esac
