@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU-host session step, run from the repository root with the GPU bundle carried (./build.sh --target=GpuBundle
-# builds artifacts/gpu-bundle). Logs and results go to $OUT (the device tool's output folder) or ./gpu-out.
+# builds artifacts/gpu-bundle and artifacts/attention-native-gpu-bundle.tar.xz; carry the archive, it is unpacked here). Logs and results go to $OUT (the device tool's output folder) or ./gpu-out.
 #   bench/gpu-session.sh probe                  nvidia-smi, CUDA libraries, attn info
 #   bench/gpu-session.sh tests [filter]         Gpu tests (default: all of them); parity-<device>-<date>.json into $OUT
 #   bench/gpu-session.sh memcheck|racecheck [filter]
@@ -11,6 +11,9 @@ out="${OUT:-$PWD/gpu-out}"
 mkdir -p "$out"
 bundle="${GPU_BUNDLE:-artifacts/gpu-bundle}"
 run="$bundle/run.sh"
+if [ ! -x "$run" ] && [ -f artifacts/attention-native-gpu-bundle.tar.xz ]; then
+  tar -C artifacts -xJf artifacts/attention-native-gpu-bundle.tar.xz
+fi
 export ATTENTION_NATIVE_RESULTS_DIR="$out" ATTENTION_NATIVE_CACHE="$out/kernel-cache"
 step="${1:-probe}"
 shift || true
