@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Peers of `attn bench`, timed in the same run on the same GPU: what a user would otherwise reach for.
+
+Softmax attention through PyTorch's scaled_dot_product_attention with each backend forced (flash, cuDNN,
+efficient) and through FlexAttention; plain PyTorch implementations of tpa, sas, agent, flatten and lightning
+(chunked) written from ../shared/docs/variants.md; GQA decode against a long cache; and the device-to-device copy
+bandwidth that decode is measured against. Writes JSON rows that `attn bench` joins with its own:
+    {"device", "date", "torch", "rows": [{"kernel", "variant", "dtype", "causal", "T", "ms", "tflops", "gbps"}]}
+Usage: python3 torch_peers.py --out peers.json [--tokens 16384] [--lengths 512 1024 ...] [--quick]
+"""
+import argparse
+import datetime
+import json
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+DTYPE = torch.bfloat16
+
+
+def timed(fn, repeats=10, warmup=3):
+    """Median milliseconds of fn() over `repeats` runs after `warmup`, with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def attention_flops(b, h, t, d, causal, backward=False):
+    """FlashAttention's count: forward 4·T²·d·H per sequence, halved when causal; backward 2.5× forward."""
+    f = 4.0 * b * h * t * t * d * (0.5 if causal else 1.0)
+    return 2.5 * f if backward else f
+
+
+def row(kernel, variant, causal, t, ms, peer, flops=None, nbytes=None):
+    return {
+        "kernel": kernel, "variant": variant, "dtype": "bf16", "causal": causal, "T": t, "ms": ms, "peer": peer,
+        "tflops": None if flops is None else flops / (ms * 1e-3) / 1e12,
+        "gbps": None if nbytes is None else nbytes / (ms * 1e-3) / 1e9,
+    }
+
+
+def sdpa_rows(rows, t, tokens, causal, d=128, heads=16):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    b = max(1, tokens // t)
+    q, k, v = (torch.randn(b, heads, t, d, device="cuda", dtype=DTYPE, requires_grad=True) for _ in range(3))
+    do = torch.randn_like(q)
+    for name, backend in (("sdpa-flash", SDPBackend.FLASH_ATTENTION), ("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION),
+                          ("sdpa-efficient", SDPBackend.EFFICIENT_ATTENTION)):
+        try:
+            with sdpa_kernel(backend):
+                fwd = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                bwd = timed(lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True))
+        except RuntimeError as e:  # backend unavailable for this shape/device
+            print(f"{name} T={t}: {e}".splitlines()[0], file=sys.stderr)
+            continue
+        rows.append(row("forward", "mha", causal, t, fwd, name, attention_flops(b, heads, t, d, causal)))
+        rows.append(row("backward", "mha", causal, t, bwd, name, attention_flops(b, heads, t, d, causal, True)))
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        flex = torch.compile(flex_attention)
+        mask = create_block_mask(lambda b_, h_, qi, ki: qi >= ki, None, None, t, t) if causal else None
+        fwd = timed(lambda: flex(q, k, v, block_mask=mask))
+        o = flex(q, k, v, block_mask=mask)
+        bwd = timed(lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True))
+        rows.append(row("forward", "mha", causal, t, fwd, "flex", attention_flops(b, heads, t, d, causal)))
+        rows.append(row("backward", "mha", causal, t, bwd, "flex", attention_flops(b, heads, t, d, causal, True)))
+    except Exception as e:  # FlexAttention needs torch ≥ 2.5 and a working compiler
+        print(f"flex T={t}: {e}".splitlines()[0], file=sys.stderr)
+
+
+def lightning_chunked(q, k, v, decay, block=64):
+    """o_t = Σ_{s≤t} λ^(t−s) (q_t·k_s) v_s, chunked as Lightning Attention-2 (q, k [B,H,T,d], v [B,H,T,e], λ [H])."""
+    b, h, t, d = q.shape
+    e = v.shape[-1]
+    lam = decay.view(1, h, 1, 1).to(torch.float32)
+    idx = torch.arange(block, device=q.device, dtype=torch.float32)
+    diff = idx.view(-1, 1) - idx.view(1, -1)
+    mask = torch.where(diff >= 0, lam ** diff.clamp(min=0), torch.zeros((), device=q.device))  # [1,H,B,B]
+    state = torch.zeros(b, h, d, e, device=q.device, dtype=torch.float32)
+    out = []
+    for t0 in range(0, t, block):
+        n = min(block, t - t0)
+        qb, kb, vb = (x[:, :, t0:t0 + n].float() for x in (q, k, v))
+        m = mask[..., :n, :n]
+        inter = (lam ** (idx[:n] + 1).view(1, 1, -1, 1)) * (qb @ state)
+        intra = ((qb @ kb.transpose(-1, -2)) * m) @ vb
+        out.append((inter + intra).to(q.dtype))
+        state = (lam ** n) * state + (kb * (lam ** (n - 1 - idx[:n])).view(1, 1, -1, 1)).transpose(-1, -2) @ vb
+    return torch.cat(out, dim=2)
+
+
+def lightning_rows(rows, t, tokens, heads=16, d=128):
+    b = max(1, tokens // t)
+    q, k, v = (torch.randn(b, heads, t, d, device="cuda", dtype=DTYPE).mul(d ** -0.5).requires_grad_() for _ in range(3))
+    decay = torch.exp(-torch.tensor([2 ** (-8 * (i + 1) / heads) for i in range(heads)], device="cuda"))
+    do = torch.randn_like(v)
+
+    def step():
+        o = lightning_chunked(q, k, v, decay)
+        torch.autograd.grad(o, (q, k, v), do)
+
+    ms = timed(step, repeats=5, warmup=1)
+    rows.append(row("forward+backward", "transnormer", True, t, ms, "torch-chunked"))  # compared by time only
+
+
+def tpa_rows(rows, t, tokens, d_model=2048, heads=32, d=64, ranks=(6, 2, 2)):
+    b = max(1, tokens // t)
+    x = torch.randn(b, t, d_model, device="cuda", dtype=DTYPE)
+    w = {n: torch.randn(o, d_model, device="cuda", dtype=DTYPE) * d_model ** -0.5 for n, o in
+         (("aq", heads * ranks[0]), ("ak", heads * ranks[1]), ("av", heads * ranks[2]), ("bq", ranks[0] * d), ("bk", ranks[1] * d), ("bv", ranks[2] * d))}
+
+    def contract(a, bf, r):
+        return torch.einsum("bthr,btrd->bthd", a.view(b, t, heads, r), bf.view(b, t, r, d)) / r
+
+    def forward():
+        q = contract(x @ w["aq"].T, x @ w["bq"].T, ranks[0])
+        k = contract(x @ w["ak"].T, x @ w["bk"].T, ranks[1])
+        v = contract(x @ w["av"].T, x @ w["bv"].T, ranks[2])
+        return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+
+    rows.append(row("forward", "tpa", True, t, timed(forward), "torch-plain", attention_flops(b, heads, t, d, True)))
+
+
+def gqa_decode_rows(rows, cache_len=32768, heads=16, kv_heads=4, d=128, batch=1):
+    q = torch.randn(batch, heads, 1, d, device="cuda", dtype=DTYPE)
+    k = torch.randn(batch, kv_heads, cache_len, d, device="cuda", dtype=DTYPE)
+    v = torch.randn_like(k)
+    nbytes = 2 * k.numel() * k.element_size()
+    ms = timed(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), repeats=50)
+    rows.append(row("decode", "gqa", True, cache_len, ms, "sdpa", nbytes=nbytes))
+    src = torch.empty(1 << 28, device="cuda", dtype=torch.uint8)
+    dst = torch.empty_like(src)
+    ms = timed(lambda: dst.copy_(src), repeats=50)
+    rows.append(row("copy", "device-to-device", False, 0, ms, "torch", nbytes=2 * src.numel()))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--tokens", type=int, default=16384, help="B·T per measurement")
+    p.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384])
+    p.add_argument("--quick", action="store_true", help="two lengths only")
+    a = p.parse_args()
+    lengths = a.lengths[:2] if a.quick else a.lengths
+    rows = []
+    for t in lengths:
+        for causal in (False, True):
+            sdpa_rows(rows, t, a.tokens, causal)
+        lightning_rows(rows, t, a.tokens)
+        tpa_rows(rows, t, a.tokens)
+        print(f"T={t}: {len(rows)} rows", file=sys.stderr, flush=True)
+    gqa_decode_rows(rows)
+    result = {
+        "device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+        "rows": rows,
+    }
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {len(rows)} rows to {a.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
