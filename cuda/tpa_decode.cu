@@ -36,22 +36,9 @@ tpa_decode_split(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const index_t rows = (index_t)gridDim.y * heads, row = (index_t)bt * heads + h;
 
-    for (int c = threadIdx.x; c < width; c += SPLIT_THREADS) {
-        qs[c] = qtilde[row * width + c];
-    }
-    if (threadIdx.x == 0) {
-        running[0] = NEG_INF;
-        running[1] = 0.0f;
-        running[2] = 1.0f;
-    }
     float acc[SPLIT_COLS];
-#pragma unroll
-    for (int c = 0; c < SPLIT_COLS; ++c) {
-        acc[c] = 0.0f;
-    }
-    const int visible = length - tq + t + 1;
-    const int begin = split * keys_per_split;
-    const int end = begin + keys_per_split < visible ? begin + keys_per_split : visible;
+    const SplitRange range = split_begin(qs, qtilde + row * width, width, running, acc, t, tq, length, keys_per_split);
+    const int begin = range.begin, end = range.end;
 
     for (int s0 = begin; s0 < end; s0 += SPLIT_KEYS) {
         __syncthreads();

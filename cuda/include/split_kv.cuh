@@ -10,6 +10,33 @@
 #define SPLIT_MAX_WIDTH 1024                            // widest accumulated row (latent, TPA head)
 #define SPLIT_COLS (SPLIT_MAX_WIDTH / SPLIT_THREADS)    // accumulator columns per thread: tid, tid + 256, ...
 
+// A split block's start, for grid (splits, B·Tq, H): copies its query row (width floats) into qs, resets the running
+// state and the accumulator, and returns the key range [begin, end) of its split, causal for query t of Tq at position
+// length − Tq + t.
+struct SplitRange { int begin, end; };
+
+__device__ __forceinline__ SplitRange split_begin(float* qs, const float* query, int width, float* running, float* acc,
+                                                  int t, int tq, int length, int keys_per_split)
+{
+    for (int c = threadIdx.x; c < width; c += SPLIT_THREADS) {
+        qs[c] = query[c];
+    }
+    if (threadIdx.x == 0) {
+        running[0] = NEG_INF;
+        running[1] = 0.0f;
+        running[2] = 1.0f;
+    }
+#pragma unroll
+    for (int c = 0; c < SPLIT_COLS; ++c) {
+        acc[c] = 0.0f;
+    }
+    const int visible = length - tq + t + 1;
+    SplitRange range;
+    range.begin = blockIdx.x * keys_per_split;
+    range.end = range.begin + keys_per_split < visible ? range.begin + keys_per_split : visible;
+    return range;
+}
+
 // Warp 0 turns the tile's scores (NEG_INF where masked) into probabilities e^{s − m_new} in place and updates
 // running = {m, l, correction}. Call between two __syncthreads() from every thread.
 __device__ __forceinline__ void split_softmax_tile(float* scores, float* running)
