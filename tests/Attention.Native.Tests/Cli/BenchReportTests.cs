@@ -1,0 +1,68 @@
+using System.Xml.Linq;
+using Attention.Cli;
+using Attention.Native.Tests.Runtime;
+using M = Attention.Cli.BenchReport.Measurement;
+
+namespace Attention.Native.Tests.Cli;
+
+/// <summary>The join of our benchmark rows with the PyTorch peers, and the JSON, markdown and SVG written from it.</summary>
+public class BenchReportTests
+{
+    private static readonly M[] Ours =
+    [
+        new("forward", "mha", "bf16", true, 2048, 2.0, 300, null),
+        new("forward", "gqa", "bf16", true, 4096, 8.0, 310, null),
+        new("decode", "tpa", "bf16", true, 32768, 0.05, null, 2000),
+    ];
+
+    private const string PeersJson = """
+        {"device": "NVIDIA H100 80GB HBM3", "date": "2026-11-22", "torch": "2.9",
+         "rows": [
+          {"kernel": "forward", "variant": "mha", "dtype": "bf16", "causal": true, "T": 2048, "ms": 3.0, "peer": "sdpa-flash", "tflops": 200.0, "gbps": null},
+          {"kernel": "forward", "variant": "mha", "dtype": "bf16", "causal": true, "T": 2048, "ms": 1.5, "peer": "sdpa-cudnn", "tflops": 400.0, "gbps": null},
+          {"kernel": "forward", "variant": "mha", "dtype": "bf16", "causal": false, "T": 2048, "ms": 5.0, "peer": "sdpa-flash", "tflops": 240.0, "gbps": null},
+          {"kernel": "forward", "variant": "mha", "dtype": "bf16", "causal": true, "T": 4096, "ms": 9.0, "peer": "sdpa-flash", "tflops": 280.0, "gbps": null}
+         ]}
+        """;
+
+    [Test]
+    public void Each_row_meets_every_peer_of_the_same_shape_and_speedup_is_peer_over_ours()
+    {
+        var rows = BenchReport.Join(Ours, BenchReport.ReadPeers(PeersJson));
+        Assert.That(rows, Has.Count.EqualTo(4), "mha T2048 twice (two peers), gqa T4096 once (mha peers time the same shapes), tpa decode alone");
+        var cudnn = rows.Single(r => r.Peer?.Peer == "sdpa-cudnn");
+        Assert.That(cudnn.Speedup, Is.EqualTo(0.75).Within(1e-12));
+        var gqa = rows.Single(r => r.Ours.Variant == "gqa");
+        Assert.That(gqa.Peer!.Ms, Is.EqualTo(9.0));
+        Assert.That(gqa.Speedup, Is.EqualTo(9.0 / 8.0).Within(1e-12));
+        Assert.That(rows.Single(r => r.Ours.Variant == "tpa").Peer, Is.Null, "no peer: the row stands alone");
+    }
+
+    [Test]
+    public void Json_markdown_and_svg_carry_every_row()
+    {
+        var rows = BenchReport.Join(Ours, BenchReport.ReadPeers(PeersJson));
+        using var dir = new TempDirectory();
+        string path = BenchReport.Write(dir.Path, "NVIDIA H100 80GB HBM3", new DateTime(2026, 11, 22), rows);
+        Assert.That(Path.GetFileName(path), Is.EqualTo("nvidia-h100-80gb-hbm3-20261122.json"));
+
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!;
+        var jsonRows = json["rows"]!.AsArray();
+        Assert.That(jsonRows, Has.Count.EqualTo(rows.Count));
+        var first = jsonRows[0]!;
+        foreach (var key in new[] { "kernel", "variant", "dtype", "causal", "T", "ms", "tflops", "gbps", "peer", "peer_ms", "speedup" })
+        {
+            Assert.That(first.AsObject().ContainsKey(key), Is.True, key);
+        }
+        Assert.That((double?)first["speedup"], Is.EqualTo(1.5).Within(1e-12));
+
+        var markdown = File.ReadAllText(Path.ChangeExtension(path, ".md"));
+        Assert.That(markdown.Split('\n', StringSplitOptions.RemoveEmptyEntries), Has.Length.EqualTo(rows.Count + 2));
+        Assert.That(markdown, Does.Contain("| sdpa-cudnn | 1.500 | 0.75 |"));
+
+        var svg = XDocument.Parse(File.ReadAllText(Path.ChangeExtension(path, ".svg")));
+        var lines = svg.Descendants().Where(e => e.Name.LocalName == "polyline").ToList();
+        // Panels: forward mha causal (ours, flash, cudnn), forward gqa causal (ours, flash); the decode row has no TFLOP/s.
+        Assert.That(lines, Has.Count.EqualTo(5));
+    }
+}
