@@ -1,26 +1,35 @@
 // Attention.Native: FLatten's non-causal linear attention, forward and backward, per (b, h):
 // m = mean_T(k), kv = kᵀv / T, z_t = 1 / (q_t·m + 1e-6), o_t = z_t · q_t kv.
 // Backward with c_t = kv·dO_t, e_t = −z_t² (q_t·c_t): dq_t += z_t c_t + e_t m; dkv = Σ_t z_t q_tᵀ dO_t, dm = Σ_t e_t q_t;
-// dk_s += (dkv v_s + dm) / T; dv_s += k_s dkv / T. Every sum over tokens runs in token order in one thread (deterministic).
+// dk_s += (dkv v_s + dm) / T; dv_s += k_s dkv / T. Sums over tokens: fixed chunks of tokens, each summed in token order,
+// then the chunks in order (deterministic).
 // Layouts: q, k [B, T, H, d], v, o, dO [B, T, H, dv]; statistics [B·H, d, dv + 1] fp32 (column dv holds the vector term).
 #include "common.cuh"
 
 #define FLA_EPSILON 1e-6f
 
-// stats[bh, i, j] = scale Σ_t w_t a_t[i] b_t[j] for j < dv, and stats[bh, i, dv] = scale Σ_t w2_t a_t[i] (a null weight is 1).
-// One thread per (bh, i, j ≤ dv), the tokens in order. Forward statistics: (k, v, 1, 1, 1/T); backward: (q, dO, z, e, 1).
+// Token sums in two deterministic stages (no atomics; the chunking depends on T only, never on the device):
+// stage 1, partial[chunk, bh, i, j] = Σ_{t in chunk} w_t a_t[i] b_t[j] for j < dv and Σ_{t in chunk} w2_t a_t[i] for j = dv
+// (a null weight is 1), one thread per element, the chunk's tokens in order; stage 2, stats = scale · Σ_chunk partial, the
+// chunks in order. Forward statistics: (k, v, 1, 1, 1/T); backward: (q, dO, z, e, 1).
+// Stage 1: grid-stride over chunks · B·H·d·(dv+1) elements; chunk c holds tokens [c·tokens_per_chunk, …) ∩ [0, T).
 template <typename T>
-__global__ void focused_linear_attention_token_sums(float* __restrict__ stats, const T* __restrict__ a, const T* __restrict__ b,
-                                                    const float* __restrict__ w, const float* __restrict__ w2,
-                                                    int batch, int seq, int heads, int d, int dv, float scale)
+__global__ void focused_linear_attention_token_partials(float* __restrict__ partial, const T* __restrict__ a, const T* __restrict__ b,
+                                                        const float* __restrict__ w, const float* __restrict__ w2,
+                                                        int batch, int seq, int heads, int d, int dv, int tokens_per_chunk, int chunks)
 {
-    const index_t n = (index_t)batch * heads * d * (dv + 1);
+    const index_t per_chunk = (index_t)batch * heads * d * (dv + 1);
+    const index_t n = per_chunk * chunks;
     for (index_t e = (index_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (index_t)gridDim.x * blockDim.x) {
-        const int j = (int)(e % (dv + 1)), i = (int)(e / (dv + 1) % d);
-        const index_t bh = e / (dv + 1) / d;
+        const int chunk = (int)(e / per_chunk);
+        const index_t f = e % per_chunk;
+        const int j = (int)(f % (dv + 1)), i = (int)(f / (dv + 1) % d);
+        const index_t bh = f / (dv + 1) / d;
         const int h = (int)(bh % heads), bb = (int)(bh / heads);
+        const int first = chunk * tokens_per_chunk;
+        const int last = seq - first < tokens_per_chunk ? seq : first + tokens_per_chunk;
         float sum = 0.0f;
-        for (int t = 0; t < seq; ++t) {
+        for (int t = first; t < last; ++t) {
             const index_t token = ((index_t)bb * seq + t) * heads + h;
             const float ai = to_float(a[token * d + i]);
             if (j < dv) {
@@ -29,7 +38,22 @@ __global__ void focused_linear_attention_token_sums(float* __restrict__ stats, c
                 sum += (w2 != nullptr ? w2[token] : 1.0f) * ai;
             }
         }
-        stats[e] = sum * scale;
+        partial[e] = sum;
+    }
+}
+
+// Stage 2: stats[f] = scale · Σ_c partial[c, f] over the chunks in order; grid-stride over per_chunk = B·H·d·(dv+1)
+// elements. (T is unused: the program instantiates every kernel per storage type.)
+template <typename T>
+__global__ void focused_linear_attention_token_combine(float* __restrict__ stats, const float* __restrict__ partial,
+                                                       index_t per_chunk, int chunks, float scale)
+{
+    for (index_t f = (index_t)blockIdx.x * blockDim.x + threadIdx.x; f < per_chunk; f += (index_t)gridDim.x * blockDim.x) {
+        float sum = 0.0f;
+        for (int c = 0; c < chunks; ++c) {
+            sum += partial[(index_t)c * per_chunk + f];
+        }
+        stats[f] = sum * scale;
     }
 }
 

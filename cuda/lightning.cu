@@ -3,9 +3,11 @@
 // tokens and S the state before it,
 //   out_a = λ^(a+1) q_a·S + Σ_{c≤a} λ^(a−c) (q_a·k_c) v_c,    S ← λ^n S + Σ_c λ^(n−1−c) k_cᵀ v_c.
 // One kernel serves the forward and all of the backward (see LightningCuda): dq is this recurrence over (dO, v, k) and,
-// run backwards in time, dv over (k, q, dO) and dk over (v, dO, q).
+// run backwards in time, dv over (k, q, dO) and dk over (v, dO, q). A single token (the decode step) has its own small
+// kernel, lightning_decode_step: out = λ q·S + (q·k) v, S ← λ S + kᵀ v.
 // Layouts: inputs [B, T, H, width], state [B, H, dqk, dv] fp32-in-storage-type; the output is sliced by LIGHTNING_DV columns
-// per block (state columns are independent).
+// per block (state columns are independent). The table λ^0 … λ^BT is computed in double from the double λ and rounded to
+// float once, as the CPU reference builds its table (no power of λ is ever divided by another).
 #include "common.cuh"
 
 #define LIGHTNING_BT 32      // tokens per block of the chunked algorithm
@@ -14,7 +16,9 @@
 #define LIGHTNING_MAX_HEADS 64
 
 // λ per head for up to 64 heads, by value (no device copy, no synchronisation); more heads launch in groups.
-struct LightningDecay { float lambda[LIGHTNING_MAX_HEADS]; };
+// Double, as the CPU reference takes it: for λ near 1 (late TransNormer layers, 1 − λ ≈ 1e-5) rounding λ to float before
+// taking powers would change 1 − λ by up to ~0.6%, an error that grows with the power.
+struct LightningDecay { double lambda[LIGHTNING_MAX_HEADS]; };
 
 // grid (B · heads_in_group, ceil(dv / LIGHTNING_DV)), block LIGHTNING_THREADS, dynamic shared memory
 // (dqk·LIGHTNING_DV + 2·LIGHTNING_BT·(dqk+1) + LIGHTNING_BT·LIGHTNING_DV + LIGHTNING_BT·(LIGHTNING_BT+1) + LIGHTNING_BT + 1) floats.
@@ -39,7 +43,7 @@ lightning_forward(T* out, T* final_state, const T* initial_state, const T* __res
     const index_t state_base = ((index_t)b * heads + h) * dqk * dv;
 
     if (threadIdx.x <= LIGHTNING_BT) {
-        powers[threadIdx.x] = (float)pow((double)decay.lambda[hg], (double)threadIdx.x);
+        powers[threadIdx.x] = (float)pow(decay.lambda[hg], (double)threadIdx.x);
     }
     for (int e = threadIdx.x; e < dqk * LIGHTNING_DV; e += LIGHTNING_THREADS) {
         const int i = e / LIGHTNING_DV, jj = e % LIGHTNING_DV;
@@ -113,5 +117,59 @@ lightning_forward(T* out, T* final_state, const T* initial_state, const T* __res
                 final_state[state_base + (index_t)i * dv + j0 + jj] = from_float<T>(state[e]);
             }
         }
+    }
+}
+
+#define LIGHTNING_STEP_WARPS 8
+
+// One token per (b, h) (T = 1, the decode step), S the initial state (zero when null), λ = λ_h:
+//   out = λ q·S + (q·k) v,    S' = λ S + kᵀ v   (into final_state when not null).
+// grid (B · heads_in_group, ceil(dv / 32)), block (32, LIGHTNING_STEP_WARPS): lane = state column j, warp w = state rows
+// w, w + 8, …. Every state element is read and then written by the one thread that owns it, so final_state may alias
+// initial_state (in-place update). The per-warp partial sums of q·S are added in warp order (deterministic).
+template <typename T>
+__global__ void __launch_bounds__(32 * LIGHTNING_STEP_WARPS)
+lightning_decode_step(T* __restrict__ out, T* final_state, const T* initial_state, const T* __restrict__ q, const T* __restrict__ k,
+                      const T* __restrict__ v, LightningDecay decay, int head_offset, int heads_in_group, int heads, int dqk, int dv)
+{
+    __shared__ float partial[LIGHTNING_STEP_WARPS][32];
+    const int lane = threadIdx.x, warp = threadIdx.y;
+    const int b = blockIdx.x / heads_in_group, hg = blockIdx.x % heads_in_group, h = head_offset + hg;
+    const int j = blockIdx.y * 32 + lane;
+    const bool live = j < dv;
+    const float lambda = (float)decay.lambda[hg];
+    const index_t token = (index_t)b * heads + h;  // row (b, t = 0, h) of a [B, 1, H, width] tensor; also the (b, h) state index
+    const T* qt = q + token * dqk;
+    const T* kt = k + token * dqk;
+    const index_t state_base = token * dqk * dv;
+    const float vj = live ? to_float(v[token * dv + j]) : 0.0f;
+
+    float acc = 0.0f;
+    if (live) {
+        for (int i = warp; i < dqk; i += LIGHTNING_STEP_WARPS) {
+            const index_t at = state_base + (index_t)i * dv + j;
+            const float s = initial_state != nullptr ? to_float(initial_state[at]) : 0.0f;
+            acc += to_float(qt[i]) * s;
+            if (final_state != nullptr) {
+                final_state[at] = from_float<T>(lambda * s + to_float(kt[i]) * vj);
+            }
+        }
+    }
+    partial[warp][lane] = acc;
+    // q·k by warp 0 (a warp-uniform branch: all 32 lanes take part in the shuffles).
+    float qk = 0.0f;
+    if (warp == 0) {
+        for (int i = lane; i < dqk; i += 32) {
+            qk += to_float(qt[i]) * to_float(kt[i]);
+        }
+        qk = warp_sum(qk);
+    }
+    __syncthreads();
+    if (warp == 0 && live) {
+        float inter = 0.0f;
+        for (int w = 0; w < LIGHTNING_STEP_WARPS; ++w) {
+            inter += partial[w][lane];
+        }
+        out[token * dv + j] = from_float<T>(lambda * inter + qk * vj);
     }
 }

@@ -5,35 +5,58 @@ namespace Attention.Native.Ops
 {
     /// <summary>
     /// CUDA launcher of <see cref="FocusedLinearAttention"/> (cuda/focused_linear_attention.cu): per (b, h) statistics summed
-    /// over the tokens in order (mean k and kᵀv; in the backward Σ z q dOᵀ and Σ e q), then one thread per output element.
+    /// over the tokens (mean k and kᵀv; in the backward Σ z q dOᵀ and Σ e q) in two deterministic stages, partial sums over
+    /// fixed chunks of tokens then the chunks in order, then one thread per output element.
     /// </summary>
     internal static class FocusedLinearAttentionCuda
     {
         private const int WarpsPerBlock = 8;
 
-        private static readonly KernelNames TokenSums = new("focused_linear_attention_token_sums");
+        /// <summary>Tokens per chunk of the token sums: at least this many, and at most <see cref="MaxChunks"/> chunks.</summary>
+        private const int MinTokensPerChunk = 64;
+        private const int MaxChunks = 64;
+
+        private static readonly KernelNames TokenPartials = new("focused_linear_attention_token_partials");
+        private static readonly KernelNames TokenCombine = new("focused_linear_attention_token_combine");
         private static readonly KernelNames ForwardKernel = new("focused_linear_attention_forward");
         private static readonly KernelNames BackwardQuery = new("focused_linear_attention_backward_query");
         private static readonly KernelNames BackwardKeyValue = new("focused_linear_attention_backward_key_value");
 
         public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes(
-            "focused_linear_attention.cu", TokenSums.Template, ForwardKernel.Template, BackwardQuery.Template, BackwardKeyValue.Template);
+            "focused_linear_attention.cu", TokenPartials.Template, TokenCombine.Template, ForwardKernel.Template, BackwardQuery.Template, BackwardKeyValue.Template);
 
         private readonly record struct Sizes(int Batch, int Seq, int Heads, int D, int Dv)
         {
             public long Tokens => (long)Batch * Seq * Heads;
-            public long StatBytes => AlignUp((long)Batch * Heads * D * (Dv + 1) * sizeof(float));
+
+            /// <summary>Elements of one statistics tensor [B·H, d, dv + 1].</summary>
+            public long StatElements => (long)Batch * Heads * D * (Dv + 1);
+
+            public long StatBytes => AlignUp(StatElements * sizeof(float));
+
+            /// <summary>Tokens per chunk of the token sums (a function of T alone, so results never depend on the device).</summary>
+            public int TokensPerChunk => Math.Max(MinTokensPerChunk, (Seq + MaxChunks - 1) / MaxChunks);
+
+            public int Chunks => (Seq + TokensPerChunk - 1) / TokensPerChunk;
+
+            public long PartialBytes => AlignUp(Chunks * StatElements * sizeof(float));
         }
 
         public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor o)
         {
             var n = SizesOf(q, v);
-            if (n.Tokens == 0 || n.D == 0 || n.Dv == 0)
+            if (n.Tokens == 0 || n.Dv == 0)
             {
                 return;
             }
-            var stats = backend.Scratch(n.StatBytes).Pointer;
-            Sums(backend, q.DType, stats, k, v, Interop.CUdeviceptr.Null, Interop.CUdeviceptr.Null, n, 1f / n.Seq);
+            // With d = 0 the kernel still writes o = 0 (no statistics to sum).
+            var stats = Interop.CUdeviceptr.Null;
+            if (n.D > 0)
+            {
+                var scratch = backend.Scratch(n.StatBytes + n.PartialBytes).Pointer;
+                stats = scratch;
+                Sums(backend, q.DType, stats, scratch + n.StatBytes, k, v, Interop.CUdeviceptr.Null, Interop.CUdeviceptr.Null, n, 1f / n.Seq);
+            }
             var args = new KernelArgs(stackalloc byte[96], stackalloc int[12]);
             args.Add(Ptr(o));
             args.Add(Ptr(q));
@@ -49,13 +72,15 @@ namespace Attention.Native.Ops
             {
                 return;
             }
+            // One scratch for the call: stats, grads, z, e, then the partials (reused by both token sums, in stream order).
             long weightBytes = AlignUp(n.Tokens * sizeof(float));
-            var scratch = backend.Scratch((2 * n.StatBytes) + (2 * weightBytes)).Pointer;
+            var scratch = backend.Scratch((2 * n.StatBytes) + (2 * weightBytes) + n.PartialBytes).Pointer;
             var stats = scratch;
             var grads = scratch + n.StatBytes;
             var z = scratch + (2 * n.StatBytes);
             var e = z + weightBytes;
-            Sums(backend, q.DType, stats, k, v, Interop.CUdeviceptr.Null, Interop.CUdeviceptr.Null, n, 1f / n.Seq);
+            var partials = e + weightBytes;
+            Sums(backend, q.DType, stats, partials, k, v, Interop.CUdeviceptr.Null, Interop.CUdeviceptr.Null, n, 1f / n.Seq);
 
             var query = new KernelArgs(stackalloc byte[128], stackalloc int[12]);
             query.Add(Ptr(dq));
@@ -70,7 +95,7 @@ namespace Attention.Native.Ops
             {
                 return;
             }
-            Sums(backend, q.DType, grads, q, dO, z, e, n, 1f);
+            Sums(backend, q.DType, grads, partials, q, dO, z, e, n, 1f);
             var keyValue = new KernelArgs(stackalloc byte[128], stackalloc int[12]);
             keyValue.Add(Ptr(dk));
             keyValue.Add(Ptr(dv));
@@ -82,18 +107,27 @@ namespace Attention.Native.Ops
             backend.Kernel(Program, BackwardKeyValue[q.DType]).Launch(Elementwise.Grid(backend, elements), Elementwise.Threads, 0, backend.Stream, keyValue);
         }
 
-        private static void Sums(CudaBackend backend, DType dtype, Interop.CUdeviceptr output, Tensor a, Tensor b, Interop.CUdeviceptr w, Interop.CUdeviceptr w2, Sizes n, float scale)
+        // output [B·H, d, dv + 1] = scale · Σ_t (w_t a_tᵀ b_t | w2_t a_t): partials per chunk of tokens, then the chunks in order.
+        private static void Sums(CudaBackend backend, DType dtype, Interop.CUdeviceptr output, Interop.CUdeviceptr partials, Tensor a, Tensor b, Interop.CUdeviceptr w, Interop.CUdeviceptr w2, Sizes n, float scale)
         {
-            var args = new KernelArgs(stackalloc byte[128], stackalloc int[12]);
-            args.Add(output);
+            var args = new KernelArgs(stackalloc byte[128], stackalloc int[16]);
+            args.Add(partials);
             args.Add(Ptr(a));
             args.Add(Ptr(b));
             args.Add(w);
             args.Add(w2);
             AddSizes(ref args, n);
-            args.Add(scale);
-            long elements = (long)n.Batch * n.Heads * n.D * (n.Dv + 1);
-            backend.Kernel(Program, TokenSums[dtype]).Launch(Elementwise.Grid(backend, elements), Elementwise.Threads, 0, backend.Stream, args);
+            args.Add(n.TokensPerChunk);
+            args.Add(n.Chunks);
+            backend.Kernel(Program, TokenPartials[dtype]).Launch(Elementwise.Grid(backend, n.Chunks * n.StatElements), Elementwise.Threads, 0, backend.Stream, args);
+
+            var combine = new KernelArgs(stackalloc byte[64], stackalloc int[8]);
+            combine.Add(output);
+            combine.Add(partials);
+            combine.Add(n.StatElements);
+            combine.Add(n.Chunks);
+            combine.Add(scale);
+            backend.Kernel(Program, TokenCombine[dtype]).Launch(Elementwise.Grid(backend, n.StatElements), Elementwise.Threads, 0, backend.Stream, combine);
         }
 
         private static void AddSizes(ref KernelArgs args, Sizes n)

@@ -9,7 +9,8 @@ namespace Attention.Native.Ops
     /// state slice in shared memory across blocks, serves every pass:
     /// forward <c>o = rec(q, k, v)</c>; backward, forward sweep <c>dq += rec(dO, v, k)</c>; reverse sweeps
     /// <c>dv += rec←(k, q, dO)</c> and <c>dk += rec←(v, dO, q)</c> (the state of the reverse sweep is D of the CPU reference).
-    /// A decode step is the same kernel over one token with the state updated in place.
+    /// A single token (T = 1, the decode step, usually with the state updated in place) runs the small recurrent-step kernel
+    /// <c>lightning_decode_step</c> instead: <c>o = λ q·S + (q·k) v</c>, <c>S ← λ S + kᵀ v</c>.
     /// </summary>
     internal static class LightningCuda
     {
@@ -19,22 +20,29 @@ namespace Attention.Native.Ops
         private const int Tokens = 32;   // LIGHTNING_BT
         private const int Columns = 32;  // LIGHTNING_DV
         private const int Threads = 256;
-        private const int MaxHeadsPerLaunch = 64;
+        private const int MaxHeadsPerLaunch = 64;  // LIGHTNING_MAX_HEADS
+        private const int StepWarps = 8;           // LIGHTNING_STEP_WARPS
 
         private static readonly KernelNames Kernel = new("lightning_forward");
+        private static readonly KernelNames StepKernel = new("lightning_decode_step");
 
-        public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes("lightning.cu", Kernel.Template);
+        public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes("lightning.cu", Kernel.Template, StepKernel.Template);
 
-        /// <summary>struct LightningDecay of lightning.cu: λ per head of one launch, by value.</summary>
+        /// <summary>struct LightningDecay of lightning.cu: λ per head of one launch, by value, in double.</summary>
         [InlineArray(MaxHeadsPerLaunch)]
         private struct Decay
         {
-            private float _first;
+            private double _first;
         }
 
         public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState)
         {
             CheckWidths(q, v);
+            if (q.Shape[1] == 1)
+            {
+                DecodeStep(backend, o, finalState, initialState, q, k, v, decay);
+                return;
+            }
             Recurrence(backend, o, finalState, initialState, q, k, v, decay, reverse: false, accumulate: false);
         }
 
@@ -70,16 +78,12 @@ namespace Attention.Native.Ops
             {
                 kernel.SetMaxDynamicSharedMemory(shared);
             }
-            Span<byte> storage = stackalloc byte[512];
+            Span<byte> storage = stackalloc byte[1024];
             Span<int> offsets = stackalloc int[20];
             for (int first = 0; first < heads; first += MaxHeadsPerLaunch)
             {
                 int group = Math.Min(MaxHeadsPerLaunch, heads - first);
-                var lambdas = default(Decay);
-                for (int h = 0; h < group; h++)
-                {
-                    lambdas[h] = (float)decay[first + h];
-                }
+                var lambdas = Lambdas(decay, first, group);
                 var args = new KernelArgs(storage, offsets);
                 args.Add(Ptr(output));
                 args.Add(Ptr(finalState));
@@ -98,6 +102,47 @@ namespace Attention.Native.Ops
                 args.Add(accumulate ? 1 : 0);
                 kernel.Launch(new Dim3((uint)(batch * group), Dim3.CeilDiv(width, Columns)), Threads, (uint)shared, backend.Stream, args);
             }
+        }
+
+        // One token per (b, h): o = λ q·S0 + (q·k) v and S1 = λ S0 + kᵀ v (S0 zero when absent; S1 may be S0 itself).
+        private static void DecodeStep(CudaBackend backend, Tensor o, Tensor? finalState, Tensor? initialState, Tensor q, Tensor k, Tensor v, double[] decay)
+        {
+            int batch = q.Shape[0], heads = q.Shape[2], inner = q.Shape[3], width = v.Shape[3];
+            if (batch == 0 || heads == 0 || width == 0)
+            {
+                return;
+            }
+            var kernel = backend.Kernel(Program, StepKernel[q.DType]);
+            Span<byte> storage = stackalloc byte[1024];
+            Span<int> offsets = stackalloc int[16];
+            for (int first = 0; first < heads; first += MaxHeadsPerLaunch)
+            {
+                int group = Math.Min(MaxHeadsPerLaunch, heads - first);
+                var args = new KernelArgs(storage, offsets);
+                args.Add(Ptr(o));
+                args.Add(Ptr(finalState));
+                args.Add(Ptr(initialState));
+                args.Add(Ptr(q));
+                args.Add(Ptr(k));
+                args.Add(Ptr(v));
+                args.Add(Lambdas(decay, first, group));
+                args.Add(first);
+                args.Add(group);
+                args.Add(heads);
+                args.Add(inner);
+                args.Add(width);
+                kernel.Launch(new Dim3((uint)(batch * group), Dim3.CeilDiv(width, 32)), new Dim3(32, StepWarps), 0, backend.Stream, args);
+            }
+        }
+
+        private static Decay Lambdas(double[] decay, int first, int group)
+        {
+            var lambdas = default(Decay);
+            for (int h = 0; h < group; h++)
+            {
+                lambdas[h] = decay[first + h];
+            }
+            return lambdas;
         }
 
         private static void CheckWidths(Tensor q, Tensor v)
