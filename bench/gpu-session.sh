@@ -32,7 +32,7 @@ case "$step" in
     exit $code
     ;;
   memcheck|racecheck)
-    "$run" sanitize "$step" --filter "${1:-FullyQualifiedName~GpuLayerOpTests|FullyQualifiedName~GpuAttentionTests|FullyQualifiedName~GpuRecurrentAndDecodeTests}" > "$out/$step.log" 2>&1
+    "$run" sanitize "$step" --filter "${1:-FullyQualifiedName~GpuLayerOpTests|FullyQualifiedName~GpuAttentionTests|FullyQualifiedName~GpuDecodeTests|FullyQualifiedName~GpuLinearAttentionTests}" > "$out/$step.log" 2>&1
     code=$?
     grep -E '(ERROR|RACECHECK) SUMMARY|passed, ' "$out/$step.log" | tail -3
     exit $code
