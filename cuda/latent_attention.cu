@@ -30,21 +30,22 @@ __global__ void latent_attention_absorb(float* __restrict__ qhat, const T* __res
     }
 }
 
-// grid (splits, B·Tq, H), block SPLIT_THREADS, dynamic shared memory (dc + dr) floats. Query t sits at position
+// grid (splits, tokens, H) for the query tokens bt0 … bt0 + tokens − 1 of the B·Tq (one chunk; qhat and the partials hold
+// only this chunk's rows), block SPLIT_THREADS, dynamic shared memory (dc + dr) floats. Query t sits at position
 // length − Tq + t and sees cache rows s ≤ that position; split covers rows [split·keys_per_split, +keys_per_split).
 template <typename T>
 __global__ void __launch_bounds__(SPLIT_THREADS)
 latent_attention_decode_split(float* __restrict__ partial_o, float* __restrict__ partial_ml, const float* __restrict__ qhat, const T* __restrict__ cache,
-                              int tq, int heads, int latent, int rope, int capacity, int length, float scale, int keys_per_split)
+                              int bt0, int tq, int heads, int latent, int rope, int capacity, int length, float scale, int keys_per_split)
 {
     extern __shared__ float qs[];           // [dc + dr]
     __shared__ float scores[SPLIT_KEYS];
     __shared__ float running[3];
     const int width = latent + rope;
-    const int split = blockIdx.x, bt = blockIdx.y, h = blockIdx.z;
+    const int split = blockIdx.x, bt = bt0 + (int)blockIdx.y, h = blockIdx.z;
     const int b = bt / tq, t = bt % tq;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const index_t rows = (index_t)gridDim.y * heads, row = (index_t)bt * heads + h;
+    const index_t rows = (index_t)gridDim.y * heads, row = (index_t)blockIdx.y * heads + h; // within the chunk
 
     float acc[SPLIT_COLS];
     const SplitRange range = split_begin(qs, qhat + row * width, width, running, acc, t, tq, length, keys_per_split);
@@ -88,8 +89,8 @@ latent_attention_decode_split(float* __restrict__ partial_o, float* __restrict__
     split_write_partial(partial_o, partial_ml, acc, running, split, rows, row, latent);
 }
 
-// grid B·Tq·H, block SPLIT_THREADS, dynamic shared memory dc floats: merge the splits into the latent average, then
-// o[row, j] = W_vb_h[j] · average (one warp per output column).
+// grid tokens·H (one chunk; o points at the chunk's first row), block SPLIT_THREADS, dynamic shared memory dc floats:
+// merge the splits into the latent average, then o[row, j] = W_vb_h[j] · average (one warp per output column).
 template <typename T>
 __global__ void __launch_bounds__(SPLIT_THREADS)
 latent_attention_decode_combine(T* __restrict__ o, const float* __restrict__ partial_o, const float* __restrict__ partial_ml, const T* __restrict__ kv_up,

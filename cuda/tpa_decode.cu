@@ -21,20 +21,21 @@ __global__ void tpa_decode_query(float* __restrict__ qtilde, const T* __restrict
     }
 }
 
-// grid (splits, B·Tq, H), block SPLIT_THREADS, dynamic shared memory d floats.
+// grid (splits, tokens, H) for the query tokens bt0 … bt0 + tokens − 1 of the B·Tq (one chunk; qtilde and the partials
+// hold only this chunk's rows), block SPLIT_THREADS, dynamic shared memory d floats.
 template <typename T>
 __global__ void __launch_bounds__(SPLIT_THREADS)
 tpa_decode_split(float* __restrict__ partial_o, float* __restrict__ partial_ml, const float* __restrict__ qtilde,
                  const T* __restrict__ ak, const T* __restrict__ bk, const T* __restrict__ av, const T* __restrict__ bv,
-                 int tq, int heads, int key_rank, int value_rank, int width, int capacity, int length, float scale, int keys_per_split)
+                 int bt0, int tq, int heads, int key_rank, int value_rank, int width, int capacity, int length, float scale, int keys_per_split)
 {
     extern __shared__ float qs[]; // [d]
     __shared__ float scores[SPLIT_KEYS];
     __shared__ float running[3];
-    const int split = blockIdx.x, bt = blockIdx.y, h = blockIdx.z;
+    const int split = blockIdx.x, bt = bt0 + (int)blockIdx.y, h = blockIdx.z;
     const int b = bt / tq, t = bt % tq;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const index_t rows = (index_t)gridDim.y * heads, row = (index_t)bt * heads + h;
+    const index_t rows = (index_t)gridDim.y * heads, row = (index_t)blockIdx.y * heads + h; // within the chunk
 
     float acc[SPLIT_COLS];
     const SplitRange range = split_begin(qs, qtilde + row * width, width, running, acc, t, tq, length, keys_per_split);
@@ -86,7 +87,8 @@ tpa_decode_split(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
     split_write_partial(partial_o, partial_ml, acc, running, split, rows, row, width);
 }
 
-// grid B·Tq·H, block SPLIT_THREADS, dynamic shared memory d floats: o[row] = (1/Rv) · merged average.
+// grid tokens·H (one chunk; o points at the chunk's first row), block SPLIT_THREADS, dynamic shared memory d floats:
+// o[row] = (1/Rv) · merged average.
 template <typename T>
 __global__ void __launch_bounds__(SPLIT_THREADS)
 tpa_decode_combine(T* __restrict__ o, const float* __restrict__ partial_o, const float* __restrict__ partial_ml, int width, int value_rank, int splits)

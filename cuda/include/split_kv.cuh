@@ -10,7 +10,7 @@
 #define SPLIT_MAX_WIDTH 1024                            // widest accumulated row (latent, TPA head)
 #define SPLIT_COLS (SPLIT_MAX_WIDTH / SPLIT_THREADS)    // accumulator columns per thread: tid, tid + 256, ...
 
-// A split block's start, for grid (splits, B·Tq, H): copies its query row (width floats) into qs, resets the running
+// A split block's start, for grid (splits, query tokens, H): copies its query row (width floats) into qs, resets the running
 // state and the accumulator, and returns the key range [begin, end) of its split, causal for query t of Tq at position
 // length − Tq + t.
 struct SplitRange { int begin, end; };

@@ -20,66 +20,106 @@ namespace Attention.Native.Ops
 
         public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes("latent_attention.cu", Absorb.Template, Split.Template, Combine.Template);
 
-        public static void Decode(CudaBackend backend, Tensor q, Tensor cache, Tensor kvUp, Tensor o, int nopeDim, int length, double scale)
+        public static void Decode(CudaBackend backend, Tensor q, Tensor cache, Tensor kvUp, Tensor o, int nopeDim, int length, double scale) =>
+            Decode(backend, q, cache, kvUp, o, nopeDim, length, scale, MaxGridY);
+
+        /// <summary>
+        /// As <see cref="Decode(CudaBackend, Tensor, Tensor, Tensor, Tensor, int, int, double)"/>, over the B·T_q query tokens in
+        /// chunks of at most <paramref name="maxChunk"/> tokens (fewer where the scratch budget says so); tests lower it to run
+        /// several chunks on small shapes.
+        /// </summary>
+        internal static void Decode(CudaBackend backend, Tensor q, Tensor cache, Tensor kvUp, Tensor o, int nopeDim, int length, double scale, int maxChunk)
         {
             int batch = q.Shape[0], tq = q.Shape[1], heads = q.Shape[2], rope = q.Shape[3] - nopeDim, latent = kvUp.Shape[1], dv = o.Shape[3], capacity = cache.Shape[1];
             if (latent > MaxLatent)
             {
                 throw new ArgumentException($"kvUp: expected a latent width ≤ {MaxLatent} on the CUDA backend, actual {latent}", nameof(kvUp));
             }
-            long rows = (long)batch * tq * heads;
+            int tokens = batch * tq;
+            long rows = (long)tokens * heads;
             if (rows == 0 || dv == 0)
             {
                 return;
             }
             int width = latent + rope;
             var (splits, keysPerSplit) = SoftmaxAttentionCuda.PlanSplits(backend.Device.MultiprocessorCount, rows, length);
-            long qBytes = AlignUp(rows * width * sizeof(float));
-            long oBytes = AlignUp((long)splits * rows * latent * sizeof(float));
-            var scratch = backend.Scratch(qBytes + oBytes + ((long)splits * rows * 2 * sizeof(float))).Pointer;
+            // Per query token: q̂ (H·width floats) and the partials (splits·H·(latent + 2) floats).
+            int chunk = ChunkTokens(tokens, (long)heads * (width + ((long)splits * (latent + 2))) * sizeof(float), maxChunk);
+            long chunkRows = (long)chunk * heads;
+            long qBytes = AlignUp(chunkRows * width * sizeof(float));
+            long oBytes = AlignUp((long)splits * chunkRows * latent * sizeof(float));
+            var scratch = backend.Scratch(qBytes + oBytes + ((long)splits * chunkRows * 2 * sizeof(float))).Pointer;
             var qhat = scratch;
             var partialO = scratch + qBytes;
             var partialMl = partialO + oBytes;
+            int elementSize = q.DType.SizeInBytes();
 
-            var absorb = new KernelArgs(stackalloc byte[96], stackalloc int[12]);
-            absorb.Add(qhat);
-            absorb.Add(Ptr(q));
-            absorb.Add(Ptr(kvUp));
-            absorb.Add(rows);
-            absorb.Add(heads);
-            absorb.Add(nopeDim);
-            absorb.Add(rope);
-            absorb.Add(latent);
-            absorb.Add(dv);
-            backend.Kernel(Program, Absorb[q.DType]).Launch(Elementwise.Grid(backend, rows * width), Elementwise.Threads, 0, backend.Stream, absorb);
+            // The argument storage lives outside the loop (no stackalloc per chunk).
+            Span<byte> absorbBytes = stackalloc byte[96];
+            Span<int> absorbOffsets = stackalloc int[12];
+            Span<byte> splitBytes = stackalloc byte[128];
+            Span<int> splitOffsets = stackalloc int[16];
+            Span<byte> combineBytes = stackalloc byte[96];
+            Span<int> combineOffsets = stackalloc int[12];
+            for (int bt0 = 0; bt0 < tokens; bt0 += chunk)
+            {
+                int count = Math.Min(chunk, tokens - bt0);
+                long countRows = (long)count * heads;
 
-            var split = new KernelArgs(stackalloc byte[128], stackalloc int[16]);
-            split.Add(partialO);
-            split.Add(partialMl);
-            split.Add(qhat);
-            split.Add(Ptr(cache));
-            split.Add(tq);
-            split.Add(heads);
-            split.Add(latent);
-            split.Add(rope);
-            split.Add(capacity);
-            split.Add(length);
-            split.Add((float)scale);
-            split.Add(keysPerSplit);
-            Launch(backend, Split[q.DType], new Dim3((uint)splits, (uint)(batch * tq), (uint)heads), width * sizeof(float), split);
+                var absorb = new KernelArgs(absorbBytes, absorbOffsets);
+                absorb.Add(qhat);
+                absorb.Add(Ptr(q) + ((long)bt0 * heads * (nopeDim + rope) * elementSize));
+                absorb.Add(Ptr(kvUp));
+                absorb.Add(countRows);
+                absorb.Add(heads);
+                absorb.Add(nopeDim);
+                absorb.Add(rope);
+                absorb.Add(latent);
+                absorb.Add(dv);
+                backend.Kernel(Program, Absorb[q.DType]).Launch(Elementwise.Grid(backend, countRows * width), Elementwise.Threads, 0, backend.Stream, absorb);
 
-            var combine = new KernelArgs(stackalloc byte[96], stackalloc int[12]);
-            combine.Add(Ptr(o));
-            combine.Add(partialO);
-            combine.Add(partialMl);
-            combine.Add(Ptr(kvUp));
-            combine.Add(heads);
-            combine.Add(nopeDim);
-            combine.Add(latent);
-            combine.Add(dv);
-            combine.Add(splits);
-            Launch(backend, Combine[q.DType], checked((uint)rows), latent * sizeof(float), combine);
+                var split = new KernelArgs(splitBytes, splitOffsets);
+                split.Add(partialO);
+                split.Add(partialMl);
+                split.Add(qhat);
+                split.Add(Ptr(cache));
+                split.Add(bt0);
+                split.Add(tq);
+                split.Add(heads);
+                split.Add(latent);
+                split.Add(rope);
+                split.Add(capacity);
+                split.Add(length);
+                split.Add((float)scale);
+                split.Add(keysPerSplit);
+                Launch(backend, Split[q.DType], new Dim3((uint)splits, (uint)count, (uint)heads), width * sizeof(float), split);
+
+                var combine = new KernelArgs(combineBytes, combineOffsets);
+                combine.Add(Ptr(o) + ((long)bt0 * heads * dv * elementSize));
+                combine.Add(partialO);
+                combine.Add(partialMl);
+                combine.Add(Ptr(kvUp));
+                combine.Add(heads);
+                combine.Add(nopeDim);
+                combine.Add(latent);
+                combine.Add(dv);
+                combine.Add(splits);
+                Launch(backend, Combine[q.DType], checked((uint)countRows), latent * sizeof(float), combine);
+            }
         }
+
+        /// <summary>Largest grid.y of a launch: the split kernels put the query tokens of one chunk there.</summary>
+        internal const int MaxGridY = 65535;
+
+        /// <summary>Scratch the decode ops aim to stay under when the query tokens are many (a prefill through the cache).</summary>
+        internal const long ScratchBudgetBytes = 256L << 20;
+
+        /// <summary>
+        /// Query tokens per chunk: at most <paramref name="maxChunk"/>, <see cref="MaxGridY"/> and <paramref name="tokens"/>, and
+        /// within <see cref="ScratchBudgetBytes"/> at <paramref name="bytesPerToken"/> (at least one token whatever the budget).
+        /// </summary>
+        internal static int ChunkTokens(int tokens, long bytesPerToken, int maxChunk) =>
+            (int)Math.Clamp(ScratchBudgetBytes / Math.Max(bytesPerToken, 1), 1, Math.Min(Math.Min(tokens, MaxGridY), Math.Max(maxChunk, 1)));
 
         internal static void Launch(CudaBackend backend, string name, Dim3 grid, int sharedBytes, in KernelArgs args)
         {

@@ -20,7 +20,15 @@ namespace Attention.Native.Ops
 
         public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes("tpa_decode.cu", Query.Template, Split.Template, Combine.Template);
 
-        public static void Forward(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int length, Tensor o)
+        public static void Forward(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int length, Tensor o) =>
+            Forward(backend, aq, bq, ak, bk, av, bv, length, o, LatentAttentionCuda.MaxGridY);
+
+        /// <summary>
+        /// As <see cref="Forward(CudaBackend, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, Tensor)"/>, over the B·T_q query
+        /// tokens in chunks of at most <paramref name="maxChunk"/> tokens (fewer where the scratch budget says so); tests lower it
+        /// to run several chunks on small shapes.
+        /// </summary>
+        internal static void Forward(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int length, Tensor o, int maxChunk)
         {
             int batch = aq.Shape[0], tq = aq.Shape[1], heads = aq.Shape[2], queryRank = aq.Shape[3];
             int keyRank = ak.Shape[3], valueRank = av.Shape[3], width = bq.Shape[3], capacity = ak.Shape[1];
@@ -28,57 +36,76 @@ namespace Attention.Native.Ops
             {
                 throw new ArgumentException($"bq: expected a head width ≤ {MaxWidth} on the CUDA backend, actual {width}", nameof(bq));
             }
-            long rows = (long)batch * tq * heads;
+            int tokens = batch * tq;
+            long rows = (long)tokens * heads;
             if (rows == 0 || width == 0)
             {
                 return;
             }
             var (splits, keysPerSplit) = SoftmaxAttentionCuda.PlanSplits(backend.Device.MultiprocessorCount, rows, length);
-            long qBytes = LatentAttentionCuda.AlignUp(rows * width * sizeof(float));
-            long oBytes = LatentAttentionCuda.AlignUp((long)splits * rows * width * sizeof(float));
-            var scratch = backend.Scratch(qBytes + oBytes + ((long)splits * rows * 2 * sizeof(float))).Pointer;
+            // Per query token: q̃ (H·d floats) and the partials (splits·H·(d + 2) floats).
+            int chunk = LatentAttentionCuda.ChunkTokens(tokens, (long)heads * (width + ((long)splits * (width + 2))) * sizeof(float), maxChunk);
+            long chunkRows = (long)chunk * heads;
+            long qBytes = LatentAttentionCuda.AlignUp(chunkRows * width * sizeof(float));
+            long oBytes = LatentAttentionCuda.AlignUp((long)splits * chunkRows * width * sizeof(float));
+            var scratch = backend.Scratch(qBytes + oBytes + ((long)splits * chunkRows * 2 * sizeof(float))).Pointer;
             var qtilde = scratch;
             var partialO = scratch + qBytes;
             var partialMl = partialO + oBytes;
-
-            var query = new KernelArgs(stackalloc byte[64], stackalloc int[8]);
-            query.Add(qtilde);
-            query.Add(Ptr(aq));
-            query.Add(Ptr(bq));
-            query.Add((long)batch * tq);
-            query.Add(heads);
-            query.Add(queryRank);
-            query.Add(width);
-            backend.Kernel(Program, Query[aq.DType]).Launch(Elementwise.Grid(backend, rows * width), Elementwise.Threads, 0, backend.Stream, query);
-
+            int elementSize = aq.DType.SizeInBytes();
             double scale = 1.0 / (queryRank * keyRank * Math.Sqrt(width));
-            var split = new KernelArgs(stackalloc byte[160], stackalloc int[20]);
-            split.Add(partialO);
-            split.Add(partialMl);
-            split.Add(qtilde);
-            split.Add(Ptr(ak));
-            split.Add(Ptr(bk));
-            split.Add(Ptr(av));
-            split.Add(Ptr(bv));
-            split.Add(tq);
-            split.Add(heads);
-            split.Add(keyRank);
-            split.Add(valueRank);
-            split.Add(width);
-            split.Add(capacity);
-            split.Add(length);
-            split.Add((float)scale);
-            split.Add(keysPerSplit);
-            Launch(backend, Split[aq.DType], new Dim3((uint)splits, (uint)(batch * tq), (uint)heads), width * sizeof(float), split);
 
-            var combine = new KernelArgs(stackalloc byte[64], stackalloc int[8]);
-            combine.Add(Ptr(o));
-            combine.Add(partialO);
-            combine.Add(partialMl);
-            combine.Add(width);
-            combine.Add(valueRank);
-            combine.Add(splits);
-            Launch(backend, Combine[aq.DType], checked((uint)rows), width * sizeof(float), combine);
+            // The argument storage lives outside the loop (no stackalloc per chunk).
+            Span<byte> queryBytes = stackalloc byte[64];
+            Span<int> queryOffsets = stackalloc int[8];
+            Span<byte> splitBytes = stackalloc byte[160];
+            Span<int> splitOffsets = stackalloc int[20];
+            Span<byte> combineBytes = stackalloc byte[64];
+            Span<int> combineOffsets = stackalloc int[8];
+            for (int bt0 = 0; bt0 < tokens; bt0 += chunk)
+            {
+                int count = Math.Min(chunk, tokens - bt0);
+                long countRows = (long)count * heads;
+
+                var query = new KernelArgs(queryBytes, queryOffsets);
+                query.Add(qtilde);
+                query.Add(Ptr(aq) + ((long)bt0 * heads * queryRank * elementSize));
+                query.Add(Ptr(bq) + ((long)bt0 * queryRank * width * elementSize));
+                query.Add((long)count);
+                query.Add(heads);
+                query.Add(queryRank);
+                query.Add(width);
+                backend.Kernel(Program, Query[aq.DType]).Launch(Elementwise.Grid(backend, countRows * width), Elementwise.Threads, 0, backend.Stream, query);
+
+                var split = new KernelArgs(splitBytes, splitOffsets);
+                split.Add(partialO);
+                split.Add(partialMl);
+                split.Add(qtilde);
+                split.Add(Ptr(ak));
+                split.Add(Ptr(bk));
+                split.Add(Ptr(av));
+                split.Add(Ptr(bv));
+                split.Add(bt0);
+                split.Add(tq);
+                split.Add(heads);
+                split.Add(keyRank);
+                split.Add(valueRank);
+                split.Add(width);
+                split.Add(capacity);
+                split.Add(length);
+                split.Add((float)scale);
+                split.Add(keysPerSplit);
+                Launch(backend, Split[aq.DType], new Dim3((uint)splits, (uint)count, (uint)heads), width * sizeof(float), split);
+
+                var combine = new KernelArgs(combineBytes, combineOffsets);
+                combine.Add(Ptr(o) + ((long)bt0 * heads * width * elementSize));
+                combine.Add(partialO);
+                combine.Add(partialMl);
+                combine.Add(width);
+                combine.Add(valueRank);
+                combine.Add(splits);
+                Launch(backend, Combine[aq.DType], checked((uint)countRows), width * sizeof(float), combine);
+            }
         }
 
         private static void Launch(CudaBackend backend, string name, Dim3 grid, int sharedBytes, in KernelArgs args) =>
