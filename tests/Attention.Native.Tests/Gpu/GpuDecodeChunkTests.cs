@@ -10,7 +10,7 @@ namespace Attention.Native.Tests.Gpu;
 /// The plain decode matrix (cache lengths 1 … 5000, T_q 1 and 3, B 1 and 2) is in <see cref="GpuRecurrentAndDecodeTests"/>.
 /// </summary>
 [Category("Gpu")]
-public class GpuDecodeTests
+public class GpuDecodeChunkTests
 {
     public sealed record ChunkShape(int B, int Tq, int Length, int Capacity, int H, int MaxChunk)
     {
