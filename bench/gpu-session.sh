@@ -14,7 +14,7 @@ run="$bundle/run.sh"
 if [ ! -x "$run" ] && [ -f artifacts/attention-native-gpu-bundle.tar.xz ]; then
   tar -C artifacts -xJf artifacts/attention-native-gpu-bundle.tar.xz
 fi
-export ATTENTION_NATIVE_RESULTS_DIR="$out" ATTENTION_NATIVE_CACHE="$out/kernel-cache"
+export ATTENTION_NATIVE_RESULTS_DIR="$out" ATTENTION_NATIVE_CACHE="${ATTENTION_NATIVE_CACHE:-/tmp/attention-native-kernel-cache}"
 step="${1:-probe}"
 shift || true
 case "$step" in

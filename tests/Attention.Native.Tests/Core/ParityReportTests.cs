@@ -38,4 +38,18 @@ public class ParityReportTests
         Assert.That((double?)ops[0]!["max_rel_error"], Is.EqualTo(9e-7));
         Assert.That(ParityReport.Slug("NVIDIA H100 80GB HBM3"), Is.EqualTo("nvidia-h100-80gb-hbm3"));
     }
+
+    [Test]
+    public void An_overflowed_comparison_is_written_as_valid_json()
+    {
+        var records = new[] { new Parity.Record("lrpe dtheta", DType.F16, "[2, 32]", double.PositiveInfinity, 9.9e3, double.PositiveInfinity, 2e-2) };
+        var json = ParityReport.Build(records, "NVIDIA H100 80GB HBM3", "sm_90", new DateTime(2026, 11, 22));
+        string text = json.ToJsonString();
+        var op = System.Text.Json.Nodes.JsonNode.Parse(text)!["ops"]![0]!;
+        Assert.Multiple(() =>
+        {
+            Assert.That((string?)op["max_rel_error"], Is.EqualTo("Infinity"));
+            Assert.That((bool?)op["within_tolerance"], Is.False);
+        });
+    }
 }

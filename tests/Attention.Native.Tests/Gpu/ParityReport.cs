@@ -81,7 +81,10 @@ public sealed partial class ParityReport
 
     public static string Slug(string device) => NonAlphanumeric().Replace(device.ToLowerInvariant(), "-").Trim('-');
 
-    private static double Round(double value) => double.Parse(value.ToString("E3", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
+    // JSON has no infinity: an overflowed or NaN comparison (Parity maps NaN to +∞) is written as the string "Infinity".
+    private static JsonValue Round(double value) => double.IsFinite(value)
+        ? JsonValue.Create(double.Parse(value.ToString("E3", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture))
+        : JsonValue.Create("Infinity");
 
     private static string RepositoryRoot()
     {

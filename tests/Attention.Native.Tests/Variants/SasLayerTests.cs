@@ -60,70 +60,10 @@ public class SasLayerTests
         var x = TestData.Normal(9, b * t * dm);
         double[] W(string name) => layer.Parameters[name].ToDoubleArray();
 
-        // rows [n, inWidth] · wᵀ (+ bias) → [n, outWidth]
-        static double[] Dense(double[] rows, int n, int inWidth, double[] w, double[]? bias, int outWidth)
-        {
-            var y = new double[n * outWidth];
-            for (int r = 0; r < n; r++)
-            {
-                for (int o = 0; o < outWidth; o++)
-                {
-                    double sum = bias?[o] ?? 0;
-                    for (int i = 0; i < inWidth; i++)
-                    {
-                        sum += rows[(r * inWidth) + i] * w[(o * inWidth) + i];
-                    }
-                    y[(r * outWidth) + o] = sum;
-                }
-            }
-            return y;
-        }
-        static double[] Relu(double[] a) => a.Select(v => Math.Max(v, 0)).ToArray();
-        static double[] Plus(double[] a, double[] c) => a.Zip(c, (p, r) => p + r).ToArray();
-        // X [n, cin, len] → [n, cout, len]
-        static double[] Conv(double[] input, int n, int cin, int cout, int len, double[] w, double[] bias)
-        {
-            var y = new double[n * cout * len];
-            int pad = (kernel - 1) / 2;
-            for (int s = 0; s < n; s++)
-            {
-                for (int c = 0; c < cout; c++)
-                {
-                    for (int l = 0; l < len; l++)
-                    {
-                        double sum = bias[c];
-                        for (int ci = 0; ci < cin; ci++)
-                        {
-                            for (int j = 0; j < kernel; j++)
-                            {
-                                int at = l + j - pad;
-                                if (at >= 0 && at < len)
-                                {
-                                    sum += w[(((c * cin) + ci) * kernel) + j] * input[(((s * cin) + ci) * len) + at];
-                                }
-                            }
-                        }
-                        y[(((s * cout) + c) * len) + l] = sum;
-                    }
-                }
-            }
-            return y;
-        }
-        double[] Stream(string s, bool expand)
-        {
-            var projected = Dense(x, b * t, dm, W($"w_{s}"), null, h * d);
-            var x1 = Conv(projected, b * t, h, hs, d, W($"sas_{s}_conv1_w"), W($"sas_{s}_conv1_b"));
-            var simulated = Plus(x1, Conv(Relu(x1), b * t, hs, hs, d, W($"sas_{s}_conv2_w"), W($"sas_{s}_conv2_b")));
-            if (!expand)
-            {
-                return simulated;
-            }
-            var y1 = Dense(simulated, b * t * hs, d, W($"sas_{s}_fc1_w"), W($"sas_{s}_fc1_b"), ds);
-            return Plus(y1, Dense(Relu(y1), b * t * hs, ds, W($"sas_{s}_fc2_w"), W($"sas_{s}_fc2_b"), ds));
-        }
-        var q = Stream("q", true);
-        var k = Stream("k", true);
-        var v = Stream("v", false);
+        double[] Stream(string s) => SasFormula.Stream(config, W, x, b * t, s).Simulated;
+        var q = Stream("q");
+        var k = Stream("k");
+        var v = Stream("v");
 
         var aggregated = new double[b * t * h * d];
         for (int bi = 0; bi < b; bi++)
@@ -158,7 +98,7 @@ public class SasLayerTests
                 }
             }
         }
-        var expected = Dense(aggregated, b * t, h * d, W("w_o"), W("b_o"), dm);
+        var expected = SasFormula.Dense(aggregated, b * t, h * d, W("w_o"), W("b_o"), dm);
 
         using var tx = Backend.Cpu.FromArray(x, new Shape(b, t, dm), DType.F64);
         using var y = layer.Forward(tx);
