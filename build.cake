@@ -97,6 +97,14 @@ Task("Bench")
     EnsureDirectoryExists(artifacts.Combine("bench"));
     DotNetRun("src/Managed/Attention.Cli/Attention.Cli.csproj", new ProcessArgumentBuilder().Append("bench").Append("--json").AppendQuoted(artifacts.Combine("bench").CombineWithFilePath("attn-bench.json").FullPath),
         new DotNetRunSettings { Configuration = "Release" });
+    // The sweep of every kernel and variant (reduced on the CPU), joined with --peers=<torch_peers.py output> when given;
+    // <device>-<date>.json/.md/.svg land in artifacts/bench.
+    var sweep = new ProcessArgumentBuilder().Append("bench").Append("--sweep").Append("--results").AppendQuoted(artifacts.Combine("bench").FullPath);
+    if (HasArgument("peers"))
+    {
+        sweep.Append("--peers").AppendQuoted(MakeAbsolute(File(Argument<string>("peers"))).FullPath);
+    }
+    DotNetRun("src/Managed/Attention.Cli/Attention.Cli.csproj", sweep, new DotNetRunSettings { Configuration = "Release" });
     // BenchmarkDotNet needs a Release build of its own; it builds the project itself.
     DotNetRun(bench.FullPath, new ProcessArgumentBuilder().Append("--filter").AppendQuoted(benchFilter).Append("--artifacts").AppendQuoted(artifacts.Combine("bench").FullPath),
         new DotNetRunSettings { Configuration = "Release" });

@@ -5,7 +5,8 @@
 #   bench/gpu-session.sh tests [filter]         Gpu tests (default: all of them); parity-<device>-<date>.json into $OUT
 #   bench/gpu-session.sh memcheck|racecheck [filter]
 #                                               the Gpu tests under compute-sanitizer (default filter: the op tests)
-#   bench/gpu-session.sh bench                  attn bench --json
+#   bench/gpu-session.sh bench [--quick]        the PyTorch peers (bench/peers/torch_peers.py), then attn bench --sweep
+#                                               joined with them: <device>-<date>.json/.md/.svg into $OUT
 set -uo pipefail
 out="${OUT:-$PWD/gpu-out}"
 mkdir -p "$out"
@@ -38,13 +39,19 @@ case "$step" in
     exit $code
     ;;
   bench)
-    "$run" attn bench --json "$out/attn-bench.json" > "$out/bench.log" 2>&1
+    python="${PYTHON:-$(command -v /opt/torch/.venv/bin/python3 python3 | head -1)}"
+    lengths=()
+    if [ "${1:-}" = "--quick" ]; then lengths=(--lengths 512 1024); fi
+    "$python" bench/peers/torch_peers.py --out "$out/peers.json" "${lengths[@]}" > "$out/peers.log" 2>&1 || echo "torch_peers.py failed: see peers.log"
+    peers=()
+    if [ -s "$out/peers.json" ]; then peers=(--peers "$out/peers.json"); fi
+    "$run" attn bench --sweep --repeats 10 "${lengths[@]}" "${peers[@]}" --results "$out" > "$out/bench.log" 2>&1
     code=$?
-    cat "$out/bench.log"
+    tail -60 "$out/bench.log"
     exit $code
     ;;
   *)
-    echo "usage: $0 probe | tests [filter] | memcheck|racecheck [filter] | bench" >&2
+    echo "usage: $0 probe | tests [filter] | memcheck|racecheck [filter] | bench [--quick]" >&2
     exit 2
     ;;
 esac

@@ -7,6 +7,7 @@
 // o/dO [B, Tq, H, dv], bias/dbias [H, Tq, Tk] shared by the batch, lse/delta [B, H, Tq] fp32.
 // Query i sits at position length − Tq + i; causal rows see keys j ≤ that position; keys ≥ length never count.
 #include "common.cuh"
+#include "attention_shape.cuh"
 
 #define ATTN_WARPS 8
 #define ATTN_THREADS (ATTN_WARPS * 32)
@@ -17,30 +18,6 @@
 #define ATTN_BKEYS (ATTN_WARPS * ATTN_KEYS)
 #define ATTN_MAX_WIDTH 256
 #define ATTN_COLS (ATTN_MAX_WIDTH / 32)   // output columns per lane: lane owns columns lane, lane+32, ...
-
-// Passed by value; mirrors AttentionCuda.Shape on the managed side field for field.
-struct AttentionShape {
-    int batch, tq, heads, dqk, tk, kv_heads, dv, length;
-    float scale;
-    int causal;
-};
-
-// Number of keys query row i sees (keys 0 .. visible−1).
-__device__ __forceinline__ int attention_visible(const AttentionShape& s, int i)
-{
-    if (!s.causal) {
-        return s.length;
-    }
-    const int end = s.length - s.tq + i + 1;
-    return end < s.length ? end : s.length;
-}
-
-// Keys any row of the query tile [row0, row0 + rows) sees.
-__device__ __forceinline__ int attention_tile_keys(const AttentionShape& s, int row0, int rows)
-{
-    const int last = (row0 + rows < s.tq ? row0 + rows : s.tq) - 1;
-    return attention_visible(s, last);
-}
 
 // Forward. grid (q_tiles · splits, H, B), block ATTN_THREADS, dynamic shared memory
 // (ATTN_BQ·dqk + ATTN_BK·(dqk+1) + ATTN_BK·dv) floats. Warp w owns query rows w·ATTN_ROWS…; lane j scores key j of

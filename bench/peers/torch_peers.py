@@ -2,8 +2,9 @@
 """Peers of `attn bench`, timed in the same run on the same GPU: what a user would otherwise reach for.
 
 Softmax attention through PyTorch's scaled_dot_product_attention with each backend forced (flash, cuDNN,
-efficient) and through FlexAttention; plain PyTorch implementations of tpa, sas, agent, flatten and lightning
-(chunked) written from ../shared/docs/variants.md; GQA decode against a long cache; and the device-to-device copy
+efficient) and through FlexAttention (kernels "forward"/"backward", variant "mha"); plain PyTorch layer forwards of
+tpa, sas, agent and flatten ("layer forward") and the chunked lightning core ("forward+backward") written from
+../shared/docs/variants.md; GQA decode against a long cache; and the device-to-device copy
 bandwidth that decode is measured against. Writes JSON rows that `attn bench` joins with its own:
     {"device", "date", "torch", "rows": [{"kernel", "variant", "dtype", "causal", "T", "ms", "tflops", "gbps"}]}
 Usage: python3 torch_peers.py --out peers.json [--tokens 16384] [--lengths 512 1024 ...] [--quick]
@@ -131,7 +132,93 @@ def tpa_rows(rows, t, tokens, d_model=2048, heads=32, d=64, ranks=(6, 2, 2)):
         v = contract(x @ w["av"].T, x @ w["bv"].T, ranks[2])
         return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
 
-    rows.append(row("forward", "tpa", True, t, timed(forward), "torch-plain", attention_flops(b, heads, t, d, True)))
+    rows.append(row("layer forward", "tpa", True, t, timed(forward), "torch-plain", attention_flops(b, heads, t, d, True)))
+
+
+def linear_weights(shapes):
+    """Random weights [out, in] scaled 1/sqrt(in), biases zero: shapes {name: (out, in)}."""
+    return {n: torch.randn(o, i, device="cuda", dtype=DTYPE) * i ** -0.5 for n, (o, i) in shapes.items()}
+
+
+def sas_rows(rows, t, tokens, d_model=2048, heads=16, d=128, sim_heads=32, sim_d=256, kernel=3):
+    """variants.md §4: per token, two convolutions across heads, the width expansion of q and k, SDPA over H' heads, PEAA."""
+    b = max(1, tokens // t)
+    x = torch.randn(b, t, d_model, device="cuda", dtype=DTYPE)
+    w = linear_weights({"q": (heads * d, d_model), "k": (heads * d, d_model), "v": (heads * d, d_model), "o": (d_model, heads * d)})
+    conv = {s: (torch.randn(sim_heads, heads, kernel, device="cuda", dtype=DTYPE) * (heads * kernel) ** -0.5,
+                torch.randn(sim_heads, sim_heads, kernel, device="cuda", dtype=DTYPE) * (sim_heads * kernel) ** -0.5) for s in "qkv"}
+    fc = {s: linear_weights({"1": (sim_d, d), "2": (sim_d, sim_d)}) for s in "qk"}
+
+    def simulate(s):
+        h0 = (x @ w[s].T).view(b * t, heads, d)
+        x1 = F.conv1d(h0, conv[s][0], padding=kernel // 2)
+        out = x1 + F.conv1d(F.relu(x1), conv[s][1], padding=kernel // 2)
+        if s in fc:
+            y1 = out @ fc[s]["1"].T
+            out = y1 + F.relu(y1) @ fc[s]["2"].T
+        return out.view(b, t, sim_heads, -1).transpose(1, 2)
+
+    def forward():
+        o = F.scaled_dot_product_attention(simulate("q"), simulate("k"), simulate("v"), is_causal=True)  # [B,H',T,D]
+        o = o.transpose(1, 2).reshape(b, t, sim_heads // heads, heads * d).mean(dim=2)
+        return o @ w["o"].T
+
+    flops = 2.0 * b * sim_heads * t * t * (sim_d + d) * 0.5
+    rows.append(row("layer forward", "sas", True, t, timed(forward), "torch-plain", flops))
+
+
+def agent_rows(rows, tokens, c=512, heads=8, agents=49, t=3136, kernel=3):
+    """variants.md §5 (non-causal, T fixed at 3136)."""
+    b = max(1, tokens // t)
+    d = c // heads
+    x = torch.randn(b, t, c, device="cuda", dtype=DTYPE)
+    w = linear_weights({"q": (c, c), "k": (c, c), "v": (c, c), "o": (c, c)})
+    bias_ak = torch.zeros(heads, agents, t, device="cuda", dtype=DTYPE)
+    bias_qa = torch.zeros(heads, t, agents, device="cuda", dtype=DTYPE)
+    dwc = torch.randn(c, 1, kernel, device="cuda", dtype=DTYPE) * kernel ** -0.5
+
+    def split(z):
+        return z.view(b, -1, heads, d).transpose(1, 2)
+
+    def forward():
+        q, k, v = x @ w["q"].T, x @ w["k"].T, x @ w["v"].T
+        a = F.adaptive_avg_pool1d(q.transpose(1, 2), agents).transpose(1, 2)
+        qh, kh, vh, ah = split(q), split(k), split(v), split(a)
+        va = F.scaled_dot_product_attention(ah, kh, vh, attn_mask=bias_ak)
+        o = F.scaled_dot_product_attention(qh, ah, va, attn_mask=bias_qa)
+        o = o.transpose(1, 2).reshape(b, t, c) + F.conv1d(v.transpose(1, 2), dwc, padding=kernel // 2, groups=c).transpose(1, 2)
+        return o @ w["o"].T
+
+    rows.append(row("layer forward", "agent", False, t, timed(forward), "torch-plain"))
+
+
+def flatten_rows(rows, tokens, c=512, heads=8, t=3136, p=3, kernel=5):
+    """variants.md §6 (non-causal, T fixed at 3136)."""
+    b = max(1, tokens // t)
+    d = c // heads
+    x = torch.randn(b, t, c, device="cuda", dtype=DTYPE)
+    w = linear_weights({"q": (c, c), "k": (c, c), "v": (c, c), "o": (c, c)})
+    pos = torch.zeros(t, c, device="cuda", dtype=DTYPE)
+    scale = torch.zeros(c, device="cuda", dtype=DTYPE)
+    dwc = torch.randn(d, 1, kernel, device="cuda", dtype=DTYPE) * kernel ** -0.5
+
+    def focus(z):
+        z = (F.relu(z) + 1e-6) / F.softplus(scale)
+        n = z.norm(dim=-1, keepdim=True)
+        zp = z ** p
+        return zp / zp.norm(dim=-1, keepdim=True) * n
+
+    def forward():
+        q, k, v = x @ w["q"].T, x @ w["k"].T + pos, x @ w["v"].T
+        q, k = focus(q), focus(k)
+        qh, kh, vh = (z.view(b, t, heads, d).transpose(1, 2) for z in (q, k, v))
+        z = 1.0 / (qh @ kh.mean(dim=2, keepdim=True).transpose(-1, -2) + 1e-6)
+        o = (qh @ (kh.transpose(-1, -2) @ vh / t)) * z
+        conv = F.conv1d(vh.reshape(b * heads, t, d).transpose(1, 2), dwc, padding=kernel // 2).transpose(1, 2).reshape(b, heads, t, d)
+        o = (o + conv).transpose(1, 2).reshape(b, t, c)
+        return o @ w["o"].T
+
+    rows.append(row("layer forward", "flatten", False, t, timed(forward), "torch-plain"))
 
 
 def gqa_decode_rows(rows, cache_len=32768, heads=16, kv_heads=4, d=128, batch=1):
@@ -161,7 +248,10 @@ def main():
             sdpa_rows(rows, t, a.tokens, causal)
         lightning_rows(rows, t, a.tokens)
         tpa_rows(rows, t, a.tokens)
+        sas_rows(rows, t, a.tokens)
         print(f"T={t}: {len(rows)} rows", file=sys.stderr, flush=True)
+    agent_rows(rows, a.tokens)
+    flatten_rows(rows, a.tokens)
     gqa_decode_rows(rows)
     result = {
         "device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(), "torch": torch.__version__,

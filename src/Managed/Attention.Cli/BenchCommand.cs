@@ -23,19 +23,75 @@ internal static class BenchCommand
         var backendOption = AttnCli.BackendOption();
         var repeats = new Option<int>("--repeats") { Description = "timed runs per measurement (median reported)", DefaultValueFactory = _ => 5 };
         var json = new Option<FileInfo?>("--json") { Description = "also write the rows as JSON to this file" };
-        var command = new Command("bench", "Measure GFLOP/s of softmax attention and Linear, forward and backward.");
+        var sweep = new Option<bool>("--sweep") { Description = "the full sweep: every kernel and variant over T at B·T = --tokens (bf16 on CUDA; a reduced sweep on the CPU)" };
+        var tokens = new Option<int>("--tokens") { Description = "sweep: B·T of each measurement", DefaultValueFactory = _ => 16384 };
+        var lengths = new Option<int[]>("--lengths") { Description = "sweep: the sequence lengths T", DefaultValueFactory = _ => [512, 1024, 2048, 4096, 8192, 16384], AllowMultipleArgumentsPerToken = true };
+        var variants = new Option<string[]>("--variant") { Description = "sweep: only these variants' layers (default: all)", AllowMultipleArgumentsPerToken = true };
+        var peers = new Option<FileInfo?>("--peers") { Description = "sweep: JSON of bench/peers/torch_peers.py from the same run, joined row by row" };
+        var results = new Option<DirectoryInfo?>("--results") { Description = "sweep: folder for <device>-<yyyymmdd>.json/.md/.svg (default: bench/results below the current folder, else the current folder)" };
+        var command = new Command("bench", "Measure GFLOP/s of softmax attention and Linear, forward and backward; --sweep for every kernel and variant against the PyTorch peers.");
         command.Options.Add(backendOption);
         command.Options.Add(repeats);
         command.Options.Add(json);
+        command.Options.Add(sweep);
+        command.Options.Add(tokens);
+        command.Options.Add(lengths);
+        command.Options.Add(variants);
+        command.Options.Add(peers);
+        command.Options.Add(results);
         command.SetAction(result =>
         {
             int n = result.GetValue(repeats);
+            var error = result.InvocationConfiguration.Error;
             if (n < 1)
             {
-                result.InvocationConfiguration.Error.WriteLine($"--repeats: expected ≥ 1, actual {n}");
+                error.WriteLine($"--repeats: expected ≥ 1, actual {n}");
                 return 2;
             }
             var backend = AttnCli.SelectBackend(result.GetValue(backendOption)!);
+            if (result.GetValue(sweep))
+            {
+                var options = new BenchSweep.Options(result.GetValue(tokens), result.GetValue(lengths) ?? [], n, result.GetValue(variants) ?? []);
+                if (options.Tokens < 1 || options.Lengths.Length == 0 || options.Lengths.Any(t => t < 1))
+                {
+                    error.WriteLine($"--tokens/--lengths: expected positive values, actual {options.Tokens} / [{string.Join(", ", options.Lengths)}]");
+                    return 2;
+                }
+                var unknown = options.Variants.Except(Attention.Native.Variants.LayerConfig.Variants).ToList();
+                if (unknown.Count > 0)
+                {
+                    error.WriteLine($"--variant: expected one of {string.Join(", ", Attention.Native.Variants.LayerConfig.Variants)}, actual {string.Join(", ", unknown)}");
+                    return 2;
+                }
+                IReadOnlyList<BenchReport.Measurement> peerRows = [];
+                if (result.GetValue(peers) is { } peerFile)
+                {
+                    try
+                    {
+                        peerRows = BenchReport.ReadPeers(File.ReadAllText(peerFile.FullName));
+                    }
+                    catch (Exception e) when (e is IOException or InvalidDataException or JsonException or InvalidOperationException or FormatException)
+                    {
+                        error.WriteLine($"--peers: {peerFile.FullName}: {e.Message}");
+                        return 2;
+                    }
+                }
+                var console = AttnCli.Console(result.InvocationConfiguration.Output);
+                if (backend.Kind != BackendKind.Cuda)
+                {
+                    options = BenchSweep.CpuOptions(options);
+                    console.MarkupLine(Markup.Escape($"no CUDA device: the reduced CPU sweep (B·T = {options.Tokens}, T ∈ {{{string.Join(", ", options.Lengths)}}})"));
+                }
+                var ours = BenchSweep.Run(console, backend, options);
+                var joined = BenchReport.Join(ours, peerRows);
+                string device = DevicePeaks.Name(backend);
+                string folder = result.GetValue(results)?.FullName
+                    ?? (Directory.Exists(Path.Combine("bench", "results")) ? Path.Combine("bench", "results") : Directory.GetCurrentDirectory());
+                console.Write(new Text(BenchReport.Markdown(joined, device)));
+                string path = BenchReport.Write(folder, device, DateTime.UtcNow, joined);
+                console.MarkupLine(Markup.Escape($"wrote {path} (and .md, .svg): {joined.Count} rows, {joined.Count(r => r.Peer is not null)} beside a peer"));
+                return 0;
+            }
             var rows = Run(AttnCli.Console(result.InvocationConfiguration.Output), backend, n);
             if (result.GetValue(json) is { } file)
             {

@@ -69,19 +69,21 @@ internal static class BenchReport
             ["peer"] = r.Peer?.Peer,
             ["peer_ms"] = r.Peer?.Ms,
             ["speedup"] = r.Speedup,
+            ["peak_fraction"] = DevicePeaks.Fraction(device, r.Ours.Tflops, r.Ours.Gbps),
         })]),
     };
 
-    public static string Markdown(IReadOnlyList<Row> rows)
+    public static string Markdown(IReadOnlyList<Row> rows, string device = "")
     {
         var sb = new StringBuilder();
-        sb.AppendLine("| kernel | variant | causal | T | ms | TFLOP/s | GB/s | peer | peer ms | speedup |");
-        sb.AppendLine("|---|---|---|---:|---:|---:|---:|---|---:|---:|");
+        sb.AppendLine("| kernel | variant | causal | T | ms | TFLOP/s | GB/s | % of peak | peer | peer ms | speedup |");
+        sb.AppendLine("|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|");
         foreach (var r in rows)
         {
             var m = r.Ours;
+            double? peak = DevicePeaks.Fraction(device, m.Tflops, m.Gbps) * 100;
             sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {m.Kernel} | {m.Variant} | {(m.Causal ? "yes" : "no")} | {m.T} | {m.Ms:F3} | {F(m.Tflops, "F1")} | {F(m.Gbps, "F0")} | {r.Peer?.Peer ?? "—"} | {F(r.Peer?.Ms, "F3")} | {F(r.Speedup, "F2")} |"));
+                $"| {m.Kernel} | {m.Variant} | {(m.Causal ? "yes" : "no")} | {m.T} | {m.Ms:F3} | {F(m.Tflops, "F1")} | {F(m.Gbps, "F0")} | {F(peak, "F0")} | {r.Peer?.Peer ?? "—"} | {F(r.Peer?.Ms, "F3")} | {F(r.Speedup, "F2")} |"));
         }
         return sb.ToString();
     }
@@ -158,7 +160,7 @@ internal static class BenchReport
         Directory.CreateDirectory(folder);
         string stem = Path.Combine(folder, $"{Slug(device)}-{date:yyyyMMdd}");
         File.WriteAllText(stem + ".json", Json(device, date, rows).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
-        File.WriteAllText(stem + ".md", Markdown(rows));
+        File.WriteAllText(stem + ".md", Markdown(rows, device));
         File.WriteAllText(stem + ".svg", Svg(rows));
         return stem + ".json";
     }

@@ -31,6 +31,9 @@ public class GpuAttentionTests
         new(1, 1, 8, 2, 128, 128, true, 6000, 5000, false), // decode: split-KV
         new(2, 1, 4, 1, 256, 256, true, 1024, 1000, false), // decode: split-KV, one KV head, widest heads
         new(1, 2, 16, 1, 192, 128, false, 4096, 4000, false), // MQA decode with MLA widths
+        // Tensor-core forward (bf16/fp16, d 64 and 128, no bias): several query and key tiles, ragged ends, GQA, a cache tail.
+        Full(2, 300, 8, 2, 128, 128, false),
+        new(1, 200, 4, 1, 64, 64, true, 500, 450, false),
     ];
 
     private static IEnumerable<TestCaseData> CaseData() =>
@@ -81,6 +84,22 @@ public class GpuAttentionTests
         dk.Compare($"attention {c} dk", dtype);
         dv.Compare($"attention {c} dv", dtype);
         dbias?.Compare($"attention {c} dbias", dtype);
+    }
+
+    /// <summary>The 16-bit forwards of head width 64 and 128 take the tensor-core kernel (so the cases above test it).</summary>
+    [Test]
+    public void Sixteen_bit_heads_of_64_and_128_take_the_tensor_core_forward()
+    {
+        var gpu = Requires.CudaDevice();
+        Assume.That(gpu.Device.ComputeCapabilityMajor, Is.GreaterThanOrEqualTo(8), "tensor-core kernels need sm_80 or newer");
+        Assume.That(Environment.GetEnvironmentVariable(SoftmaxAttentionTensorCoreCuda.DisableVariable), Is.Not.EqualTo("0"), "tensor cores disabled");
+        foreach (var (dtype, width, expected) in new[] { (DType.BF16, 64, true), (DType.F16, 128, true), (DType.F32, 128, false), (DType.BF16, 96, false) })
+        {
+            using var q = gpu.Zeros(new Shape(1, 70, 4, width), dtype);
+            using var o = gpu.Zeros(q.Shape, dtype);
+            Assert.That(SoftmaxAttentionTensorCoreCuda.Handles(gpu, q, q, q, null, o), Is.EqualTo(expected), $"{dtype} d{width}");
+            Assert.That(SoftmaxAttentionTensorCoreCuda.Handles(gpu, q, q, q, q, o), Is.False, $"{dtype} d{width} with a bias");
+        }
     }
 
     [Test]

@@ -12,6 +12,7 @@ public static class KernelCatalog
         RopeCuda.Program,
         RmsNormCuda.Program,
         SoftmaxAttentionCuda.Program,
+        SoftmaxAttentionTensorCoreCuda.Program,
         PointwiseCuda.Program,
         ColumnsCuda.Program,
         LrpeCuda.Program,

@@ -33,7 +33,7 @@ namespace Attention.Native.Ops
 
         /// <summary>The kernels' by-value shape argument (struct AttentionShape in attention.cu, field for field).</summary>
         [StructLayout(LayoutKind.Sequential)]
-        private readonly record struct Shape(int Batch, int Tq, int Heads, int Dqk, int Tk, int KvHeads, int Dv, int Length, float Scale, int Causal);
+        internal readonly record struct Shape(int Batch, int Tq, int Heads, int Dqk, int Tk, int KvHeads, int Dv, int Length, float Scale, int Causal);
 
         public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, AttentionOptions options)
         {
@@ -46,6 +46,12 @@ namespace Attention.Native.Ops
             var shape = ShapeOf(d, options);
             int qTiles = CeilDiv(d.Tq, QueryRowsPerBlock);
             var (splits, keysPerSplit) = PlanSplits(backend.Device.MultiprocessorCount, (long)qTiles * d.H * d.B, d.Length);
+            // Tensor cores whenever they apply, except where few query rows face a long cache (decode): that is split-KV's case.
+            if (splits == 1 && SoftmaxAttentionTensorCoreCuda.Handles(backend, q, k, v, bias, o))
+            {
+                SoftmaxAttentionTensorCoreCuda.Forward(backend, q, k, v, o, lse, shape);
+                return;
+            }
             long rows = (long)d.B * d.H * d.Tq;
             var partialO = Interop.CUdeviceptr.Null;
             var partialMl = Interop.CUdeviceptr.Null;
@@ -103,6 +109,13 @@ namespace Attention.Native.Ops
             deltaArgs.Add(Ptr(dO));
             deltaArgs.Add(shape);
             backend.Kernel(Program, DeltaKernel[q.DType]).Launch(Dim3.CeilDiv(rows, Warps), Threads, 0, backend.Stream, deltaArgs);
+
+            // Tensor cores for the same problems as the forward (dO stands in for o: same shape and type).
+            if (dbias is null && SoftmaxAttentionTensorCoreCuda.Handles(backend, q, k, v, bias, dO))
+            {
+                SoftmaxAttentionTensorCoreCuda.Backward(backend, q, k, v, dO, lse, delta, dq, dk, dv, shape);
+                return;
+            }
 
             if (dq is not null || dbias is not null)
             {

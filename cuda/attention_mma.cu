@@ -1,0 +1,511 @@
+// Attention.Native: softmax attention forward and backward on tensor cores (bf16/fp16 storage, fp32 accumulation; sm_80+).
+// The fast path of attention.cu for head widths 64 and 128 (d_qk = d_v) without a bias: same layouts, same outputs (o and
+// the row log-sum-exp; gradients added into dq, dk, dv), held to the same parity tests.
+//
+// FlashAttention-2's schedule: a block owns 64 query rows (16 per warp, kept in registers as mma A fragments), walks the
+// key tiles of 64 with an online softmax, and never writes scores out. K and V tiles stream in with cp.async, each load
+// overlapping the other's math (K(j+1) arrives during P·V(j), V(j+1) during Q·K(j+1)ᵀ). Tiles past a causal row's last
+// key are never loaded. Shared rows are swizzled (16-byte chunk c of row r stored at c ^ (r % 8)) so ldmatrix's eight
+// row reads hit eight different bank groups.
+#include "common.cuh"
+#include "attention_shape.cuh"
+#include "mma.cuh"
+
+#define MMA_WARPS 4
+#define MMA_THREADS (MMA_WARPS * 32)
+#define MMA_BQ (MMA_WARPS * 16) // query rows per block
+#define MMA_BK 64               // keys per tile
+#define LOG2E 1.4426950408889634f
+
+// Element offset of (row, 8-wide chunk) in a swizzled tile of `width` 16-bit columns.
+__device__ __forceinline__ int swizzled(int row, int chunk, int width)
+{
+    return row * width + ((chunk ^ (row & 7)) << 3);
+}
+
+// rows [row0, row0 + rows_in_tile) of a token-major [B, T, heads, D] tensor (head `head`) → a swizzled shared tile;
+// rows ≥ `rows_valid` are zero-filled.
+template <typename T, int D>
+__device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_tile, int row0, int rows_valid, int b, int t_len,
+                                          int heads, int head)
+{
+    constexpr int chunks = D / 8;
+    for (int e = threadIdx.x; e < rows_in_tile * chunks; e += MMA_THREADS) {
+        const int r = e / chunks, c = e % chunks, i = row0 + r;
+        const bool valid = i < rows_valid;
+        const T* from = src + ((((index_t)b * t_len + (valid ? i : 0)) * heads + head) * D + c * 8);
+        cp_async_16(tile + swizzled(r, c, D), from, valid);
+    }
+}
+
+// Forward. grid (ceil(Tq / 64), H, B), block MMA_THREADS, dynamic shared memory 3·64·D·sizeof(T) (Q, K, V tiles).
+// Block x takes query tile (tiles − 1 − x): with a causal mask the longest rows start first.
+template <typename T, int D>
+__global__ void __launch_bounds__(MMA_THREADS)
+attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __restrict__ q, const T* __restrict__ k,
+                      const T* __restrict__ v, AttentionShape s)
+{
+    extern __shared__ float smem[];
+    T* qs = reinterpret_cast<T*>(smem);
+    T* ks = qs + MMA_BQ * D;
+    T* vs = ks + MMA_BK * D;
+
+    const int q_tiles = (s.tq + MMA_BQ - 1) / MMA_BQ;
+    const int tile = q_tiles - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int g = h / (s.heads / s.kv_heads);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row0 = tile * MMA_BQ;
+    const int keys = attention_tile_keys(s, row0, MMA_BQ);
+    // Rows of this block see at least this many keys: tiles wholly below it need no mask.
+    const int unmasked = attention_visible(s, row0);
+
+    // Group 1: Q and K(0); group 2: V(0).
+    load_tile<T, D>(qs, q, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
+    load_tile<T, D>(ks, k, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
+    cp_async_commit();
+    load_tile<T, D>(vs, v, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
+    cp_async_commit();
+
+    // This lane's two rows (g = lane / 4 and g + 8 of the warp's 16) and their key limits.
+    const int my_row = row0 + warp * 16 + lane / 4;
+    const int visible[2] = {my_row < s.tq ? attention_visible(s, my_row) : keys,
+                            my_row + 8 < s.tq ? attention_visible(s, my_row + 8) : keys};
+    const float scale_log2 = s.scale * LOG2E; // scores in log2 units: exp2 is one instruction
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+    frag_c acc[D / 8];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+        frag_zero(acc[n]);
+    }
+    frag_a qf[D / 16];
+
+    // ldmatrix row addresses: lane feeds row (lane % 8) of matrix (lane / 8).
+    const int mi = lane / 8, mr = lane % 8;
+    const int tiles = (keys + MMA_BK - 1) / MMA_BK;
+    for (int j = 0; j < tiles; ++j) {
+        const int kb = j * MMA_BK;
+        cp_async_wait<1>(); // K(j) (and at j = 0, Q) has landed; V(j) may still be in flight
+        __syncthreads();
+        if (j == 0) {
+            // Matrices: rows 0–7 / 8–15 × columns 0–7 / 8–15 of each 16×16 block → r[0..3] of the A fragment.
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                ldmatrix_x4(qf[kk].r, qs + swizzled(warp * 16 + (mi & 1) * 8 + mr, kk * 2 + (mi >> 1), D));
+            }
+        }
+
+        // S = Q·K(j)ᵀ for the warp's 16 rows × 64 keys. B = Kᵀ: column n of B is key n, read straight from K's rows.
+        frag_c sc[MMA_BK / 8];
+#pragma unroll
+        for (int n = 0; n < MMA_BK / 8; ++n) {
+            frag_zero(sc[n]);
+        }
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+            for (int n = 0; n < MMA_BK / 8; n += 2) {
+                // Matrices: keys of block n, then n + 1; columns kk·16 + 0–7, then + 8–15.
+                unsigned r[4];
+                ldmatrix_x4(r, ks + swizzled((n + (mi >> 1)) * 8 + mr, kk * 2 + (mi & 1), D));
+                const frag_b b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
+                mma_16816<T>(sc[n], qf[kk], b0);
+                mma_16816<T>(sc[n + 1], qf[kk], b1);
+            }
+        }
+        __syncthreads(); // every warp is done with K(j)
+        if (j + 1 < tiles) {
+            load_tile<T, D>(ks, k, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+        }
+        cp_async_commit(); // (possibly empty) so the group count stays uniform
+
+        // Online softmax over this tile for rows g (c[0], c[1]) and g + 8 (c[2], c[3]).
+        const bool mask = kb + MMA_BK > unmasked;
+        float tile_max[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+        for (int n = 0; n < MMA_BK / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = kb + n * 8 + (lane % 4) * 2 + (e & 1);
+                float x = sc[n].c[e] * scale_log2;
+                if (mask && key >= visible[e >> 1]) {
+                    x = NEG_INF;
+                }
+                sc[n].c[e] = x;
+                tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
+            }
+        }
+        float correction[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            // The row's 64 scores live in the 4 lanes of a quad.
+            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+            const float m_new = fmaxf(m[r], tile_max[r]);
+            const float base = m_new == NEG_INF ? 0.0f : m_new; // nothing visible yet: keep exponents finite
+            correction[r] = exp2f(m[r] - base);
+            m[r] = m_new;
+            l[r] *= correction[r];
+        }
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            acc[n].c[0] *= correction[0];
+            acc[n].c[1] *= correction[0];
+            acc[n].c[2] *= correction[1];
+            acc[n].c[3] *= correction[1];
+        }
+        // P = exp2(x − m) rounded to T, packed straight into A fragments: the C layout of S columns 16kk…16kk+15 is
+        // the A layout of P's k-block kk.
+        frag_a pf[MMA_BK / 16];
+#pragma unroll
+        for (int n = 0; n < MMA_BK / 8; ++n) {
+            float p[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float base = m[e >> 1] == NEG_INF ? 0.0f : m[e >> 1];
+                p[e] = exp2f(sc[n].c[e] - base);
+            }
+            const unsigned top = pack2<T>(p[0], p[1]), bottom = pack2<T>(p[2], p[3]);
+            l[0] += p[0] + p[1];
+            l[1] += p[2] + p[3];
+            pf[n / 2].r[(n & 1) * 2 + 0] = top;
+            pf[n / 2].r[(n & 1) * 2 + 1] = bottom;
+        }
+
+        cp_async_wait<1>(); // V(j) has landed; K(j + 1) may still be in flight
+        __syncthreads();
+        // O += P·V(j). B = V: rows are keys, so each fragment is a transposed 8×8 read.
+#pragma unroll
+        for (int kk = 0; kk < MMA_BK / 16; ++kk) {
+#pragma unroll
+            for (int n = 0; n < D / 8; n += 2) {
+                // Matrices: keys kk·16 + 0–7, then + 8–15; columns of block n, then n + 1.
+                unsigned r[4];
+                ldmatrix_x4_trans(r, vs + swizzled(kk * 16 + (mi & 1) * 8 + mr, n + (mi >> 1), D));
+                const frag_b b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
+                mma_16816<T>(acc[n], pf[kk], b0);
+                mma_16816<T>(acc[n + 1], pf[kk], b1);
+            }
+        }
+        __syncthreads(); // every warp is done with V(j)
+        if (j + 1 < tiles) {
+            load_tile<T, D>(vs, v, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+        }
+        cp_async_commit();
+    }
+    cp_async_wait<0>();
+
+    // Row sums are spread over the quad like the scores.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = my_row + r * 8;
+        if (i >= s.tq) {
+            continue;
+        }
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        T* out = o + (((index_t)b * s.tq + i) * s.heads + h) * D + (lane % 4) * 2;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            out[n * 8] = from_float<T>(acc[n].c[r * 2] * inv);
+            out[n * 8 + 1] = from_float<T>(acc[n].c[r * 2 + 1] * inv);
+        }
+        if (lane % 4 == 0) {
+            // Natural-log units, as attention.cu writes it: ln Σ exp(scale·s) = (m + log2 l)·ln 2.
+            lse[((index_t)b * s.heads + h) * s.tq + i] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : NEG_INF;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Backward on tensor cores, as attention.cu's: delta = rowsum(dO ∘ O) comes from attention_backward_delta; then one
+// kernel per query tile for dq and one per key tile for dk, dv (summed over the KV group's heads), each recomputing
+// P = exp(scale·q·k − lse) from the saved log-sum-exp, so no atomics and no T×T buffer. Gradients are added into dq, dk,
+// dv as they are (the op's contract).
+
+// A-fragments of the warp's 16 rows × 16 columns (column block kk) of a swizzled tile, rows row0 + 0…15.
+template <int D>
+__device__ __forceinline__ void load_a(frag_a& f, const void* tile, int row0, int kk, int lane)
+{
+    const int mi = lane / 8, mr = lane % 8;
+    ldmatrix_x4(f.r, static_cast<const unsigned short*>(tile) + swizzled(row0 + (mi & 1) * 8 + mr, kk * 2 + (mi >> 1), D));
+}
+
+// B-fragments for key/row blocks n and n + 1 (8 rows each) × column block kk of a swizzled tile whose rows are B's
+// columns (B = tileᵀ): b0 for block n, b1 for block n + 1.
+template <int D>
+__device__ __forceinline__ void load_bt(frag_b& b0, frag_b& b1, const void* tile, int n, int kk, int lane)
+{
+    const int mi = lane / 8, mr = lane % 8;
+    unsigned r[4];
+    ldmatrix_x4(r, static_cast<const unsigned short*>(tile) + swizzled((n + (mi >> 1)) * 8 + mr, kk * 2 + (mi & 1), D));
+    b0 = {{r[0], r[1]}};
+    b1 = {{r[2], r[3]}};
+}
+
+// B-fragments for rows kk·16 … +15 (B's k) × column blocks n and n + 1 (B's n) of a swizzled tile used as B directly.
+template <int D>
+__device__ __forceinline__ void load_b(frag_b& b0, frag_b& b1, const void* tile, int kk, int n, int lane)
+{
+    const int mi = lane / 8, mr = lane % 8;
+    unsigned r[4];
+    ldmatrix_x4_trans(r, static_cast<const unsigned short*>(tile) + swizzled(kk * 16 + (mi & 1) * 8 + mr, n + (mi >> 1), D));
+    b0 = {{r[0], r[1]}};
+    b1 = {{r[2], r[3]}};
+}
+
+// C fragments of 16 × 16·K columns → A fragments (rounded to T): the C layout of columns 16kk…16kk+15 is the A layout.
+template <typename T, int N>
+__device__ __forceinline__ void c_to_a(frag_a (&a)[N / 2], const frag_c (&c)[N])
+{
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+        a[n / 2].r[(n & 1) * 2 + 0] = pack2<T>(c[n].c[0], c[n].c[1]);
+        a[n / 2].r[(n & 1) * 2 + 1] = pack2<T>(c[n].c[2], c[n].c[3]);
+    }
+}
+
+// dq. grid (ceil(Tq / 64), H, B), block MMA_THREADS, dynamic shared memory 4·64·D·sizeof(T) (Q, dO, K, V tiles).
+// Per key tile: S = Q·Kᵀ, P = exp(scale·S − lse), dP = dO·Vᵀ, dS = P ∘ (dP − delta), dQ += dS·K.
+template <typename T, int D>
+__global__ void __launch_bounds__(MMA_THREADS)
+attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                          const T* __restrict__ d_o, const float* __restrict__ lse, const float* __restrict__ delta,
+                          AttentionShape s)
+{
+    extern __shared__ float smem[];
+    T* qs = reinterpret_cast<T*>(smem);
+    T* dos = qs + MMA_BQ * D;
+    T* ks = dos + MMA_BQ * D;
+    T* vs = ks + MMA_BK * D;
+
+    const int q_tiles = (s.tq + MMA_BQ - 1) / MMA_BQ;
+    const int tile = q_tiles - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int g = h / (s.heads / s.kv_heads);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row0 = tile * MMA_BQ;
+    const int keys = attention_tile_keys(s, row0, MMA_BQ);
+    const int unmasked = attention_visible(s, row0);
+    load_tile<T, D>(qs, q, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
+    load_tile<T, D>(dos, d_o, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
+    cp_async_commit();
+
+    const int my_row = row0 + warp * 16 + lane / 4;
+    int visible[2];
+    float row_lse[2], row_delta[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = my_row + r * 8;
+        const bool live = i < s.tq;
+        visible[r] = live ? attention_visible(s, i) : 0;
+        row_lse[r] = live ? lse[((index_t)b * s.heads + h) * s.tq + i] * LOG2E : 0.0f;
+        row_delta[r] = live ? delta[((index_t)b * s.heads + h) * s.tq + i] : 0.0f;
+    }
+    const float scale_log2 = s.scale * LOG2E;
+    frag_c acc[D / 8];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+        frag_zero(acc[n]);
+    }
+
+    for (int kb = 0; kb < keys; kb += MMA_BK) {
+        __syncthreads(); // the previous K, V tiles are consumed
+        load_tile<T, D>(ks, k, MMA_BK, kb, keys, b, s.tk, s.kv_heads, g);
+        load_tile<T, D>(vs, v, MMA_BK, kb, keys, b, s.tk, s.kv_heads, g);
+        cp_async_commit();
+        cp_async_wait<0>();
+        __syncthreads();
+
+        frag_c sc[MMA_BK / 8], dp[MMA_BK / 8];
+#pragma unroll
+        for (int n = 0; n < MMA_BK / 8; ++n) {
+            frag_zero(sc[n]);
+            frag_zero(dp[n]);
+        }
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            frag_a qa, da;
+            load_a<D>(qa, qs, warp * 16, kk, lane);
+            load_a<D>(da, dos, warp * 16, kk, lane);
+#pragma unroll
+            for (int n = 0; n < MMA_BK / 8; n += 2) {
+                frag_b b0, b1;
+                load_bt<D>(b0, b1, ks, n, kk, lane);
+                mma_16816<T>(sc[n], qa, b0);
+                mma_16816<T>(sc[n + 1], qa, b1);
+                load_bt<D>(b0, b1, vs, n, kk, lane);
+                mma_16816<T>(dp[n], da, b0);
+                mma_16816<T>(dp[n + 1], da, b1);
+            }
+        }
+        const bool mask = kb + MMA_BK > unmasked;
+#pragma unroll
+        for (int n = 0; n < MMA_BK / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = kb + n * 8 + (lane % 4) * 2 + (e & 1), r = e >> 1;
+                const bool live = !mask || key < visible[r];
+                const float p = live ? exp2f(sc[n].c[e] * scale_log2 - row_lse[r]) : 0.0f;
+                sc[n].c[e] = p * (dp[n].c[e] - row_delta[r]); // dS
+            }
+        }
+        frag_a ds[MMA_BK / 16];
+        c_to_a<T, MMA_BK / 8>(ds, sc);
+#pragma unroll
+        for (int kk = 0; kk < MMA_BK / 16; ++kk) {
+#pragma unroll
+            for (int n = 0; n < D / 8; n += 2) {
+                frag_b b0, b1;
+                load_b<D>(b0, b1, ks, kk, n, lane);
+                mma_16816<T>(acc[n], ds[kk], b0);
+                mma_16816<T>(acc[n + 1], ds[kk], b1);
+            }
+        }
+    }
+    cp_async_wait<0>(); // no copy may outlive the block (with no visible key the loop never waited)
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = my_row + r * 8;
+        if (i >= s.tq) {
+            continue;
+        }
+        T* out = dq + (((index_t)b * s.tq + i) * s.heads + h) * D + (lane % 4) * 2;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            out[n * 8] = from_float<T>(to_float(out[n * 8]) + acc[n].c[r * 2] * s.scale);
+            out[n * 8 + 1] = from_float<T>(to_float(out[n * 8 + 1]) + acc[n].c[r * 2 + 1] * s.scale);
+        }
+    }
+}
+
+#define MMA_BQ_DKV 32 // query rows per step of the dk/dv kernel (keeps its two accumulators in registers)
+
+// dk, dv. grid (ceil(length / 64), G, B), block MMA_THREADS, dynamic shared memory 2·64·D·sizeof(T) (K, V) +
+// 2·32·D·sizeof(T) (Q, dO) + 2·32 floats (lse, delta). Warp w owns keys w·16…; per head of the group and query step:
+// Sᵀ = K·Qᵀ, Pᵀ = exp(scale·Sᵀ − lse), dPᵀ = V·dOᵀ, dSᵀ = Pᵀ ∘ (dPᵀ − delta), dV += Pᵀ·dO, dK += dSᵀ·Q.
+template <typename T, int D>
+__global__ void __launch_bounds__(MMA_THREADS)
+attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict__ q, const T* __restrict__ k,
+                            const T* __restrict__ v, const T* __restrict__ d_o, const float* __restrict__ lse,
+                            const float* __restrict__ delta, AttentionShape s)
+{
+    extern __shared__ float smem[];
+    T* ks = reinterpret_cast<T*>(smem);
+    T* vs = ks + MMA_BK * D;
+    T* qs = vs + MMA_BK * D;
+    T* dos = qs + MMA_BQ_DKV * D;
+    float* lses = reinterpret_cast<float*>(dos + MMA_BQ_DKV * D);
+    float* deltas = lses + MMA_BQ_DKV;
+
+    const int kb = blockIdx.x * MMA_BK, g = blockIdx.y, b = blockIdx.z;
+    const int group = s.heads / s.kv_heads;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    load_tile<T, D>(ks, k, MMA_BK, kb, s.length, b, s.tk, s.kv_heads, g);
+    load_tile<T, D>(vs, v, MMA_BK, kb, s.length, b, s.tk, s.kv_heads, g);
+    cp_async_commit();
+
+    // Query i sees key j when j < visible(i): with a causal mask the first query that sees key kb is kb − (length − Tq).
+    const int first = s.causal && kb > s.length - s.tq ? kb - (s.length - s.tq) : 0;
+    const int q_begin = first / MMA_BQ_DKV * MMA_BQ_DKV;
+    const int my_key = kb + warp * 16 + lane / 4; // this lane's keys: my_key and my_key + 8
+    const float scale_log2 = s.scale * LOG2E;
+    frag_c dk_acc[D / 8], dv_acc[D / 8];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+        frag_zero(dk_acc[n]);
+        frag_zero(dv_acc[n]);
+    }
+
+    for (int hh = 0; hh < group; ++hh) {
+        const int h = g * group + hh;
+        for (int i0 = q_begin; i0 < s.tq; i0 += MMA_BQ_DKV) {
+            __syncthreads(); // the previous Q, dO tiles are consumed
+            load_tile<T, D>(qs, q, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
+            load_tile<T, D>(dos, d_o, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
+            cp_async_commit();
+            for (int e = threadIdx.x; e < MMA_BQ_DKV; e += MMA_THREADS) {
+                const int i = i0 + e;
+                lses[e] = i < s.tq ? lse[((index_t)b * s.heads + h) * s.tq + i] * LOG2E : 0.0f;
+                deltas[e] = i < s.tq ? delta[((index_t)b * s.heads + h) * s.tq + i] : 0.0f;
+            }
+            cp_async_wait<0>();
+            __syncthreads();
+
+            frag_c st[MMA_BQ_DKV / 8], dpt[MMA_BQ_DKV / 8];
+#pragma unroll
+            for (int n = 0; n < MMA_BQ_DKV / 8; ++n) {
+                frag_zero(st[n]);
+                frag_zero(dpt[n]);
+            }
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                frag_a ka, va;
+                load_a<D>(ka, ks, warp * 16, kk, lane);
+                load_a<D>(va, vs, warp * 16, kk, lane);
+#pragma unroll
+                for (int n = 0; n < MMA_BQ_DKV / 8; n += 2) {
+                    frag_b b0, b1;
+                    load_bt<D>(b0, b1, qs, n, kk, lane);
+                    mma_16816<T>(st[n], ka, b0);
+                    mma_16816<T>(st[n + 1], ka, b1);
+                    load_bt<D>(b0, b1, dos, n, kk, lane);
+                    mma_16816<T>(dpt[n], va, b0);
+                    mma_16816<T>(dpt[n + 1], va, b1);
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < MMA_BQ_DKV / 8; ++n) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int col = n * 8 + (lane % 4) * 2 + (e & 1), i = i0 + col;
+                    const int key = my_key + (e >> 1) * 8;
+                    const bool live = i < s.tq && key < attention_visible(s, i);
+                    const float p = live ? exp2f(st[n].c[e] * scale_log2 - lses[col]) : 0.0f;
+                    st[n].c[e] = p;                                 // Pᵀ
+                    dpt[n].c[e] = p * (dpt[n].c[e] - deltas[col]); // dSᵀ
+                }
+            }
+            frag_a pa[MMA_BQ_DKV / 16], dsa[MMA_BQ_DKV / 16];
+            c_to_a<T, MMA_BQ_DKV / 8>(pa, st);
+            c_to_a<T, MMA_BQ_DKV / 8>(dsa, dpt);
+#pragma unroll
+            for (int kk = 0; kk < MMA_BQ_DKV / 16; ++kk) {
+#pragma unroll
+                for (int n = 0; n < D / 8; n += 2) {
+                    frag_b b0, b1;
+                    load_b<D>(b0, b1, dos, kk, n, lane);
+                    mma_16816<T>(dv_acc[n], pa[kk], b0);
+                    mma_16816<T>(dv_acc[n + 1], pa[kk], b1);
+                    load_b<D>(b0, b1, qs, kk, n, lane);
+                    mma_16816<T>(dk_acc[n], dsa[kk], b0);
+                    mma_16816<T>(dk_acc[n + 1], dsa[kk], b1);
+                }
+            }
+        }
+    }
+    cp_async_wait<0>(); // no copy may outlive the block (with no query to visit the loop never waited)
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int j = my_key + r * 8;
+        if (j >= s.length) {
+            continue; // keys past the valid length get no gradient
+        }
+        const index_t at = (((index_t)b * s.tk + j) * s.kv_heads + g) * D + (lane % 4) * 2;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            if (dk != nullptr) {
+                dk[at + n * 8] = from_float<T>(to_float(dk[at + n * 8]) + dk_acc[n].c[r * 2] * s.scale);
+                dk[at + n * 8 + 1] = from_float<T>(to_float(dk[at + n * 8 + 1]) + dk_acc[n].c[r * 2 + 1] * s.scale);
+            }
+            if (dv != nullptr) {
+                dv[at + n * 8] = from_float<T>(to_float(dv[at + n * 8]) + dv_acc[n].c[r * 2]);
+                dv[at + n * 8 + 1] = from_float<T>(to_float(dv[at + n * 8 + 1]) + dv_acc[n].c[r * 2 + 1]);
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+using System.Diagnostics;
+
+namespace Attention.Native.Tests.Kernels;
+
+/// <summary>
+/// The attention kernels run on the CPU under tests/emulation's thread-level CUDA emulation (barriers, shuffles, and the
+/// tensor-core fragments of ldmatrix/mma.sync written from the PTX ISA) against double-precision references, so a logic or
+/// fragment-layout error fails here, on a machine without a GPU. Needs the source tree and g++ (C++20).
+/// </summary>
+[Category("Kernels")]
+public class KernelEmulationTests
+{
+    [Test]
+    public void Attention_kernels_match_the_reference_under_cpu_emulation()
+    {
+        string? root = AppContext.BaseDirectory;
+        while (root is not null && !File.Exists(Path.Combine(root, "Attention.Native.sln")))
+        {
+            root = Path.GetDirectoryName(root);
+        }
+        if (root is null)
+        {
+            Assert.Ignore("no source tree above the test assembly (a deployed bundle): tests/emulation/run.sh not found");
+        }
+        if (!ExistsOnPath("g++"))
+        {
+            Assert.Ignore("no g++ on PATH: the kernel emulation needs a C++20 compiler");
+        }
+        var start = new ProcessStartInfo("bash", [Path.Combine(root, "tests", "emulation", "run.sh")])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var process = Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        TestContext.Out.WriteLine(output);
+        Assert.That(process.ExitCode, Is.Zero, $"tests/emulation/run.sh exited {process.ExitCode}:\n{output}\n{stderr.Result}");
+        // One summary line per harness (CUDA-core kernels, tensor-core forward), each with no failing case.
+        Assert.That(output.Split('\n').Count(line => line == "0 failing"), Is.EqualTo(2), output);
+    }
+
+    private static bool ExistsOnPath(string program) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator).Any(dir => File.Exists(Path.Combine(dir, program)));
+}

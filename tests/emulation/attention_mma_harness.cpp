@@ -1,0 +1,121 @@
+// cuda/attention_mma.cu (bf16: forward, dq, dk/dv) under the emulation of cuda_shim.h + mma_shim.h against a
+// double-precision reference computed on the same bf16-rounded inputs. The backward takes the kernel's own lse and a
+// delta = rowsum(dO ∘ O) from the reference O, as attention_backward_delta would give it; gradients are added into
+// nonzero starting values. Tolerance: design.md's 16-bit one, 2e-2·(1 + max|ref|); a misplaced fragment
+// gives errors of order 1.
+#include "cuda_shim.h"
+#include "mma_shim.h"
+#include "attention_mma.emu.cpp"
+#include <random>
+#include <algorithm>
+
+struct P { int B, Tq, H, G, D, Tk, L; bool causal; };
+
+static double check(const char* name, const std::vector<float>& got, const std::vector<double>& ref)
+{
+    double maxref = 0, maxerr = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        maxref = std::max(maxref, std::fabs(ref[i]));
+        maxerr = std::max(maxerr, std::isnan(got[i]) ? 1e9 : std::fabs(ref[i] - got[i]));
+    }
+    double rel = maxerr / (1 + maxref);
+    printf("  %-4s rel %.2e %s\n", name, rel, rel <= 2e-2 ? "ok" : "FAIL");
+    return rel;
+}
+
+template <int D>
+static void launch_backward(std::vector<bf16_t>& dq, std::vector<bf16_t>& dk, std::vector<bf16_t>& dv, const std::vector<bf16_t>& q,
+                            const std::vector<bf16_t>& k, const std::vector<bf16_t>& v, const std::vector<bf16_t>& dO,
+                            const std::vector<float>& lse, const std::vector<float>& delta, AttentionShape s)
+{
+    emu_launch(dim3{(unsigned)((s.tq + MMA_BQ - 1) / MMA_BQ), (unsigned)s.heads, (unsigned)s.batch}, dim3{MMA_THREADS}, [&] {
+        attention_backward_dq_mma<bf16_t, D>(dq.data(), q.data(), k.data(), v.data(), dO.data(), lse.data(), delta.data(), s); });
+    emu_launch(dim3{(unsigned)((s.length + MMA_BK - 1) / MMA_BK), (unsigned)s.kv_heads, (unsigned)s.batch}, dim3{MMA_THREADS}, [&] {
+        attention_backward_dkdv_mma<bf16_t, D>(dk.data(), dv.data(), q.data(), k.data(), v.data(), dO.data(), lse.data(), delta.data(), s); });
+}
+
+template <int D>
+static void launch(std::vector<bf16_t>& o, std::vector<float>& lse, const std::vector<bf16_t>& q, const std::vector<bf16_t>& k,
+                   const std::vector<bf16_t>& v, AttentionShape s)
+{
+    emu_launch(dim3{(unsigned)((s.tq + MMA_BQ - 1) / MMA_BQ), (unsigned)s.heads, (unsigned)s.batch}, dim3{MMA_THREADS}, [&] {
+        attention_forward_mma<bf16_t, D>(o.data(), lse.data(), q.data(), k.data(), v.data(), s); });
+}
+
+int run(P p)
+{
+    std::mt19937 rng(p.B * 131 + p.Tq * 7 + p.L + p.D);
+    std::normal_distribution<float> nd;
+    auto vec = [&](size_t n) { std::vector<bf16_t> v(n); for (auto& x : v) x = from_float<bf16_t>(nd(rng)); return v; };
+    int H = p.H, G = p.G, D = p.D, group = H / G;
+    auto q = vec((size_t)p.B * p.Tq * H * D), k = vec((size_t)p.B * p.Tk * G * D), v = vec((size_t)p.B * p.Tk * G * D);
+    // Cache rows at or past L hold garbage that must never count.
+    for (int b = 0; b < p.B; ++b) for (int j = p.L; j < p.Tk; ++j) for (int c = 0; c < G * D; ++c) {
+        k[((size_t)b * p.Tk + j) * G * D + c] = from_float<bf16_t>(1000); v[((size_t)b * p.Tk + j) * G * D + c] = from_float<bf16_t>(1000);
+    }
+    float scale = 1.0f / std::sqrt((float)D);
+    auto dO = vec((size_t)p.B * p.Tq * H * D);
+    auto dq = vec(q.size()), dk = vec(k.size()), dv = vec(v.size());
+    auto F = [](const std::vector<bf16_t>& x, size_t i) { return (double)to_float(x[i]); };
+    std::vector<double> o_ref((size_t)p.B * p.Tq * H * D), lse_ref((size_t)p.B * H * p.Tq), delta_ref(lse_ref.size());
+    std::vector<double> dq_ref(dq.size()), dk_ref(dk.size()), dv_ref(dv.size());
+    for (size_t i = 0; i < dq.size(); ++i) dq_ref[i] = F(dq, i);
+    for (size_t i = 0; i < dk.size(); ++i) { dk_ref[i] = F(dk, i); dv_ref[i] = F(dv, i); }
+    for (int b = 0; b < p.B; ++b) for (int h = 0; h < H; ++h) for (int i = 0; i < p.Tq; ++i) {
+        int g = h / group, vis = p.causal ? std::min(p.L, p.L - p.Tq + i + 1) : p.L;
+        size_t qi = (((size_t)b * p.Tq + i) * H + h) * D;
+        auto kj = [&](int j) { return (((size_t)b * p.Tk + j) * G + g) * D; };
+        std::vector<double> s(vis);
+        double m = -1e300, sum = 0;
+        for (int j = 0; j < vis; ++j) {
+            double d = 0;
+            for (int c = 0; c < D; ++c) d += F(q, qi + c) * F(k, kj(j) + c);
+            s[j] = d * scale; m = std::max(m, s[j]);
+        }
+        for (int j = 0; j < vis; ++j) { s[j] = std::exp(s[j] - m); sum += s[j]; }
+        lse_ref[((size_t)b * H + h) * p.Tq + i] = m + std::log(sum);
+        for (int j = 0; j < vis; ++j) s[j] /= sum;
+        for (int j = 0; j < vis; ++j) for (int c = 0; c < D; ++c) o_ref[qi + c] += s[j] * F(v, kj(j) + c);
+        double delta = 0;
+        for (int c = 0; c < D; ++c) delta += o_ref[qi + c] * F(dO, qi + c);
+        delta_ref[((size_t)b * H + h) * p.Tq + i] = delta;
+        for (int j = 0; j < vis; ++j) {
+            double dp = 0;
+            for (int c = 0; c < D; ++c) dp += F(dO, qi + c) * F(v, kj(j) + c);
+            double ds = s[j] * (dp - delta);
+            for (int c = 0; c < D; ++c) {
+                dq_ref[qi + c] += scale * ds * F(k, kj(j) + c);
+                dk_ref[kj(j) + c] += scale * ds * F(q, qi + c);
+                dv_ref[kj(j) + c] += s[j] * F(dO, qi + c);
+            }
+        }
+    }
+    AttentionShape sh{p.B, p.Tq, H, D, p.Tk, G, D, p.L, scale, p.causal ? 1 : 0};
+    std::vector<bf16_t> o(o_ref.size());
+    std::vector<float> lse(lse_ref.size());
+    if (D == 64) launch<64>(o, lse, q, k, v, sh); else launch<128>(o, lse, q, k, v, sh);
+    std::vector<float> of(o.size());
+    for (size_t i = 0; i < o.size(); ++i) of[i] = to_float(o[i]);
+    printf("B%d Tq%d H%d G%d D%d Tk%d L%d causal%d\n", p.B, p.Tq, H, G, D, p.Tk, p.L, p.causal);
+    double worst = std::max(check("o", of, o_ref), check("lse", lse, lse_ref));
+    std::vector<float> delta(delta_ref.begin(), delta_ref.end());
+    if (D == 64) launch_backward<64>(dq, dk, dv, q, k, v, dO, lse, delta, sh); else launch_backward<128>(dq, dk, dv, q, k, v, dO, lse, delta, sh);
+    auto floats = [](const std::vector<bf16_t>& x) { std::vector<float> f(x.size()); for (size_t i = 0; i < x.size(); ++i) f[i] = to_float(x[i]); return f; };
+    worst = std::max(worst, check("dq", floats(dq), dq_ref));
+    worst = std::max(worst, check("dk", floats(dk), dk_ref));
+    worst = std::max(worst, check("dv", floats(dv), dv_ref));
+    return worst <= 2e-2 ? 0 : 1;
+}
+
+int main()
+{
+    int fails = 0;
+    fails += run({1, 1, 1, 1, 64, 1, 1, false});        // one row, one key
+    fails += run({2, 7, 4, 2, 64, 7, 7, true});          // partial tiles, GQA
+    fails += run({1, 130, 2, 1, 128, 130, 130, true});   // three query tiles, three key tiles, causal skipping
+    fails += run({1, 100, 2, 2, 64, 100, 100, false});   // non-causal, ragged last tile
+    fails += run({1, 70, 2, 1, 128, 300, 260, true});    // a prefill chunk against a longer cache with garbage past L
+    fails += run({1, 3, 8, 2, 64, 300, 200, false});     // few rows, many keys, KeyLength
+    printf("%d failing\n", fails);
+    return fails;
+}

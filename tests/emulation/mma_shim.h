@@ -1,0 +1,84 @@
+// Host emulation of cuda/include/mma.cuh, written from the PTX ISA's fragment definitions (not from mma.cuh): ldmatrix
+// and mma.sync gather the warp's registers through an exchange buffer and compute what the instruction defines, so a
+// kernel that misplaces a fragment fails here as it would on a GPU. bf16 only (the shim has no fp16 arithmetic).
+#pragma once
+#include "cuda_shim.h"
+
+struct frag_a { unsigned r[4]; };
+struct frag_b { unsigned r[2]; };
+struct frag_c { float c[4]; };
+
+inline void frag_zero(frag_c& f) { f.c[0] = f.c[1] = f.c[2] = f.c[3] = 0.0f; }
+
+// Per-thread exchange slots (a block has at most 1024 threads).
+inline unsigned long long g_mma_xchg[1024][8];
+
+// Publishes this lane's values, then runs `read` over the warp's (32 × 8 slots); barriers on both sides.
+template <typename F>
+inline void warp_exchange(const unsigned long long (&mine)[8], F&& read)
+{
+    int warp = t_linear / 32;
+    for (int i = 0; i < 8; ++i) g_mma_xchg[t_linear][i] = mine[i];
+    g_sync->warps[warp]->arrive_and_wait();
+    read(&g_mma_xchg[warp * 32]);
+    g_sync->warps[warp]->arrive_and_wait();
+}
+
+inline float bf16_bits_to_float(unsigned short b) { return __uint_as_float(((unsigned)b) << 16); }
+
+template <typename T> unsigned pack2(float lo, float hi);
+template <> inline unsigned pack2<bf16_t>(float lo, float hi)
+{
+    return (unsigned)from_float<bf16_t>(lo).bits | ((unsigned)from_float<bf16_t>(hi).bits << 16);
+}
+
+// ldmatrix .x4: lanes 8i…8i+7 address the rows of matrix i; lane (g = lane/4, t = lane%4) receives row g, columns 2t and
+// 2t+1 of each matrix (transposed: rows 2t and 2t+1 of column g).
+inline void ldmatrix_emulated(unsigned (&r)[4], const void* row, bool trans)
+{
+    unsigned long long mine[8] = {(unsigned long long)(size_t)row};
+    int lane = t_linear % 32, g = lane / 4, t = lane % 4;
+    warp_exchange(mine, [&](unsigned long long (*all)[8]) {
+        for (int i = 0; i < 4; ++i) {
+            unsigned short lo, hi;
+            if (!trans) {
+                const unsigned short* p = (const unsigned short*)(size_t)all[8 * i + g][0];
+                lo = p[2 * t]; hi = p[2 * t + 1];
+            } else {
+                lo = ((const unsigned short*)(size_t)all[8 * i + 2 * t][0])[g];
+                hi = ((const unsigned short*)(size_t)all[8 * i + 2 * t + 1][0])[g];
+            }
+            r[i] = (unsigned)lo | ((unsigned)hi << 16);
+        }
+    });
+}
+inline void ldmatrix_x4(unsigned (&r)[4], const void* row) { ldmatrix_emulated(r, row, false); }
+inline void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) { ldmatrix_emulated(r, row, true); }
+
+// mma.m16n8k16 (row.col, f32 accumulate). A[row][k] lives in lane (row%8)·4 + (k%8)/2, register (row≥8) + 2·(k≥8), half k%2;
+// B[k][n] in lane n·4 + (k%8)/2, register (k≥8), half k%2; lane (g, t) holds D[g][2t, 2t+1] and D[g+8][2t, 2t+1].
+template <typename T> void mma_16816(frag_c& d, const frag_a& a, const frag_b& b);
+template <> inline void mma_16816<bf16_t>(frag_c& d, const frag_a& a, const frag_b& b)
+{
+    unsigned long long mine[8] = {a.r[0], a.r[1], a.r[2], a.r[3], b.r[0], b.r[1]};
+    int lane = t_linear % 32, g = lane / 4, t = lane % 4;
+    warp_exchange(mine, [&](unsigned long long (*all)[8]) {
+        auto half = [](unsigned long long reg, int k) { return bf16_bits_to_float((unsigned short)(k % 2 ? reg >> 16 : reg & 0xffff)); };
+        auto A = [&](int row, int k) { return half(all[(row % 8) * 4 + (k % 8) / 2][(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k); };
+        auto B = [&](int k, int n) { return half(all[n * 4 + (k % 8) / 2][4 + (k >= 8 ? 1 : 0)], k); };
+        for (int e = 0; e < 4; ++e) {
+            int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+            float sum = d.c[e];
+            for (int k = 0; k < 16; ++k) sum += A(row, k) * B(k, col);
+            d.c[e] = sum;
+        }
+    });
+}
+
+// cp.async as a plain copy: the kernel's barriers must already keep it from racing readers.
+inline void cp_async_16(void* dst, const void* src, bool valid)
+{
+    if (valid) std::memcpy(dst, src, 16); else std::memset(dst, 0, 16);
+}
+inline void cp_async_commit() {}
+template <int N> inline void cp_async_wait() {}
