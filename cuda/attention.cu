@@ -19,8 +19,10 @@
 #define ATTN_MAX_WIDTH 256
 #define ATTN_COLS (ATTN_MAX_WIDTH / 32)   // output columns per lane: lane owns columns lane, lane+32, ...
 
-// Forward. grid (q_tiles · splits, H, B), block ATTN_THREADS, dynamic shared memory
-// (ATTN_BQ·dqk + ATTN_BK·(dqk+1) + ATTN_BK·dv) floats. Warp w owns query rows w·ATTN_ROWS…; lane j scores key j of
+// Forward. grid (q_tiles · splits, G, B) with q_tiles = ceil(Tq·group / ATTN_BQ), block ATTN_THREADS, dynamic shared
+// memory (ATTN_BQ·dqk + ATTN_BK·(dqk+1) + ATTN_BK·dv) floats. A block's rows are packed (query, head) pairs of one KV
+// group: packed row p is query p / group of head g·group + p % group, so the group's heads share each K/V tile and
+// decode reads the cache once per group, not once per head. Warp w owns packed rows w·ATTN_ROWS…; lane j scores key j of
 // each tile. With splits > 1 (decode: few query rows, long cache) block x covers keys [split·keys_per_split, +keys_per_split)
 // and writes unnormalised partials (acc, running max m, sum l) that attention_combine merges.
 template <typename T>
@@ -35,30 +37,34 @@ attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict_
     float* ks = qs + ATTN_BQ * dqk;     // [ATTN_BK][dqk + 1]
     float* vs = ks + ATTN_BK * kstride; // [ATTN_BK][dv]
 
-    const int q_tiles = (s.tq + ATTN_BQ - 1) / ATTN_BQ;
+    const int group = s.heads / s.kv_heads, packed = s.tq * group;
+    const int q_tiles = (packed + ATTN_BQ - 1) / ATTN_BQ;
     const int tile = blockIdx.x % q_tiles, split = blockIdx.x / q_tiles;
-    const int h = blockIdx.y, b = blockIdx.z;
-    const int g = h / (s.heads / s.kv_heads);
+    const int g = blockIdx.y, b = blockIdx.z;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = tile * ATTN_BQ;
 
     for (int e = threadIdx.x; e < ATTN_BQ * dqk; e += ATTN_THREADS) {
-        const int i = row0 + e / dqk, c = e % dqk;
-        qs[e] = i < s.tq ? to_float(q[(((index_t)b * s.tq + i) * s.heads + h) * dqk + c]) * s.scale : 0.0f;
+        const int p = row0 + e / dqk, c = e % dqk, i = p / group, h = g * group + p % group;
+        qs[e] = p < packed ? to_float(q[(((index_t)b * s.tq + i) * s.heads + h) * dqk + c]) * s.scale : 0.0f;
     }
 
-    const int tile_keys = attention_tile_keys(s, row0, ATTN_BQ);
+    // The block's last query (packed rows are query-major) sees the most keys.
+    const int last_row = (row0 + ATTN_BQ < packed ? row0 + ATTN_BQ : packed) - 1;
+    const int tile_keys = attention_visible(s, last_row / group);
     const int key_begin = split * keys_per_split;
     const int key_end = key_begin + keys_per_split < tile_keys ? key_begin + keys_per_split : tile_keys;
 
     float m[ATTN_ROWS], l[ATTN_ROWS], acc[ATTN_ROWS][ATTN_COLS];
-    int visible[ATTN_ROWS];
+    int visible[ATTN_ROWS], row_query[ATTN_ROWS], row_head[ATTN_ROWS];
 #pragma unroll
     for (int r = 0; r < ATTN_ROWS; ++r) {
-        const int i = row0 + warp * ATTN_ROWS + r;
+        const int p = row0 + warp * ATTN_ROWS + r;
+        row_query[r] = p / group;
+        row_head[r] = g * group + p % group;
         m[r] = NEG_INF;
         l[r] = 0.0f;
-        visible[r] = i < s.tq ? attention_visible(s, i) : 0;
+        visible[r] = p < packed ? attention_visible(s, row_query[r]) : 0;
 #pragma unroll
         for (int c = 0; c < ATTN_COLS; ++c) {
             acc[r][c] = 0.0f;
@@ -80,7 +86,7 @@ attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict_
         const int j = kb + lane;
 #pragma unroll
         for (int r = 0; r < ATTN_ROWS; ++r) {
-            const int i = row0 + warp * ATTN_ROWS + r;
+            const int i = row_query[r], h = row_head[r];
             const float* qr = qs + (warp * ATTN_ROWS + r) * dqk;
             const float* kr = ks + lane * kstride;
             float score = 0.0f;
@@ -118,8 +124,8 @@ attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict_
 
 #pragma unroll
     for (int r = 0; r < ATTN_ROWS; ++r) {
-        const int i = row0 + warp * ATTN_ROWS + r;
-        if (i >= s.tq) {
+        const int i = row_query[r], h = row_head[r];
+        if (row0 + warp * ATTN_ROWS + r >= packed) {
             continue;
         }
         const index_t row = ((index_t)b * s.heads + h) * s.tq + i; // [B, H, Tq]

@@ -268,6 +268,35 @@ __device__ __forceinline__ void c_to_a(frag_a (&a)[N / 2], const frag_c (&c)[N])
     }
 }
 
+// The two products each backward kernel starts from, over the full width D: x = A1·B1ᵀ and y = A2·B2ᵀ for the warp's 16
+// rows (row0…) of swizzled tiles A1, A2 against the first 8·N rows of swizzled tiles B1, B2.
+template <typename T, int D, int N>
+__device__ __forceinline__ void two_products(frag_c (&x)[N], frag_c (&y)[N], const T* a1, const T* b1, const T* a2, const T* b2,
+                                             int row0, int lane)
+{
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+        frag_zero(x[n]);
+        frag_zero(y[n]);
+    }
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        frag_a f1, f2;
+        load_a<D>(f1, a1, row0, kk, lane);
+        load_a<D>(f2, a2, row0, kk, lane);
+#pragma unroll
+        for (int n = 0; n < N; n += 2) {
+            frag_b lo, hi;
+            load_bt<D>(lo, hi, b1, n, kk, lane);
+            mma_16816<T>(x[n], f1, lo);
+            mma_16816<T>(x[n + 1], f1, hi);
+            load_bt<D>(lo, hi, b2, n, kk, lane);
+            mma_16816<T>(y[n], f2, lo);
+            mma_16816<T>(y[n + 1], f2, hi);
+        }
+    }
+}
+
 // dq. grid (ceil(Tq / 64), H, B), block MMA_THREADS, dynamic shared memory 4·64·D·sizeof(T) (Q, dO, K, V tiles).
 // Per key tile: S = Q·Kᵀ, P = exp(scale·S − lse), dP = dO·Vᵀ, dS = P ∘ (dP − delta), dQ += dS·K.
 template <typename T, int D>
@@ -320,27 +349,7 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
         __syncthreads();
 
         frag_c sc[MMA_BK / 8], dp[MMA_BK / 8];
-#pragma unroll
-        for (int n = 0; n < MMA_BK / 8; ++n) {
-            frag_zero(sc[n]);
-            frag_zero(dp[n]);
-        }
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-            frag_a qa, da;
-            load_a<D>(qa, qs, warp * 16, kk, lane);
-            load_a<D>(da, dos, warp * 16, kk, lane);
-#pragma unroll
-            for (int n = 0; n < MMA_BK / 8; n += 2) {
-                frag_b b0, b1;
-                load_bt<D>(b0, b1, ks, n, kk, lane);
-                mma_16816<T>(sc[n], qa, b0);
-                mma_16816<T>(sc[n + 1], qa, b1);
-                load_bt<D>(b0, b1, vs, n, kk, lane);
-                mma_16816<T>(dp[n], da, b0);
-                mma_16816<T>(dp[n + 1], da, b1);
-            }
-        }
+        two_products<T, D, MMA_BK / 8>(sc, dp, qs, ks, dos, vs, warp * 16, lane); // S = Q·Kᵀ, dP = dO·Vᵀ
         const bool mask = kb + MMA_BK > unmasked;
 #pragma unroll
         for (int n = 0; n < MMA_BK / 8; ++n) {
@@ -436,27 +445,7 @@ attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __r
             __syncthreads();
 
             frag_c st[MMA_BQ_DKV / 8], dpt[MMA_BQ_DKV / 8];
-#pragma unroll
-            for (int n = 0; n < MMA_BQ_DKV / 8; ++n) {
-                frag_zero(st[n]);
-                frag_zero(dpt[n]);
-            }
-#pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-                frag_a ka, va;
-                load_a<D>(ka, ks, warp * 16, kk, lane);
-                load_a<D>(va, vs, warp * 16, kk, lane);
-#pragma unroll
-                for (int n = 0; n < MMA_BQ_DKV / 8; n += 2) {
-                    frag_b b0, b1;
-                    load_bt<D>(b0, b1, qs, n, kk, lane);
-                    mma_16816<T>(st[n], ka, b0);
-                    mma_16816<T>(st[n + 1], ka, b1);
-                    load_bt<D>(b0, b1, dos, n, kk, lane);
-                    mma_16816<T>(dpt[n], va, b0);
-                    mma_16816<T>(dpt[n + 1], va, b1);
-                }
-            }
+            two_products<T, D, MMA_BQ_DKV / 8>(st, dpt, ks, qs, vs, dos, warp * 16, lane); // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ
 #pragma unroll
             for (int n = 0; n < MMA_BQ_DKV / 8; ++n) {
 #pragma unroll

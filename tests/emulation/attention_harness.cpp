@@ -65,7 +65,8 @@ int run(P p)
     long long rows = (long long)p.B * H * p.Tq;
     std::vector<float> po((size_t)splits * rows * p.dv), pml((size_t)splits * rows * 2);
     const float* biasp = p.bias ? bias.data() : nullptr;
-    emu_launch(dim3{(unsigned)(qtiles * splits), (unsigned)H, (unsigned)p.B}, dim3{256}, [&] {
+    int packed_tiles = (p.Tq * group + ATTN_BQ - 1) / ATTN_BQ; // the forward packs a KV group's (query, head) rows
+    emu_launch(dim3{(unsigned)(packed_tiles * splits), (unsigned)G, (unsigned)p.B}, dim3{256}, [&] {
         attention_forward<float>(o.data(), lse.data(), po.data(), pml.data(), q.data(), k.data(), v.data(), biasp, s, splits, kps); });
     if (splits > 1) emu_launch(dim3{grid_rows(rows)}, dim3{256}, [&] { attention_combine<float>(o.data(), lse.data(), po.data(), pml.data(), s, splits); });
     printf("B%d Tq%d H%d G%d dqk%d dv%d Tk%d L%d causal%d bias%d splits%d\n", p.B, p.Tq, H, G, p.dqk, p.dv, p.Tk, p.L, p.causal, p.bias, splits);
@@ -97,6 +98,8 @@ int main()
     fails += run({1, 1, 4, 1, 32, 700, 40, 650, true, false, 3});
     fails += run({2, 2, 2, 1, 256, 300, 256, 290, true, false, 2});
     fails += run({1, 17, 2, 1, 24, 17, 8, 17, true, true, 1});
+    fails += run({1, 1, 16, 4, 64, 900, 64, 900, true, false, 4});   // GQA decode: 4 heads per group share each K/V tile
+    fails += run({2, 5, 6, 2, 16, 40, 16, 33, true, true, 2});       // group of 3, bias, packed rows past a tile boundary
     printf("%d failing\n", fails);
     return fails;
 }

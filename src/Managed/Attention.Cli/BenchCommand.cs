@@ -167,25 +167,5 @@ internal static class BenchCommand
         return rows;
     }
 
-    // Median of `repeats` timed runs after warming up for at least 3 runs and a second, so the JIT's tier-1 code
-    // (and, on CUDA, compiled kernels) is what gets measured.
-    private static double Time(Backend backend, int repeats, Action action)
-    {
-        var warm = Stopwatch.StartNew();
-        for (int i = 0; i < 3 || (warm.Elapsed.TotalSeconds < 1.0 && i < 100); i++)
-        {
-            action();
-            backend.Synchronize();
-        }
-        var samples = new double[repeats];
-        for (int i = 0; i < repeats; i++)
-        {
-            var sw = Stopwatch.StartNew();
-            action();
-            backend.Synchronize();
-            samples[i] = sw.Elapsed.TotalMilliseconds;
-        }
-        Array.Sort(samples);
-        return samples[repeats / 2];
-    }
+    private static double Time(Backend backend, int repeats, Action action) => new BenchTimer(backend, repeats).Median(action);
 }

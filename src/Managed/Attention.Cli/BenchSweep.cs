@@ -46,7 +46,7 @@ internal static class BenchSweep
                 task.Description = Markup.Escape(what);
                 task.Increment(1);
             }
-            var timer = new Timer(backend, options.Repeats);
+            var timer = new BenchTimer(backend, options.Repeats);
             foreach (int t in options.Lengths)
             {
                 int b = Math.Max(1, options.Tokens / t);
@@ -126,7 +126,7 @@ internal static class BenchSweep
         return backend.FromArray(values, shape, dtype);
     }
 
-    private static (double Forward, double Backward) Core(Backend backend, Timer timer, DType dtype, int b, int t, bool causal)
+    private static (double Forward, double Backward) Core(Backend backend, BenchTimer timer, DType dtype, int b, int t, bool causal)
     {
         var shape = new Shape(b, t, CoreHeads, CoreWidth);
         using var q = Random(backend, shape, dtype, 1);
@@ -144,7 +144,7 @@ internal static class BenchSweep
         return (fwd, bwd);
     }
 
-    private static double LightningCore(Backend backend, Timer timer, DType dtype, int b, int t)
+    private static double LightningCore(Backend backend, BenchTimer timer, DType dtype, int b, int t)
     {
         var shape = new Shape(b, t, CoreHeads, CoreWidth);
         // Scaled as the peer's: q, k of unit-ish norm keep the decayed sums in range.
@@ -166,7 +166,7 @@ internal static class BenchSweep
         });
     }
 
-    private static (double Ms, double Bytes) GqaDecodeCore(Backend backend, Timer timer, DType dtype, int cache)
+    private static (double Ms, double Bytes) GqaDecodeCore(Backend backend, BenchTimer timer, DType dtype, int cache)
     {
         const int kvHeads = 4;
         using var q = Random(backend, new Shape(1, 1, CoreHeads, CoreWidth), dtype, 9);
@@ -179,7 +179,7 @@ internal static class BenchSweep
         return (ms, 2.0 * k.Shape.ElementCount * dtype.SizeInBytes());
     }
 
-    private static (double Forward, double Backward) Layer(Backend backend, Timer timer, LayerConfig config, DType dtype, int b, int t)
+    private static (double Forward, double Backward) Layer(Backend backend, BenchTimer timer, LayerConfig config, DType dtype, int b, int t)
     {
         using var layer = AttentionLayer.Create(config, backend, dtype);
         layer.InitializeParameters(1);
@@ -199,11 +199,11 @@ internal static class BenchSweep
         return (fwd, bwd);
     }
 
-    private static (double Ms, double Bytes) LayerDecode(Backend backend, Timer timer, LayerConfig config, DType dtype, int t)
+    private static (double Ms, double Bytes) LayerDecode(Backend backend, BenchTimer timer, LayerConfig config, DType dtype, int t)
     {
         using var layer = (CausalAttentionLayer)AttentionLayer.Create(config, backend, dtype);
         layer.InitializeParameters(1);
-        int steps = timer.Runs + 1;
+        int steps = timer.Repeats + 2; // one warm-up step, the timed ones, and one to spare
         using var cache = layer.CreateCache(1, new CacheOptions(MaxLength: t + steps));
         using (var prompt = Random(backend, new Shape(1, t, config.DModel), dtype, 14))
         {
@@ -211,57 +211,9 @@ internal static class BenchSweep
         }
         using var token = Random(backend, new Shape(1, 1, config.DModel), dtype, 15);
         // Each step appends a token: the cache grows from T by at most `steps` (≪ T) while timing.
-        double ms = timer.Median(() => cache.DecodeStep(token).Dispose(), warmups: 1);
+        double ms = timer.Median(() => cache.DecodeStep(token).Dispose(), warmups: 1, warmSeconds: 0);
         double bytes = ((config.CacheElementsPerToken ?? 0) * (double)t + layer.ParameterCount) * dtype.SizeInBytes();
         return (ms, bytes);
-    }
-
-    /// <summary>Median milliseconds: CUDA events around each run on the GPU, a stopwatch after a synchronise on the CPU.</summary>
-    private sealed class Timer(Backend backend, int repeats)
-    {
-        public int Runs => repeats + 3;
-
-        public double Median(Action action, int warmups = 3) => Median(() => action, warmups);
-
-        /// <summary>As <see cref="Median(Action, int)"/>, with untimed set-up before each run: <paramref name="prepare"/>
-        /// does it and returns the action to time.</summary>
-        public double Median(Func<Action> prepare, int warmups = 3)
-        {
-            for (int i = 0; i < warmups; i++)
-            {
-                prepare()();
-            }
-            backend.Synchronize();
-            var samples = new double[repeats];
-            if (backend is CudaBackend gpu)
-            {
-                using var start = new CudaEvent(gpu.Context);
-                using var end = new CudaEvent(gpu.Context);
-                for (int i = 0; i < repeats; i++)
-                {
-                    var action = prepare();
-                    start.Record(gpu.Stream);
-                    action();
-                    end.Record(gpu.Stream);
-                    end.Synchronize();
-                    samples[i] = CudaEvent.ElapsedMilliseconds(start, end);
-                }
-            }
-            else
-            {
-                for (int i = 0; i < repeats; i++)
-                {
-                    var action = prepare();
-                    backend.Synchronize();
-                    var sw = Stopwatch.StartNew();
-                    action();
-                    backend.Synchronize();
-                    samples[i] = sw.Elapsed.TotalMilliseconds;
-                }
-            }
-            Array.Sort(samples);
-            return samples[repeats / 2];
-        }
     }
 }
 
@@ -285,4 +237,57 @@ internal static class DevicePeaks
     }
 
     public static string Name(Backend backend) => backend is CudaBackend gpu ? gpu.Device.Name : $"cpu-{Environment.ProcessorCount}-threads";
+}
+
+/// <summary>
+/// Median milliseconds of timed runs after a warm-up of at least three runs and a quarter second (so tier-1 JIT code and
+/// compiled kernels are what gets measured): CUDA events around each run on the GPU, a stopwatch after a synchronise on the CPU.
+/// </summary>
+internal sealed class BenchTimer(Backend backend, int repeats)
+{
+    /// <summary>Timed runs per measurement.</summary>
+    public int Repeats => repeats;
+
+    public double Median(Action action, int warmups = 3, double warmSeconds = 0.25) => Median(() => action, warmups, warmSeconds);
+
+    /// <summary>As <see cref="Median(Action, int, double)"/>, with untimed set-up before each run: <paramref name="prepare"/>
+    /// does it and returns the action to time.</summary>
+    public double Median(Func<Action> prepare, int warmups = 3, double warmSeconds = 0.25)
+    {
+        var warm = Stopwatch.StartNew();
+        for (int i = 0; i < warmups || (warm.Elapsed.TotalSeconds < warmSeconds && i < 100); i++)
+        {
+            prepare()();
+        }
+        backend.Synchronize();
+        var samples = new double[repeats];
+        if (backend is CudaBackend gpu)
+        {
+            using var start = new CudaEvent(gpu.Context);
+            using var end = new CudaEvent(gpu.Context);
+            for (int i = 0; i < repeats; i++)
+            {
+                var action = prepare();
+                start.Record(gpu.Stream);
+                action();
+                end.Record(gpu.Stream);
+                end.Synchronize();
+                samples[i] = CudaEvent.ElapsedMilliseconds(start, end);
+            }
+        }
+        else
+        {
+            for (int i = 0; i < repeats; i++)
+            {
+                var action = prepare();
+                backend.Synchronize();
+                var sw = Stopwatch.StartNew();
+                action();
+                backend.Synchronize();
+                samples[i] = sw.Elapsed.TotalMilliseconds;
+            }
+        }
+        Array.Sort(samples);
+        return samples[repeats / 2];
+    }
 }

@@ -44,8 +44,9 @@ namespace Attention.Native.Ops
                 return;
             }
             var shape = ShapeOf(d, options);
-            int qTiles = CeilDiv(d.Tq, QueryRowsPerBlock);
-            var (splits, keysPerSplit) = PlanSplits(backend.Device.MultiprocessorCount, (long)qTiles * d.H * d.B, d.Length);
+            // The CUDA-core forward packs the (query, head) rows of a KV group into its blocks (see attention.cu).
+            int qTiles = CeilDiv(d.Tq * (d.H / d.G), QueryRowsPerBlock);
+            var (splits, keysPerSplit) = PlanSplits(backend.Device.MultiprocessorCount, (long)qTiles * d.G * d.B, d.Length);
             // Tensor cores whenever they apply, except where few query rows face a long cache (decode): that is split-KV's case.
             if (splits == 1 && SoftmaxAttentionTensorCoreCuda.Handles(backend, q, k, v, bias, o))
             {
@@ -76,7 +77,7 @@ namespace Attention.Native.Ops
             args.Add(shape);
             args.Add(splits);
             args.Add(keysPerSplit);
-            kernel.Launch(new Dim3((uint)(qTiles * splits), (uint)d.H, (uint)d.B), Threads, (uint)shared, backend.Stream, args);
+            kernel.Launch(new Dim3((uint)(qTiles * splits), (uint)d.G, (uint)d.B), Threads, (uint)shared, backend.Stream, args);
             if (splits > 1)
             {
                 var combine = new KernelArgs(stackalloc byte[96], stackalloc int[8]);

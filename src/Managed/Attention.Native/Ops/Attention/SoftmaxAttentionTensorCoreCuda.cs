@@ -82,13 +82,7 @@ internal static class SoftmaxAttentionTensorCoreCuda
             var kernel = Prepare(backend, Kernels[1], q.DType, width, shared);
             var args = new KernelArgs(stackalloc byte[128], stackalloc int[12]);
             args.Add(Ptr(dq));
-            args.Add(Ptr(q));
-            args.Add(Ptr(k));
-            args.Add(Ptr(v));
-            args.Add(Ptr(dO));
-            args.Add(Ptr(lse));
-            args.Add(delta);
-            args.Add(shape);
+            AddInputs(ref args, q, k, v, dO, lse, delta, shape);
             uint tiles = (uint)((shape.Tq + QueryRowsPerBlock - 1) / QueryRowsPerBlock);
             kernel.Launch(new Dim3(tiles, (uint)shape.Heads, (uint)shape.Batch), Threads, (uint)shared, backend.Stream, args);
         }
@@ -99,15 +93,22 @@ internal static class SoftmaxAttentionTensorCoreCuda
             var args = new KernelArgs(stackalloc byte[128], stackalloc int[12]);
             args.Add(Ptr(dk));
             args.Add(Ptr(dv));
-            args.Add(Ptr(q));
-            args.Add(Ptr(k));
-            args.Add(Ptr(v));
-            args.Add(Ptr(dO));
-            args.Add(Ptr(lse));
-            args.Add(delta);
-            args.Add(shape);
+            AddInputs(ref args, q, k, v, dO, lse, delta, shape);
             uint tiles = (uint)((shape.Length + KeyTile - 1) / KeyTile);
             kernel.Launch(new Dim3(tiles, (uint)shape.KvHeads, (uint)shape.Batch), Threads, (uint)shared, backend.Stream, args);
         }
+    }
+
+    // The backward kernels' arguments after their outputs.
+    private static void AddInputs(ref KernelArgs args, Tensor q, Tensor k, Tensor v, Tensor dO, Tensor lse, Interop.CUdeviceptr delta,
+        SoftmaxAttentionCuda.Shape shape)
+    {
+        args.Add(Ptr(q));
+        args.Add(Ptr(k));
+        args.Add(Ptr(v));
+        args.Add(Ptr(dO));
+        args.Add(Ptr(lse));
+        args.Add(delta);
+        args.Add(shape);
     }
 }
