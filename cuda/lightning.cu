@@ -8,17 +8,13 @@
 // Layouts: inputs [B, T, H, width], state [B, H, dqk, dv] fp32-in-storage-type; the output is sliced by LIGHTNING_DV columns
 // per block (state columns are independent). The table λ^0 … λ^BT is computed in double from the double λ and rounded to
 // float once, as the CPU reference builds its table (no power of λ is ever divided by another).
+// lightning_mma.cu is the same recurrence on tensor cores (bf16/fp16, inner widths 64 and 128).
 #include "common.cuh"
+#include "lightning_decay.cuh"
 
 #define LIGHTNING_BT 32      // tokens per block of the chunked algorithm
 #define LIGHTNING_DV 32      // output (and state) columns per thread block
 #define LIGHTNING_THREADS 256
-#define LIGHTNING_MAX_HEADS 64
-
-// λ per head for up to 64 heads, by value (no device copy, no synchronisation); more heads launch in groups.
-// Double, as the CPU reference takes it: for λ near 1 (late TransNormer layers, 1 − λ ≈ 1e-5) rounding λ to float before
-// taking powers would change 1 − λ by up to ~0.6%, an error that grows with the power.
-struct LightningDecay { double lambda[LIGHTNING_MAX_HEADS]; };
 
 // grid (B · heads_in_group, ceil(dv / LIGHTNING_DV)), block LIGHTNING_THREADS, dynamic shared memory
 // (dqk·LIGHTNING_DV + 2·LIGHTNING_BT·(dqk+1) + LIGHTNING_BT·LIGHTNING_DV + LIGHTNING_BT·(LIGHTNING_BT+1) + LIGHTNING_BT + 1) floats.

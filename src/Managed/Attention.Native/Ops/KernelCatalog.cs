@@ -22,6 +22,7 @@ public static class KernelCatalog
         HeadConvCuda.Program,
         TpaContractionCuda.Program,
         LightningCuda.Program,
+        LightningCuda.TensorCoreProgram,
         FocusedLinearAttentionCuda.Program,
         LatentAttentionCuda.Program,
         TpaDecodeCuda.Program,

@@ -5,7 +5,8 @@ using static Attention.Native.CudaBackend;
 namespace Attention.Native.Ops
 {
     /// <summary>
-    /// CUDA launcher of <see cref="Lightning"/> (cuda/lightning.cu). One kernel, the Lightning-2 chunked recurrence with its
+    /// CUDA launcher of <see cref="Lightning"/> (cuda/lightning.cu; cuda/lightning_mma.cu on tensor cores for bf16/fp16 heads of
+    /// 64 or 128, with the same arguments). One kernel, the Lightning-2 chunked recurrence with its
     /// state slice in shared memory across blocks, serves every pass:
     /// forward <c>o = rec(q, k, v)</c>; backward, forward sweep <c>dq += rec(dO, v, k)</c>; reverse sweeps
     /// <c>dv += rec←(k, q, dO)</c> and <c>dk += rec←(v, dO, q)</c> (the state of the reverse sweep is D of the CPU reference).
@@ -27,6 +28,29 @@ namespace Attention.Native.Ops
         private static readonly KernelNames StepKernel = new("lightning_decode_step");
 
         public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes("lightning.cu", Kernel.Template, StepKernel.Template);
+
+        private const int TensorCoreThreads = 128; // LMMA_THREADS
+        private const int TensorCoreTokens = 64;   // LMMA_BT
+        private const int TensorCoreColumns = 64;  // LMMA_DV
+
+        /// <summary>The tensor-core recurrence (cuda/lightning_mma.cu): bf16/fp16, inner width 64 or 128.</summary>
+        public static KernelProgram TensorCoreProgram { get; } = new(
+            "lightning_mma.cu", [.. from t in new[] { "bf16_t", "half_t" } from w in new[] { 64, 128 } select $"lightning_forward_mma<{t}, {w}>"]);
+
+        // The tensor-core recurrence applies to 16-bit tensors with an inner width of 64 or 128 and an output width that is a
+        // multiple of 64, on sm_80+, every tensor 16-byte aligned (cp.async); ATTENTION_NATIVE_TENSOR_CORES=0 turns it off.
+        private static bool TensorCoresFit(CudaBackend backend, Tensor output, Tensor? finalState, Tensor? initialState, Tensor a, Tensor b, Tensor c)
+        {
+            int inner = a.Shape[3], width = c.Shape[3];
+            return a.DType is DType.BF16 or DType.F16
+                && inner is 64 or 128
+                && width % TensorCoreColumns == 0
+                && backend.Device.ComputeCapabilityMajor >= 8
+                && new[] { output, a, b, c }.All(t => Ptr(t).Value % 16 == 0)
+                && (finalState is null || Ptr(finalState).Value % 16 == 0)
+                && (initialState is null || Ptr(initialState).Value % 16 == 0)
+                && Environment.GetEnvironmentVariable(SoftmaxAttentionTensorCoreCuda.DisableVariable) != "0";
+        }
 
         /// <summary>struct LightningDecay of lightning.cu: λ per head of one launch, by value, in double.</summary>
         [InlineArray(MaxHeadsPerLaunch)]
@@ -72,8 +96,13 @@ namespace Attention.Native.Ops
             {
                 return;
             }
-            int shared = ((inner * Columns) + (2 * Tokens * (inner + 1)) + (Tokens * Columns) + (Tokens * (Tokens + 1)) + Tokens + 1) * sizeof(float);
-            var kernel = backend.Kernel(Program, Kernel[a.DType]);
+            bool tensorCores = TensorCoresFit(backend, output, finalState, initialState, a, b, c);
+            int shared = tensorCores
+                ? (((2 * TensorCoreTokens * inner) + (TensorCoreTokens * TensorCoreColumns) + (inner * TensorCoreColumns)) * 2) + ((TensorCoreTokens + 1) * sizeof(float))
+                : ((inner * Columns) + (2 * Tokens * (inner + 1)) + (Tokens * Columns) + (Tokens * (Tokens + 1)) + Tokens + 1) * sizeof(float);
+            var kernel = tensorCores
+                ? backend.Kernel(TensorCoreProgram, $"lightning_forward_mma<{KernelProgram.StorageTypeName(a.DType)}, {inner}>")
+                : backend.Kernel(Program, Kernel[a.DType]);
             if (shared > 48 * 1024)
             {
                 kernel.SetMaxDynamicSharedMemory(shared);
@@ -100,7 +129,8 @@ namespace Attention.Native.Ops
                 args.Add(width);
                 args.Add(reverse ? 1 : 0);
                 args.Add(accumulate ? 1 : 0);
-                kernel.Launch(new Dim3((uint)(batch * group), Dim3.CeilDiv(width, Columns)), Threads, (uint)shared, backend.Stream, args);
+                var grid = new Dim3((uint)(batch * group), Dim3.CeilDiv(width, tensorCores ? TensorCoreColumns : Columns));
+                kernel.Launch(grid, (uint)(tensorCores ? TensorCoreThreads : Threads), (uint)shared, backend.Stream, args);
             }
         }
 

@@ -1,0 +1,213 @@
+// Attention.Native: the Lightning Attention-2 recurrence of lightning.cu on tensor cores (bf16/fp16 storage, fp32
+// accumulation and fp32 state; sm_80+), for inner widths 64 and 128 and output widths that are multiples of 64. Same
+// arguments and results as lightning_forward, so it serves the forward and the three backward sweeps alike:
+//   out_a (+)= λ^(a+1) a_a·S + Σ_{c≤a} λ^(a−c) (a_a·b_c) c_c,    S ← λ^n S + Σ_c λ^(n−1−c) b_cᵀ c_c
+// over blocks of 64 tokens (in sweep order; reverse runs T−1 … 0). Per block, four products on mma.sync: the intra scores
+// A·Bᵀ (16 rows × 64 per warp), the inter term A·S against a 16-bit copy of the state, the masked scores times C, and the
+// state update (λ-scaled B)ᵀ·C into the fp32 state each warp keeps in registers (its INNER/4 rows × 64 columns).
+#include "common.cuh"
+#include "mma.cuh"
+#include "lightning_decay.cuh"
+
+#define LMMA_BT 64      // tokens per block
+#define LMMA_DV 64      // output (and state) columns per thread block
+#define LMMA_THREADS 128
+
+__device__ __forceinline__ int lmma_swizzled(int row, int chunk, int width)
+{
+    return row * width + ((chunk ^ (row & 7)) << 3);
+}
+
+// Rows of one block (token t0 + r in sweep order) of a [B, T, H, width] tensor, columns col0 … col0 + COLS − 1 → a
+// swizzled tile; rows ≥ n are zero.
+template <typename T, int COLS>
+__device__ __forceinline__ void lmma_load(T* tile, const T* src, int n, int t0, int seq, int reverse, int b, int heads, int h,
+                                          int width, int col0)
+{
+    constexpr int chunks = COLS / 8;
+    for (int e = threadIdx.x; e < LMMA_BT * chunks; e += LMMA_THREADS) {
+        const int r = e / chunks, c = e % chunks;
+        const bool valid = r < n;
+        const int t = valid ? (reverse ? seq - 1 - (t0 + r) : t0 + r) : 0;
+        cp_async_16(tile + lmma_swizzled(r, c, COLS), src + (((index_t)b * seq + t) * heads + h) * width + col0 + c * 8, valid);
+    }
+}
+
+// grid (B · heads_in_group, width / 64), block LMMA_THREADS, dynamic shared memory
+// (2·64·INNER + 64·64 + INNER·64)·sizeof(T) + 65 floats. inner = INNER (the a/b width), width = c's width.
+template <typename T, int INNER>
+__global__ void __launch_bounds__(LMMA_THREADS)
+lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* __restrict__ a, const T* __restrict__ bm,
+                      const T* __restrict__ cm, LightningDecay decay, int head_offset, int heads_in_group, int seq, int heads,
+                      int inner, int width, int reverse, int accumulate)
+{
+    extern __shared__ float smem[];
+    T* as = reinterpret_cast<T*>(smem);  // [64][INNER]
+    T* bs = as + LMMA_BT * INNER;         // [64][INNER]; scaled in place to λ^(n−1−c) b_c for the state update
+    T* cs = bs + LMMA_BT * INNER;         // [64][64]
+    T* ss = cs + LMMA_BT * LMMA_DV;       // [INNER][64], the state rounded to T for the inter product
+    float* powers = reinterpret_cast<float*>(ss + INNER * LMMA_DV); // λ^0 … λ^64
+
+    constexpr int M = INNER / 64; // 16-row blocks of state rows per warp
+    const int bb = blockIdx.x / heads_in_group, hg = blockIdx.x % heads_in_group, h = head_offset + hg;
+    const int j0 = blockIdx.y * LMMA_DV;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+    const index_t state_base = ((index_t)bb * heads + h) * inner * width;
+    if (threadIdx.x <= LMMA_BT) {
+        powers[threadIdx.x] = (float)pow(decay.lambda[hg], (double)threadIdx.x);
+    }
+
+    // The state rows of this warp: warp·INNER/4 + m·16 + (g, g + 8); columns n·8 + 2t, + 1.
+    frag_c st[M][LMMA_DV / 8];
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+#pragma unroll
+        for (int n = 0; n < LMMA_DV / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int row = warp * (INNER / 4) + m * 16 + gq + (e >> 1) * 8, col = n * 8 + tq * 2 + (e & 1);
+                st[m][n].c[e] = initial_state != nullptr ? to_float(initial_state[state_base + (index_t)row * width + j0 + col]) : 0.0f;
+            }
+        }
+    }
+
+    const int mi = lane / 8, mr = lane % 8;
+    for (int t0 = 0; t0 < seq; t0 += LMMA_BT) {
+        const int n = seq - t0 < LMMA_BT ? seq - t0 : LMMA_BT;
+        // The state copy for this block's inter product (every warp is past its reads of the previous copy).
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+#pragma unroll
+            for (int nb = 0; nb < LMMA_DV / 8; ++nb) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int row = warp * (INNER / 4) + m * 16 + gq + half * 8, col = nb * 8 + tq * 2;
+                    *reinterpret_cast<unsigned*>(ss + lmma_swizzled(row, nb, LMMA_DV) + (col & 7)) =
+                        pack2<T>(st[m][nb].c[half * 2], st[m][nb].c[half * 2 + 1]);
+                }
+            }
+        }
+        lmma_load<T, INNER>(as, a, n, t0, seq, reverse, bb, heads, h, inner, 0);
+        lmma_load<T, INNER>(bs, bm, n, t0, seq, reverse, bb, heads, h, inner, 0);
+        lmma_load<T, LMMA_DV>(cs, cm, n, t0, seq, reverse, bb, heads, h, width, j0);
+        cp_async_commit();
+        cp_async_wait<0>();
+        __syncthreads();
+
+        // Intra scores of the warp's 16 rows against the block's 64 columns, decayed and masked: λ^(r−c) for c ≤ r < n.
+        frag_c sc[LMMA_BT / 8], o[LMMA_DV / 8];
+#pragma unroll
+        for (int nb = 0; nb < LMMA_BT / 8; ++nb) {
+            frag_zero(sc[nb]);
+            frag_zero(o[nb]);
+        }
+#pragma unroll
+        for (int kk = 0; kk < INNER / 16; ++kk) {
+            frag_a fa;
+            ldmatrix_x4(fa.r, as + lmma_swizzled(warp * 16 + (mi & 1) * 8 + mr, kk * 2 + (mi >> 1), INNER));
+#pragma unroll
+            for (int nb = 0; nb < LMMA_BT / 8; nb += 2) {
+                unsigned r[4];
+                ldmatrix_x4(r, bs + lmma_swizzled((nb + (mi >> 1)) * 8 + mr, kk * 2 + (mi & 1), INNER));
+                const frag_b lo = {{r[0], r[1]}}, hi = {{r[2], r[3]}};
+                mma_16816<T>(sc[nb], fa, lo);
+                mma_16816<T>(sc[nb + 1], fa, hi);
+                // Inter term: a·S with B = S (rows = inner dims), columns nb, nb + 1 of the 64.
+                ldmatrix_x4_trans(r, ss + lmma_swizzled(kk * 16 + (mi & 1) * 8 + mr, nb + (mi >> 1), LMMA_DV));
+                const frag_b s0 = {{r[0], r[1]}}, s1 = {{r[2], r[3]}};
+                mma_16816<T>(o[nb], fa, s0);
+                mma_16816<T>(o[nb + 1], fa, s1);
+            }
+        }
+#pragma unroll
+        for (int nb = 0; nb < LMMA_BT / 8; ++nb) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int row = warp * 16 + gq + (e >> 1) * 8, col = nb * 8 + tq * 2 + (e & 1);
+                sc[nb].c[e] = col <= row && row < n ? sc[nb].c[e] * powers[row - col] : 0.0f;
+                o[nb].c[e] *= powers[row + 1 < LMMA_BT ? row + 1 : LMMA_BT];
+            }
+        }
+        frag_a pa[LMMA_BT / 16];
+#pragma unroll
+        for (int nb = 0; nb < LMMA_BT / 8; ++nb) {
+            pa[nb / 2].r[(nb & 1) * 2 + 0] = pack2<T>(sc[nb].c[0], sc[nb].c[1]);
+            pa[nb / 2].r[(nb & 1) * 2 + 1] = pack2<T>(sc[nb].c[2], sc[nb].c[3]);
+        }
+#pragma unroll
+        for (int kk = 0; kk < LMMA_BT / 16; ++kk) {
+#pragma unroll
+            for (int nb = 0; nb < LMMA_DV / 8; nb += 2) {
+                unsigned r[4];
+                ldmatrix_x4_trans(r, cs + lmma_swizzled(kk * 16 + (mi & 1) * 8 + mr, nb + (mi >> 1), LMMA_DV));
+                const frag_b lo = {{r[0], r[1]}}, hi = {{r[2], r[3]}};
+                mma_16816<T>(o[nb], pa[kk], lo);
+                mma_16816<T>(o[nb + 1], pa[kk], hi);
+            }
+        }
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int row = warp * 16 + gq + half * 8;
+            if (row >= n) {
+                continue;
+            }
+            const int t = reverse ? seq - 1 - (t0 + row) : t0 + row;
+            T* target = out + (((index_t)bb * seq + t) * heads + h) * width + j0 + tq * 2;
+#pragma unroll
+            for (int nb = 0; nb < LMMA_DV / 8; ++nb) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const float value = o[nb].c[half * 2 + e];
+                    target[nb * 8 + e] = from_float<T>(accumulate ? to_float(target[nb * 8 + e]) + value : value);
+                }
+            }
+        }
+
+        __syncthreads(); // every warp is done with b and the state copy
+        for (int e = threadIdx.x; e < LMMA_BT * INNER; e += LMMA_THREADS) {
+            const int r = e / INNER;
+            bs[e] = from_float<T>(r < n ? to_float(bs[e]) * powers[n - 1 - r] : 0.0f); // swizzling keeps rows whole
+        }
+        __syncthreads();
+        // S ← λ^n S + (λ-scaled b)ᵀ·c: A = bᵀ, read transposed from b's rows (tokens).
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+#pragma unroll
+            for (int nb = 0; nb < LMMA_DV / 8; ++nb) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    st[m][nb].c[e] *= powers[n];
+                }
+            }
+            const int dim0 = warp * (INNER / 4) + m * 16;
+#pragma unroll
+            for (int kk = 0; kk < LMMA_BT / 16; ++kk) {
+                frag_a ft;
+                ldmatrix_x4_trans(ft.r, bs + lmma_swizzled(kk * 16 + (mi >> 1) * 8 + mr, dim0 / 8 + (mi & 1), INNER));
+#pragma unroll
+                for (int nb = 0; nb < LMMA_DV / 8; nb += 2) {
+                    unsigned r[4];
+                    ldmatrix_x4_trans(r, cs + lmma_swizzled(kk * 16 + (mi & 1) * 8 + mr, nb + (mi >> 1), LMMA_DV));
+                    const frag_b lo = {{r[0], r[1]}}, hi = {{r[2], r[3]}};
+                    mma_16816<T>(st[m][nb], ft, lo);
+                    mma_16816<T>(st[m][nb + 1], ft, hi);
+                }
+            }
+        }
+        __syncthreads(); // the tiles are free for the next block
+    }
+
+    if (final_state != nullptr) {
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+#pragma unroll
+            for (int nb = 0; nb < LMMA_DV / 8; ++nb) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int row = warp * (INNER / 4) + m * 16 + gq + (e >> 1) * 8, col = nb * 8 + tq * 2 + (e & 1);
+                    final_state[state_base + (index_t)row * width + j0 + col] = from_float<T>(st[m][nb].c[e]);
+                }
+            }
+        }
+    }
+}
