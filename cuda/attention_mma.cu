@@ -1,6 +1,7 @@
 // Attention.Native: softmax attention forward and backward on tensor cores (bf16/fp16 storage, fp32 accumulation; sm_80+).
-// The fast path of attention.cu for head widths 64 and 128 (d_qk = d_v) without a bias: same layouts, same outputs (o and
-// the row log-sum-exp; gradients added into dq, dk, dv), held to the same parity tests.
+// The fast path of attention.cu without a bias: forward for head widths (d_qk, d_v) of (64, 64), (128, 128), (192, 128)
+// and (256, 128); backward for (64, 64) and (128, 128). Same layouts, same outputs (o and the row log-sum-exp; gradients
+// added into dq, dk, dv), held to the same parity tests.
 //
 // FlashAttention-2's schedule: a block owns 64 query rows (16 per warp, kept in registers as mma A fragments), walks the
 // key tiles of 64 with an online softmax, and never writes scores out. K and V tiles stream in with cp.async, each load
@@ -38,17 +39,18 @@ __device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_til
     }
 }
 
-// Forward. grid (ceil(Tq / 64), H, B), block MMA_THREADS, dynamic shared memory 3·64·D·sizeof(T) (Q, K, V tiles).
+// Forward. grid (ceil(Tq / 64), H, B), block MMA_THREADS, dynamic shared memory 64·(2·DQK + DV)·sizeof(T) (Q, K, V tiles).
+// Head widths (DQK, DV): (64, 64), (128, 128), MLA's (192, 128), SAS's (256, 128).
 // Block x takes query tile (tiles − 1 − x): with a causal mask the longest rows start first.
-template <typename T, int D>
+template <typename T, int DQK, int DV>
 __global__ void __launch_bounds__(MMA_THREADS)
 attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __restrict__ q, const T* __restrict__ k,
                       const T* __restrict__ v, AttentionShape s)
 {
     extern __shared__ float smem[];
     T* qs = reinterpret_cast<T*>(smem);
-    T* ks = qs + MMA_BQ * D;
-    T* vs = ks + MMA_BK * D;
+    T* ks = qs + MMA_BQ * DQK;
+    T* vs = ks + MMA_BK * DQK;
 
     const int q_tiles = (s.tq + MMA_BQ - 1) / MMA_BQ;
     const int tile = q_tiles - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -60,10 +62,10 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
     const int unmasked = attention_visible(s, row0);
 
     // Group 1: Q and K(0); group 2: V(0).
-    load_tile<T, D>(qs, q, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
-    load_tile<T, D>(ks, k, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
+    load_tile<T, DQK>(qs, q, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
+    load_tile<T, DQK>(ks, k, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
     cp_async_commit();
-    load_tile<T, D>(vs, v, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
+    load_tile<T, DV>(vs, v, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
     cp_async_commit();
 
     // This lane's two rows (g = lane / 4 and g + 8 of the warp's 16) and their key limits.
@@ -72,12 +74,12 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
                             my_row + 8 < s.tq ? attention_visible(s, my_row + 8) : keys};
     const float scale_log2 = s.scale * LOG2E; // scores in log2 units: exp2 is one instruction
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
-    frag_c acc[D / 8];
+    frag_c acc[DV / 8];
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
+    for (int n = 0; n < DV / 8; ++n) {
         frag_zero(acc[n]);
     }
-    frag_a qf[D / 16];
+    frag_a qf[DQK / 16];
 
     // ldmatrix row addresses: lane feeds row (lane % 8) of matrix (lane / 8).
     const int mi = lane / 8, mr = lane % 8;
@@ -89,8 +91,8 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
         if (j == 0) {
             // Matrices: rows 0–7 / 8–15 × columns 0–7 / 8–15 of each 16×16 block → r[0..3] of the A fragment.
 #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-                ldmatrix_x4(qf[kk].r, qs + swizzled(warp * 16 + (mi & 1) * 8 + mr, kk * 2 + (mi >> 1), D));
+            for (int kk = 0; kk < DQK / 16; ++kk) {
+                ldmatrix_x4(qf[kk].r, qs + swizzled(warp * 16 + (mi & 1) * 8 + mr, kk * 2 + (mi >> 1), DQK));
             }
         }
 
@@ -101,12 +103,12 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
             frag_zero(sc[n]);
         }
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
+        for (int kk = 0; kk < DQK / 16; ++kk) {
 #pragma unroll
             for (int n = 0; n < MMA_BK / 8; n += 2) {
                 // Matrices: keys of block n, then n + 1; columns kk·16 + 0–7, then + 8–15.
                 unsigned r[4];
-                ldmatrix_x4(r, ks + swizzled((n + (mi >> 1)) * 8 + mr, kk * 2 + (mi & 1), D));
+                ldmatrix_x4(r, ks + swizzled((n + (mi >> 1)) * 8 + mr, kk * 2 + (mi & 1), DQK));
                 const frag_b b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
                 mma_16816<T>(sc[n], qf[kk], b0);
                 mma_16816<T>(sc[n + 1], qf[kk], b1);
@@ -114,7 +116,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
         }
         __syncthreads(); // every warp is done with K(j)
         if (j + 1 < tiles) {
-            load_tile<T, D>(ks, k, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+            load_tile<T, DQK>(ks, k, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
         }
         cp_async_commit(); // (possibly empty) so the group count stays uniform
 
@@ -147,7 +149,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
             l[r] *= correction[r];
         }
 #pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
+        for (int n = 0; n < DV / 8; ++n) {
             acc[n].c[0] *= correction[0];
             acc[n].c[1] *= correction[0];
             acc[n].c[2] *= correction[1];
@@ -177,10 +179,10 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
 #pragma unroll
         for (int kk = 0; kk < MMA_BK / 16; ++kk) {
 #pragma unroll
-            for (int n = 0; n < D / 8; n += 2) {
+            for (int n = 0; n < DV / 8; n += 2) {
                 // Matrices: keys kk·16 + 0–7, then + 8–15; columns of block n, then n + 1.
                 unsigned r[4];
-                ldmatrix_x4_trans(r, vs + swizzled(kk * 16 + (mi & 1) * 8 + mr, n + (mi >> 1), D));
+                ldmatrix_x4_trans(r, vs + swizzled(kk * 16 + (mi & 1) * 8 + mr, n + (mi >> 1), DV));
                 const frag_b b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
                 mma_16816<T>(acc[n], pf[kk], b0);
                 mma_16816<T>(acc[n + 1], pf[kk], b1);
@@ -188,7 +190,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
         }
         __syncthreads(); // every warp is done with V(j)
         if (j + 1 < tiles) {
-            load_tile<T, D>(vs, v, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+            load_tile<T, DV>(vs, v, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
         }
         cp_async_commit();
     }
@@ -207,9 +209,9 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
             continue;
         }
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        T* out = o + (((index_t)b * s.tq + i) * s.heads + h) * D + (lane % 4) * 2;
+        T* out = o + (((index_t)b * s.tq + i) * s.heads + h) * DV + (lane % 4) * 2;
 #pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
+        for (int n = 0; n < DV / 8; ++n) {
             out[n * 8] = from_float<T>(acc[n].c[r * 2] * inv);
             out[n * 8 + 1] = from_float<T>(acc[n].c[r * 2 + 1] * inv);
         }

@@ -9,7 +9,7 @@
 #include <random>
 #include <algorithm>
 
-struct P { int B, Tq, H, G, D, Tk, L; bool causal; };
+struct P { int B, Tq, H, G, D, Tk, L; bool causal; int Dv = 0; }; // Dv 0: the same as D (the backward runs only then)
 
 static double check(const char* name, const std::vector<float>& got, const std::vector<double>& ref)
 {
@@ -34,12 +34,12 @@ static void launch_backward(std::vector<bf16_t>& dq, std::vector<bf16_t>& dk, st
         attention_backward_dkdv_mma<bf16_t, D>(dk.data(), dv.data(), q.data(), k.data(), v.data(), dO.data(), lse.data(), delta.data(), s); });
 }
 
-template <int D>
+template <int DQK, int DV>
 static void launch(std::vector<bf16_t>& o, std::vector<float>& lse, const std::vector<bf16_t>& q, const std::vector<bf16_t>& k,
                    const std::vector<bf16_t>& v, AttentionShape s)
 {
     emu_launch(dim3{(unsigned)((s.tq + MMA_BQ - 1) / MMA_BQ), (unsigned)s.heads, (unsigned)s.batch}, dim3{MMA_THREADS}, [&] {
-        attention_forward_mma<bf16_t, D>(o.data(), lse.data(), q.data(), k.data(), v.data(), s); });
+        attention_forward_mma<bf16_t, DQK, DV>(o.data(), lse.data(), q.data(), k.data(), v.data(), s); });
 }
 
 int run(P p)
@@ -47,24 +47,27 @@ int run(P p)
     std::mt19937 rng(p.B * 131 + p.Tq * 7 + p.L + p.D);
     std::normal_distribution<float> nd;
     auto vec = [&](size_t n) { std::vector<bf16_t> v(n); for (auto& x : v) x = from_float<bf16_t>(nd(rng)); return v; };
-    int H = p.H, G = p.G, D = p.D, group = H / G;
-    auto q = vec((size_t)p.B * p.Tq * H * D), k = vec((size_t)p.B * p.Tk * G * D), v = vec((size_t)p.B * p.Tk * G * D);
+    int H = p.H, G = p.G, D = p.D, Dv = p.Dv ? p.Dv : p.D, group = H / G;
+    auto q = vec((size_t)p.B * p.Tq * H * D), k = vec((size_t)p.B * p.Tk * G * D), v = vec((size_t)p.B * p.Tk * G * Dv);
     // Cache rows at or past L hold garbage that must never count.
-    for (int b = 0; b < p.B; ++b) for (int j = p.L; j < p.Tk; ++j) for (int c = 0; c < G * D; ++c) {
-        k[((size_t)b * p.Tk + j) * G * D + c] = from_float<bf16_t>(1000); v[((size_t)b * p.Tk + j) * G * D + c] = from_float<bf16_t>(1000);
+    for (int b = 0; b < p.B; ++b) for (int j = p.L; j < p.Tk; ++j) {
+        for (int c = 0; c < G * D; ++c) k[((size_t)b * p.Tk + j) * G * D + c] = from_float<bf16_t>(1000);
+        for (int c = 0; c < G * Dv; ++c) v[((size_t)b * p.Tk + j) * G * Dv + c] = from_float<bf16_t>(1000);
     }
     float scale = 1.0f / std::sqrt((float)D);
-    auto dO = vec((size_t)p.B * p.Tq * H * D);
+    auto dO = vec((size_t)p.B * p.Tq * H * Dv);
     auto dq = vec(q.size()), dk = vec(k.size()), dv = vec(v.size());
     auto F = [](const std::vector<bf16_t>& x, size_t i) { return (double)to_float(x[i]); };
-    std::vector<double> o_ref((size_t)p.B * p.Tq * H * D), lse_ref((size_t)p.B * H * p.Tq), delta_ref(lse_ref.size());
+    std::vector<double> o_ref((size_t)p.B * p.Tq * H * Dv), lse_ref((size_t)p.B * H * p.Tq), delta_ref(lse_ref.size());
     std::vector<double> dq_ref(dq.size()), dk_ref(dk.size()), dv_ref(dv.size());
     for (size_t i = 0; i < dq.size(); ++i) dq_ref[i] = F(dq, i);
-    for (size_t i = 0; i < dk.size(); ++i) { dk_ref[i] = F(dk, i); dv_ref[i] = F(dv, i); }
+    for (size_t i = 0; i < dk.size(); ++i) dk_ref[i] = F(dk, i);
+    for (size_t i = 0; i < dv.size(); ++i) dv_ref[i] = F(dv, i);
     for (int b = 0; b < p.B; ++b) for (int h = 0; h < H; ++h) for (int i = 0; i < p.Tq; ++i) {
         int g = h / group, vis = p.causal ? std::min(p.L, p.L - p.Tq + i + 1) : p.L;
-        size_t qi = (((size_t)b * p.Tq + i) * H + h) * D;
+        size_t qi = (((size_t)b * p.Tq + i) * H + h) * D, oi = (((size_t)b * p.Tq + i) * H + h) * Dv;
         auto kj = [&](int j) { return (((size_t)b * p.Tk + j) * G + g) * D; };
+        auto vj = [&](int j) { return (((size_t)b * p.Tk + j) * G + g) * Dv; };
         std::vector<double> s(vis);
         double m = -1e300, sum = 0;
         for (int j = 0; j < vis; ++j) {
@@ -75,7 +78,8 @@ int run(P p)
         for (int j = 0; j < vis; ++j) { s[j] = std::exp(s[j] - m); sum += s[j]; }
         lse_ref[((size_t)b * H + h) * p.Tq + i] = m + std::log(sum);
         for (int j = 0; j < vis; ++j) s[j] /= sum;
-        for (int j = 0; j < vis; ++j) for (int c = 0; c < D; ++c) o_ref[qi + c] += s[j] * F(v, kj(j) + c);
+        for (int j = 0; j < vis; ++j) for (int c = 0; c < Dv; ++c) o_ref[oi + c] += s[j] * F(v, vj(j) + c);
+        if (Dv != D) continue; // the backward reference (and kernels) take d_qk = d_v
         double delta = 0;
         for (int c = 0; c < D; ++c) delta += o_ref[qi + c] * F(dO, qi + c);
         delta_ref[((size_t)b * H + h) * p.Tq + i] = delta;
@@ -90,14 +94,18 @@ int run(P p)
             }
         }
     }
-    AttentionShape sh{p.B, p.Tq, H, D, p.Tk, G, D, p.L, scale, p.causal ? 1 : 0};
+    AttentionShape sh{p.B, p.Tq, H, D, p.Tk, G, Dv, p.L, scale, p.causal ? 1 : 0};
     std::vector<bf16_t> o(o_ref.size());
     std::vector<float> lse(lse_ref.size());
-    if (D == 64) launch<64>(o, lse, q, k, v, sh); else launch<128>(o, lse, q, k, v, sh);
+    if (D == 64) launch<64, 64>(o, lse, q, k, v, sh);
+    else if (D == 128) launch<128, 128>(o, lse, q, k, v, sh);
+    else if (D == 192) launch<192, 128>(o, lse, q, k, v, sh);
+    else launch<256, 128>(o, lse, q, k, v, sh);
     std::vector<float> of(o.size());
     for (size_t i = 0; i < o.size(); ++i) of[i] = to_float(o[i]);
-    printf("B%d Tq%d H%d G%d D%d Tk%d L%d causal%d\n", p.B, p.Tq, H, G, D, p.Tk, p.L, p.causal);
+    printf("B%d Tq%d H%d G%d D%d Dv%d Tk%d L%d causal%d\n", p.B, p.Tq, H, G, D, Dv, p.Tk, p.L, p.causal);
     double worst = std::max(check("o", of, o_ref), check("lse", lse, lse_ref));
+    if (Dv != D) return worst <= 2e-2 ? 0 : 1;
     std::vector<float> delta(delta_ref.begin(), delta_ref.end());
     if (D == 64) launch_backward<64>(dq, dk, dv, q, k, v, dO, lse, delta, sh); else launch_backward<128>(dq, dk, dv, q, k, v, dO, lse, delta, sh);
     auto floats = [](const std::vector<bf16_t>& x) { std::vector<float> f(x.size()); for (size_t i = 0; i < x.size(); ++i) f[i] = to_float(x[i]); return f; };
@@ -116,6 +124,8 @@ int main()
     fails += run({1, 100, 2, 2, 64, 100, 100, false});   // non-causal, ragged last tile
     fails += run({1, 70, 2, 1, 128, 300, 260, true});    // a prefill chunk against a longer cache with garbage past L
     fails += run({1, 3, 8, 2, 64, 300, 200, false});     // few rows, many keys, KeyLength
+    fails += run({1, 100, 2, 2, 192, 100, 100, true, 128});  // MLA widths (forward)
+    fails += run({1, 70, 2, 1, 256, 90, 90, false, 128});    // SAS widths (forward), Tq ≠ Tk
     printf("%d failing\n", fails);
     return fails;
 }

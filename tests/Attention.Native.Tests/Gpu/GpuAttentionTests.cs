@@ -86,19 +86,27 @@ public class GpuAttentionTests
         dbias?.Compare($"attention {c} dbias", dtype);
     }
 
-    /// <summary>The 16-bit forwards of head width 64 and 128 take the tensor-core kernel (so the cases above test it).</summary>
+    /// <summary>
+    /// 16-bit heads of width 64 and 128 take the tensor-core forward and backward, MLA's 192/128 and SAS's 256/128 its forward
+    /// (so the cases above test them).
+    /// </summary>
     [Test]
-    public void Sixteen_bit_heads_of_64_and_128_take_the_tensor_core_forward()
+    public void Sixteen_bit_heads_take_the_tensor_core_kernels()
     {
         var gpu = Requires.CudaDevice();
         Assume.That(gpu.Device.ComputeCapabilityMajor, Is.GreaterThanOrEqualTo(8), "tensor-core kernels need sm_80 or newer");
         Assume.That(Environment.GetEnvironmentVariable(SoftmaxAttentionTensorCoreCuda.DisableVariable), Is.Not.EqualTo("0"), "tensor cores disabled");
-        foreach (var (dtype, width, expected) in new[] { (DType.BF16, 64, true), (DType.F16, 128, true), (DType.F32, 128, false), (DType.BF16, 96, false) })
+        foreach (var (dtype, qk, vw, forward, backward) in new[]
         {
-            using var q = gpu.Zeros(new Shape(1, 70, 4, width), dtype);
-            using var o = gpu.Zeros(q.Shape, dtype);
-            Assert.That(SoftmaxAttentionTensorCoreCuda.Handles(gpu, q, q, q, null, o), Is.EqualTo(expected), $"{dtype} d{width}");
-            Assert.That(SoftmaxAttentionTensorCoreCuda.Handles(gpu, q, q, q, q, o), Is.False, $"{dtype} d{width} with a bias");
+            (DType.BF16, 64, 64, true, true), (DType.F16, 128, 128, true, true), (DType.BF16, 192, 128, true, false),
+            (DType.F16, 256, 128, true, false), (DType.F32, 128, 128, false, false), (DType.BF16, 96, 64, false, false),
+        })
+        {
+            using var q = gpu.Zeros(new Shape(1, 70, 4, qk), dtype);
+            using var v = gpu.Zeros(new Shape(1, 70, 4, vw), dtype);
+            Assert.That(SoftmaxAttentionTensorCoreCuda.Handles(gpu, q, q, v, null, v), Is.EqualTo(forward), $"{dtype} {qk}/{vw} forward");
+            Assert.That(SoftmaxAttentionTensorCoreCuda.HandlesBackward(gpu, q, q, v, null, v), Is.EqualTo(backward), $"{dtype} {qk}/{vw} backward");
+            Assert.That(SoftmaxAttentionTensorCoreCuda.Handles(gpu, q, q, v, q, v), Is.False, $"{dtype} {qk}/{vw} with a bias");
         }
     }
 

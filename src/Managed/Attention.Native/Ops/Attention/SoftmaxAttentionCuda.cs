@@ -112,7 +112,7 @@ namespace Attention.Native.Ops
             backend.Kernel(Program, DeltaKernel[q.DType]).Launch(Dim3.CeilDiv(rows, Warps), Threads, 0, backend.Stream, deltaArgs);
 
             // Tensor cores for the same problems as the forward (dO stands in for o: same shape and type).
-            if (dbias is null && SoftmaxAttentionTensorCoreCuda.Handles(backend, q, k, v, bias, dO))
+            if (dbias is null && SoftmaxAttentionTensorCoreCuda.HandlesBackward(backend, q, k, v, bias, dO))
             {
                 SoftmaxAttentionTensorCoreCuda.Backward(backend, q, k, v, dO, lse, delta, dq, dk, dv, shape);
                 return;
