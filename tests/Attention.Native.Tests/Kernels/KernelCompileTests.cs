@@ -40,6 +40,27 @@ public class KernelCompileTests
         });
     }
 
+    /// <summary>
+    /// The tensor-core kernels keep their fragments and accumulators in registers: ptxas reports no spill for any of them
+    /// (a spill would put local-memory traffic in the inner loops).
+    /// </summary>
+    [TestCase("sm_80")]
+    [TestCase("sm_90")]
+    public void Tensor_core_kernels_do_not_spill_registers(string arch)
+    {
+        Requires.Nvrtc();
+        var compiler = new KernelCompiler(s_cache!.Path);
+        foreach (var program in new[] { SoftmaxAttentionTensorCoreCuda.Program, LightningCuda.TensorCoreProgram })
+        {
+            var log = compiler.Compile(program, arch, ["--ptxas-options=-v"]).Log;
+            var lines = log.Split('\n');
+            // One entry per kernel; functions the kernels call (e.g. pow's) report their properties too.
+            Assert.That(lines.Count(line => line.Contains("Compiling entry function", StringComparison.Ordinal)), Is.EqualTo(program.NameExpressions.Count), $"{program.SourceName}\n{log}");
+            var spills = lines.Where(line => line.Contains("spill stores", StringComparison.Ordinal)).ToList();
+            Assert.That(spills, Is.Not.Empty.And.All.Contains(" 0 bytes spill stores, 0 bytes spill loads"), $"{program.SourceName}\n{log}");
+        }
+    }
+
     [Test]
     public void Every_kernel_file_is_in_the_catalog()
     {

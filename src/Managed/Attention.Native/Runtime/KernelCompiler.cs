@@ -132,12 +132,16 @@ public sealed unsafe class KernelCompiler
     /// Compiles <paramref name="program"/> for <paramref name="arch"/> (e.g. <c>sm_90</c>) or returns the
     /// cached result. Throws <see cref="NvrtcException"/> with the compiler log when compilation fails.
     /// </summary>
-    public CompiledProgram Compile(KernelProgram program, string arch)
+    public CompiledProgram Compile(KernelProgram program, string arch) => Compile(program, arch, []);
+
+    /// <summary>As <see cref="Compile(KernelProgram, string)"/> with NVRTC options added (the tests pass
+    /// <c>--ptxas-options=-v</c> to read register use and spills from the log).</summary>
+    internal CompiledProgram Compile(KernelProgram program, string arch, IReadOnlyList<string> extraOptions)
     {
         ArgumentNullException.ThrowIfNull(program);
         var (major, minor) = Nvrtc.Version;
         string target = TargetFor(arch, Nvrtc.SupportedArchs);
-        var options = OptionsFor(target, major, minor);
+        IReadOnlyList<string> options = [.. OptionsFor(target, major, minor), .. extraOptions];
         string key = CacheKey(Sources, program, options, Nvrtc.VersionText, target);
         bool created = false;
         var lazy = _memory.GetOrAdd(key, k => new Lazy<CompiledProgram>(() =>
