@@ -5,23 +5,12 @@
 // gives errors of order 1.
 #include "cuda_shim.h"
 #include "mma_shim.h"
+#include "bf16_check.h"
 #include "attention_mma.emu.cpp"
 #include <random>
 #include <algorithm>
 
 struct P { int B, Tq, H, G, D, Tk, L; bool causal; int Dv = 0; }; // Dv 0: the same as D (the backward runs only then)
-
-static double check(const char* name, const std::vector<float>& got, const std::vector<double>& ref)
-{
-    double maxref = 0, maxerr = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-        maxref = std::max(maxref, std::fabs(ref[i]));
-        maxerr = std::max(maxerr, std::isnan(got[i]) ? 1e9 : std::fabs(ref[i] - got[i]));
-    }
-    double rel = maxerr / (1 + maxref);
-    printf("  %-4s rel %.2e %s\n", name, rel, rel <= 2e-2 ? "ok" : "FAIL");
-    return rel;
-}
 
 template <int D>
 static void launch_backward(std::vector<bf16_t>& dq, std::vector<bf16_t>& dk, std::vector<bf16_t>& dv, const std::vector<bf16_t>& q,

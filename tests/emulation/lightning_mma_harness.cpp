@@ -3,23 +3,12 @@
 // state λ^T S0 + Σ_s λ^(T−1−s) b_sᵀ c_s. Tolerance: design.md's 16-bit one, 2e-2·(1 + max|ref|).
 #include "cuda_shim.h"
 #include "mma_shim.h"
+#include "bf16_check.h"
 #include "lightning_mma.emu.cpp"
 #include <random>
 #include <algorithm>
 
 struct P { int B, T, H, inner, width; double lambda; bool reverse, accumulate, state; };
-
-static double check(const char* name, const std::vector<float>& got, const std::vector<double>& ref)
-{
-    double maxref = 0, maxerr = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-        maxref = std::max(maxref, std::fabs(ref[i]));
-        maxerr = std::max(maxerr, std::isnan(got[i]) ? 1e9 : std::fabs(ref[i] - got[i]));
-    }
-    double rel = maxerr / (1 + maxref);
-    printf("  %-6s rel %.2e %s\n", name, rel, rel <= 2e-2 ? "ok" : "FAIL");
-    return rel;
-}
 
 template <int INNER>
 static void launch(std::vector<bf16_t>& out, std::vector<bf16_t>* fin, const std::vector<bf16_t>* init, const std::vector<bf16_t>& a,
