@@ -95,7 +95,7 @@ public class GpuAttentionTests
     {
         var gpu = Requires.CudaDevice();
         Assume.That(gpu.Device.ComputeCapabilityMajor, Is.GreaterThanOrEqualTo(8), "tensor-core kernels need sm_80 or newer");
-        Assume.That(Environment.GetEnvironmentVariable(SoftmaxAttentionTensorCoreCuda.DisableVariable), Is.Not.EqualTo("0"), "tensor cores disabled");
+        Assume.That(SoftmaxAttentionTensorCoreCuda.Enabled, Is.True, $"{SoftmaxAttentionTensorCoreCuda.DisableVariable}=0: tensor cores disabled");
         foreach (var (dtype, qk, vw, forward, backward) in new[]
         {
             (DType.BF16, 64, 64, true, true), (DType.F16, 128, 128, true, true), (DType.BF16, 192, 128, true, false),

@@ -7,12 +7,16 @@ namespace Attention.Native.Ops;
 /// The tensor-core launchers of <see cref="SoftmaxAttention"/> (cuda/attention_mma.cu): mma.sync m16n8k16 with fp32
 /// accumulation, for bf16/fp16 heads without a bias, on sm_80 and newer: the forward for (d_qk, d_v) of (64, 64), (128, 128),
 /// (192, 128) (MLA) and (256, 128) (SAS), the backward for (64, 64) and (128, 128). The forward writes what the CUDA-core
-/// forward writes (o and the row log-sum-exp); the backward's dq and dk/dv kernels take the same lse and row deltas. <see cref="SoftmaxAttentionCuda"/> falls back to the CUDA-core kernels for everything else.
+/// forward writes (o and the row log-sum-exp); the backward's dq and dk/dv kernels take the same lse and row deltas.
+/// <see cref="SoftmaxAttentionCuda"/> falls back to the CUDA-core kernels for everything else.
 /// </summary>
 internal static class SoftmaxAttentionTensorCoreCuda
 {
     /// <summary>Set <c>ATTENTION_NATIVE_TENSOR_CORES=0</c> to force the CUDA-core kernels (to compare the two, or to rule one out).</summary>
     public const string DisableVariable = "ATTENTION_NATIVE_TENSOR_CORES";
+
+    /// <summary>False when <see cref="DisableVariable"/> is <c>0</c> (read once: the dispatch runs on every launch).</summary>
+    public static bool Enabled { get; } = Environment.GetEnvironmentVariable(DisableVariable) != "0";
 
     private const int Threads = 128;          // MMA_THREADS
     private const int QueryRowsPerBlock = 64; // MMA_BQ
@@ -56,15 +60,16 @@ internal static class SoftmaxAttentionTensorCoreCuda
     public static bool HandlesBackward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor dO) =>
         q.Shape[-1] == v.Shape[-1] && BackwardWidths.Contains(q.Shape[-1]) && Applies(backend, q, k, v, bias, dO);
 
-    private static bool Applies(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o)
-    {
-        return q.DType is DType.BF16 or DType.F16
-            && bias is null
-            && backend.Device.ComputeCapabilityMajor >= 8
-            // cp.async moves 16-byte chunks: every tensor must start on a 16-byte boundary (rows are d·2 bytes, a multiple of 16).
-            && new[] { q, k, v, o }.All(t => Ptr(t).Value % 16 == 0)
-            && Environment.GetEnvironmentVariable(DisableVariable) != "0";
-    }
+    private static bool Applies(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o) =>
+        Enabled
+        && q.DType is DType.BF16 or DType.F16
+        && bias is null
+        && backend.Device.ComputeCapabilityMajor >= 8
+        // cp.async moves 16-byte chunks: every tensor must start on a 16-byte boundary (rows are d·2 bytes, a multiple of 16).
+        && Aligned(q) && Aligned(k) && Aligned(v) && Aligned(o);
+
+    /// <summary>True when the tensor's device address is a multiple of 16 bytes (what cp.async needs).</summary>
+    internal static bool Aligned(Tensor t) => Ptr(t).Value % 16 == 0;
 
     public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, SoftmaxAttentionCuda.Shape shape)
     {

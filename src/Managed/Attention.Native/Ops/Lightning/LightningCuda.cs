@@ -38,18 +38,18 @@ namespace Attention.Native.Ops
             "lightning_mma.cu", [.. from t in new[] { "bf16_t", "half_t" } from w in new[] { 64, 128 } select $"lightning_forward_mma<{t}, {w}>"]);
 
         // The tensor-core recurrence applies to 16-bit tensors with an inner width of 64 or 128 and an output width that is a
-        // multiple of 64, on sm_80+, every tensor 16-byte aligned (cp.async); ATTENTION_NATIVE_TENSOR_CORES=0 turns it off.
-        private static bool TensorCoresFit(CudaBackend backend, Tensor output, Tensor? finalState, Tensor? initialState, Tensor a, Tensor b, Tensor c)
+        // multiple of 64, on sm_80+, the tensors cp.async reads and the output 16-byte aligned (states are read and written
+        // element by element); ATTENTION_NATIVE_TENSOR_CORES=0 turns it off.
+        private static bool TensorCoresFit(CudaBackend backend, Tensor output, Tensor a, Tensor b, Tensor c)
         {
             int inner = a.Shape[3], width = c.Shape[3];
-            return a.DType is DType.BF16 or DType.F16
+            return SoftmaxAttentionTensorCoreCuda.Enabled
+                && a.DType is DType.BF16 or DType.F16
                 && inner is 64 or 128
                 && width % TensorCoreColumns == 0
                 && backend.Device.ComputeCapabilityMajor >= 8
-                && new[] { output, a, b, c }.All(t => Ptr(t).Value % 16 == 0)
-                && (finalState is null || Ptr(finalState).Value % 16 == 0)
-                && (initialState is null || Ptr(initialState).Value % 16 == 0)
-                && Environment.GetEnvironmentVariable(SoftmaxAttentionTensorCoreCuda.DisableVariable) != "0";
+                && SoftmaxAttentionTensorCoreCuda.Aligned(output) && SoftmaxAttentionTensorCoreCuda.Aligned(a)
+                && SoftmaxAttentionTensorCoreCuda.Aligned(b) && SoftmaxAttentionTensorCoreCuda.Aligned(c);
         }
 
         /// <summary>struct LightningDecay of lightning.cu: λ per head of one launch, by value, in double.</summary>
@@ -96,7 +96,7 @@ namespace Attention.Native.Ops
             {
                 return;
             }
-            bool tensorCores = TensorCoresFit(backend, output, finalState, initialState, a, b, c);
+            bool tensorCores = TensorCoresFit(backend, output, a, b, c);
             int shared = tensorCores
                 ? (((2 * TensorCoreTokens * inner) + (TensorCoreTokens * TensorCoreColumns) + (inner * TensorCoreColumns)) * 2) + ((TensorCoreTokens + 1) * sizeof(float))
                 : ((inner * Columns) + (2 * Tokens * (inner + 1)) + (Tokens * Columns) + (Tokens * (Tokens + 1)) + Tokens + 1) * sizeof(float);
