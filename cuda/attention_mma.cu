@@ -11,18 +11,13 @@
 #include "common.cuh"
 #include "attention_shape.cuh"
 #include "mma.cuh"
+#include "mma_tiles.cuh"
 
 #define MMA_WARPS 4
 #define MMA_THREADS (MMA_WARPS * 32)
 #define MMA_BQ (MMA_WARPS * 16) // query rows per block
 #define MMA_BK 64               // keys per tile
 #define LOG2E 1.4426950408889634f
-
-// Element offset of (row, 8-wide chunk) in a swizzled tile of `width` 16-bit columns.
-__device__ __forceinline__ int swizzled(int row, int chunk, int width)
-{
-    return row * width + ((chunk ^ (row & 7)) << 3);
-}
 
 // rows [row0, row0 + rows_in_tile) of a token-major [B, T, heads, D] tensor (head `head`) → a swizzled shared tile;
 // rows ≥ `rows_valid` are zero-filled.
@@ -81,8 +76,6 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
     }
     frag_a qf[DQK / 16];
 
-    // ldmatrix row addresses: lane feeds row (lane % 8) of matrix (lane / 8).
-    const int mi = lane / 8, mr = lane % 8;
     const int tiles = (keys + MMA_BK - 1) / MMA_BK;
     for (int j = 0; j < tiles; ++j) {
         const int kb = j * MMA_BK;
@@ -92,7 +85,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
             // Matrices: rows 0–7 / 8–15 × columns 0–7 / 8–15 of each 16×16 block → r[0..3] of the A fragment.
 #pragma unroll
             for (int kk = 0; kk < DQK / 16; ++kk) {
-                ldmatrix_x4(qf[kk].r, qs + swizzled(warp * 16 + (mi & 1) * 8 + mr, kk * 2 + (mi >> 1), DQK));
+                load_a<DQK>(qf[kk], qs, warp * 16, kk, lane);
             }
         }
 
@@ -107,9 +100,8 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
 #pragma unroll
             for (int n = 0; n < MMA_BK / 8; n += 2) {
                 // Matrices: keys of block n, then n + 1; columns kk·16 + 0–7, then + 8–15.
-                unsigned r[4];
-                ldmatrix_x4(r, ks + swizzled((n + (mi >> 1)) * 8 + mr, kk * 2 + (mi & 1), DQK));
-                const frag_b b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
+                frag_b b0, b1;
+                load_bt<DQK>(b0, b1, ks, n, kk, lane);
                 mma_16816<T>(sc[n], qf[kk], b0);
                 mma_16816<T>(sc[n + 1], qf[kk], b1);
             }
@@ -157,6 +149,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
         }
         // P = exp2(x − m) rounded to T, packed straight into A fragments: the C layout of S columns 16kk…16kk+15 is
         // the A layout of P's k-block kk.
+        // (Packed as each probability is made: computing all of S first and converting after spills at d 128 on sm_80.)
         frag_a pf[MMA_BK / 16];
 #pragma unroll
         for (int n = 0; n < MMA_BK / 8; ++n) {
@@ -166,11 +159,10 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
                 const float base = m[e >> 1] == NEG_INF ? 0.0f : m[e >> 1];
                 p[e] = exp2f(sc[n].c[e] - base);
             }
-            const unsigned top = pack2<T>(p[0], p[1]), bottom = pack2<T>(p[2], p[3]);
             l[0] += p[0] + p[1];
             l[1] += p[2] + p[3];
-            pf[n / 2].r[(n & 1) * 2 + 0] = top;
-            pf[n / 2].r[(n & 1) * 2 + 1] = bottom;
+            pf[n / 2].r[(n & 1) * 2 + 0] = pack2<T>(p[0], p[1]);
+            pf[n / 2].r[(n & 1) * 2 + 1] = pack2<T>(p[2], p[3]);
         }
 
         cp_async_wait<1>(); // V(j) has landed; K(j + 1) may still be in flight
@@ -181,9 +173,8 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
 #pragma unroll
             for (int n = 0; n < DV / 8; n += 2) {
                 // Matrices: keys kk·16 + 0–7, then + 8–15; columns of block n, then n + 1.
-                unsigned r[4];
-                ldmatrix_x4_trans(r, vs + swizzled(kk * 16 + (mi & 1) * 8 + mr, n + (mi >> 1), DV));
-                const frag_b b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
+                frag_b b0, b1;
+                load_b<DV>(b0, b1, vs, kk, n, lane);
                 mma_16816<T>(acc[n], pf[kk], b0);
                 mma_16816<T>(acc[n + 1], pf[kk], b1);
             }
@@ -227,48 +218,6 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
 // kernel per query tile for dq and one per key tile for dk, dv (summed over the KV group's heads), each recomputing
 // P = exp(scale·q·k − lse) from the saved log-sum-exp, so no atomics and no T×T buffer. Gradients are added into dq, dk,
 // dv as they are (the op's contract).
-
-// A-fragments of the warp's 16 rows × 16 columns (column block kk) of a swizzled tile, rows row0 + 0…15.
-template <int D>
-__device__ __forceinline__ void load_a(frag_a& f, const void* tile, int row0, int kk, int lane)
-{
-    const int mi = lane / 8, mr = lane % 8;
-    ldmatrix_x4(f.r, static_cast<const unsigned short*>(tile) + swizzled(row0 + (mi & 1) * 8 + mr, kk * 2 + (mi >> 1), D));
-}
-
-// B-fragments for key/row blocks n and n + 1 (8 rows each) × column block kk of a swizzled tile whose rows are B's
-// columns (B = tileᵀ): b0 for block n, b1 for block n + 1.
-template <int D>
-__device__ __forceinline__ void load_bt(frag_b& b0, frag_b& b1, const void* tile, int n, int kk, int lane)
-{
-    const int mi = lane / 8, mr = lane % 8;
-    unsigned r[4];
-    ldmatrix_x4(r, static_cast<const unsigned short*>(tile) + swizzled((n + (mi >> 1)) * 8 + mr, kk * 2 + (mi & 1), D));
-    b0 = {{r[0], r[1]}};
-    b1 = {{r[2], r[3]}};
-}
-
-// B-fragments for rows kk·16 … +15 (B's k) × column blocks n and n + 1 (B's n) of a swizzled tile used as B directly.
-template <int D>
-__device__ __forceinline__ void load_b(frag_b& b0, frag_b& b1, const void* tile, int kk, int n, int lane)
-{
-    const int mi = lane / 8, mr = lane % 8;
-    unsigned r[4];
-    ldmatrix_x4_trans(r, static_cast<const unsigned short*>(tile) + swizzled(kk * 16 + (mi & 1) * 8 + mr, n + (mi >> 1), D));
-    b0 = {{r[0], r[1]}};
-    b1 = {{r[2], r[3]}};
-}
-
-// C fragments of 16 × 16·K columns → A fragments (rounded to T): the C layout of columns 16kk…16kk+15 is the A layout.
-template <typename T, int N>
-__device__ __forceinline__ void c_to_a(frag_a (&a)[N / 2], const frag_c (&c)[N])
-{
-#pragma unroll
-    for (int n = 0; n < N; ++n) {
-        a[n / 2].r[(n & 1) * 2 + 0] = pack2<T>(c[n].c[0], c[n].c[1]);
-        a[n / 2].r[(n & 1) * 2 + 1] = pack2<T>(c[n].c[2], c[n].c[3]);
-    }
-}
 
 // The two products each backward kernel starts from, over the full width D: x = A1·B1ᵀ and y = A2·B2ᵀ for the warp's 16
 // rows (row0…) of swizzled tiles A1, A2 against the first 8·N rows of swizzled tiles B1, B2.

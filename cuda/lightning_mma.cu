@@ -7,16 +7,12 @@
 // state update (λ-scaled B)ᵀ·C into the fp32 state each warp keeps in registers (its INNER/4 rows × 64 columns).
 #include "common.cuh"
 #include "mma.cuh"
+#include "mma_tiles.cuh"
 #include "lightning_decay.cuh"
 
 #define LMMA_BT 64      // tokens per block
 #define LMMA_DV 64      // output (and state) columns per thread block
 #define LMMA_THREADS 128
-
-__device__ __forceinline__ int lmma_swizzled(int row, int chunk, int width)
-{
-    return row * width + ((chunk ^ (row & 7)) << 3);
-}
 
 // Rows of one block (token t0 + r in sweep order) of a [B, T, H, width] tensor, columns col0 … col0 + COLS − 1 → a
 // swizzled tile; rows ≥ n are zero.
@@ -29,7 +25,7 @@ __device__ __forceinline__ void lmma_load(T* tile, const T* src, int n, int t0, 
         const int r = e / chunks, c = e % chunks;
         const bool valid = r < n;
         const int t = valid ? (reverse ? seq - 1 - (t0 + r) : t0 + r) : 0;
-        cp_async_16(tile + lmma_swizzled(r, c, COLS), src + (((index_t)b * seq + t) * heads + h) * width + col0 + c * 8, valid);
+        cp_async_16(tile + swizzled(r, c, COLS), src + (((index_t)b * seq + t) * heads + h) * width + col0 + c * 8, valid);
     }
 }
 
@@ -71,7 +67,6 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
         }
     }
 
-    const int mi = lane / 8, mr = lane % 8;
     for (int t0 = 0; t0 < seq; t0 += LMMA_BT) {
         const int n = seq - t0 < LMMA_BT ? seq - t0 : LMMA_BT;
         // The state copy for this block's inter product (every warp is past its reads of the previous copy).
@@ -82,7 +77,7 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
 #pragma unroll
                 for (int half = 0; half < 2; ++half) {
                     const int row = warp * (INNER / 4) + m * 16 + gq + half * 8, col = nb * 8 + tq * 2;
-                    *reinterpret_cast<unsigned*>(ss + lmma_swizzled(row, nb, LMMA_DV) + (col & 7)) =
+                    *reinterpret_cast<unsigned*>(ss + swizzled(row, nb, LMMA_DV) + (col & 7)) =
                         pack2<T>(st[m][nb].c[half * 2], st[m][nb].c[half * 2 + 1]);
                 }
             }
@@ -104,19 +99,17 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
 #pragma unroll
         for (int kk = 0; kk < INNER / 16; ++kk) {
             frag_a fa;
-            ldmatrix_x4(fa.r, as + lmma_swizzled(warp * 16 + (mi & 1) * 8 + mr, kk * 2 + (mi >> 1), INNER));
+            load_a<INNER>(fa, as, warp * 16, kk, lane);
 #pragma unroll
             for (int nb = 0; nb < LMMA_BT / 8; nb += 2) {
-                unsigned r[4];
-                ldmatrix_x4(r, bs + lmma_swizzled((nb + (mi >> 1)) * 8 + mr, kk * 2 + (mi & 1), INNER));
-                const frag_b lo = {{r[0], r[1]}}, hi = {{r[2], r[3]}};
+                frag_b lo, hi;
+                load_bt<INNER>(lo, hi, bs, nb, kk, lane);
                 mma_16816<T>(sc[nb], fa, lo);
                 mma_16816<T>(sc[nb + 1], fa, hi);
                 // Inter term: a·S with B = S (rows = inner dims), columns nb, nb + 1 of the 64.
-                ldmatrix_x4_trans(r, ss + lmma_swizzled(kk * 16 + (mi & 1) * 8 + mr, nb + (mi >> 1), LMMA_DV));
-                const frag_b s0 = {{r[0], r[1]}}, s1 = {{r[2], r[3]}};
-                mma_16816<T>(o[nb], fa, s0);
-                mma_16816<T>(o[nb + 1], fa, s1);
+                load_b<LMMA_DV>(lo, hi, ss, kk, nb, lane);
+                mma_16816<T>(o[nb], fa, lo);
+                mma_16816<T>(o[nb + 1], fa, hi);
             }
         }
 #pragma unroll
@@ -129,18 +122,13 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
             }
         }
         frag_a pa[LMMA_BT / 16];
-#pragma unroll
-        for (int nb = 0; nb < LMMA_BT / 8; ++nb) {
-            pa[nb / 2].r[(nb & 1) * 2 + 0] = pack2<T>(sc[nb].c[0], sc[nb].c[1]);
-            pa[nb / 2].r[(nb & 1) * 2 + 1] = pack2<T>(sc[nb].c[2], sc[nb].c[3]);
-        }
+        c_to_a<T, LMMA_BT / 8>(pa, sc);
 #pragma unroll
         for (int kk = 0; kk < LMMA_BT / 16; ++kk) {
 #pragma unroll
             for (int nb = 0; nb < LMMA_DV / 8; nb += 2) {
-                unsigned r[4];
-                ldmatrix_x4_trans(r, cs + lmma_swizzled(kk * 16 + (mi & 1) * 8 + mr, nb + (mi >> 1), LMMA_DV));
-                const frag_b lo = {{r[0], r[1]}}, hi = {{r[2], r[3]}};
+                frag_b lo, hi;
+                load_b<LMMA_DV>(lo, hi, cs, kk, nb, lane);
                 mma_16816<T>(o[nb], pa[kk], lo);
                 mma_16816<T>(o[nb + 1], pa[kk], hi);
             }
@@ -183,12 +171,11 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
 #pragma unroll
             for (int kk = 0; kk < LMMA_BT / 16; ++kk) {
                 frag_a ft;
-                ldmatrix_x4_trans(ft.r, bs + lmma_swizzled(kk * 16 + (mi >> 1) * 8 + mr, dim0 / 8 + (mi & 1), INNER));
+                load_at<INNER>(ft, bs, dim0, kk, lane);
 #pragma unroll
                 for (int nb = 0; nb < LMMA_DV / 8; nb += 2) {
-                    unsigned r[4];
-                    ldmatrix_x4_trans(r, cs + lmma_swizzled(kk * 16 + (mi & 1) * 8 + mr, nb + (mi >> 1), LMMA_DV));
-                    const frag_b lo = {{r[0], r[1]}}, hi = {{r[2], r[3]}};
+                    frag_b lo, hi;
+                    load_b<LMMA_DV>(lo, hi, cs, kk, nb, lane);
                     mma_16816<T>(st[m][nb], ft, lo);
                     mma_16816<T>(st[m][nb + 1], ft, hi);
                 }
