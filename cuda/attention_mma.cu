@@ -1,7 +1,7 @@
 // Attention.Native: softmax attention forward and backward on tensor cores (bf16/fp16 storage, fp32 accumulation; sm_80+).
-// The fast path of attention.cu without a bias: forward for head widths (d_qk, d_v) of (64, 64), (128, 128), (192, 128)
-// and (256, 128); backward for (64, 64) and (128, 128). Same layouts, same outputs (o and the row log-sum-exp; gradients
-// added into dq, dk, dv), held to the same parity tests.
+// The fast path of attention.cu without a bias: forward and backward for head widths (d_qk, d_v) of (64, 64), (128, 128),
+// (192, 128) and (256, 128). Same layouts, same outputs (o and the row log-sum-exp; gradients added into dq, dk, dv),
+// held to the same parity tests.
 //
 // FlashAttention-2's schedule: a block owns 64 query rows (16 per warp, kept in registers as mma A fragments), walks the
 // key tiles of 64 with an online softmax, and never writes scores out. K and V tiles stream in with cp.async, each load
@@ -20,13 +20,13 @@
 #define LOG2E 1.4426950408889634f
 
 // rows [row0, row0 + rows_in_tile) of a token-major [B, T, heads, D] tensor (head `head`) → a swizzled shared tile;
-// rows ≥ `rows_valid` are zero-filled.
-template <typename T, int D>
+// rows ≥ `rows_valid` are zero-filled. THREADS: the block's size.
+template <typename T, int D, int THREADS = MMA_THREADS>
 __device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_tile, int row0, int rows_valid, int b, int t_len,
                                           int heads, int head)
 {
     constexpr int chunks = D / 8;
-    for (int e = threadIdx.x; e < rows_in_tile * chunks; e += MMA_THREADS) {
+    for (int e = threadIdx.x; e < rows_in_tile * chunks; e += THREADS) {
         const int r = e / chunks, c = e % chunks, i = row0 + r;
         const bool valid = i < rows_valid;
         const T* from = src + ((((index_t)b * t_len + (valid ? i : 0)) * heads + head) * D + c * 8);
@@ -219,9 +219,9 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
 // P = exp(scale·q·k − lse) from the saved log-sum-exp, so no atomics and no T×T buffer. Gradients are added into dq, dk,
 // dv as they are (the op's contract).
 
-// The two products each backward kernel starts from, over the full width D: x = A1·B1ᵀ and y = A2·B2ᵀ for the warp's 16
-// rows (row0…) of swizzled tiles A1, A2 against the first 8·N rows of swizzled tiles B1, B2.
-template <typename T, int D, int N>
+// The two products each backward kernel starts from: x = A1·B1ᵀ over width D1 and y = A2·B2ᵀ over width D2, for the warp's
+// 16 rows (row0…) of swizzled tiles A1, A2 against the first 8·N rows of swizzled tiles B1, B2.
+template <typename T, int D1, int D2, int N>
 __device__ __forceinline__ void two_products(frag_c (&x)[N], frag_c (&y)[N], const T* a1, const T* b1, const T* a2, const T* b2,
                                              int row0, int lane)
 {
@@ -231,19 +231,26 @@ __device__ __forceinline__ void two_products(frag_c (&x)[N], frag_c (&y)[N], con
         frag_zero(y[n]);
     }
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-        frag_a f1, f2;
-        load_a<D>(f1, a1, row0, kk, lane);
-        load_a<D>(f2, a2, row0, kk, lane);
+    for (int kk = 0; kk < (D1 > D2 ? D1 : D2) / 16; ++kk) {
+        frag_a f;
+        frag_b lo, hi;
+        if (kk < D1 / 16) {
+            load_a<D1>(f, a1, row0, kk, lane);
 #pragma unroll
-        for (int n = 0; n < N; n += 2) {
-            frag_b lo, hi;
-            load_bt<D>(lo, hi, b1, n, kk, lane);
-            mma_16816<T>(x[n], f1, lo);
-            mma_16816<T>(x[n + 1], f1, hi);
-            load_bt<D>(lo, hi, b2, n, kk, lane);
-            mma_16816<T>(y[n], f2, lo);
-            mma_16816<T>(y[n + 1], f2, hi);
+            for (int n = 0; n < N; n += 2) {
+                load_bt<D1>(lo, hi, b1, n, kk, lane);
+                mma_16816<T>(x[n], f, lo);
+                mma_16816<T>(x[n + 1], f, hi);
+            }
+        }
+        if (kk < D2 / 16) {
+            load_a<D2>(f, a2, row0, kk, lane);
+#pragma unroll
+            for (int n = 0; n < N; n += 2) {
+                load_bt<D2>(lo, hi, b2, n, kk, lane);
+                mma_16816<T>(y[n], f, lo);
+                mma_16816<T>(y[n + 1], f, hi);
+            }
         }
     }
 }
@@ -300,7 +307,7 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
         __syncthreads();
 
         frag_c sc[MMA_BK / 8], dp[MMA_BK / 8];
-        two_products<T, D, MMA_BK / 8>(sc, dp, qs, ks, dos, vs, warp * 16, lane); // S = Q·Kᵀ, dP = dO·Vᵀ
+        two_products<T, D, D, MMA_BK / 8>(sc, dp, qs, ks, dos, vs, warp * 16, lane); // S = Q·Kᵀ, dP = dO·Vᵀ
         const bool mask = kb + MMA_BK > unmasked;
 #pragma unroll
         for (int n = 0; n < MMA_BK / 8; ++n) {
@@ -396,7 +403,7 @@ attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __r
             __syncthreads();
 
             frag_c st[MMA_BQ_DKV / 8], dpt[MMA_BQ_DKV / 8];
-            two_products<T, D, MMA_BQ_DKV / 8>(st, dpt, ks, qs, vs, dos, warp * 16, lane); // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ
+            two_products<T, D, D, MMA_BQ_DKV / 8>(st, dpt, ks, qs, vs, dos, warp * 16, lane); // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ
 #pragma unroll
             for (int n = 0; n < MMA_BQ_DKV / 8; ++n) {
 #pragma unroll
@@ -445,6 +452,256 @@ attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __r
             if (dv != nullptr) {
                 dv[at + n * 8] = from_float<T>(to_float(dv[at + n * 8]) + dv_acc[n].c[r * 2]);
                 dv[at + n * 8 + 1] = from_float<T>(to_float(dv[at + n * 8 + 1]) + dv_acc[n].c[r * 2 + 1]);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Backward for the wide heads, (d_qk, d_v) of MLA's (192, 128) and SAS's (256, 128). A warp of the 4-warp kernels above
+// would hold 16 rows of both gradients over the full width, (d_qk + d_v)/2 registers per thread for dk, dv alone: past
+// the register file. Here 8 warps share a tile in two phases. Phase 1: each warp computes its quarter of the tile's
+// scores and score gradients (16 rows × half the columns) and leaves P and dS in shared memory, rounded to T as the 4-warp
+// kernels round them. Phase 2: each warp multiplies a 16-row band of those into half of the gradient's columns, so a
+// thread accumulates a quarter of a row pair's gradient.
+#define MMA_WIDE_WARPS 8
+#define MMA_WIDE_THREADS (MMA_WIDE_WARPS * 32)
+
+// dq. grid (ceil(Tq / 64), H, B), block MMA_WIDE_THREADS, dynamic shared memory 64·(2·DQK + 2·DV + 64)·sizeof(T)
+// (Q, dO, K, V tiles and the dS tile). Warp w: rows (w % 4)·16…, keys (phase 1) and dq columns (phase 2) of half w / 4.
+template <typename T, int DQK, int DV>
+__global__ void __launch_bounds__(MMA_WIDE_THREADS)
+attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                           const T* __restrict__ d_o, const float* __restrict__ lse, const float* __restrict__ delta,
+                           AttentionShape s)
+{
+    extern __shared__ float smem[];
+    T* qs = reinterpret_cast<T*>(smem);
+    T* dos = qs + MMA_BQ * DQK;
+    T* ks = dos + MMA_BQ * DV;
+    T* vs = ks + MMA_BK * DQK;
+    T* dss = vs + MMA_BK * DV; // [64 rows][64 keys]
+
+    const int q_tiles = (s.tq + MMA_BQ - 1) / MMA_BQ;
+    const int tile = q_tiles - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int g = h / (s.heads / s.kv_heads);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int band = (warp % 4) * 16, half = warp / 4;
+    const int row0 = tile * MMA_BQ;
+    const int keys = attention_tile_keys(s, row0, MMA_BQ);
+    const int unmasked = attention_visible(s, row0);
+    // V(j + 1) streams in during phase 2 of tile j, K(j + 1) at the tile's end.
+    load_tile<T, DQK, MMA_WIDE_THREADS>(qs, q, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
+    load_tile<T, DV, MMA_WIDE_THREADS>(dos, d_o, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
+    load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
+    load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
+    cp_async_commit();
+
+    const int my_row = row0 + band + lane / 4;
+    int visible[2];
+    float row_lse[2], row_delta[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = my_row + r * 8;
+        const bool live = i < s.tq;
+        visible[r] = live ? attention_visible(s, i) : 0;
+        row_lse[r] = live ? lse[((index_t)b * s.heads + h) * s.tq + i] * LOG2E : 0.0f;
+        row_delta[r] = live ? delta[((index_t)b * s.heads + h) * s.tq + i] : 0.0f;
+    }
+    const float scale_log2 = s.scale * LOG2E;
+    constexpr int COLS = DQK / 2; // dq columns per warp
+    frag_c acc[COLS / 8];
+#pragma unroll
+    for (int n = 0; n < COLS / 8; ++n) {
+        frag_zero(acc[n]);
+    }
+
+    for (int kb = 0; kb < keys; kb += MMA_BK) {
+        cp_async_wait<0>();
+        __syncthreads(); // K(j), V(j) have landed; every warp is past its reads of the previous dS
+
+        // Phase 1: S = Q·Kᵀ and dP = dO·Vᵀ for the band's 16 rows × keys half·32…, then dS = P ∘ (dP − delta).
+        frag_c sc[MMA_BK / 16], dp[MMA_BK / 16];
+        two_products<T, DQK, DV, MMA_BK / 16>(sc, dp, qs, ks + half * (MMA_BK / 2) * DQK, dos, vs + half * (MMA_BK / 2) * DV,
+                                              band, lane);
+        const bool mask = kb + MMA_BK > unmasked;
+#pragma unroll
+        for (int n = 0; n < MMA_BK / 16; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = kb + half * (MMA_BK / 2) + n * 8 + (lane % 4) * 2 + (e & 1), r = e >> 1;
+                const bool live = !mask || key < visible[r];
+                const float p = live ? exp2f(sc[n].c[e] * scale_log2 - row_lse[r]) : 0.0f;
+                sc[n].c[e] = p * (dp[n].c[e] - row_delta[r]);
+            }
+        }
+        store_c<T, MMA_BK>(dss, band, half * (MMA_BK / 16), sc, lane);
+        __syncthreads(); // dS is complete; V(j) is consumed
+        const bool more = kb + MMA_BK < keys;
+        if (more) {
+            load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+        }
+        cp_async_commit();
+
+        // Phase 2: dQ[band, columns half·COLS…] += dS[band, all 64 keys]·K[keys, those columns].
+#pragma unroll
+        for (int kk = 0; kk < MMA_BK / 16; ++kk) {
+            frag_a a;
+            load_a<MMA_BK>(a, dss, band, kk, lane);
+#pragma unroll
+            for (int n = 0; n < COLS / 8; n += 2) {
+                frag_b b0, b1;
+                load_b<DQK>(b0, b1, ks, kk, half * (COLS / 8) + n, lane);
+                mma_16816<T>(acc[n], a, b0);
+                mma_16816<T>(acc[n + 1], a, b1);
+            }
+        }
+        __syncthreads(); // K(j) is consumed
+        if (more) {
+            load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+        }
+        cp_async_commit();
+    }
+    cp_async_wait<0>(); // no copy may outlive the block (with no visible key the loop never waited)
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = my_row + r * 8;
+        if (i >= s.tq) {
+            continue;
+        }
+        T* out = dq + (((index_t)b * s.tq + i) * s.heads + h) * DQK + half * COLS + (lane % 4) * 2;
+#pragma unroll
+        for (int n = 0; n < COLS / 8; ++n) {
+            out[n * 8] = from_float<T>(to_float(out[n * 8]) + acc[n].c[r * 2] * s.scale);
+            out[n * 8 + 1] = from_float<T>(to_float(out[n * 8 + 1]) + acc[n].c[r * 2 + 1] * s.scale);
+        }
+    }
+}
+
+// dk, dv. grid (ceil(length / 64), G, B), block MMA_WIDE_THREADS, dynamic shared memory
+// (64·(DQK + DV) + 32·(DQK + DV) + 2·64·32)·sizeof(T) + 2·32 floats (K, V; Q, dO; Pᵀ, dSᵀ; lse, delta).
+// Warp w: keys (w % 4)·16…, queries (phase 1) and gradient columns (phase 2) of half w / 4.
+template <typename T, int DQK, int DV>
+__global__ void __launch_bounds__(MMA_WIDE_THREADS)
+attention_backward_dkdv_wide(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict__ q, const T* __restrict__ k,
+                             const T* __restrict__ v, const T* __restrict__ d_o, const float* __restrict__ lse,
+                             const float* __restrict__ delta, AttentionShape s)
+{
+    extern __shared__ float smem[];
+    T* ks = reinterpret_cast<T*>(smem);
+    T* vs = ks + MMA_BK * DQK;
+    T* qs = vs + MMA_BK * DV;
+    T* dos = qs + MMA_BQ_DKV * DQK;
+    T* pts = dos + MMA_BQ_DKV * DV;    // Pᵀ [64 keys][32 queries]
+    T* dsts = pts + MMA_BK * MMA_BQ_DKV; // dSᵀ, the same
+    float* lses = reinterpret_cast<float*>(dsts + MMA_BK * MMA_BQ_DKV);
+    float* deltas = lses + MMA_BQ_DKV;
+
+    const int kb = blockIdx.x * MMA_BK, g = blockIdx.y, b = blockIdx.z;
+    const int group = s.heads / s.kv_heads;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int band = (warp % 4) * 16, half = warp / 4;
+    load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, kb, s.length, b, s.tk, s.kv_heads, g);
+    load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, kb, s.length, b, s.tk, s.kv_heads, g);
+    cp_async_commit();
+
+    const int first = s.causal && kb > s.length - s.tq ? kb - (s.length - s.tq) : 0;
+    const int q_begin = first / MMA_BQ_DKV * MMA_BQ_DKV;
+    const int my_key = kb + band + lane / 4;
+    const float scale_log2 = s.scale * LOG2E;
+    constexpr int KCOLS = DQK / 2, VCOLS = DV / 2; // gradient columns per warp
+    frag_c dk_acc[KCOLS / 8], dv_acc[VCOLS / 8];
+#pragma unroll
+    for (int n = 0; n < KCOLS / 8; ++n) {
+        frag_zero(dk_acc[n]);
+    }
+#pragma unroll
+    for (int n = 0; n < VCOLS / 8; ++n) {
+        frag_zero(dv_acc[n]);
+    }
+
+    for (int hh = 0; hh < group; ++hh) {
+        const int h = g * group + hh;
+        for (int i0 = q_begin; i0 < s.tq; i0 += MMA_BQ_DKV) {
+            __syncthreads(); // the previous Q, dO, Pᵀ, dSᵀ are consumed
+            load_tile<T, DQK, MMA_WIDE_THREADS>(qs, q, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
+            load_tile<T, DV, MMA_WIDE_THREADS>(dos, d_o, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
+            cp_async_commit();
+            for (int e = threadIdx.x; e < MMA_BQ_DKV; e += MMA_WIDE_THREADS) {
+                const int i = i0 + e;
+                lses[e] = i < s.tq ? lse[((index_t)b * s.heads + h) * s.tq + i] * LOG2E : 0.0f;
+                deltas[e] = i < s.tq ? delta[((index_t)b * s.heads + h) * s.tq + i] : 0.0f;
+            }
+            cp_async_wait<0>();
+            __syncthreads();
+
+            // Phase 1: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ for the band's 16 keys × queries half·16…
+            frag_c st[MMA_BQ_DKV / 16], dpt[MMA_BQ_DKV / 16];
+            two_products<T, DQK, DV, MMA_BQ_DKV / 16>(st, dpt, ks, qs + half * (MMA_BQ_DKV / 2) * DQK, vs,
+                                                      dos + half * (MMA_BQ_DKV / 2) * DV, band, lane);
+#pragma unroll
+            for (int n = 0; n < MMA_BQ_DKV / 16; ++n) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int col = half * (MMA_BQ_DKV / 2) + n * 8 + (lane % 4) * 2 + (e & 1), i = i0 + col;
+                    const int key = my_key + (e >> 1) * 8;
+                    const bool live = i < s.tq && key < attention_visible(s, i);
+                    const float p = live ? exp2f(st[n].c[e] * scale_log2 - lses[col]) : 0.0f;
+                    st[n].c[e] = p;
+                    dpt[n].c[e] = p * (dpt[n].c[e] - deltas[col]);
+                }
+            }
+            store_c<T, MMA_BQ_DKV>(pts, band, half * (MMA_BQ_DKV / 16), st, lane);
+            store_c<T, MMA_BQ_DKV>(dsts, band, half * (MMA_BQ_DKV / 16), dpt, lane);
+            __syncthreads();
+
+            // Phase 2: dV[band, columns half·VCOLS…] += Pᵀ·dO, dK[band, columns half·KCOLS…] += dSᵀ·Q over all 32 queries.
+#pragma unroll
+            for (int kk = 0; kk < MMA_BQ_DKV / 16; ++kk) {
+                frag_a pa, da;
+                load_a<MMA_BQ_DKV>(pa, pts, band, kk, lane);
+                load_a<MMA_BQ_DKV>(da, dsts, band, kk, lane);
+#pragma unroll
+                for (int n = 0; n < VCOLS / 8; n += 2) {
+                    frag_b b0, b1;
+                    load_b<DV>(b0, b1, dos, kk, half * (VCOLS / 8) + n, lane);
+                    mma_16816<T>(dv_acc[n], pa, b0);
+                    mma_16816<T>(dv_acc[n + 1], pa, b1);
+                }
+#pragma unroll
+                for (int n = 0; n < KCOLS / 8; n += 2) {
+                    frag_b b0, b1;
+                    load_b<DQK>(b0, b1, qs, kk, half * (KCOLS / 8) + n, lane);
+                    mma_16816<T>(dk_acc[n], da, b0);
+                    mma_16816<T>(dk_acc[n + 1], da, b1);
+                }
+            }
+        }
+    }
+    cp_async_wait<0>(); // no copy may outlive the block (with no query to visit the loop never waited)
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int j = my_key + r * 8;
+        if (j >= s.length) {
+            continue; // keys past the valid length get no gradient
+        }
+        const index_t row = ((index_t)b * s.tk + j) * s.kv_heads + g;
+        if (dk != nullptr) {
+            T* out = dk + row * DQK + half * KCOLS + (lane % 4) * 2;
+#pragma unroll
+            for (int n = 0; n < KCOLS / 8; ++n) {
+                out[n * 8] = from_float<T>(to_float(out[n * 8]) + dk_acc[n].c[r * 2] * s.scale);
+                out[n * 8 + 1] = from_float<T>(to_float(out[n * 8 + 1]) + dk_acc[n].c[r * 2 + 1] * s.scale);
+            }
+        }
+        if (dv != nullptr) {
+            T* out = dv + row * DV + half * VCOLS + (lane % 4) * 2;
+#pragma unroll
+            for (int n = 0; n < VCOLS / 8; ++n) {
+                out[n * 8] = from_float<T>(to_float(out[n * 8]) + dv_acc[n].c[r * 2]);
+                out[n * 8 + 1] = from_float<T>(to_float(out[n * 8 + 1]) + dv_acc[n].c[r * 2 + 1]);
             }
         }
     }

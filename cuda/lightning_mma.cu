@@ -72,15 +72,7 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
         // The state copy for this block's inter product (every warp is past its reads of the previous copy).
 #pragma unroll
         for (int m = 0; m < M; ++m) {
-#pragma unroll
-            for (int nb = 0; nb < LMMA_DV / 8; ++nb) {
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int row = warp * (INNER / 4) + m * 16 + gq + half * 8, col = nb * 8 + tq * 2;
-                    *reinterpret_cast<unsigned*>(ss + swizzled(row, nb, LMMA_DV) + (col & 7)) =
-                        pack2<T>(st[m][nb].c[half * 2], st[m][nb].c[half * 2 + 1]);
-                }
-            }
+            store_c<T, LMMA_DV>(ss, warp * (INNER / 4) + m * 16, 0, st[m], lane);
         }
         lmma_load<T, INNER>(as, a, n, t0, seq, reverse, bb, heads, h, inner, 0);
         lmma_load<T, INNER>(bs, bm, n, t0, seq, reverse, bb, heads, h, inner, 0);

@@ -3,11 +3,13 @@
 // provides: kernels include mma.cuh first; tests/emulation provides mma_shim.h instead, so this header stays plain C++.
 #pragma once
 
-// Element offset of (row, 8-wide chunk) in a swizzled tile of `width` 16-bit columns: 16-byte chunk c of row r is stored
-// at c ^ (r % 8), so ldmatrix's eight row reads of one chunk column hit eight different bank groups.
+// Element offset of (row, 8-wide chunk) in a swizzled tile of `width` 16-bit columns (64 or more, or 32): 16-byte chunk c
+// of row r is stored at c ^ (r % 8), so ldmatrix's eight row reads of one chunk column hit eight different bank groups.
+// Rows of 32 columns (four chunks, two rows to a 128-byte line) store chunk c at c ^ ((r / 2) % 4), for the same reason.
 __device__ __forceinline__ int swizzled(int row, int chunk, int width)
 {
-    return row * width + ((chunk ^ (row & 7)) << 3);
+    const int key = width >= 64 ? (row & 7) : ((row >> 1) & 3);
+    return row * width + ((chunk ^ key) << 3);
 }
 
 // In every loader lane feeds the row address of row (lane % 8) of matrix (lane / 8).
@@ -60,5 +62,19 @@ __device__ __forceinline__ void c_to_a(frag_a (&a)[N / 2], const frag_c (&c)[N])
     for (int n = 0; n < N; ++n) {
         a[n / 2].r[(n & 1) * 2 + 0] = pack2<T>(c[n].c[0], c[n].c[1]);
         a[n / 2].r[(n & 1) * 2 + 1] = pack2<T>(c[n].c[2], c[n].c[3]);
+    }
+}
+
+// C fragments of the warp's 16 rows × 8·N columns → rows row0 + 0…15, chunks c0 … c0 + N − 1 of a swizzled tile of W
+// columns, rounded to T (for a product another warp, or the next step, reads back as an operand).
+template <typename T, int W, int N>
+__device__ __forceinline__ void store_c(void* tile, int row0, int c0, const frag_c (&c)[N], int lane)
+{
+    unsigned short* t = static_cast<unsigned short*>(tile);
+    const int row = row0 + lane / 4, col = (lane % 4) * 2;
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+        *reinterpret_cast<unsigned*>(t + swizzled(row, c0 + n, W) + col) = pack2<T>(c[n].c[0], c[n].c[1]);
+        *reinterpret_cast<unsigned*>(t + swizzled(row + 8, c0 + n, W) + col) = pack2<T>(c[n].c[2], c[n].c[3]);
     }
 }

@@ -34,6 +34,9 @@ public class GpuAttentionTests
         // Tensor-core forward (bf16/fp16, d 64 and 128, no bias): several query and key tiles, ragged ends, GQA, a cache tail.
         Full(2, 300, 8, 2, 128, 128, false),
         new(1, 200, 4, 1, 64, 64, true, 500, 450, false),
+        // Tensor-core wide heads (the 8-warp backward): SAS widths with GQA against a cache tail; MLA widths non-causal.
+        new(1, 70, 4, 2, 256, 128, true, 200, 180, false),
+        Full(2, 150, 4, 4, 192, 128, false),
     ];
 
     private static IEnumerable<TestCaseData> CaseData() =>
@@ -87,8 +90,8 @@ public class GpuAttentionTests
     }
 
     /// <summary>
-    /// 16-bit heads of width 64 and 128 take the tensor-core forward and backward, MLA's 192/128 and SAS's 256/128 its forward
-    /// (so the cases above test them).
+    /// 16-bit heads of widths 64/64, 128/128, MLA's 192/128 and SAS's 256/128 take the tensor-core forward and backward
+    /// (so the cases above test them); fp32 heads and other widths do not.
     /// </summary>
     [Test]
     public void Sixteen_bit_heads_take_the_tensor_core_kernels()
@@ -98,8 +101,8 @@ public class GpuAttentionTests
         Assume.That(SoftmaxAttentionTensorCoreCuda.Enabled, Is.True, $"{SoftmaxAttentionTensorCoreCuda.DisableVariable}=0: tensor cores disabled");
         foreach (var (dtype, qk, vw, forward, backward) in new[]
         {
-            (DType.BF16, 64, 64, true, true), (DType.F16, 128, 128, true, true), (DType.BF16, 192, 128, true, false),
-            (DType.F16, 256, 128, true, false), (DType.F32, 128, 128, false, false), (DType.BF16, 96, 64, false, false),
+            (DType.BF16, 64, 64, true, true), (DType.F16, 128, 128, true, true), (DType.BF16, 192, 128, true, true),
+            (DType.F16, 256, 128, true, true), (DType.F32, 128, 128, false, false), (DType.BF16, 96, 64, false, false),
         })
         {
             using var q = gpu.Zeros(new Shape(1, 70, 4, qk), dtype);

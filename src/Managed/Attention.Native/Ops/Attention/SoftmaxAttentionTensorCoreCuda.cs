@@ -5,9 +5,10 @@ namespace Attention.Native.Ops;
 
 /// <summary>
 /// The tensor-core launchers of <see cref="SoftmaxAttention"/> (cuda/attention_mma.cu): mma.sync m16n8k16 with fp32
-/// accumulation, for bf16/fp16 heads without a bias, on sm_80 and newer: the forward for (d_qk, d_v) of (64, 64), (128, 128),
-/// (192, 128) (MLA) and (256, 128) (SAS), the backward for (64, 64) and (128, 128). The forward writes what the CUDA-core
-/// forward writes (o and the row log-sum-exp); the backward's dq and dk/dv kernels take the same lse and row deltas.
+/// accumulation, for bf16/fp16 heads without a bias, on sm_80 and newer, forward and backward for (d_qk, d_v) of (64, 64),
+/// (128, 128), (192, 128) (MLA) and (256, 128) (SAS). The forward writes what the CUDA-core forward writes (o and the row
+/// log-sum-exp); the backward's dq and dk/dv kernels take the same lse and row deltas (4-warp kernels for d_qk = d_v,
+/// 8-warp kernels that split each tile's gradient columns between warp pairs for the wide heads).
 /// <see cref="SoftmaxAttentionCuda"/> falls back to the CUDA-core kernels for everything else.
 /// </summary>
 internal static class SoftmaxAttentionTensorCoreCuda
@@ -18,29 +19,30 @@ internal static class SoftmaxAttentionTensorCoreCuda
     /// <summary>False when <see cref="DisableVariable"/> is <c>0</c> (read once: the dispatch runs on every launch).</summary>
     public static bool Enabled { get; } = Environment.GetEnvironmentVariable(DisableVariable) != "0";
 
-    private const int Threads = 128;          // MMA_THREADS
+    private const uint Threads = 128;         // MMA_THREADS
+    private const uint WideThreads = 256;     // MMA_WIDE_THREADS
     private const int QueryRowsPerBlock = 64; // MMA_BQ
     private const int KeyTile = 64;           // MMA_BK
     private const int QueryStepDkDv = 32;     // MMA_BQ_DKV
 
-    /// <summary>Head widths (d_qk, d_v) with a forward instantiation.</summary>
-    public static IReadOnlyList<(int Qk, int V)> ForwardWidths { get; } = [(64, 64), (128, 128), (192, 128), (256, 128)];
-
-    /// <summary>Head widths (d_qk = d_v) with backward instantiations.</summary>
-    public static IReadOnlyList<int> BackwardWidths { get; } = [64, 128];
+    /// <summary>Head widths (d_qk, d_v) with forward and backward instantiations.</summary>
+    public static IReadOnlyList<(int Qk, int V)> Widths { get; } = [(64, 64), (128, 128), (192, 128), (256, 128)];
 
     private static readonly string[] TypeNames = ["bf16_t", "half_t"];
-
-    private static readonly string[] Kernels = ["attention_forward_mma", "attention_backward_dq_mma", "attention_backward_dkdv_mma"];
 
     public static KernelProgram Program { get; } = new(
         "attention_mma.cu",
         [
-            .. from t in TypeNames from w in ForwardWidths select ForwardName(t, w.Qk, w.V),
-            .. from kernel in Kernels.Skip(1) from t in TypeNames from w in BackwardWidths select $"{kernel}<{t}, {w}>",
+            .. from t in TypeNames from w in Widths select ForwardName(t, w.Qk, w.V),
+            .. from t in TypeNames from w in Widths select BackwardName("dq", t, w.Qk, w.V),
+            .. from t in TypeNames from w in Widths select BackwardName("dkdv", t, w.Qk, w.V),
         ]);
 
-    private static string ForwardName(string typeName, int qk, int v) => $"{Kernels[0]}<{typeName}, {qk}, {v}>";
+    private static string ForwardName(string typeName, int qk, int v) => $"attention_forward_mma<{typeName}, {qk}, {v}>";
+
+    // attention_backward_{dq,dkdv}_mma<T, D> when d_qk = d_v, else attention_backward_{dq,dkdv}_wide<T, DQK, DV>.
+    private static string BackwardName(string gradient, string typeName, int qk, int v) =>
+        qk == v ? $"attention_backward_{gradient}_mma<{typeName}, {qk}>" : $"attention_backward_{gradient}_wide<{typeName}, {qk}, {v}>";
 
     private static CudaKernel Prepare(CudaBackend backend, string name, int sharedBytes)
     {
@@ -54,11 +56,11 @@ internal static class SoftmaxAttentionTensorCoreCuda
 
     /// <summary>True when the tensor-core forward computes these tensors on this device.</summary>
     public static bool Handles(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o) =>
-        ForwardWidths.Contains((q.Shape[-1], v.Shape[-1])) && Applies(backend, q, k, v, bias, o);
+        Widths.Contains((q.Shape[-1], v.Shape[-1])) && Applies(backend, q, k, v, bias, o);
 
     /// <summary>True when the tensor-core backward computes the gradients of these tensors on this device.</summary>
     public static bool HandlesBackward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor dO) =>
-        q.Shape[-1] == v.Shape[-1] && BackwardWidths.Contains(q.Shape[-1]) && Applies(backend, q, k, v, bias, dO);
+        Widths.Contains((q.Shape[-1], v.Shape[-1])) && Applies(backend, q, k, v, bias, dO);
 
     private static bool Applies(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o) =>
         Enabled
@@ -90,27 +92,33 @@ internal static class SoftmaxAttentionTensorCoreCuda
     public static void Backward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor dO, Tensor lse, Interop.CUdeviceptr delta,
         Tensor? dq, Tensor? dk, Tensor? dv, SoftmaxAttentionCuda.Shape shape)
     {
-        int width = shape.Dqk;
+        string typeName = KernelProgram.StorageTypeName(q.DType);
+        bool wide = shape.Dqk != shape.Dv;
+        uint threads = wide ? WideThreads : Threads;
+        int widths = (shape.Dqk + shape.Dv) * 2; // bytes of one row of each of two tiles (Q and dO, or K and V)
         if (dq is not null)
         {
-            int shared = 2 * (QueryRowsPerBlock + KeyTile) * width * 2;
-            var kernel = Prepare(backend, $"{Kernels[1]}<{KernelProgram.StorageTypeName(q.DType)}, {width}>", shared);
+            // Q, dO, K, V tiles; the wide kernel adds its 64×64 dS tile.
+            int shared = ((QueryRowsPerBlock + KeyTile) * widths) + (wide ? QueryRowsPerBlock * KeyTile * 2 : 0);
+            var kernel = Prepare(backend, BackwardName("dq", typeName, shape.Dqk, shape.Dv), shared);
             var args = new KernelArgs(stackalloc byte[128], stackalloc int[12]);
             args.Add(Ptr(dq));
             AddInputs(ref args, q, k, v, dO, lse, delta, shape);
             uint tiles = (uint)((shape.Tq + QueryRowsPerBlock - 1) / QueryRowsPerBlock);
-            kernel.Launch(new Dim3(tiles, (uint)shape.Heads, (uint)shape.Batch), Threads, (uint)shared, backend.Stream, args);
+            kernel.Launch(new Dim3(tiles, (uint)shape.Heads, (uint)shape.Batch), threads, (uint)shared, backend.Stream, args);
         }
         if (dk is not null || dv is not null)
         {
-            int shared = (2 * (KeyTile + QueryStepDkDv) * width * 2) + (2 * QueryStepDkDv * sizeof(float));
-            var kernel = Prepare(backend, $"{Kernels[2]}<{KernelProgram.StorageTypeName(q.DType)}, {width}>", shared);
+            // K, V, Q, dO tiles and the rows' lse and delta; the wide kernel adds its Pᵀ and dSᵀ tiles.
+            int shared = ((KeyTile + QueryStepDkDv) * widths) + (2 * QueryStepDkDv * sizeof(float))
+                + (wide ? 2 * KeyTile * QueryStepDkDv * 2 : 0);
+            var kernel = Prepare(backend, BackwardName("dkdv", typeName, shape.Dqk, shape.Dv), shared);
             var args = new KernelArgs(stackalloc byte[128], stackalloc int[12]);
             args.Add(Ptr(dk));
             args.Add(Ptr(dv));
             AddInputs(ref args, q, k, v, dO, lse, delta, shape);
             uint tiles = (uint)((shape.Length + KeyTile - 1) / KeyTile);
-            kernel.Launch(new Dim3(tiles, (uint)shape.KvHeads, (uint)shape.Batch), Threads, (uint)shared, backend.Stream, args);
+            kernel.Launch(new Dim3(tiles, (uint)shape.KvHeads, (uint)shape.Batch), threads, (uint)shared, backend.Stream, args);
         }
     }
 
