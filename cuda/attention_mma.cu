@@ -17,7 +17,6 @@
 #define MMA_THREADS (MMA_WARPS * 32)
 #define MMA_BQ (MMA_WARPS * 16) // query rows per block
 #define MMA_BK 64               // keys per tile
-#define LOG2E 1.4426950408889634f
 
 // rows [row0, row0 + rows_in_tile) of a token-major [B, T, heads, D] tensor (head `head`) → a swizzled shared tile;
 // rows ≥ `rows_valid` are zero-filled. THREADS: the block's size.

@@ -2,6 +2,8 @@
 // Query i sits at position length − Tq + i; causal rows see keys j ≤ that position; keys ≥ length never count.
 #pragma once
 
+#define LOG2E 1.4426950408889634f // scores kept in log2 units, so each exponential is one exp2
+
 // Passed by value; mirrors AttentionCuda.Shape on the managed side field for field.
 struct AttentionShape {
     int batch, tq, heads, dqk, tk, kv_heads, dv, length;

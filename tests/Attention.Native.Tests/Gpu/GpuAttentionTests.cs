@@ -37,6 +37,9 @@ public class GpuAttentionTests
         // Tensor-core wide heads (the 8-warp backward): SAS widths with GQA against a cache tail; MLA widths non-causal.
         new(1, 70, 4, 2, 256, 128, true, 200, 180, false),
         Full(2, 150, 4, 4, 192, 128, false),
+        // 16-bit decode (attention_decode.cu): MQA's 16 packed rows in two row blocks; SAS's expanded widths, batched.
+        new(1, 1, 16, 1, 128, 128, true, 3000, 2900, false),
+        new(2, 1, 4, 4, 256, 128, true, 700, 650, false),
     ];
 
     private static IEnumerable<TestCaseData> CaseData() =>
@@ -110,6 +113,34 @@ public class GpuAttentionTests
             Assert.That(SoftmaxAttentionTensorCoreCuda.Handles(gpu, q, q, v, null, v), Is.EqualTo(forward), $"{dtype} {qk}/{vw} forward");
             Assert.That(SoftmaxAttentionTensorCoreCuda.HandlesBackward(gpu, q, q, v, null, v), Is.EqualTo(backward), $"{dtype} {qk}/{vw} backward");
             Assert.That(SoftmaxAttentionTensorCoreCuda.Handles(gpu, q, q, v, q, v), Is.False, $"{dtype} {qk}/{vw} with a bias");
+        }
+    }
+
+    /// <summary>
+    /// A few 16-bit query rows against a cache take the decode kernel (so the decode cases above test it): not with a bias,
+    /// fp32, other widths, or more query rows than decode has.
+    /// </summary>
+    [Test]
+    public void Few_sixteen_bit_query_rows_take_the_decode_kernel()
+    {
+        var gpu = Requires.CudaDevice();
+        Assume.That(SoftmaxAttentionTensorCoreCuda.Enabled, Is.True, $"{SoftmaxAttentionTensorCoreCuda.DisableVariable}=0: fast kernels disabled");
+        foreach (var (dtype, tq, heads, kvHeads, qk, vw, bias, expected) in new[]
+        {
+            (DType.BF16, 1, 16, 4, 128, 128, false, true), (DType.F16, 3, 8, 2, 64, 64, false, true),
+            (DType.BF16, 1, 32, 32, 256, 128, false, true), (DType.BF16, 1, 16, 4, 128, 128, true, false),
+            (DType.F32, 1, 16, 4, 128, 128, false, false), (DType.BF16, 1, 16, 1, 192, 128, false, false),
+            (DType.BF16, 64, 16, 4, 128, 128, false, false), (DType.BF16, 8, 64, 1, 64, 64, false, false),
+        })
+        {
+            using var q = gpu.Zeros(new Shape(1, tq, heads, qk), dtype);
+            using var k = gpu.Zeros(new Shape(1, 100, kvHeads, qk), dtype);
+            using var v = gpu.Zeros(new Shape(1, 100, kvHeads, vw), dtype);
+            using var o = gpu.Zeros(new Shape(1, tq, heads, vw), dtype);
+            using var b = bias ? gpu.Zeros(new Shape(heads, tq, 100), dtype) : null;
+            var shape = new SoftmaxAttentionCuda.Shape(1, tq, heads, qk, 100, kvHeads, vw, 100, 0.1f, 1);
+            Assert.That(SoftmaxAttentionDecodeCuda.Handles(gpu, q, k, v, b, o, shape), Is.EqualTo(expected),
+                $"{dtype} Tq {tq} H {heads} G {kvHeads} {qk}/{vw}{(bias ? " bias" : "")}");
         }
     }
 

@@ -41,16 +41,16 @@ public class KernelCompileTests
     }
 
     /// <summary>
-    /// The tensor-core kernels keep their fragments and accumulators in registers: ptxas reports no spill for any of them
-    /// (a spill would put local-memory traffic in the inner loops).
+    /// The fast kernels (tensor-core attention and Lightning, memory-speed decode) keep their fragments and accumulators in
+    /// registers: ptxas reports no spill for any of them (a spill would put local-memory traffic in the inner loops).
     /// </summary>
     [TestCase("sm_80")]
     [TestCase("sm_90")]
-    public void Tensor_core_kernels_do_not_spill_registers(string arch)
+    public void Fast_kernels_do_not_spill_registers(string arch)
     {
         Requires.Nvrtc();
         var compiler = new KernelCompiler(s_cache!.Path);
-        foreach (var program in new[] { SoftmaxAttentionTensorCoreCuda.Program, LightningCuda.TensorCoreProgram })
+        foreach (var program in new[] { SoftmaxAttentionTensorCoreCuda.Program, LightningCuda.TensorCoreProgram, SoftmaxAttentionDecodeCuda.Program })
         {
             var log = compiler.Compile(program, arch, ["--ptxas-options=-v"]).Log;
             var lines = log.Split('\n');

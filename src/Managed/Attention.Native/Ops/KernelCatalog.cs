@@ -13,6 +13,7 @@ public static class KernelCatalog
         RmsNormCuda.Program,
         SoftmaxAttentionCuda.Program,
         SoftmaxAttentionTensorCoreCuda.Program,
+        SoftmaxAttentionDecodeCuda.Program,
         PointwiseCuda.Program,
         ColumnsCuda.Program,
         LrpeCuda.Program,

@@ -44,6 +44,12 @@ namespace Attention.Native.Ops
                 return;
             }
             var shape = ShapeOf(d, options);
+            // A few query rows against a 16-bit cache (decode): the memory-speed kernel.
+            if (SoftmaxAttentionDecodeCuda.Handles(backend, q, k, v, bias, o, shape))
+            {
+                SoftmaxAttentionDecodeCuda.Forward(backend, q, k, v, o, lse, shape);
+                return;
+            }
             // The CUDA-core forward packs the (query, head) rows of a KV group into its blocks (see attention.cu).
             int qTiles = CeilDiv(d.Tq * (d.H / d.G), QueryRowsPerBlock);
             var (splits, keysPerSplit) = PlanSplits(backend.Device.MultiprocessorCount, (long)qTiles * d.G * d.B, d.Length);
@@ -80,15 +86,23 @@ namespace Attention.Native.Ops
             kernel.Launch(new Dim3((uint)(qTiles * splits), (uint)d.G, (uint)d.B), Threads, (uint)shared, backend.Stream, args);
             if (splits > 1)
             {
-                var combine = new KernelArgs(stackalloc byte[96], stackalloc int[8]);
-                combine.Add(Ptr(o));
-                combine.Add(Ptr(lse));
-                combine.Add(partialO);
-                combine.Add(partialMl);
-                combine.Add(shape);
-                combine.Add(splits);
-                backend.Kernel(Program, CombineKernel[q.DType]).Launch(Dim3.CeilDiv(rows, Warps), Threads, 0, backend.Stream, combine);
+                Combine(backend, o, lse, partialO, partialMl, shape, splits);
             }
+        }
+
+        /// <summary>Merges split-KV partials (attention_combine) into o and the row log-sum-exp.</summary>
+        internal static void Combine(CudaBackend backend, Tensor o, Tensor lse, Interop.CUdeviceptr partialO, Interop.CUdeviceptr partialMl,
+            Shape shape, int splits)
+        {
+            long rows = (long)shape.Batch * shape.Heads * shape.Tq;
+            var combine = new KernelArgs(stackalloc byte[96], stackalloc int[8]);
+            combine.Add(Ptr(o));
+            combine.Add(Ptr(lse));
+            combine.Add(partialO);
+            combine.Add(partialMl);
+            combine.Add(shape);
+            combine.Add(splits);
+            backend.Kernel(Program, CombineKernel[o.DType]).Launch(Dim3.CeilDiv(rows, Warps), Threads, 0, backend.Stream, combine);
         }
 
         public static void Backward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, Tensor dO,
@@ -200,7 +214,7 @@ namespace Attention.Native.Ops
 
         private static int CeilDiv(int n, int d) => (n + d - 1) / d;
 
-        private static long AlignUp(long n) => (n + 255) / 256 * 256;
+        internal static long AlignUp(long n) => (n + 255) / 256 * 256;
     }
 }
 

@@ -13,7 +13,10 @@ namespace Attention.Native.Ops;
 /// </summary>
 internal static class SoftmaxAttentionTensorCoreCuda
 {
-    /// <summary>Set <c>ATTENTION_NATIVE_TENSOR_CORES=0</c> to force the CUDA-core kernels (to compare the two, or to rule one out).</summary>
+    /// <summary>
+    /// Set <c>ATTENTION_NATIVE_TENSOR_CORES=0</c> to force the fp32 CUDA-core parity kernels where the fast ones (tensor cores,
+    /// and the memory-speed decode of <see cref="SoftmaxAttentionDecodeCuda"/>) would apply: to compare the two, or to rule one out.
+    /// </summary>
     public const string DisableVariable = "ATTENTION_NATIVE_TENSOR_CORES";
 
     /// <summary>False when <see cref="DisableVariable"/> is <c>0</c> (read once: the dispatch runs on every launch).</summary>
