@@ -70,8 +70,19 @@ internal static class BenchReport
             ["peer_ms"] = r.Peer?.Ms,
             ["speedup"] = r.Speedup,
             ["peak_fraction"] = DevicePeaks.Fraction(device, r.Ours.Tflops, r.Ours.Gbps),
+            ["copy_fraction"] = CopyFraction(rows, r.Ours),
         })]),
     };
+
+    /// <summary>
+    /// A decode row's GB/s over the GB/s of this run's own device-to-device copy (the "copy" row), the yardstick of issue 5's
+    /// decode target; null for other rows or without a copy row.
+    /// </summary>
+    public static double? CopyFraction(IReadOnlyList<Row> rows, Measurement m)
+    {
+        var copy = rows.Select(r => r.Ours).FirstOrDefault(c => c.Kernel == "copy" && c.Gbps is > 0);
+        return copy is null || !m.Kernel.EndsWith("decode", StringComparison.Ordinal) || m.Gbps is not { } gbps ? null : gbps / copy.Gbps;
+    }
 
     public static string Markdown(IReadOnlyList<Row> rows, string device = "")
     {
@@ -84,6 +95,17 @@ internal static class BenchReport
             double? peak = DevicePeaks.Fraction(device, m.Tflops, m.Gbps) * 100;
             sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {m.Kernel} | {m.Variant} | {(m.Causal ? "yes" : "no")} | {m.T} | {m.Ms:F3} | {F(m.Tflops, "F1")} | {F(m.Gbps, "F0")} | {F(peak, "F0")} | {r.Peer?.Peer ?? "—"} | {F(r.Peer?.Ms, "F3")} | {F(r.Speedup, "F2")} |"));
+        }
+        var copy = rows.Select(r => r.Ours).FirstOrDefault(c => c.Kernel == "copy" && c.Gbps is > 0);
+        var decodes = rows.Select(r => r.Ours).Distinct().Where(m => CopyFraction(rows, m) is not null).ToList();
+        if (copy is not null && decodes.Count > 0)
+        {
+            sb.AppendLine();
+            foreach (var m in decodes)
+            {
+                sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                    $"- {m.Kernel} {m.Variant} T={m.T}: {m.Gbps:F0} GB/s, {100 * CopyFraction(rows, m):F0} % of this run's device-to-device copy ({copy.Gbps:F0} GB/s)"));
+            }
         }
         return sb.ToString();
     }

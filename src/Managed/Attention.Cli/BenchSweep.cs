@@ -12,7 +12,8 @@ namespace Attention.Cli;
 /// <list type="bullet">
 /// <item>the softmax-attention core (H 16, d 128), forward and backward, causal and not, at B·T = <c>tokens</c>;</item>
 /// <item>the Lightning Attention-2 core (H 16, d 128), forward + backward;</item>
-/// <item>GQA decode (H 16, G 4, d 128) against a 32k cache, the cache read at GB/s;</item>
+/// <item>GQA decode (H 16, G 4, d 128) against a 32k cache, the cache read at GB/s, and (GPU) a device-to-device copy's GB/s,
+/// the yardstick the report relates every decode row to;</item>
 /// <item>every variant's layer at its variants.md benchmark config: forward and backward at B·T = <c>tokens</c>, and
 /// (causal variants) one decode step against a cache of T tokens.</item>
 /// </list>
@@ -36,7 +37,7 @@ internal static class BenchSweep
         string type = dtype == DType.BF16 ? "bf16" : "f32";
         var rows = new List<BenchReport.Measurement>();
         var configs = DemoCommand.BenchmarkConfigs(2048).Where(c => options.Variants.Count == 0 || options.Variants.Contains(c.Variant)).ToList();
-        int steps = (options.Lengths.Length * 5) + 1 + configs.Sum(c => 3 * (c is AgentConfig or FlattenConfig ? 1 : options.Lengths.Length));
+        int steps = (options.Lengths.Length * 5) + 2 + configs.Sum(c => 3 * (c is AgentConfig or FlattenConfig ? 1 : options.Lengths.Length));
         console.MarkupLine(Markup.Escape($"attn bench --sweep on {backend.Name}, {type}, B·T = {options.Tokens}, T ∈ {{{string.Join(", ", options.Lengths)}}}, median of {options.Repeats}"));
         console.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn()).Start(progress =>
         {
@@ -65,6 +66,13 @@ internal static class BenchSweep
             var (decodeMs, cacheBytes) = GqaDecodeCore(backend, timer, dtype, options.DecodeCache);
             rows.Add(new("decode", "gqa", type, true, options.DecodeCache, decodeMs, null, cacheBytes / (decodeMs * 1e-3) / 1e9));
             Step("gqa decode core");
+            if (backend is CudaBackend gpu)
+            {
+                // The yardstick of decode's GB/s: this device's own device-to-device copy, in this run.
+                var (copyMs, copyBytes) = DeviceCopy(gpu, timer);
+                rows.Add(new("copy", "device-to-device", type, false, 0, copyMs, null, copyBytes / (copyMs * 1e-3) / 1e9));
+            }
+            Step("device-to-device copy");
             foreach (var config in configs)
             {
                 // agent and flatten have their sequence length in the config (3136): one length, the batch filling B·T.
@@ -177,6 +185,17 @@ internal static class BenchSweep
         var options = new AttentionOptions(1 / Math.Sqrt(CoreWidth), true);
         double ms = timer.Median(() => SoftmaxAttention.Forward(q, k, v, options, null, o, lse));
         return (ms, 2.0 * k.Shape.ElementCount * dtype.SizeInBytes());
+    }
+
+    /// <summary>A 256 MiB device-to-device copy (past any L2), as the peers' torch copy; bytes read plus bytes written.</summary>
+    private static (double Ms, double Bytes) DeviceCopy(CudaBackend gpu, BenchTimer timer)
+    {
+        const long size = 1L << 28;
+        using var source = gpu.Context.Allocate<byte>(size);
+        using var destination = gpu.Context.Allocate<byte>(size);
+        source.Zero(gpu.Stream);
+        double ms = timer.Median(() => source.CopyTo(destination, gpu.Stream));
+        return (ms, 2.0 * size);
     }
 
     private static (double Forward, double Backward) Layer(Backend backend, BenchTimer timer, LayerConfig config, DType dtype, int b, int t)

@@ -65,4 +65,28 @@ public class BenchReportTests
         // Panels: forward mha causal (ours, flash, cudnn), forward gqa causal (ours, flash); the decode row has no TFLOP/s.
         Assert.That(lines, Has.Count.EqualTo(5));
     }
+
+    [Test]
+    public void Decode_rows_are_related_to_the_runs_own_device_to_device_copy()
+    {
+        M[] ours =
+        [
+            new("decode", "gqa", "bf16", true, 32768, 0.03, null, 2400),
+            new("layer decode", "tpa", "bf16", true, 16384, 0.05, null, 1500),
+            new("forward", "mha", "bf16", true, 2048, 2.0, 300, null),
+            new("copy", "device-to-device", "bf16", false, 0, 0.2, null, 3000),
+        ];
+        var rows = BenchReport.Join(ours, []);
+        Assert.Multiple(() =>
+        {
+            Assert.That(BenchReport.CopyFraction(rows, ours[0]), Is.EqualTo(0.8).Within(1e-12));
+            Assert.That(BenchReport.CopyFraction(rows, ours[1]), Is.EqualTo(0.5).Within(1e-12));
+            Assert.That(BenchReport.CopyFraction(rows, ours[2]), Is.Null, "not a decode row");
+            Assert.That(BenchReport.CopyFraction(rows, ours[3]), Is.Null, "the copy itself");
+            Assert.That(BenchReport.CopyFraction(BenchReport.Join(ours.Take(3), []), ours[0]), Is.Null, "no copy measured");
+        });
+        var markdown = BenchReport.Markdown(rows);
+        Assert.That(markdown, Does.Contain("- decode gqa T=32768: 2400 GB/s, 80 % of this run's device-to-device copy (3000 GB/s)"));
+        Assert.That(markdown, Does.Contain("- layer decode tpa T=16384: 1500 GB/s, 50 %"));
+    }
 }
