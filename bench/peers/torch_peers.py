@@ -69,6 +69,9 @@ def sdpa_rows(rows, t, tokens, causal, d=128, heads=16):
             continue
         rows.append(row("forward", "mha", causal, t, fwd, name, attention_flops(b, heads, t, d, causal)))
         rows.append(row("backward", "mha", causal, t, bwd, name, attention_flops(b, heads, t, d, causal, True)))
+        if causal and name == "sdpa-flash":
+            # Issue 5's Lightning target: its forward+backward against causal softmax attention's on the same shape.
+            rows.append(row("forward+backward", "transnormer", True, t, fwd + bwd, name))
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
         flex = torch.compile(flex_attention)

@@ -96,6 +96,20 @@ internal static class BenchReport
             sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {m.Kernel} | {m.Variant} | {(m.Causal ? "yes" : "no")} | {m.T} | {m.Ms:F3} | {F(m.Tflops, "F1")} | {F(m.Gbps, "F0")} | {F(peak, "F0")} | {r.Peer?.Peer ?? "—"} | {F(r.Peer?.Ms, "F3")} | {F(r.Speedup, "F2")} |"));
         }
+        var targets = Targets(rows);
+        if (targets.Count > 0)
+        {
+            sb.AppendLine();
+            sb.AppendLine("Targets (issue 5; bf16, d 128, one run):");
+            sb.AppendLine();
+            sb.AppendLine("| target | shape | measured | needed | met |");
+            sb.AppendLine("|---|---|---:|---:|---|");
+            foreach (var t in targets)
+            {
+                sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                    $"| {t.Target} | {t.Shape} | {t.Measured:F2} | {(t.Strict ? "> " : "≥ ")}{t.Needed:F2} | {(t.Met ? "yes" : "**no**")} |"));
+            }
+        }
         var copy = rows.Select(r => r.Ours).FirstOrDefault(c => c.Kernel == "copy" && c.Gbps is > 0);
         var decodes = rows.Select(r => r.Ours).Distinct().Where(m => CopyFraction(rows, m) is not null).ToList();
         if (copy is not null && decodes.Count > 0)
@@ -108,6 +122,62 @@ internal static class BenchReport
             }
         }
         return sb.ToString();
+    }
+
+    /// <summary>One of issue 5's targets checked on one shape: <see cref="Measured"/> against <see cref="Needed"/>.</summary>
+    internal sealed record TargetCheck(string Target, string Shape, double Measured, double Needed, bool Strict)
+    {
+        public bool Met => Strict ? Measured > Needed : Measured >= Needed;
+    }
+
+    /// <summary>
+    /// Issue 5's targets, each checked on every shape the rows hold: softmax forward and backward against SDPA's flash backend
+    /// (speedup ≥ 1 at T ≥ 2k) and the forward against cuDNN's (≥ 0.75); GQA decode at ≥ 80 % of the run's device-to-device
+    /// copy; TPA's decode step faster than GQA's at T ≥ 16k (GQA ms / TPA ms &gt; 1); Lightning forward+backward faster than
+    /// SDPA flash's causal forward+backward at T ≥ 4k and than the chunked PyTorch version at every T.
+    /// </summary>
+    public static IReadOnlyList<TargetCheck> Targets(IReadOnlyList<Row> rows)
+    {
+        var checks = new List<TargetCheck>();
+        static string Shape(Measurement m) => $"T={m.T}{(m.Causal ? " causal" : "")}";
+        foreach (var r in rows.Where(r => r.Ours.Variant == "mha" && r.Ours.T >= 2048 && r.Speedup is not null))
+        {
+            if (r.Ours.Kernel is "forward" or "backward" && r.Peer!.Peer == "sdpa-flash")
+            {
+                checks.Add(new($"{r.Ours.Kernel}: speedup vs sdpa-flash", Shape(r.Ours), r.Speedup!.Value, 1.0, false));
+            }
+            if (r.Ours.Kernel == "forward" && r.Peer!.Peer == "sdpa-cudnn")
+            {
+                checks.Add(new("forward: speedup vs sdpa-cudnn", Shape(r.Ours), r.Speedup!.Value, 0.75, false));
+            }
+        }
+        foreach (var m in rows.Select(r => r.Ours).Distinct().Where(m => m.Kernel == "decode" && m.Variant == "gqa"))
+        {
+            if (CopyFraction(rows, m) is { } fraction)
+            {
+                checks.Add(new("gqa decode: fraction of the device-to-device copy's GB/s", Shape(m), fraction, 0.8, false));
+            }
+        }
+        var layerDecodes = rows.Select(r => r.Ours).Distinct().Where(m => m.Kernel == "layer decode").ToList();
+        foreach (var tpa in layerDecodes.Where(m => m.Variant == "tpa" && m.T >= 16384))
+        {
+            if (layerDecodes.FirstOrDefault(m => m.Variant == "gqa" && m.T == tpa.T) is { } gqa)
+            {
+                checks.Add(new("tpa decode step: gqa ms / tpa ms", Shape(tpa), gqa.Ms / tpa.Ms, 1.0, true));
+            }
+        }
+        foreach (var r in rows.Where(r => r.Ours.Kernel == "forward+backward" && r.Ours.Variant == "transnormer" && r.Speedup is not null))
+        {
+            if (r.Peer!.Peer == "sdpa-flash" && r.Ours.T >= 4096)
+            {
+                checks.Add(new("lightning fwd+bwd: speedup vs sdpa-flash (causal)", Shape(r.Ours), r.Speedup!.Value, 1.0, true));
+            }
+            if (r.Peer.Peer == "torch-chunked")
+            {
+                checks.Add(new("lightning fwd+bwd: speedup vs chunked PyTorch", Shape(r.Ours), r.Speedup!.Value, 1.0, true));
+            }
+        }
+        return checks;
     }
 
     /// <summary>One panel per (kernel, variant, causal): TFLOP/s against T (log scale) for ours and each peer.</summary>

@@ -57,7 +57,8 @@ public class BenchReportTests
         Assert.That((double?)first["speedup"], Is.EqualTo(1.5).Within(1e-12));
 
         var markdown = File.ReadAllText(Path.ChangeExtension(path, ".md"));
-        Assert.That(markdown.Split('\n', StringSplitOptions.RemoveEmptyEntries), Has.Length.EqualTo(rows.Count + 2));
+        var table = markdown.Split('\n').TakeWhile(line => line.Length > 0).ToList();
+        Assert.That(table, Has.Count.EqualTo(rows.Count + 2), "header, rule, a line per row");
         Assert.That(markdown, Does.Contain("| sdpa-cudnn | 1.500 | 0.75 |"));
 
         var svg = XDocument.Parse(File.ReadAllText(Path.ChangeExtension(path, ".svg")));
@@ -88,5 +89,55 @@ public class BenchReportTests
         var markdown = BenchReport.Markdown(rows);
         Assert.That(markdown, Does.Contain("- decode gqa T=32768: 2400 GB/s, 80 % of this run's device-to-device copy (3000 GB/s)"));
         Assert.That(markdown, Does.Contain("- layer decode tpa T=16384: 1500 GB/s, 50 %"));
+    }
+
+    [Test]
+    public void Targets_are_checked_on_every_shape_the_rows_hold()
+    {
+        M[] ours =
+        [
+            new("forward", "mha", "bf16", true, 2048, 2.0, 300, null),
+            new("forward", "mha", "bf16", false, 1024, 1.0, 300, null),   // below 2k: no target
+            new("backward", "mha", "bf16", false, 4096, 10.0, 300, null),
+            new("decode", "gqa", "bf16", true, 32768, 0.03, null, 2000),
+            new("copy", "device-to-device", "bf16", false, 0, 0.2, null, 3000),
+            new("layer decode", "tpa", "bf16", true, 16384, 0.04, null, 500),
+            new("layer decode", "gqa", "bf16", true, 16384, 0.05, null, 1500),
+            new("layer decode", "tpa", "bf16", true, 8192, 0.04, null, 500),  // below 16k: no target
+            new("forward+backward", "transnormer", "bf16", true, 4096, 4.0, null, null),
+            new("forward+backward", "transnormer", "bf16", true, 1024, 1.0, null, null),
+        ];
+        M[] peers =
+        [
+            new("forward", "mha", "bf16", true, 2048, 2.2, null, null, "sdpa-flash"),
+            new("forward", "mha", "bf16", true, 2048, 1.4, null, null, "sdpa-cudnn"),
+            new("forward", "mha", "bf16", false, 1024, 0.5, null, null, "sdpa-flash"),
+            new("backward", "mha", "bf16", false, 4096, 9.0, null, null, "sdpa-flash"),
+            new("forward+backward", "transnormer", "bf16", true, 4096, 5.0, null, null, "sdpa-flash"),
+            new("forward+backward", "transnormer", "bf16", true, 4096, 40.0, null, null, "torch-chunked"),
+            new("forward+backward", "transnormer", "bf16", true, 1024, 0.5, null, null, "sdpa-flash"),  // below 4k: no target
+            new("forward+backward", "transnormer", "bf16", true, 1024, 0.9, null, null, "torch-chunked"),
+        ];
+        var checks = BenchReport.Targets(BenchReport.Join(ours, peers)).ToDictionary(c => $"{c.Target} @ {c.Shape}");
+        Assert.Multiple(() =>
+        {
+            Assert.That(checks.Keys, Is.EquivalentTo(new[]
+            {
+                "forward: speedup vs sdpa-flash @ T=2048 causal", "forward: speedup vs sdpa-cudnn @ T=2048 causal",
+                "backward: speedup vs sdpa-flash @ T=4096", "gqa decode: fraction of the device-to-device copy's GB/s @ T=32768 causal",
+                "tpa decode step: gqa ms / tpa ms @ T=16384 causal", "lightning fwd+bwd: speedup vs sdpa-flash (causal) @ T=4096 causal",
+                "lightning fwd+bwd: speedup vs chunked PyTorch @ T=4096 causal", "lightning fwd+bwd: speedup vs chunked PyTorch @ T=1024 causal",
+            }));
+            Assert.That(checks["forward: speedup vs sdpa-flash @ T=2048 causal"].Met, Is.True, "2.2 / 2.0 = 1.1 ≥ 1");
+            Assert.That(checks["forward: speedup vs sdpa-cudnn @ T=2048 causal"].Met, Is.False, "1.4 / 2.0 = 0.7 < 0.75");
+            Assert.That(checks["backward: speedup vs sdpa-flash @ T=4096"].Met, Is.False, "0.9 < 1");
+            Assert.That(checks["gqa decode: fraction of the device-to-device copy's GB/s @ T=32768 causal"].Measured, Is.EqualTo(2000.0 / 3000).Within(1e-12));
+            Assert.That(checks["gqa decode: fraction of the device-to-device copy's GB/s @ T=32768 causal"].Met, Is.False);
+            Assert.That(checks["tpa decode step: gqa ms / tpa ms @ T=16384 causal"].Met, Is.True, "0.05 / 0.04 = 1.25 > 1");
+            Assert.That(checks["lightning fwd+bwd: speedup vs sdpa-flash (causal) @ T=4096 causal"].Met, Is.True);
+            Assert.That(checks["lightning fwd+bwd: speedup vs chunked PyTorch @ T=1024 causal"].Met, Is.False, "0.9 / 1.0 < 1");
+        });
+        var markdown = BenchReport.Markdown(BenchReport.Join(ours, peers));
+        Assert.That(markdown, Does.Contain("| forward: speedup vs sdpa-cudnn | T=2048 causal | 0.70 | ≥ 0.75 | **no** |"));
     }
 }
