@@ -87,6 +87,244 @@ tpa_decode_split(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
     split_write_partial(partial_o, partial_ml, acc, running, split, rows, row, width);
 }
 
+// ---------------------------------------------------------------------------------------------------------------------
+// All heads in one block. tpa_decode_split above runs a block per head, so each block re-reads the cached B factors that
+// every head shares (R·d per token, the bulk of the cache): H reads of them per step. Here a block serves every head of
+// its query token, so the step reads the cache once, and the query factors never collapse: per key,
+// G[r,u] = ⟨B_q[r,:], B_k[s,u,:]⟩ (R_q·R_k dot products shared by all heads), then score[h,s] = Σ_{r,u} A_q[h,r] A_k[s,h,u] G[r,u];
+// the output adds P[h,s] A_v[s,h,u] B_v[s,u,:] over keys and u. Fp32 in shared memory; tiles of TPA_KT keys.
+#define TPA_KT 32          // keys per tile: one per lane in the softmax
+#define TPA_MAX_QRANK 16   // query rank held in registers by the G products
+#define TPA_GROUPS 4       // output groups (2 heads × 4 columns) per thread: ceil(H/2)·ceil(d/4) ≤ 4·SPLIT_THREADS
+
+struct alignas(16) tpa_chunk { unsigned w[4]; };
+
+template <typename T> __device__ __forceinline__ float tpa_chunk_value(const tpa_chunk& c, int i);
+template <> __device__ __forceinline__ float tpa_chunk_value<float>(const tpa_chunk& c, int i) { return __uint_as_float(c.w[i]); }
+template <> __device__ __forceinline__ float tpa_chunk_value<bf16_t>(const tpa_chunk& c, int i)
+{
+    return to_float(bf16_t{(unsigned short)(c.w[i / 2] >> (16 * (i & 1)))});
+}
+template <> __device__ __forceinline__ float tpa_chunk_value<half_t>(const tpa_chunk& c, int i)
+{
+    return to_float(half_t{(unsigned short)(c.w[i / 2] >> (16 * (i & 1)))});
+}
+
+// rows × len contiguous elements of src → dst as floats with row stride `stride`; 16-byte loads where src allows them.
+template <typename T>
+__device__ __forceinline__ void tpa_load_rows(float* dst, int stride, const T* src, int rows, int len)
+{
+    constexpr int E = 16 / sizeof(T);
+    const int n = rows * len;
+    if ((reinterpret_cast<unsigned long long>(src) & 15) == 0 && n % E == 0) {
+        const tpa_chunk* chunks = reinterpret_cast<const tpa_chunk*>(src);
+#pragma unroll 2
+        for (int e = threadIdx.x; e < n / E; e += SPLIT_THREADS) {
+            const tpa_chunk c = chunks[e];
+#pragma unroll
+            for (int i = 0; i < E; ++i) {
+                const int at = e * E + i;
+                dst[at / len * stride + at % len] = tpa_chunk_value<T>(c, i);
+            }
+        }
+    } else {
+        for (int at = threadIdx.x; at < n; at += SPLIT_THREADS) {
+            dst[at / len * stride + at % len] = to_float(src[at]);
+        }
+    }
+}
+
+// grid (splits, tokens) for the query tokens bt0 … of the B·Tq (one chunk), block SPLIT_THREADS, dynamic shared memory
+// tpa_heads_shared_floats(…) floats. Writes partials for rows (token − bt0)·H + h, as tpa_decode_split does. Needs
+// R_q ≤ TPA_MAX_QRANK and ceil(H/2)·ceil(d/4) ≤ TPA_GROUPS·SPLIT_THREADS (the host falls back to tpa_decode_split).
+template <typename T>
+__global__ void __launch_bounds__(SPLIT_THREADS)
+tpa_decode_heads(float* __restrict__ partial_o, float* __restrict__ partial_ml, const T* __restrict__ aq, const T* __restrict__ bq,
+                 const T* __restrict__ ak, const T* __restrict__ bk, const T* __restrict__ av, const T* __restrict__ bv,
+                 int bt0, int tq, int heads, int query_rank, int key_rank, int value_rank, int width, int capacity, int length,
+                 float scale, int keys_per_split)
+{
+    extern __shared__ float smem[];
+    const int H = heads, d = width, rq = query_rank, rk = key_rank, rv = value_rank;
+    float* bqs = smem;                         // [rq][d]
+    float* aqs = bqs + rq * d;                 // [H][rq]
+    float* bks = aqs + H * rq;                 // [KT][rk][d + 1]: padded, so a thread per row reads distinct banks
+    float* aks = bks + TPA_KT * rk * (d + 1);  // [KT][H][rk]
+    float* bvs = aks + TPA_KT * H * rk;        // [KT][rv][d]
+    float* avs = bvs + TPA_KT * rv * d;        // [KT][H][rv]
+    float* gq = avs + TPA_KT * H * rv;         // [4][KT·rk][rq]: quarter sums (over columns) of G
+    float* ps = gq + 4 * TPA_KT * rk * rq;     // [H][KT]: scores, then probabilities
+    float* run = ps + H * TPA_KT;              // [H][3]: running max (log2 units), sum, this tile's correction
+
+    const int split = blockIdx.x, bt = bt0 + (int)blockIdx.y, b = bt / tq, t = bt % tq;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    tpa_load_rows(aqs, H * rq, aq + (index_t)bt * H * rq, 1, H * rq);
+    tpa_load_rows(bqs, d, bq + (index_t)bt * rq * d, rq, d);
+    for (int h = threadIdx.x; h < H; h += SPLIT_THREADS) {
+        run[3 * h] = NEG_INF;
+        run[3 * h + 1] = 0.0f;
+    }
+    const int visible_end = length - tq + t + 1 < length ? length - tq + t + 1 : length;
+    const int begin = split * keys_per_split;
+    const int end = begin + keys_per_split < visible_end ? begin + keys_per_split : visible_end;
+    const float scale_log2 = scale * 1.4426950408889634f;
+
+    // Output groups: (head pair hp, column quad cq) = (g / quads, g % quads) for g = threadIdx.x + k·SPLIT_THREADS.
+    const int quads = (d + 3) / 4, groups = (H + 1) / 2 * quads;
+    float acc[TPA_GROUPS][2][4];
+#pragma unroll
+    for (int k = 0; k < TPA_GROUPS; ++k) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                acc[k][j][i] = 0.0f;
+            }
+        }
+    }
+
+    for (int s0 = begin; s0 < end; s0 += TPA_KT) {
+        const int count = end - s0 < TPA_KT ? end - s0 : TPA_KT;
+        __syncthreads(); // the previous tile is consumed
+        const index_t key0 = (index_t)b * capacity + s0;
+        tpa_load_rows(bks, d + 1, bk + key0 * rk * d, count * rk, d);
+        tpa_load_rows(aks, H * rk, ak + key0 * H * rk, count, H * rk);
+        tpa_load_rows(bvs, d, bv + key0 * rv * d, count * rv, d);
+        tpa_load_rows(avs, H * rv, av + key0 * H * rv, count, H * rv);
+        __syncthreads();
+
+        // G: item e = (quarter q, row (s, u)); consecutive threads take consecutive rows.
+        const int krows = TPA_KT * rk;
+        for (int e = threadIdx.x; e < 4 * krows; e += SPLIT_THREADS) {
+            const int q = e / krows, row = e % krows;
+            if (row >= count * rk) {
+                continue;
+            }
+            float g[TPA_MAX_QRANK];
+#pragma unroll
+            for (int r = 0; r < TPA_MAX_QRANK; ++r) {
+                g[r] = 0.0f;
+            }
+            const float* kr = bks + row * (d + 1);
+            for (int c = q * d / 4; c < (q + 1) * d / 4; ++c) {
+                const float x = kr[c];
+#pragma unroll
+                for (int r = 0; r < TPA_MAX_QRANK; ++r) {
+                    if (r < rq) {
+                        g[r] += bqs[r * d + c] * x;
+                    }
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < TPA_MAX_QRANK; ++r) {
+                if (r < rq) {
+                    gq[(q * krows + row) * rq + r] = g[r];
+                }
+            }
+        }
+        __syncthreads();
+
+        for (int e = threadIdx.x; e < H * TPA_KT; e += SPLIT_THREADS) {
+            const int h = e / TPA_KT, s = e % TPA_KT;
+            float score = NEG_INF;
+            if (s < count) {
+                score = 0.0f;
+                for (int u = 0; u < rk; ++u) {
+                    const int row = s * rk + u;
+                    float inner = 0.0f;
+                    for (int r = 0; r < rq; ++r) {
+                        const float gv = gq[row * rq + r] + gq[(krows + row) * rq + r] + gq[(2 * krows + row) * rq + r] +
+                                         gq[(3 * krows + row) * rq + r];
+                        inner += aqs[h * rq + r] * gv;
+                    }
+                    score += aks[(s * H + h) * rk + u] * inner;
+                }
+                score *= scale_log2;
+            }
+            ps[h * TPA_KT + s] = score;
+        }
+        __syncthreads();
+
+        // Online softmax, a warp per head: lane = key.
+        for (int h = warp; h < H; h += SPLIT_THREADS / 32) {
+            const float x = ps[h * TPA_KT + lane];
+            const float m_old = run[3 * h];
+            const float m_new = fmaxf(m_old, warp_max(x));
+            const float base = m_new == NEG_INF ? 0.0f : m_new;
+            const float p = x == NEG_INF ? 0.0f : exp2f(x - base);
+            const float sum = warp_sum(p);
+            ps[h * TPA_KT + lane] = p;
+            if (lane == 0) {
+                const float correction = exp2f(m_old - base);
+                run[3 * h] = m_new;
+                run[3 * h + 1] = run[3 * h + 1] * correction + sum;
+                run[3 * h + 2] = correction;
+            }
+        }
+        __syncthreads();
+
+#pragma unroll
+        for (int k = 0; k < TPA_GROUPS; ++k) {
+            const int g = threadIdx.x + k * SPLIT_THREADS;
+            if (g >= groups) {
+                continue;
+            }
+            const int h0 = g / quads * 2, c0 = g % quads * 4;
+            const bool pair = h0 + 1 < H;
+            const float corr0 = run[3 * h0 + 2], corr1 = pair ? run[3 * (h0 + 1) + 2] : 0.0f;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                acc[k][0][i] *= corr0;
+                acc[k][1][i] *= corr1;
+            }
+            for (int s = 0; s < count; ++s) {
+                const float p0 = ps[h0 * TPA_KT + s], p1 = pair ? ps[(h0 + 1) * TPA_KT + s] : 0.0f;
+                for (int u = 0; u < rv; ++u) {
+                    const float w0 = p0 * avs[(s * H + h0) * rv + u];
+                    const float w1 = pair ? p1 * avs[(s * H + h0 + 1) * rv + u] : 0.0f;
+                    const float* vr = bvs + (s * rv + u) * d + c0;
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const float x = c0 + i < d ? vr[i] : 0.0f;
+                        acc[k][0][i] += w0 * x;
+                        acc[k][1][i] += w1 * x;
+                    }
+                }
+            }
+        }
+    }
+    __syncthreads(); // run[] is final
+
+    const index_t rows = (index_t)gridDim.y * H;
+#pragma unroll
+    for (int k = 0; k < TPA_GROUPS; ++k) {
+        const int g = threadIdx.x + k * SPLIT_THREADS;
+        if (g >= groups) {
+            continue;
+        }
+        const int h0 = g / quads * 2, c0 = g % quads * 4;
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            if (h0 + j >= H) {
+                continue;
+            }
+            const index_t part = split * rows + (index_t)blockIdx.y * H + h0 + j;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                if (c0 + i < d) {
+                    partial_o[part * d + c0 + i] = acc[k][j][i];
+                }
+            }
+        }
+    }
+    for (int h = threadIdx.x; h < H; h += SPLIT_THREADS) {
+        const index_t part = split * rows + (index_t)blockIdx.y * H + h;
+        // split_combine works in natural-log units.
+        partial_ml[2 * part] = run[3 * h] == NEG_INF ? NEG_INF : run[3 * h] * 0.6931471805599453f;
+        partial_ml[2 * part + 1] = run[3 * h + 1];
+    }
+}
+
 // grid tokens·H (one chunk; o points at the chunk's first row), block SPLIT_THREADS, dynamic shared memory d floats:
 // o[row] = (1/Rv) · merged average.
 template <typename T>

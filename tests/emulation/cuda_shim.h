@@ -59,6 +59,13 @@ struct bf16_t { unsigned short bits; };
 struct half_t { unsigned short bits; };
 inline float to_float(float v) { return v; }
 inline float to_float(bf16_t v) { return __uint_as_float(((unsigned int)v.bits) << 16); }
+// IEEE binary16: (1024 + m)·2^(e − 25) when normal, m·2^−24 when subnormal.
+inline float to_float(half_t v)
+{
+    const int e = (v.bits >> 10) & 31, m = v.bits & 1023;
+    const float f = e == 0 ? std::ldexp((float)m, -24) : e == 31 ? (m != 0 ? NAN : INFINITY) : std::ldexp((float)(m + 1024), e - 25);
+    return (v.bits & 0x8000) != 0 ? -f : f;
+}
 template <typename T> T from_float(float v);
 template <> inline float from_float<float>(float v) { return v; }
 template <> inline bf16_t from_float<bf16_t>(float v) { bf16_t r; unsigned u = __float_as_uint(v); r.bits = (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); return r; }

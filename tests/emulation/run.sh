@@ -2,23 +2,27 @@
 # Runs the softmax-attention kernels on the CPU under the thread-level emulation of cuda_shim.h (and mma_shim.h for the
 # tensor-core kernels) against double-precision references: cuda/attention.cu forward (incl. split-KV and combine) and
 # backward (dq, dk, dv, dbias); cuda/attention_mma.cu forward and backward and cuda/lightning_mma.cu (the Lightning-2
-# recurrence, forward and reverse/accumulating sweeps) in bf16; cuda/attention_decode.cu with the combine in bf16. No GPU needed; a few minutes.
+# recurrence, forward and reverse/accumulating sweeps) in bf16; cuda/attention_decode.cu with the combine and cuda/tpa_decode.cu's all-heads kernel in bf16. No GPU needed; a few minutes.
 # Usage: tests/emulation/run.sh    (needs g++ with C++20)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-for kernel in attention attention_mma attention_decode lightning_mma; do
-  sed -e 's/extern __shared__ float smem\[\];/float* smem = g_dynamic_smem;/' -e '/#include "common.cuh"/d' -e '/#include "mma.cuh"/d' \
+for kernel in attention attention_mma attention_decode lightning_mma tpa_decode; do
+  sed -e 's/extern __shared__ float \([a-z_]*\)\[\];/float* \1 = g_dynamic_smem;/' -e '/#include "common.cuh"/d' -e '/#include "mma.cuh"/d' \
     "$here/../../cuda/$kernel.cu" > "$work/$kernel.emu.cpp"
 done
+# Headers that include common.cuh themselves: a copy without it, found first (next to the .emu.cpp files).
+sed -e '/#include "common.cuh"/d' "$here/../../cuda/include/split_kv.cuh" > "$work/split_kv.cuh"
 g++ -std=c++20 -O1 -pthread -I "$work" -I "$here/../../cuda/include" -o "$work/attention_harness" "$here/attention_harness.cpp"
 g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/attention_mma_harness" "$here/attention_mma_harness.cpp"
 g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/lightning_mma_harness" "$here/lightning_mma_harness.cpp"
 g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/attention_decode_harness" "$here/attention_decode_harness.cpp"
+g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/tpa_decode_harness" "$here/tpa_decode_harness.cpp"
 status=0
 "$work/attention_harness" || status=1
 "$work/attention_mma_harness" || status=1
 "$work/lightning_mma_harness" || status=1
 "$work/attention_decode_harness" || status=1
+"$work/tpa_decode_harness" || status=1
 exit $status

@@ -31,7 +31,12 @@ public class GpuDecodeChunkTests
 
     private static IEnumerable<TestCaseData> LatentCases() => Cases("LatentAttention chunked decode");
 
-    private static IEnumerable<TestCaseData> TpaCases() => Cases("TpaDecode chunked decode");
+    // Both TPA kernels: the all-heads one the launcher picks for these shapes, and the per-head one it falls back to.
+    private static IEnumerable<TestCaseData> TpaCases() =>
+        from dtype in GpuPair.StorageTypes
+        from s in ChunkShapes
+        from allHeads in new[] { true, false }
+        select new TestCaseData(dtype, s, allHeads).SetName($"TpaDecode chunked decode {dtype} {s} {(allHeads ? "all heads" : "per head")}");
 
     // Cache rows at or past Length hold large garbage that must not reach the result.
     private static GpuPair Cache(CudaBackend gpu, int seed, int b, int capacity, int length, int rowWidth, DType dtype)
@@ -63,7 +68,7 @@ public class GpuDecodeChunkTests
     }
 
     [TestCaseSource(nameof(TpaCases))]
-    public void TpaDecode_in_chunks_matches_the_cpu(DType dtype, ChunkShape s)
+    public void TpaDecode_in_chunks_matches_the_cpu(DType dtype, ChunkShape s, bool allHeads)
     {
         var gpu = Requires.CudaDevice();
         const int Rq = 3, Rk = 2, Rv = 3, D = 40;
@@ -83,9 +88,9 @@ public class GpuDecodeChunkTests
         using var avG = R(av.Gpu, s.H, Rv);
         using var bvG = R(bv.Gpu, Rv, D);
         var oGpu = gpu.Zeros(new Shape(s.B, s.Tq, s.H, D), dtype);
-        TpaDecodeCuda.Forward(gpu, aq.Gpu, bq.Gpu, akG, bkG, avG, bvG, s.Length, oGpu, s.MaxChunk);
+        TpaDecodeCuda.Forward(gpu, aq.Gpu, bq.Gpu, akG, bkG, avG, bvG, s.Length, oGpu, s.MaxChunk, allHeads);
         using var o = GpuPair.Wrap(TpaDecode.Forward(aq.Cpu, bq.Cpu, akC, bkC, avC, bvC, s.Length), oGpu);
-        o.Compare($"tpa chunked decode {s}", dtype);
+        o.Compare($"tpa chunked decode {s} {(allHeads ? "all heads" : "per head")}", dtype);
     }
 }
 
@@ -101,4 +106,14 @@ public class DecodeChunkPlanTests
     [TestCase(100_000, 1L, 7, ExpectedResult = 7)]                       // forced chunk
     [TestCase(5, 1L, 0, ExpectedResult = 1)]                             // a forced chunk below one is one
     public int Chunk_tokens(int tokens, long bytesPerToken, int maxChunk) => LatentAttentionCuda.ChunkTokens(tokens, bytesPerToken, maxChunk);
+
+    // tpa_decode_heads's shared memory, array by array (cuda/tpa_decode.cu; tests/emulation/tpa_decode_harness.cpp counts the same):
+    // B_q, A_q, padded B_k tile, A_k, B_v, A_v tiles, G quarter sums, scores, running state.
+    [TestCase(32, 64, 6, 2, 2, 227 * 1024, ExpectedResult = 4 * ((6 * 64) + (32 * 6) + (32 * 2 * 65) + (32 * 32 * 2) + (32 * 2 * 64) + (32 * 32 * 2) + (4 * 32 * 2 * 6) + (32 * 32) + (3 * 32)))]
+    [TestCase(4, 16, 6, 2, 2, 48 * 1024, ExpectedResult = 4 * ((6 * 16) + (4 * 6) + (32 * 2 * 17) + (32 * 4 * 2) + (32 * 2 * 16) + (32 * 4 * 2) + (4 * 32 * 2 * 6) + (4 * 32) + (3 * 4)))]
+    [TestCase(32, 64, 6, 2, 2, 48 * 1024, ExpectedResult = null)]   // over the device's opt-in shared memory
+    [TestCase(4, 16, 17, 2, 2, 227 * 1024, ExpectedResult = null)]  // query rank past the kernel's registers
+    [TestCase(64, 256, 2, 1, 1, 227 * 1024, ExpectedResult = null)] // more output groups (32 head pairs × 64 column quads) than 4 per thread
+    public int? Tpa_all_heads_shared_memory(int heads, int width, int rq, int rk, int rv, int optin) =>
+        TpaDecodeCuda.HeadsSharedBytes(heads, width, rq, rk, rv, optin);
 }

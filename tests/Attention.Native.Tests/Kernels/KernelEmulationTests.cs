@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace Attention.Native.Tests.Kernels;
 
 /// <summary>
-/// The attention and tensor-core Lightning kernels run on the CPU under tests/emulation's thread-level CUDA emulation (barriers, shuffles, and the
+/// The attention, tensor-core Lightning and decode kernels run on the CPU under tests/emulation's thread-level CUDA emulation (barriers, shuffles, and the
 /// tensor-core fragments of ldmatrix/mma.sync written from the PTX ISA) against double-precision references, so a logic or
 /// fragment-layout error fails here, on a machine without a GPU. Needs the source tree and g++ (C++20).
 /// </summary>
@@ -37,8 +37,8 @@ public class KernelEmulationTests
         process.WaitForExit();
         TestContext.Out.WriteLine(output);
         Assert.That(process.ExitCode, Is.Zero, $"tests/emulation/run.sh exited {process.ExitCode}:\n{output}\n{stderr.Result}");
-        // One summary line per harness (CUDA-core attention, tensor-core attention, tensor-core Lightning, decode), none failing.
-        Assert.That(output.Split('\n').Count(line => line == "0 failing"), Is.EqualTo(4), output);
+        // One summary line per harness (CUDA-core attention, tensor-core attention, tensor-core Lightning, decode, TPA decode), none failing.
+        Assert.That(output.Split('\n').Count(line => line == "0 failing"), Is.EqualTo(5), output);
     }
 
     private static bool ExistsOnPath(string program) =>

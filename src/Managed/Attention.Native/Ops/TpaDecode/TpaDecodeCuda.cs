@@ -4,8 +4,10 @@ using static Attention.Native.CudaBackend;
 namespace Attention.Native.Ops
 {
     /// <summary>
-    /// CUDA launcher of <see cref="TpaDecode"/> (cuda/tpa_decode.cu): the query factors collapse to one vector per head, then
-    /// split-KV attention scores and averages straight from the cached factors, and a combine pass merges the splits.
+    /// CUDA launcher of <see cref="TpaDecode"/> (cuda/tpa_decode.cu): split-KV attention that scores and averages straight from
+    /// the cached factors, and a combine pass that merges the splits. Where its shared memory fits, one block serves every head
+    /// of a query token (tpa_decode_heads), so a step reads the cache once; otherwise the query factors collapse to one vector
+    /// per head and a block per head does the work (tpa_decode_split), re-reading the factors the heads share.
     /// </summary>
     internal static class TpaDecodeCuda
     {
@@ -17,8 +19,32 @@ namespace Attention.Native.Ops
         private static readonly KernelNames Query = new("tpa_decode_query");
         private static readonly KernelNames Split = new("tpa_decode_split");
         private static readonly KernelNames Combine = new("tpa_decode_combine");
+        private static readonly KernelNames Heads = new("tpa_decode_heads");
 
-        public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes("tpa_decode.cu", Query.Template, Split.Template, Combine.Template);
+        public static KernelProgram Program { get; } =
+            KernelProgram.ForStorageTypes("tpa_decode.cu", Query.Template, Split.Template, Combine.Template, Heads.Template);
+
+        private const int KeyTile = 32;       // TPA_KT
+        private const int MaxQueryRank = 16;  // TPA_MAX_QRANK
+        private const int GroupsPerThread = 4; // TPA_GROUPS
+
+        /// <summary>
+        /// Dynamic shared memory of tpa_decode_heads in bytes (its layout, array by array), or null where that kernel does not
+        /// take the shape (query rank, output groups per thread, or the device's opt-in shared memory).
+        /// </summary>
+        internal static int? HeadsSharedBytes(int heads, int width, int queryRank, int keyRank, int valueRank, int maxSharedOptin)
+        {
+            long groups = (long)((heads + 1) / 2) * ((width + 3) / 4);
+            if (queryRank > MaxQueryRank || groups > (long)GroupsPerThread * Threads)
+            {
+                return null;
+            }
+            long floats = ((long)queryRank * width) + ((long)heads * queryRank) + ((long)KeyTile * keyRank * (width + 1))
+                + ((long)KeyTile * heads * keyRank) + ((long)KeyTile * valueRank * width) + ((long)KeyTile * heads * valueRank)
+                + (4L * KeyTile * keyRank * queryRank) + ((long)heads * KeyTile) + (3L * heads);
+            long bytes = floats * sizeof(float);
+            return bytes <= maxSharedOptin ? (int)bytes : null;
+        }
 
         public static void Forward(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int length, Tensor o) =>
             Forward(backend, aq, bq, ak, bk, av, bv, length, o, LatentAttentionCuda.MaxGridY);
@@ -26,9 +52,10 @@ namespace Attention.Native.Ops
         /// <summary>
         /// As <see cref="Forward(CudaBackend, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, Tensor)"/>, over the B·T_q query
         /// tokens in chunks of at most <paramref name="maxChunk"/> tokens (fewer where the scratch budget says so); tests lower it
-        /// to run several chunks on small shapes.
+        /// to run several chunks on small shapes, and clear <paramref name="allHeads"/> to test the per-head kernel.
         /// </summary>
-        internal static void Forward(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int length, Tensor o, int maxChunk)
+        internal static void Forward(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int length, Tensor o, int maxChunk,
+            bool allHeads = true)
         {
             int batch = aq.Shape[0], tq = aq.Shape[1], heads = aq.Shape[2], queryRank = aq.Shape[3];
             int keyRank = ak.Shape[3], valueRank = av.Shape[3], width = bq.Shape[3], capacity = ak.Shape[1];
@@ -40,6 +67,12 @@ namespace Attention.Native.Ops
             long rows = (long)tokens * heads;
             if (rows == 0 || width == 0)
             {
+                return;
+            }
+            int? headsShared = HeadsSharedBytes(heads, width, queryRank, keyRank, valueRank, backend.Device.MaxSharedMemoryPerBlockOptin);
+            if (allHeads && headsShared is { } shared)
+            {
+                ForwardAllHeads(backend, aq, bq, ak, bk, av, bv, length, o, maxChunk, shared);
                 return;
             }
             var (splits, keysPerSplit) = SoftmaxAttentionCuda.PlanSplits(backend.Device.MultiprocessorCount, rows, length);
@@ -105,6 +138,68 @@ namespace Attention.Native.Ops
                 combine.Add(valueRank);
                 combine.Add(splits);
                 Launch(backend, Combine[aq.DType], checked((uint)countRows), width * sizeof(float), combine);
+            }
+        }
+
+        // tpa_decode_heads: a block per (split, query token) serving every head, then the combine.
+        private static void ForwardAllHeads(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int length,
+            Tensor o, int maxChunk, int sharedBytes)
+        {
+            int batch = aq.Shape[0], tq = aq.Shape[1], heads = aq.Shape[2], queryRank = aq.Shape[3];
+            int keyRank = ak.Shape[3], valueRank = av.Shape[3], width = bq.Shape[3], capacity = ak.Shape[1];
+            int tokens = batch * tq;
+            var (splits, keysPerSplit) = SoftmaxAttentionCuda.PlanSplits(backend.Device.MultiprocessorCount, tokens, length);
+            // Per query token: the partials (splits·H·(d + 2) floats).
+            int chunk = LatentAttentionCuda.ChunkTokens(tokens, (long)heads * splits * (width + 2) * sizeof(float), maxChunk);
+            long chunkRows = (long)chunk * heads;
+            long oBytes = LatentAttentionCuda.AlignUp((long)splits * chunkRows * width * sizeof(float));
+            var partialO = backend.Scratch(oBytes + ((long)splits * chunkRows * 2 * sizeof(float))).Pointer;
+            var partialMl = partialO + oBytes;
+            int elementSize = aq.DType.SizeInBytes();
+            double scale = 1.0 / (queryRank * keyRank * Math.Sqrt(width));
+            var kernel = backend.Kernel(Program, Heads[aq.DType]);
+            if (sharedBytes > 48 * 1024)
+            {
+                kernel.SetMaxDynamicSharedMemory(sharedBytes);
+            }
+
+            Span<byte> splitBytes = stackalloc byte[192];
+            Span<int> splitOffsets = stackalloc int[24];
+            Span<byte> combineBytes = stackalloc byte[64];
+            Span<int> combineOffsets = stackalloc int[8];
+            for (int bt0 = 0; bt0 < tokens; bt0 += chunk)
+            {
+                int count = Math.Min(chunk, tokens - bt0);
+                var split = new KernelArgs(splitBytes, splitOffsets);
+                split.Add(partialO);
+                split.Add(partialMl);
+                split.Add(Ptr(aq));
+                split.Add(Ptr(bq));
+                split.Add(Ptr(ak));
+                split.Add(Ptr(bk));
+                split.Add(Ptr(av));
+                split.Add(Ptr(bv));
+                split.Add(bt0);
+                split.Add(tq);
+                split.Add(heads);
+                split.Add(queryRank);
+                split.Add(keyRank);
+                split.Add(valueRank);
+                split.Add(width);
+                split.Add(capacity);
+                split.Add(length);
+                split.Add((float)scale);
+                split.Add(keysPerSplit);
+                kernel.Launch(new Dim3((uint)splits, (uint)count, 1), Threads, (uint)sharedBytes, backend.Stream, split);
+
+                var combine = new KernelArgs(combineBytes, combineOffsets);
+                combine.Add(Ptr(o) + ((long)bt0 * heads * width * elementSize));
+                combine.Add(partialO);
+                combine.Add(partialMl);
+                combine.Add(width);
+                combine.Add(valueRank);
+                combine.Add(splits);
+                Launch(backend, Combine[aq.DType], checked((uint)((long)count * heads)), width * sizeof(float), combine);
             }
         }
 
