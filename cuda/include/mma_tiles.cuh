@@ -43,6 +43,18 @@ __device__ __forceinline__ void load_bt(frag_b& b0, frag_b& b1, const void* tile
     b1 = {{r[2], r[3]}};
 }
 
+// B-fragments for row block n (8 rows) × column blocks kk and kk + 1 of a swizzled tile whose rows are B's columns: b0 for
+// k-step kk, b1 for k-step kk + 1 (one 8-wide B block over two k-steps, where load_bt gives two blocks over one).
+template <int W>
+__device__ __forceinline__ void load_bt_k2(frag_b& b0, frag_b& b1, const void* tile, int n, int kk, int lane)
+{
+    const int mi = lane / 8, mr = lane % 8;
+    unsigned r[4];
+    ldmatrix_x4(r, static_cast<const unsigned short*>(tile) + swizzled(n * 8 + mr, kk * 2 + mi, W));
+    b0 = {{r[0], r[1]}};
+    b1 = {{r[2], r[3]}};
+}
+
 // B-fragments for rows kk·16 … +15 (B's k) × column blocks n and n + 1 (B's n) of a swizzled tile used as B directly.
 template <int W>
 __device__ __forceinline__ void load_b(frag_b& b0, frag_b& b1, const void* tile, int kk, int n, int lane)

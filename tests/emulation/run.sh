@@ -2,13 +2,14 @@
 # Runs the softmax-attention kernels on the CPU under the thread-level emulation of cuda_shim.h (and mma_shim.h for the
 # tensor-core kernels) against double-precision references: cuda/attention.cu forward (incl. split-KV and combine) and
 # backward (dq, dk, dv, dbias); cuda/attention_mma.cu forward and backward and cuda/lightning_mma.cu (the Lightning-2
-# recurrence, forward and reverse/accumulating sweeps) in bf16; cuda/attention_decode.cu with the combine and cuda/tpa_decode.cu's all-heads kernel in bf16. No GPU needed; a few minutes.
+# recurrence, forward and reverse/accumulating sweeps) in bf16; cuda/attention_decode.cu with the combine, cuda/tpa_decode.cu's all-heads kernel and
+# cuda/latent_attention_mma.cu (MLA's decode on tensor cores) in bf16. No GPU needed; a few minutes.
 # Usage: tests/emulation/run.sh    (needs g++ with C++20)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-for kernel in attention attention_mma attention_decode lightning_mma tpa_decode; do
+for kernel in attention attention_mma attention_decode lightning_mma tpa_decode latent_attention latent_attention_mma; do
   sed -e 's/extern __shared__ float \([a-z_]*\)\[\];/float* \1 = g_dynamic_smem;/' -e '/#include "common.cuh"/d' -e '/#include "mma.cuh"/d' \
     "$here/../../cuda/$kernel.cu" > "$work/$kernel.emu.cpp"
 done
@@ -19,10 +20,12 @@ g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda
 g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/lightning_mma_harness" "$here/lightning_mma_harness.cpp"
 g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/attention_decode_harness" "$here/attention_decode_harness.cpp"
 g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/tpa_decode_harness" "$here/tpa_decode_harness.cpp"
+g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/latent_attention_mma_harness" "$here/latent_attention_mma_harness.cpp"
 status=0
 "$work/attention_harness" || status=1
 "$work/attention_mma_harness" || status=1
 "$work/lightning_mma_harness" || status=1
 "$work/attention_decode_harness" || status=1
 "$work/tpa_decode_harness" || status=1
+"$work/latent_attention_mma_harness" || status=1
 exit $status

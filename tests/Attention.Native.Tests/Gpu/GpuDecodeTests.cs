@@ -43,6 +43,23 @@ public class GpuDecodeTests
         return GpuPair.Of(gpu, values, new Shape(b, capacity, rowWidth), dtype);
     }
 
+    /// <summary>16-bit caches of DeepSeek's widths (latent 512, rope 64) take the tensor-core split kernel (so the long cases above test it).</summary>
+    [Test]
+    public void Deepseek_widths_take_the_tensor_core_decode()
+    {
+        var gpu = Requires.CudaDevice();
+        Assume.That(gpu.Device.ComputeCapabilityMajor, Is.GreaterThanOrEqualTo(8), "tensor-core kernels need sm_80 or newer");
+        Assume.That(SoftmaxAttentionTensorCoreCuda.Enabled, Is.True, $"{SoftmaxAttentionTensorCoreCuda.DisableVariable}=0: fast kernels disabled");
+        foreach (var (dtype, latent, rope, expected) in new[]
+        {
+            (DType.BF16, 512, 64, true), (DType.F16, 512, 64, true), (DType.F32, 512, 64, false), (DType.BF16, 32, 8, false), (DType.BF16, 512, 32, false),
+        })
+        {
+            using var cache = gpu.Zeros(new Shape(1, 10, latent + rope), dtype);
+            Assert.That(LatentAttentionCuda.TensorCoresFit(gpu, cache, latent, rope), Is.EqualTo(expected), $"{dtype} latent {latent} rope {rope}");
+        }
+    }
+
     [TestCaseSource(nameof(LatentCases))]
     public void LatentAttention_decode_matches_the_cpu(DType dtype, DecodeShape s)
     {

@@ -50,7 +50,7 @@ public class KernelCompileTests
     {
         Requires.Nvrtc();
         var compiler = new KernelCompiler(s_cache!.Path);
-        foreach (var program in new[] { SoftmaxAttentionTensorCoreCuda.Program, LightningCuda.TensorCoreProgram, SoftmaxAttentionDecodeCuda.Program })
+        foreach (var program in new[] { SoftmaxAttentionTensorCoreCuda.Program, LightningCuda.TensorCoreProgram, SoftmaxAttentionDecodeCuda.Program, LatentAttentionCuda.TensorCoreProgram })
         {
             var log = compiler.Compile(program, arch, ["--ptxas-options=-v"]).Log;
             var lines = log.Split('\n');

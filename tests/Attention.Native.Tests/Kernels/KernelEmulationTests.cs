@@ -37,8 +37,8 @@ public class KernelEmulationTests
         process.WaitForExit();
         TestContext.Out.WriteLine(output);
         Assert.That(process.ExitCode, Is.Zero, $"tests/emulation/run.sh exited {process.ExitCode}:\n{output}\n{stderr.Result}");
-        // One summary line per harness (CUDA-core attention, tensor-core attention, tensor-core Lightning, decode, TPA decode), none failing.
-        Assert.That(output.Split('\n').Count(line => line == "0 failing"), Is.EqualTo(5), output);
+        // One summary line per harness (CUDA-core attention, tensor-core attention, tensor-core Lightning, decode, TPA decode, MLA decode), none failing.
+        Assert.That(output.Split('\n').Count(line => line == "0 failing"), Is.EqualTo(6), output);
     }
 
     private static bool ExistsOnPath(string program) =>

@@ -26,6 +26,7 @@ public static class KernelCatalog
         LightningCuda.TensorCoreProgram,
         FocusedLinearAttentionCuda.Program,
         LatentAttentionCuda.Program,
+        LatentAttentionCuda.TensorCoreProgram,
         TpaDecodeCuda.Program,
     ];
 }

@@ -5,7 +5,8 @@ namespace Attention.Native.Ops
 {
     /// <summary>
     /// CUDA launcher of <see cref="LatentAttention"/> (cuda/latent_attention.cu): absorb W_kb into the queries, split-KV attention
-    /// over the cached latent (the split count from <see cref="SoftmaxAttentionCuda.PlanSplits"/>), then combine and lift with W_vb.
+    /// over the cached latent (the split count from <see cref="SoftmaxAttentionCuda.PlanSplits"/>; on tensor cores for DeepSeek's
+    /// widths, <see cref="TensorCoreProgram"/>), then combine and lift with W_vb.
     /// </summary>
     internal static class LatentAttentionCuda
     {
@@ -19,6 +20,30 @@ namespace Attention.Native.Ops
         private static readonly KernelNames Combine = new("latent_attention_decode_combine");
 
         public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes("latent_attention.cu", Absorb.Template, Split.Template, Combine.Template);
+
+        /// <summary>
+        /// The tensor-core split kernel (cuda/latent_attention_mma.cu) for DeepSeek's widths: every head of a query token is a row
+        /// of one mma tile scoring the same cache rows, which on CUDA cores costs more arithmetic per cached byte than they keep
+        /// up with. bf16/fp16, sm_80+, latent 512 and rope 64; same arguments and partials as the CUDA-core split kernel.
+        /// </summary>
+        public static KernelProgram TensorCoreProgram { get; } = new(
+            "latent_attention_mma.cu",
+            [$"latent_attention_decode_mma<bf16_t, {MmaLatent}, {MmaRope}>", $"latent_attention_decode_mma<half_t, {MmaLatent}, {MmaRope}>"]);
+
+        private const int MmaLatent = 512, MmaRope = 64, MmaThreads = 128, MmaHeadsPerBlock = 16, MmaKeyTile = 32;
+
+        /// <summary>True when the tensor-core split kernel serves this decode on this device.</summary>
+        internal static bool TensorCoresFit(CudaBackend backend, Tensor cache, int latent, int rope) =>
+            SoftmaxAttentionTensorCoreCuda.Enabled
+            && cache.DType is DType.BF16 or DType.F16
+            && latent == MmaLatent && rope == MmaRope
+            && backend.Device.ComputeCapabilityMajor >= 8
+            && SoftmaxAttentionTensorCoreCuda.Aligned(cache)
+            && MmaSharedBytes <= backend.Device.MaxSharedMemoryPerBlockOptin;
+
+        // Q̂ tile, two cache tiles, probabilities (16-bit); scores and the running state (fp32).
+        private const int MmaSharedBytes = ((MmaHeadsPerBlock * (MmaLatent + MmaRope)) + (2 * MmaKeyTile * (MmaLatent + MmaRope))
+            + (MmaHeadsPerBlock * MmaKeyTile)) * 2 + ((MmaHeadsPerBlock * MmaKeyTile) + (3 * MmaHeadsPerBlock)) * 4;
 
         public static void Decode(CudaBackend backend, Tensor q, Tensor cache, Tensor kvUp, Tensor o, int nopeDim, int length, double scale) =>
             Decode(backend, q, cache, kvUp, o, nopeDim, length, scale, MaxGridY);
@@ -42,7 +67,15 @@ namespace Attention.Native.Ops
                 return;
             }
             int width = latent + rope;
-            var (splits, keysPerSplit) = SoftmaxAttentionCuda.PlanSplits(backend.Device.MultiprocessorCount, rows, length);
+            bool tensorCores = TensorCoresFit(backend, cache, latent, rope);
+            int headBlocks = (heads + MmaHeadsPerBlock - 1) / MmaHeadsPerBlock;
+            var (splits, keysPerSplit) = SoftmaxAttentionCuda.PlanSplits(backend.Device.MultiprocessorCount, tensorCores ? (long)tokens * headBlocks : rows, length);
+            CudaKernel? mma = null;
+            if (tensorCores)
+            {
+                mma = backend.Kernel(TensorCoreProgram, TensorCoreProgram.NameExpressions[q.DType == DType.BF16 ? 0 : 1]);
+                mma.SetMaxDynamicSharedMemory(MmaSharedBytes);
+            }
             // Per query token: q̂ (H·width floats) and the partials (splits·H·(latent + 2) floats).
             int chunk = ChunkTokens(tokens, (long)heads * (width + ((long)splits * (latent + 2))) * sizeof(float), maxChunk);
             long chunkRows = (long)chunk * heads;
@@ -92,7 +125,14 @@ namespace Attention.Native.Ops
                 split.Add(length);
                 split.Add((float)scale);
                 split.Add(keysPerSplit);
-                Launch(backend, Split[q.DType], new Dim3((uint)splits, (uint)count, (uint)heads), width * sizeof(float), split);
+                if (mma is not null)
+                {
+                    mma.Launch(new Dim3((uint)splits, (uint)count, (uint)headBlocks), MmaThreads, (uint)MmaSharedBytes, backend.Stream, split);
+                }
+                else
+                {
+                    Launch(backend, Split[q.DType], new Dim3((uint)splits, (uint)count, (uint)heads), width * sizeof(float), split);
+                }
 
                 var combine = new KernelArgs(combineBytes, combineOffsets);
                 combine.Add(Ptr(o) + ((long)bt0 * heads * dv * elementSize));
