@@ -254,6 +254,31 @@ __device__ __forceinline__ void two_products(frag_c (&x)[N], frag_c (&y)[N], con
     }
 }
 
+// The dq kernels' per-row terms for this lane's two query rows (i and i + 8): keys visible, lse (log2 units), delta.
+__device__ __forceinline__ void backward_row_terms(int (&visible)[2], float (&row_lse)[2], float (&row_delta)[2], const float* lse,
+                                                   const float* delta, const AttentionShape& s, int b, int h, int i)
+{
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = i + r * 8;
+        const bool live = row < s.tq;
+        visible[r] = live ? attention_visible(s, row) : 0;
+        row_lse[r] = live ? lse[((index_t)b * s.heads + h) * s.tq + row] * LOG2E : 0.0f;
+        row_delta[r] = live ? delta[((index_t)b * s.heads + h) * s.tq + row] : 0.0f;
+    }
+}
+
+// Adds scale · (C fragments' row r of the lane: columns n·8 + 2t, + 1) into out[0 …], the lane's first column.
+template <typename T, int N>
+__device__ __forceinline__ void add_row(T* out, const frag_c (&acc)[N], int r, float scale)
+{
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+        out[n * 8] = from_float<T>(to_float(out[n * 8]) + acc[n].c[r * 2] * scale);
+        out[n * 8 + 1] = from_float<T>(to_float(out[n * 8 + 1]) + acc[n].c[r * 2 + 1] * scale);
+    }
+}
+
 // dq. grid (ceil(Tq / 64), H, B), block MMA_THREADS, dynamic shared memory 4·64·D·sizeof(T) (Q, dO, K, V tiles).
 // Per key tile: S = Q·Kᵀ, P = exp(scale·S − lse), dP = dO·Vᵀ, dS = P ∘ (dP − delta), dQ += dS·K.
 template <typename T, int D>
@@ -282,14 +307,7 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
     const int my_row = row0 + warp * 16 + lane / 4;
     int visible[2];
     float row_lse[2], row_delta[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int i = my_row + r * 8;
-        const bool live = i < s.tq;
-        visible[r] = live ? attention_visible(s, i) : 0;
-        row_lse[r] = live ? lse[((index_t)b * s.heads + h) * s.tq + i] * LOG2E : 0.0f;
-        row_delta[r] = live ? delta[((index_t)b * s.heads + h) * s.tq + i] : 0.0f;
-    }
+    backward_row_terms(visible, row_lse, row_delta, lse, delta, s, b, h, my_row);
     const float scale_log2 = s.scale * LOG2E;
     frag_c acc[D / 8];
 #pragma unroll
@@ -339,16 +357,28 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
         if (i >= s.tq) {
             continue;
         }
-        T* out = dq + (((index_t)b * s.tq + i) * s.heads + h) * D + (lane % 4) * 2;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            out[n * 8] = from_float<T>(to_float(out[n * 8]) + acc[n].c[r * 2] * s.scale);
-            out[n * 8 + 1] = from_float<T>(to_float(out[n * 8 + 1]) + acc[n].c[r * 2 + 1] * s.scale);
-        }
+        add_row<T>(dq + (((index_t)b * s.tq + i) * s.heads + h) * D + (lane % 4) * 2, acc, r, s.scale);
     }
 }
 
 #define MMA_BQ_DKV 32 // query rows per step of the dk/dv kernel (keeps its two accumulators in registers)
+
+// A dk/dv kernel's query step: Q and dO rows i0 … i0 + 31 of head h into their tiles, their lse (log2 units) and delta
+// into shared arrays; returns once all of it has landed in this thread's view (the caller's __syncthreads publishes it).
+template <typename T, int DQK, int DV, int THREADS>
+__device__ __forceinline__ void load_query_step(T* qs, T* dos, float* lses, float* deltas, const T* q, const T* d_o,
+                                                const float* lse, const float* delta, const AttentionShape& s, int b, int h, int i0)
+{
+    load_tile<T, DQK, THREADS>(qs, q, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
+    load_tile<T, DV, THREADS>(dos, d_o, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
+    cp_async_commit();
+    for (int e = threadIdx.x; e < MMA_BQ_DKV; e += THREADS) {
+        const int i = i0 + e;
+        lses[e] = i < s.tq ? lse[((index_t)b * s.heads + h) * s.tq + i] * LOG2E : 0.0f;
+        deltas[e] = i < s.tq ? delta[((index_t)b * s.heads + h) * s.tq + i] : 0.0f;
+    }
+    cp_async_wait<0>();
+}
 
 // dk, dv. grid (ceil(length / 64), G, B), block MMA_THREADS, dynamic shared memory 2·64·D·sizeof(T) (K, V) +
 // 2·32·D·sizeof(T) (Q, dO) + 2·32 floats (lse, delta). Warp w owns keys w·16…; per head of the group and query step:
@@ -390,15 +420,7 @@ attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __r
         const int h = g * group + hh;
         for (int i0 = q_begin; i0 < s.tq; i0 += MMA_BQ_DKV) {
             __syncthreads(); // the previous Q, dO tiles are consumed
-            load_tile<T, D>(qs, q, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
-            load_tile<T, D>(dos, d_o, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
-            cp_async_commit();
-            for (int e = threadIdx.x; e < MMA_BQ_DKV; e += MMA_THREADS) {
-                const int i = i0 + e;
-                lses[e] = i < s.tq ? lse[((index_t)b * s.heads + h) * s.tq + i] * LOG2E : 0.0f;
-                deltas[e] = i < s.tq ? delta[((index_t)b * s.heads + h) * s.tq + i] : 0.0f;
-            }
-            cp_async_wait<0>();
+            load_query_step<T, D, D, MMA_THREADS>(qs, dos, lses, deltas, q, d_o, lse, delta, s, b, h, i0);
             __syncthreads();
 
             frag_c st[MMA_BQ_DKV / 8], dpt[MMA_BQ_DKV / 8];
@@ -442,16 +464,11 @@ attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __r
             continue; // keys past the valid length get no gradient
         }
         const index_t at = (((index_t)b * s.tk + j) * s.kv_heads + g) * D + (lane % 4) * 2;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            if (dk != nullptr) {
-                dk[at + n * 8] = from_float<T>(to_float(dk[at + n * 8]) + dk_acc[n].c[r * 2] * s.scale);
-                dk[at + n * 8 + 1] = from_float<T>(to_float(dk[at + n * 8 + 1]) + dk_acc[n].c[r * 2 + 1] * s.scale);
-            }
-            if (dv != nullptr) {
-                dv[at + n * 8] = from_float<T>(to_float(dv[at + n * 8]) + dv_acc[n].c[r * 2]);
-                dv[at + n * 8 + 1] = from_float<T>(to_float(dv[at + n * 8 + 1]) + dv_acc[n].c[r * 2 + 1]);
-            }
+        if (dk != nullptr) {
+            add_row<T>(dk + at, dk_acc, r, s.scale);
+        }
+        if (dv != nullptr) {
+            add_row<T>(dv + at, dv_acc, r, 1.0f);
         }
     }
 }
@@ -499,14 +516,7 @@ attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T*
     const int my_row = row0 + band + lane / 4;
     int visible[2];
     float row_lse[2], row_delta[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int i = my_row + r * 8;
-        const bool live = i < s.tq;
-        visible[r] = live ? attention_visible(s, i) : 0;
-        row_lse[r] = live ? lse[((index_t)b * s.heads + h) * s.tq + i] * LOG2E : 0.0f;
-        row_delta[r] = live ? delta[((index_t)b * s.heads + h) * s.tq + i] : 0.0f;
-    }
+    backward_row_terms(visible, row_lse, row_delta, lse, delta, s, b, h, my_row);
     const float scale_log2 = s.scale * LOG2E;
     constexpr int COLS = DQK / 2; // dq columns per warp
     frag_c acc[COLS / 8];
@@ -569,12 +579,7 @@ attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T*
         if (i >= s.tq) {
             continue;
         }
-        T* out = dq + (((index_t)b * s.tq + i) * s.heads + h) * DQK + half * COLS + (lane % 4) * 2;
-#pragma unroll
-        for (int n = 0; n < COLS / 8; ++n) {
-            out[n * 8] = from_float<T>(to_float(out[n * 8]) + acc[n].c[r * 2] * s.scale);
-            out[n * 8 + 1] = from_float<T>(to_float(out[n * 8 + 1]) + acc[n].c[r * 2 + 1] * s.scale);
-        }
+        add_row<T>(dq + (((index_t)b * s.tq + i) * s.heads + h) * DQK + half * COLS + (lane % 4) * 2, acc, r, s.scale);
     }
 }
 
@@ -624,15 +629,7 @@ attention_backward_dkdv_wide(T* __restrict__ dk, T* __restrict__ dv, const T* __
         const int h = g * group + hh;
         for (int i0 = q_begin; i0 < s.tq; i0 += MMA_BQ_DKV) {
             __syncthreads(); // the previous Q, dO, Pᵀ, dSᵀ are consumed
-            load_tile<T, DQK, MMA_WIDE_THREADS>(qs, q, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
-            load_tile<T, DV, MMA_WIDE_THREADS>(dos, d_o, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
-            cp_async_commit();
-            for (int e = threadIdx.x; e < MMA_BQ_DKV; e += MMA_WIDE_THREADS) {
-                const int i = i0 + e;
-                lses[e] = i < s.tq ? lse[((index_t)b * s.heads + h) * s.tq + i] * LOG2E : 0.0f;
-                deltas[e] = i < s.tq ? delta[((index_t)b * s.heads + h) * s.tq + i] : 0.0f;
-            }
-            cp_async_wait<0>();
+            load_query_step<T, DQK, DV, MMA_WIDE_THREADS>(qs, dos, lses, deltas, q, d_o, lse, delta, s, b, h, i0);
             __syncthreads();
 
             // Phase 1: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ for the band's 16 keys × queries half·16…
@@ -688,20 +685,10 @@ attention_backward_dkdv_wide(T* __restrict__ dk, T* __restrict__ dv, const T* __
         }
         const index_t row = ((index_t)b * s.tk + j) * s.kv_heads + g;
         if (dk != nullptr) {
-            T* out = dk + row * DQK + half * KCOLS + (lane % 4) * 2;
-#pragma unroll
-            for (int n = 0; n < KCOLS / 8; ++n) {
-                out[n * 8] = from_float<T>(to_float(out[n * 8]) + dk_acc[n].c[r * 2] * s.scale);
-                out[n * 8 + 1] = from_float<T>(to_float(out[n * 8 + 1]) + dk_acc[n].c[r * 2 + 1] * s.scale);
-            }
+            add_row<T>(dk + row * DQK + half * KCOLS + (lane % 4) * 2, dk_acc, r, s.scale);
         }
         if (dv != nullptr) {
-            T* out = dv + row * DV + half * VCOLS + (lane % 4) * 2;
-#pragma unroll
-            for (int n = 0; n < VCOLS / 8; ++n) {
-                out[n * 8] = from_float<T>(to_float(out[n * 8]) + dv_acc[n].c[r * 2]);
-                out[n * 8 + 1] = from_float<T>(to_float(out[n * 8 + 1]) + dv_acc[n].c[r * 2 + 1]);
-            }
+            add_row<T>(dv + row * DV + half * VCOLS + (lane % 4) * 2, dv_acc, r, 1.0f);
         }
     }
 }

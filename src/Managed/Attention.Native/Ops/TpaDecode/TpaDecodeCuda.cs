@@ -93,8 +93,6 @@ namespace Attention.Native.Ops
             Span<int> queryOffsets = stackalloc int[8];
             Span<byte> splitBytes = stackalloc byte[160];
             Span<int> splitOffsets = stackalloc int[20];
-            Span<byte> combineBytes = stackalloc byte[64];
-            Span<int> combineOffsets = stackalloc int[8];
             for (int bt0 = 0; bt0 < tokens; bt0 += chunk)
             {
                 int count = Math.Min(chunk, tokens - bt0);
@@ -130,14 +128,8 @@ namespace Attention.Native.Ops
                 split.Add(keysPerSplit);
                 Launch(backend, Split[aq.DType], new Dim3((uint)splits, (uint)count, (uint)heads), width * sizeof(float), split);
 
-                var combine = new KernelArgs(combineBytes, combineOffsets);
-                combine.Add(Ptr(o) + ((long)bt0 * heads * width * elementSize));
-                combine.Add(partialO);
-                combine.Add(partialMl);
-                combine.Add(width);
-                combine.Add(valueRank);
-                combine.Add(splits);
-                Launch(backend, Combine[aq.DType], checked((uint)countRows), width * sizeof(float), combine);
+                LaunchCombine(backend, Ptr(o) + ((long)bt0 * heads * width * elementSize), partialO, partialMl, width, valueRank, splits,
+                    (long)count * heads, aq.DType);
             }
         }
 
@@ -165,8 +157,6 @@ namespace Attention.Native.Ops
 
             Span<byte> splitBytes = stackalloc byte[192];
             Span<int> splitOffsets = stackalloc int[24];
-            Span<byte> combineBytes = stackalloc byte[64];
-            Span<int> combineOffsets = stackalloc int[8];
             for (int bt0 = 0; bt0 < tokens; bt0 += chunk)
             {
                 int count = Math.Min(chunk, tokens - bt0);
@@ -192,15 +182,23 @@ namespace Attention.Native.Ops
                 split.Add(keysPerSplit);
                 kernel.Launch(new Dim3((uint)splits, (uint)count, 1), Threads, (uint)sharedBytes, backend.Stream, split);
 
-                var combine = new KernelArgs(combineBytes, combineOffsets);
-                combine.Add(Ptr(o) + ((long)bt0 * heads * width * elementSize));
-                combine.Add(partialO);
-                combine.Add(partialMl);
-                combine.Add(width);
-                combine.Add(valueRank);
-                combine.Add(splits);
-                Launch(backend, Combine[aq.DType], checked((uint)((long)count * heads)), width * sizeof(float), combine);
+                LaunchCombine(backend, Ptr(o) + ((long)bt0 * heads * width * elementSize), partialO, partialMl, width, valueRank, splits,
+                    (long)count * heads, aq.DType);
             }
+        }
+
+        // tpa_decode_combine over `rows` rows of a chunk: merge the splits, scale by 1/R_v, write o.
+        private static void LaunchCombine(CudaBackend backend, Interop.CUdeviceptr o, Interop.CUdeviceptr partialO, Interop.CUdeviceptr partialMl,
+            int width, int valueRank, int splits, long rows, DType dtype)
+        {
+            var combine = new KernelArgs(stackalloc byte[64], stackalloc int[8]);
+            combine.Add(o);
+            combine.Add(partialO);
+            combine.Add(partialMl);
+            combine.Add(width);
+            combine.Add(valueRank);
+            combine.Add(splits);
+            Launch(backend, Combine[dtype], checked((uint)rows), width * sizeof(float), combine);
         }
 
         private static void Launch(CudaBackend backend, string name, Dim3 grid, int sharedBytes, in KernelArgs args) =>
