@@ -4,9 +4,8 @@
 // held to the same parity tests.
 //
 // FlashAttention-2's schedule: a block owns 64 query rows (16 per warp, kept in registers as mma A fragments), walks the
-// key tiles of 64 with an online softmax, and never writes scores out. K and V tiles stream in with cp.async, each load
-// overlapping the other's math (K(j+1) arrives during P·V(j), V(j+1) during Q·K(j+1)ᵀ). Tiles past a causal row's last
-// key are never loaded. Shared rows are swizzled (16-byte chunk c of row r stored at c ^ (r % 8)) so ldmatrix's eight
+// key tiles of 64 with an online softmax, and never writes scores out. The forward's K and V tiles are double-buffered:
+// tile j + 1 streams in with cp.async while tile j is computed. Tiles past a causal row's last key are never loaded. Shared rows are swizzled (16-byte chunk c of row r stored at c ^ (r % 8)) so ldmatrix's eight
 // row reads hit eight different bank groups.
 #include "common.cuh"
 #include "attention_shape.cuh"
@@ -33,7 +32,7 @@ __device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_til
     }
 }
 
-// Forward. grid (ceil(Tq / 64), H, B), block MMA_THREADS, dynamic shared memory 64·(2·DQK + DV)·sizeof(T) (Q, K, V tiles).
+// Forward. grid (ceil(Tq / 64), H, B), block MMA_THREADS, dynamic shared memory 64·(3·DQK + 2·DV)·sizeof(T) (Q; K, V twice).
 // Head widths (DQK, DV): (64, 64), (128, 128), MLA's (192, 128), SAS's (256, 128).
 // Block x takes query tile (tiles − 1 − x): with a causal mask the longest rows start first.
 template <typename T, int DQK, int DV>
@@ -43,8 +42,8 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
 {
     extern __shared__ float smem[];
     T* qs = reinterpret_cast<T*>(smem);
-    T* ks = qs + MMA_BQ * DQK;
-    T* vs = ks + MMA_BK * DQK;
+    T* kbuf = qs + MMA_BQ * DQK;      // K tiles j even, j odd
+    T* vbuf = kbuf + 2 * MMA_BK * DQK; // V tiles j even, j odd
 
     const int q_tiles = (s.tq + MMA_BQ - 1) / MMA_BQ;
     const int tile = q_tiles - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -55,11 +54,11 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
     // Rows of this block see at least this many keys: tiles wholly below it need no mask.
     const int unmasked = attention_visible(s, row0);
 
-    // Group 1: Q and K(0); group 2: V(0).
+    // Copy groups, two per tile: (Q and) K(j), then V(j).
     load_tile<T, DQK>(qs, q, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
-    load_tile<T, DQK>(ks, k, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
+    load_tile<T, DQK>(kbuf, k, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
     cp_async_commit();
-    load_tile<T, DV>(vs, v, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
+    load_tile<T, DV>(vbuf, v, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
     cp_async_commit();
 
     // This lane's two rows (g = lane / 4 and g + 8 of the warp's 16) and their key limits.
@@ -78,7 +77,18 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
     const int tiles = (keys + MMA_BK - 1) / MMA_BK;
     for (int j = 0; j < tiles; ++j) {
         const int kb = j * MMA_BK;
-        cp_async_wait<1>(); // K(j) (and at j = 0, Q) has landed; V(j) may still be in flight
+        const T* ks = kbuf + (j & 1) * MMA_BK * DQK;
+        const T* vs = vbuf + (j & 1) * MMA_BK * DV;
+        // Tile j + 1 into the other buffers (free: every warp finished tile j − 1 at the last barrier).
+        if (j + 1 < tiles) {
+            load_tile<T, DQK>(kbuf + ((j + 1) & 1) * MMA_BK * DQK, k, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+        }
+        cp_async_commit(); // (possibly empty) so the group count stays uniform
+        if (j + 1 < tiles) {
+            load_tile<T, DV>(vbuf + ((j + 1) & 1) * MMA_BK * DV, v, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+        }
+        cp_async_commit();
+        cp_async_wait<3>(); // K(j) (and at j = 0, Q) has landed; V(j) and tile j + 1 may still be in flight
         __syncthreads();
         if (j == 0) {
             // Matrices: rows 0–7 / 8–15 × columns 0–7 / 8–15 of each 16×16 block → r[0..3] of the A fragment.
@@ -105,11 +115,6 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
                 mma_16816<T>(sc[n + 1], qf[kk], b1);
             }
         }
-        __syncthreads(); // every warp is done with K(j)
-        if (j + 1 < tiles) {
-            load_tile<T, DQK>(ks, k, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
-        }
-        cp_async_commit(); // (possibly empty) so the group count stays uniform
 
         // Online softmax over this tile for rows g (c[0], c[1]) and g + 8 (c[2], c[3]).
         const bool mask = kb + MMA_BK > unmasked;
@@ -164,7 +169,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
             pf[n / 2].r[(n & 1) * 2 + 1] = pack2<T>(p[2], p[3]);
         }
 
-        cp_async_wait<1>(); // V(j) has landed; K(j + 1) may still be in flight
+        cp_async_wait<2>(); // V(j) has landed; tile j + 1 may still be in flight
         __syncthreads();
         // O += P·V(j). B = V: rows are keys, so each fragment is a transposed 8×8 read.
 #pragma unroll
@@ -178,11 +183,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
                 mma_16816<T>(acc[n + 1], pf[kk], b1);
             }
         }
-        __syncthreads(); // every warp is done with V(j)
-        if (j + 1 < tiles) {
-            load_tile<T, DV>(vs, v, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
-        }
-        cp_async_commit();
+        __syncthreads(); // every warp is done with tile j: its buffers take tile j + 2
     }
     cp_async_wait<0>();
 

@@ -75,10 +75,24 @@ template <> inline void mma_16816<bf16_t>(frag_c& d, const frag_a& a, const frag
     });
 }
 
-// cp.async as a plain copy: the kernel's barriers must already keep it from racing readers.
-inline void cp_async_16(void* dst, const void* src, bool valid)
+// cp.async at its latest legal completion: a thread's copies wait in commit groups and land only when a wait_group (or the
+// end of the group list) requires them, so a wait that allows too many groups in flight leaves stale shared memory and the
+// harness fails. Sources are read when the copy lands (global memory the kernels only read).
+struct CpAsyncCopy { void* dst; const void* src; bool valid; };
+inline thread_local std::vector<CpAsyncCopy> t_cp_open;                  // not yet committed
+inline thread_local std::vector<std::vector<CpAsyncCopy>> t_cp_groups;   // committed, oldest first
+inline void cp_async_16(void* dst, const void* src, bool valid) { t_cp_open.push_back({dst, src, valid}); }
+inline void cp_async_commit()
 {
-    if (valid) std::memcpy(dst, src, 16); else std::memset(dst, 0, 16);
+    t_cp_groups.push_back(std::move(t_cp_open));
+    t_cp_open.clear();
 }
-inline void cp_async_commit() {}
-template <int N> inline void cp_async_wait() {}
+template <int N> inline void cp_async_wait()
+{
+    while (t_cp_groups.size() > (size_t)N) {
+        for (const auto& c : t_cp_groups.front()) {
+            if (c.valid) std::memcpy(c.dst, c.src, 16); else std::memset(c.dst, 0, 16);
+        }
+        t_cp_groups.erase(t_cp_groups.begin());
+    }
+}

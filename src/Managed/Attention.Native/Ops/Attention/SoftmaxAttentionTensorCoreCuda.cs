@@ -59,11 +59,24 @@ internal static class SoftmaxAttentionTensorCoreCuda
 
     /// <summary>True when the tensor-core forward computes these tensors on this device.</summary>
     public static bool Handles(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o) =>
-        Widths.Contains((q.Shape[-1], v.Shape[-1])) && Applies(backend, q, k, v, bias, o);
+        Widths.Contains((q.Shape[-1], v.Shape[-1])) && Applies(backend, q, k, v, bias, o)
+        && ForwardSharedBytes(q.Shape[-1], v.Shape[-1]) <= backend.Device.MaxSharedMemoryPerBlockOptin;
+
+    /// <summary>The forward's dynamic shared memory: the Q tile and two K and two V tiles (double-buffered), 16-bit.</summary>
+    internal static int ForwardSharedBytes(int dqk, int dv) => (((QueryRowsPerBlock + (2 * KeyTile)) * dqk) + (2 * KeyTile * dv)) * 2;
 
     /// <summary>True when the tensor-core backward computes the gradients of these tensors on this device.</summary>
     public static bool HandlesBackward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor dO) =>
-        Widths.Contains((q.Shape[-1], v.Shape[-1])) && Applies(backend, q, k, v, bias, dO);
+        Widths.Contains((q.Shape[-1], v.Shape[-1])) && Applies(backend, q, k, v, bias, dO)
+        && Math.Max(DqSharedBytes(q.Shape[-1], v.Shape[-1]), DkDvSharedBytes(q.Shape[-1], v.Shape[-1])) <= backend.Device.MaxSharedMemoryPerBlockOptin;
+
+    /// <summary>The dq kernel's dynamic shared memory: Q, dO, K, V tiles; the wide kernel adds its 64×64 dS tile.</summary>
+    internal static int DqSharedBytes(int dqk, int dv) =>
+        ((QueryRowsPerBlock + KeyTile) * (dqk + dv) * 2) + (dqk != dv ? QueryRowsPerBlock * KeyTile * 2 : 0);
+
+    /// <summary>The dk/dv kernel's: K, V, Q, dO tiles and the rows' lse and delta; the wide kernel adds its Pᵀ and dSᵀ tiles.</summary>
+    internal static int DkDvSharedBytes(int dqk, int dv) =>
+        ((KeyTile + QueryStepDkDv) * (dqk + dv) * 2) + (2 * QueryStepDkDv * sizeof(float)) + (dqk != dv ? 2 * KeyTile * QueryStepDkDv * 2 : 0);
 
     private static bool Applies(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o) =>
         Enabled
@@ -78,7 +91,7 @@ internal static class SoftmaxAttentionTensorCoreCuda
 
     public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, SoftmaxAttentionCuda.Shape shape)
     {
-        int shared = ((QueryRowsPerBlock + KeyTile) * shape.Dqk * 2) + (KeyTile * shape.Dv * 2);
+        int shared = ForwardSharedBytes(shape.Dqk, shape.Dv);
         var kernel = Prepare(backend, ForwardName(KernelProgram.StorageTypeName(q.DType), shape.Dqk, shape.Dv), shared);
         var args = new KernelArgs(stackalloc byte[96], stackalloc int[8]);
         args.Add(Ptr(o));
@@ -98,11 +111,9 @@ internal static class SoftmaxAttentionTensorCoreCuda
         string typeName = KernelProgram.StorageTypeName(q.DType);
         bool wide = shape.Dqk != shape.Dv;
         uint threads = wide ? WideThreads : Threads;
-        int widths = (shape.Dqk + shape.Dv) * 2; // bytes of one row of each of two tiles (Q and dO, or K and V)
         if (dq is not null)
         {
-            // Q, dO, K, V tiles; the wide kernel adds its 64×64 dS tile.
-            int shared = ((QueryRowsPerBlock + KeyTile) * widths) + (wide ? QueryRowsPerBlock * KeyTile * 2 : 0);
+            int shared = DqSharedBytes(shape.Dqk, shape.Dv);
             var kernel = Prepare(backend, BackwardName("dq", typeName, shape.Dqk, shape.Dv), shared);
             var args = new KernelArgs(stackalloc byte[128], stackalloc int[12]);
             args.Add(Ptr(dq));
@@ -112,9 +123,7 @@ internal static class SoftmaxAttentionTensorCoreCuda
         }
         if (dk is not null || dv is not null)
         {
-            // K, V, Q, dO tiles and the rows' lse and delta; the wide kernel adds its Pᵀ and dSᵀ tiles.
-            int shared = ((KeyTile + QueryStepDkDv) * widths) + (2 * QueryStepDkDv * sizeof(float))
-                + (wide ? 2 * KeyTile * QueryStepDkDv * 2 : 0);
+            int shared = DkDvSharedBytes(shape.Dqk, shape.Dv);
             var kernel = Prepare(backend, BackwardName("dkdv", typeName, shape.Dqk, shape.Dv), shared);
             var args = new KernelArgs(stackalloc byte[128], stackalloc int[12]);
             args.Add(Ptr(dk));
