@@ -174,14 +174,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
         // O += P·V(j). B = V: rows are keys, so each fragment is a transposed 8×8 read.
 #pragma unroll
         for (int kk = 0; kk < MMA_BK / 16; ++kk) {
-#pragma unroll
-            for (int n = 0; n < DV / 8; n += 2) {
-                // Matrices: keys kk·16 + 0–7, then + 8–15; columns of block n, then n + 1.
-                frag_b b0, b1;
-                load_b<DV>(b0, b1, vs, kk, n, lane);
-                mma_16816<T>(acc[n], pf[kk], b0);
-                mma_16816<T>(acc[n + 1], pf[kk], b1);
-            }
+            mma_tile_b<T, DV>(acc, pf[kk], vs, kk, 0, lane);
         }
         __syncthreads(); // every warp is done with tile j: its buffers take tile j + 2
     }
@@ -341,13 +334,7 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
         c_to_a<T, MMA_BK / 8>(ds, sc);
 #pragma unroll
         for (int kk = 0; kk < MMA_BK / 16; ++kk) {
-#pragma unroll
-            for (int n = 0; n < D / 8; n += 2) {
-                frag_b b0, b1;
-                load_b<D>(b0, b1, ks, kk, n, lane);
-                mma_16816<T>(acc[n], ds[kk], b0);
-                mma_16816<T>(acc[n + 1], ds[kk], b1);
-            }
+            mma_tile_b<T, D>(acc, ds[kk], ks, kk, 0, lane);
         }
     }
     cp_async_wait<0>(); // no copy may outlive the block (with no visible key the loop never waited)
@@ -443,16 +430,8 @@ attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __r
             c_to_a<T, MMA_BQ_DKV / 8>(dsa, dpt);
 #pragma unroll
             for (int kk = 0; kk < MMA_BQ_DKV / 16; ++kk) {
-#pragma unroll
-                for (int n = 0; n < D / 8; n += 2) {
-                    frag_b b0, b1;
-                    load_b<D>(b0, b1, dos, kk, n, lane);
-                    mma_16816<T>(dv_acc[n], pa[kk], b0);
-                    mma_16816<T>(dv_acc[n + 1], pa[kk], b1);
-                    load_b<D>(b0, b1, qs, kk, n, lane);
-                    mma_16816<T>(dk_acc[n], dsa[kk], b0);
-                    mma_16816<T>(dk_acc[n + 1], dsa[kk], b1);
-                }
+                mma_tile_b<T, D>(dv_acc, pa[kk], dos, kk, 0, lane);
+                mma_tile_b<T, D>(dk_acc, dsa[kk], qs, kk, 0, lane);
             }
         }
     }
@@ -558,13 +537,7 @@ attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T*
         for (int kk = 0; kk < MMA_BK / 16; ++kk) {
             frag_a a;
             load_a<MMA_BK>(a, dss, band, kk, lane);
-#pragma unroll
-            for (int n = 0; n < COLS / 8; n += 2) {
-                frag_b b0, b1;
-                load_b<DQK>(b0, b1, ks, kk, half * (COLS / 8) + n, lane);
-                mma_16816<T>(acc[n], a, b0);
-                mma_16816<T>(acc[n + 1], a, b1);
-            }
+            mma_tile_b<T, DQK>(acc, a, ks, kk, half * (COLS / 8), lane);
         }
         __syncthreads(); // K(j) is consumed
         if (more) {
@@ -659,20 +632,8 @@ attention_backward_dkdv_wide(T* __restrict__ dk, T* __restrict__ dv, const T* __
                 frag_a pa, da;
                 load_a<MMA_BQ_DKV>(pa, pts, band, kk, lane);
                 load_a<MMA_BQ_DKV>(da, dsts, band, kk, lane);
-#pragma unroll
-                for (int n = 0; n < VCOLS / 8; n += 2) {
-                    frag_b b0, b1;
-                    load_b<DV>(b0, b1, dos, kk, half * (VCOLS / 8) + n, lane);
-                    mma_16816<T>(dv_acc[n], pa, b0);
-                    mma_16816<T>(dv_acc[n + 1], pa, b1);
-                }
-#pragma unroll
-                for (int n = 0; n < KCOLS / 8; n += 2) {
-                    frag_b b0, b1;
-                    load_b<DQK>(b0, b1, qs, kk, half * (KCOLS / 8) + n, lane);
-                    mma_16816<T>(dk_acc[n], da, b0);
-                    mma_16816<T>(dk_acc[n + 1], da, b1);
-                }
+                mma_tile_b<T, DV>(dv_acc, pa, dos, kk, half * (VCOLS / 8), lane);
+                mma_tile_b<T, DQK>(dk_acc, da, qs, kk, half * (KCOLS / 8), lane);
             }
         }
     }

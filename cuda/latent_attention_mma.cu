@@ -140,13 +140,7 @@ latent_attention_decode_mma(float* __restrict__ partial_o, float* __restrict__ p
         for (int kk = 0; kk < LMLA_KT / 16; ++kk) {
             frag_a pa;
             load_a<LMLA_KT>(pa, ps, 0, kk, lane);
-#pragma unroll
-            for (int n = 0; n < COLS / 8; n += 2) {
-                frag_b b0, b1;
-                load_b<W>(b0, b1, kt, kk, warp * (COLS / 8) + n, lane);
-                mma_16816<T>(acc[n], pa, b0);
-                mma_16816<T>(acc[n + 1], pa, b1);
-            }
+            mma_tile_b<T, W>(acc, pa, kt, kk, warp * (COLS / 8), lane);
         }
         __syncthreads(); // every warp is done with this tile, P and S before the next prefetch reuses the buffer
     }

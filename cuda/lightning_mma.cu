@@ -117,13 +117,7 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
         c_to_a<T, LMMA_BT / 8>(pa, sc);
 #pragma unroll
         for (int kk = 0; kk < LMMA_BT / 16; ++kk) {
-#pragma unroll
-            for (int nb = 0; nb < LMMA_DV / 8; nb += 2) {
-                frag_b lo, hi;
-                load_b<LMMA_DV>(lo, hi, cs, kk, nb, lane);
-                mma_16816<T>(o[nb], pa[kk], lo);
-                mma_16816<T>(o[nb + 1], pa[kk], hi);
-            }
+            mma_tile_b<T, LMMA_DV>(o, pa[kk], cs, kk, 0, lane);
         }
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
@@ -164,13 +158,7 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
             for (int kk = 0; kk < LMMA_BT / 16; ++kk) {
                 frag_a ft;
                 load_at<INNER>(ft, bs, dim0, kk, lane);
-#pragma unroll
-                for (int nb = 0; nb < LMMA_DV / 8; nb += 2) {
-                    frag_b lo, hi;
-                    load_b<LMMA_DV>(lo, hi, cs, kk, nb, lane);
-                    mma_16816<T>(st[m][nb], ft, lo);
-                    mma_16816<T>(st[m][nb + 1], ft, hi);
-                }
+                mma_tile_b<T, LMMA_DV>(st[m], ft, cs, kk, 0, lane);
             }
         }
         __syncthreads(); // the tiles are free for the next block

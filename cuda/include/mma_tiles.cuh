@@ -66,6 +66,20 @@ __device__ __forceinline__ void load_b(frag_b& b0, frag_b& b1, const void* tile,
     b1 = {{r[2], r[3]}};
 }
 
+// acc[n] += a·B for n < N: B = column blocks n0 … n0 + N − 1 of a swizzled tile of W columns used directly, its rows
+// kk·16 … + 15 being the k of this step.
+template <typename T, int W, int N>
+__device__ __forceinline__ void mma_tile_b(frag_c (&acc)[N], const frag_a& a, const void* tile, int kk, int n0, int lane)
+{
+#pragma unroll
+    for (int n = 0; n < N; n += 2) {
+        frag_b b0, b1;
+        load_b<W>(b0, b1, tile, kk, n0 + n, lane);
+        mma_16816<T>(acc[n], a, b0);
+        mma_16816<T>(acc[n + 1], a, b1);
+    }
+}
+
 // C fragments of 16 × 8·N columns → A fragments (rounded to T): the C layout of columns 16kk…16kk+15 is the A layout.
 template <typename T, int N>
 __device__ __forceinline__ void c_to_a(frag_a (&a)[N / 2], const frag_c (&c)[N])
