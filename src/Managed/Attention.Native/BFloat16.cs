@@ -6,6 +6,7 @@ namespace Attention.Native;
 /// A bfloat16 value: the upper 16 bits of an IEEE binary32. Conversion from <see cref="float"/> rounds to
 /// nearest, ties to even (as the GPU's <c>cvt.rn.bf16.f32</c> does); NaN stays NaN.
 /// </summary>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public readonly struct BFloat16 : IEquatable<BFloat16>
 {
     /// <summary>The raw 16 bits.</summary>

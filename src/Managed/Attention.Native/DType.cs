@@ -14,6 +14,7 @@ public enum DType
 }
 
 /// <summary>Size and naming helpers for <see cref="DType"/>.</summary>
+/// <remarks>Thread safety: stateless; safe from any thread.</remarks>
 public static class DTypeExtensions
 {
     /// <summary>Bytes per element.</summary>

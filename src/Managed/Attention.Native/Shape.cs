@@ -4,21 +4,42 @@ using System.Globalization;
 namespace Attention.Native;
 
 /// <summary>An immutable tensor shape (row-major; the last axis is contiguous).</summary>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public readonly struct Shape : IEquatable<Shape>, IReadOnlyList<int>
 {
     private readonly int[]? _dims;
+    private readonly long _elements;
 
-    /// <summary>Creates a shape; every dimension must be non-negative.</summary>
+    /// <summary>
+    /// Creates a shape; every dimension must be non-negative and their product must fit a signed 64-bit count
+    /// (so every element count and byte count derived from a shape is computed without wrapping).
+    /// </summary>
     public Shape(params ReadOnlySpan<int> dims)
     {
+        long n = 1;
+        bool overflow = false;
         foreach (int d in dims)
         {
             if (d < 0)
             {
                 throw new ArgumentException($"dims: expected non-negative dimensions, actual {Format(dims)}", nameof(dims));
             }
+            // Checked in 128 bits so a zero later in the list still yields 0, not an overflow.
+            Int128 product = (Int128)n * d;
+            if (product > long.MaxValue)
+            {
+                overflow = true;
+                n = 1;
+                continue;
+            }
+            n = (long)product;
+        }
+        if (overflow && !dims.Contains(0))
+        {
+            throw new ArgumentException($"dims: expected dimensions whose product is at most {long.MaxValue} elements, actual {Format(dims)}", nameof(dims));
         }
         _dims = dims.ToArray();
+        _elements = overflow ? 0 : n;
     }
 
     /// <summary>Number of axes.</summary>
@@ -43,18 +64,13 @@ public readonly struct Shape : IEquatable<Shape>, IReadOnlyList<int>
     }
 
     /// <summary>Product of all dimensions (1 for a scalar shape).</summary>
-    public long ElementCount
-    {
-        get
-        {
-            long n = 1;
-            foreach (int d in Dims)
-            {
-                n = checked(n * d);
-            }
-            return n;
-        }
-    }
+    public long ElementCount => _dims is null ? 1 : _elements;
+
+    /// <summary>
+    /// Bytes of a dense tensor of this shape in <paramref name="dtype"/>; throws <see cref="ArgumentException"/> naming
+    /// <paramref name="name"/> and the shape when the count does not fit a signed 64-bit byte count.
+    /// </summary>
+    internal long BytesOf(DType dtype, string name) => ByteCounts.Of(ElementCount, dtype.SizeInBytes(), name, $"{this} {dtype}");
 
     /// <summary>The dimensions.</summary>
     public ReadOnlySpan<int> Dims => _dims;

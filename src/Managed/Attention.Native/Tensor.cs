@@ -5,6 +5,7 @@ namespace Attention.Native;
 /// device memory for the CUDA backend. Dispose it to free its memory; a view made by
 /// <see cref="Reshape"/> shares the storage and becomes unusable when its owner is disposed.
 /// </summary>
+/// <remarks>Thread safety: reads (CopyTo, ToArray, use as an op input) may run on many threads at once; a write (CopyFrom, a writable span, use as an op output) must not overlap any other use of the same storage. Not detected.</remarks>
 public abstract class Tensor : IDisposable
 {
     private protected Tensor(Shape shape, DType dtype)
@@ -26,10 +27,16 @@ public abstract class Tensor : IDisposable
     public long ElementCount => Shape.ElementCount;
 
     /// <summary>Number of bytes of storage.</summary>
-    public long ByteCount => ElementCount * DType.SizeInBytes();
+    public long ByteCount => checked(ElementCount * DType.SizeInBytes());
 
     /// <summary>True once this tensor, or the tensor whose storage it views, was disposed.</summary>
     public abstract bool IsDisposed { get; }
+
+    /// <summary>
+    /// A count of writes to the storage through the public API (copies in, writable spans, device uploads), shared by
+    /// views; a training pass compares it to detect parameters changed between its forward and its backward.
+    /// </summary>
+    internal abstract long Version { get; }
 
     /// <summary>Copies raw element bytes (in this tensor's dtype) into the tensor.</summary>
     public abstract void CopyFromBytes(ReadOnlySpan<byte> source);
@@ -92,14 +99,36 @@ public abstract class Tensor : IDisposable
         return result;
     }
 
-    /// <summary>A copy of this tensor on <paramref name="backend"/> (same shape and dtype).</summary>
+    /// <summary>
+    /// This tensor on <paramref name="backend"/> (same shape and dtype). On its own backend it is not copied: the result is a
+    /// view sharing this storage (disposing the view frees nothing). Otherwise a copy; a host tensor crosses once, without an
+    /// intermediate buffer.
+    /// </summary>
     public Tensor To(Backend backend)
     {
         ArgumentNullException.ThrowIfNull(backend);
         ThrowIfDisposed();
-        var raw = new byte[ByteCount];
-        CopyToBytes(raw);
-        return backend.Create(Shape, DType, copy => copy.CopyFromBytes(raw));
+        if (ReferenceEquals(backend, Backend))
+        {
+            return Reshape(Shape);
+        }
+        if (this is HostTensor host)
+        {
+            return backend.Create(Shape, DType, copy => copy.CopyFromBytes(host.RawBytes));
+        }
+        return backend.Create(Shape, DType, copy =>
+        {
+            if (copy is HostTensor target)
+            {
+                CopyToBytes(target.Bytes);
+            }
+            else
+            {
+                var raw = new byte[ByteCount];
+                CopyToBytes(raw);
+                copy.CopyFromBytes(raw);
+            }
+        });
     }
 
     /// <summary>Frees the storage (a view frees nothing). Calling it twice is harmless.</summary>

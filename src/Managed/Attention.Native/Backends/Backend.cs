@@ -16,6 +16,7 @@ public enum BackendKind
 /// the CUDA backend runs the kernels in <c>cuda/</c>. Ops (<see cref="Linear"/>, <see cref="Rope"/>,
 /// <see cref="RmsNorm"/>, …) validate their arguments once and then dispatch to the tensors' backend.
 /// </summary>
+/// <remarks>Thread safety: safe to use from many threads. The CPU backend shares no state between calls. The CUDA backend queues every op on one stream with one scratch buffer and one cuBLAS handle: layer calls (forward, backward, cache steps) take the backend for their whole duration, so they are serialised; direct op calls must come from one thread at a time per backend.</remarks>
 public abstract partial class Backend : IDisposable
 {
     /// <summary>Environment variable forcing the default backend: <c>cpu</c> or <c>cuda</c>.</summary>
@@ -128,6 +129,19 @@ public abstract partial class Backend : IDisposable
     public override string ToString() => Name;
 
     private protected abstract Tensor Allocate(Shape shape, DType dtype, bool zero);
+
+    /// <summary>
+    /// Holds this backend for one whole layer call (forward, backward, cache step). The CUDA backend's ops share one stream,
+    /// one scratch buffer and one cuBLAS handle, so two threads' calls must not interleave; the CPU backend shares nothing
+    /// and returns at once.
+    /// </summary>
+    internal virtual CallGate EnterCall() => default;
+
+    /// <summary>Releases what <see cref="EnterCall"/> took (nothing on the CPU).</summary>
+    internal readonly struct CallGate(Lock? gate) : IDisposable
+    {
+        public void Dispose() => gate?.Exit();
+    }
 
     /// <summary>The error an op's table entry throws on a backend that does not implement it yet.</summary>
     private protected NotSupportedException Unsupported(string op) =>

@@ -10,10 +10,12 @@ namespace Attention.Native;
 /// architecture (cached on disk), projections on cuBLAS. All work is queued on one stream in order;
 /// reading a tensor back waits for it.
 /// </summary>
+/// <remarks>Thread safety: layer calls from several threads are serialised (each holds the backend for its whole forward, backward or cache step, since all ops share one stream, one scratch buffer and one cuBLAS handle); direct op calls and the runtime objects it exposes must be used from one thread at a time.</remarks>
 public sealed partial class CudaBackend : Backend
 {
     private readonly ConcurrentDictionary<KernelProgram, Lazy<CudaModule>> _modules = new();
     private readonly Lock _scratchGate = new();
+    private readonly Lock _callGate = new();
     private DeviceBuffer<byte>? _scratch;
 
     private CudaBackend(CudaDevice device, KernelCompiler compiler)
@@ -36,6 +38,13 @@ public sealed partial class CudaBackend : Backend
 
     /// <summary>The device.</summary>
     public CudaDevice Device { get; }
+
+    /// <inheritdoc/>
+    internal override CallGate EnterCall()
+    {
+        _callGate.Enter(); // re-entrant: a cache step inside a layer call takes it again
+        return new CallGate(_callGate);
+    }
 
     /// <summary>The device's primary context.</summary>
     public CudaContext Context { get; }

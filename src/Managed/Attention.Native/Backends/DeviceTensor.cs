@@ -4,6 +4,7 @@ using Attention.Native.Runtime;
 namespace Attention.Native;
 
 /// <summary>A tensor in device memory, used by the CUDA backend.</summary>
+/// <remarks>Thread safety: as <see cref="Tensor"/>: concurrent reads are safe, a write must not overlap any other use of the storage.</remarks>
 public sealed class DeviceTensor : Tensor
 {
     private readonly CudaBackend _backend;
@@ -12,7 +13,12 @@ public sealed class DeviceTensor : Tensor
         : base(shape, dtype)
     {
         _backend = backend;
-        Buffer = backend.Context.Allocate<byte>(shape.ElementCount * dtype.SizeInBytes());
+        long bytes = shape.BytesOf(dtype, nameof(shape));
+        if (bytes > backend.Device.TotalMemoryBytes)
+        {
+            throw new ArgumentException($"shape: expected at most {backend.Device.TotalMemoryBytes} bytes (the memory of {backend.Device.Name}), actual {bytes} for {shape} {dtype}", nameof(shape));
+        }
+        Buffer = backend.Context.Allocate<byte>(bytes);
     }
 
     private DeviceTensor(CudaBackend backend, DeviceBuffer<byte> view, Shape shape, DType dtype)
@@ -33,6 +39,9 @@ public sealed class DeviceTensor : Tensor
 
     /// <inheritdoc/>
     public override bool IsDisposed => Buffer.IsDisposed;
+
+    /// <inheritdoc/>
+    internal override long Version => Buffer.Allocation.Version;
 
     /// <inheritdoc/>
     public override void CopyFromBytes(ReadOnlySpan<byte> source)

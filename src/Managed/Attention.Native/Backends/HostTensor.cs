@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 namespace Attention.Native;
 
 /// <summary>A tensor in managed host memory, used by the CPU backend.</summary>
+/// <remarks>Thread safety: as <see cref="Tensor"/>: concurrent reads are safe, a write must not overlap any other use of the storage.</remarks>
 public sealed class HostTensor : Tensor
 {
     private readonly HostStorage _storage;
@@ -12,7 +13,7 @@ public sealed class HostTensor : Tensor
         : base(shape, dtype)
     {
         Backend = backend;
-        long bytes = shape.ElementCount * dtype.SizeInBytes();
+        long bytes = shape.BytesOf(dtype, nameof(shape));
         if (bytes > Array.MaxLength)
         {
             throw new ArgumentException($"shape: expected at most {Array.MaxLength} bytes of host storage, actual {bytes} for {shape} {dtype}", nameof(shape));
@@ -34,8 +35,22 @@ public sealed class HostTensor : Tensor
     /// <inheritdoc/>
     public override bool IsDisposed => _storage.Data is null;
 
-    /// <summary>The raw bytes of the elements.</summary>
+    /// <summary>The raw bytes of the elements (writable: taking it counts as a write, see <see cref="Tensor.Version"/>).</summary>
     public Span<byte> Bytes
+    {
+        get
+        {
+            var bytes = RawBytes;
+            _storage.MarkWritten();
+            return bytes;
+        }
+    }
+
+    /// <inheritdoc/>
+    internal override long Version => _storage.Version;
+
+    /// <summary>The raw bytes for the library's own reads and kernel outputs (no version change).</summary>
+    internal Span<byte> RawBytes
     {
         get
         {
@@ -59,7 +74,7 @@ public sealed class HostTensor : Tensor
         where T : unmanaged
     {
         CheckElementType<T>();
-        var bytes = Bytes;
+        var bytes = RawBytes;
         return new PinnedBuffer<T>((T*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(bytes)), ElementCount);
     }
 
@@ -80,7 +95,7 @@ public sealed class HostTensor : Tensor
     /// <inheritdoc/>
     public override void CopyFromBytes(ReadOnlySpan<byte> source)
     {
-        var bytes = Bytes;
+        var bytes = Bytes; // counts as a write
         if (source.Length != bytes.Length)
         {
             throw new ArgumentException($"source: expected {bytes.Length} bytes, actual {source.Length}", nameof(source));
@@ -91,7 +106,7 @@ public sealed class HostTensor : Tensor
     /// <inheritdoc/>
     public override void CopyToBytes(Span<byte> destination)
     {
-        var bytes = Bytes;
+        var bytes = RawBytes;
         if (destination.Length != bytes.Length)
         {
             throw new ArgumentException($"destination: expected {bytes.Length} bytes, actual {destination.Length}", nameof(destination));
@@ -118,6 +133,7 @@ public sealed class HostTensor : Tensor
     {
         private readonly HostStorage? _owner;
         private byte[]? _data = data;
+        private long _version;
 
         private HostStorage(HostStorage owner)
             : this(owner._data!) => _owner = owner;
@@ -125,6 +141,11 @@ public sealed class HostTensor : Tensor
         public byte[]? Data => _owner is { } o ? (o._data is null ? null : _data) : _data;
 
         public HostStorage AsView() => new(_owner ?? this);
+
+        // Views share the owner's count.
+        public long Version => Interlocked.Read(ref (_owner ?? this)._version);
+
+        public void MarkWritten() => Interlocked.Increment(ref (_owner ?? this)._version);
 
         // The owner's release empties every view; a view's release detaches only that view.
         public void Release() => _data = null;

@@ -14,6 +14,7 @@ namespace Attention.Native.IO;
 /// <see cref="InvalidDataException"/> that names the source and says what is wrong. Byte ranges may leave
 /// gaps (the format's reference reader refuses them; this one only refuses overlaps). Writing lays the
 /// tensors out back to back after a header padded with spaces to 8-byte alignment.
+/// <para>Thread safety: stateless; reads and writes of different files may run on many threads at once.</para>
 /// </remarks>
 public static class SafeTensors
 {
@@ -122,7 +123,7 @@ public static class SafeTensors
                 {
                     if (tensor is HostTensor host)
                     {
-                        stream.Write(host.Bytes);
+                        stream.Write(host.RawBytes);
                     }
                     else
                     {

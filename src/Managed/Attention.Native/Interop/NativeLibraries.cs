@@ -19,6 +19,7 @@ public enum NativeLibraryKind
 /// <param name="Kind">Which library.</param>
 /// <param name="Path">The file that was loaded, or null.</param>
 /// <param name="Attempts">Each path or name tried, with the loader's answer, in order.</param>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record NativeLibraryStatus(NativeLibraryKind Kind, string? Path, IReadOnlyList<string> Attempts)
 {
     /// <summary>True when the library is loaded.</summary>
@@ -39,6 +40,7 @@ public sealed record NativeLibraryStatus(NativeLibraryKind Kind, string? Path, I
 /// from NVRTC's own directory, and cuBLASLt from cuBLAS's, so a library found outside the loader's
 /// search path still finds its companion.
 /// </summary>
+/// <remarks>Thread safety: safe from any thread; each library is resolved once.</remarks>
 public static class NativeLibraries
 {
     /// <summary>Environment variable: directories (path-list separated) searched before anything else.</summary>

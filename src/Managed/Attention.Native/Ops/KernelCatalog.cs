@@ -3,6 +3,7 @@ using Attention.Native.Runtime;
 namespace Attention.Native.Ops;
 
 /// <summary>Every kernel program of the library; the <c>Kernels</c> tests compile each one for sm_80 and sm_90.</summary>
+/// <remarks>Thread safety: immutable; safe from any thread.</remarks>
 public static class KernelCatalog
 {
     /// <summary>All programs, one per kernel file in <c>cuda/</c>.</summary>

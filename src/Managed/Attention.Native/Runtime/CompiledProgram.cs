@@ -6,6 +6,7 @@ namespace Attention.Native.Runtime;
 /// <param name="Image">CUBIN bytes, or PTX text bytes (null-terminated) for a PTX target.</param>
 /// <param name="LoweredNames">Name expression → mangled kernel name in the image.</param>
 /// <param name="Log">The compiler's log (warnings), possibly empty.</param>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record CompiledProgram(string Key, string Target, byte[] Image, IReadOnlyDictionary<string, string> LoweredNames, string Log)
 {
     /// <summary>True when the image is PTX (the driver JIT-compiles it at load).</summary>

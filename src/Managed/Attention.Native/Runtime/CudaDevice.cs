@@ -4,6 +4,7 @@ using static Attention.Native.Interop.NativeMethods;
 namespace Attention.Native.Runtime;
 
 /// <summary>A CUDA device and the properties the kernels are tuned by.</summary>
+/// <remarks>Thread safety: immutable after creation; safe to share.</remarks>
 public sealed unsafe class CudaDevice
 {
     private static readonly Lazy<int> DriverVersionLazy = new(InitializeDriver);

@@ -4,6 +4,7 @@ using static Attention.Native.Interop.NativeMethods;
 namespace Attention.Native.Runtime;
 
 /// <summary>A CUDA event, for ordering and GPU-side timing.</summary>
+/// <remarks>Thread safety: one thread at a time (record and wait are ordered operations on a stream).</remarks>
 public sealed unsafe class CudaEvent : IDisposable
 {
     private static bool s_useV2;

@@ -7,6 +7,7 @@ namespace Attention.Native.Runtime;
 /// <param name="X">Size along x.</param>
 /// <param name="Y">Size along y.</param>
 /// <param name="Z">Size along z.</param>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 {
     /// <summary>A one-dimensional size.</summary>
@@ -20,6 +21,7 @@ public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 }
 
 /// <summary>A kernel function in a loaded module.</summary>
+/// <remarks>Thread safety: launching from several threads is safe; their order on a shared stream is not defined.</remarks>
 public sealed unsafe class CudaKernel
 {
     private readonly CudaContext _context;
@@ -82,6 +84,7 @@ public sealed unsafe class CudaKernel
 /// alignment, so a launch boxes nothing and allocates nothing:
 /// <code>var args = new KernelArgs(stackalloc byte[128], stackalloc int[16]); args.Add(ptr); args.Add(n);</code>
 /// </summary>
+/// <remarks>Thread safety: a stack-only value; each thread packs its own.</remarks>
 public ref struct KernelArgs
 {
     private readonly Span<byte> _storage;

@@ -5,6 +5,7 @@ using static Attention.Native.Interop.NativeMethods;
 namespace Attention.Native.Runtime;
 
 /// <summary>A compiled program loaded into a context; hands out its kernels by name expression.</summary>
+/// <remarks>Thread safety: safe to share; kernels are looked up under a lock.</remarks>
 public sealed unsafe class CudaModule : IDisposable
 {
     private readonly CudaContext _context;

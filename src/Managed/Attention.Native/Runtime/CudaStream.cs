@@ -4,6 +4,7 @@ using static Attention.Native.Interop.NativeMethods;
 namespace Attention.Native.Runtime;
 
 /// <summary>A CUDA stream: work queued on it runs in order.</summary>
+/// <remarks>Thread safety: launches from several threads are each queued safely, but in no defined order between threads; serialise them when order matters.</remarks>
 public sealed unsafe class CudaStream : IDisposable
 {
     private readonly CudaContext _context;

@@ -32,6 +32,13 @@ internal sealed class DeviceAllocation : IDisposable
 
     public bool IsFreed { get; private set; }
 
+    /// <summary>Counts writes through the public copy API, so a pass can tell its parameters changed under it.</summary>
+    public long Version => Interlocked.Read(ref _version);
+
+    public void MarkWritten() => Interlocked.Increment(ref _version);
+
+    private long _version;
+
     public void Dispose()
     {
         if (IsFreed)

@@ -10,6 +10,7 @@ namespace Attention.Native.Runtime;
 /// disposed. Using a disposed buffer throws <see cref="ObjectDisposedException"/>; disposing twice is harmless.
 /// </summary>
 /// <typeparam name="T">An unmanaged element type.</typeparam>
+/// <remarks>Thread safety: as a tensor: concurrent reads are safe; an upload, zeroing or copy into it must not overlap any other use.</remarks>
 public sealed unsafe class DeviceBuffer<T> : IDisposable
     where T : unmanaged
 {
@@ -22,7 +23,7 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     {
         ArgumentNullException.ThrowIfNull(context);
         ArgumentOutOfRangeException.ThrowIfNegative(length);
-        _allocation = new DeviceAllocation(context, checked(length * sizeof(T)));
+        _allocation = new DeviceAllocation(context, ByteCounts.Of(length, sizeof(T), nameof(length), $"{length} elements of {typeof(T).Name}"));
         _pointer = _allocation.Pointer;
         Length = length;
     }
@@ -44,6 +45,9 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     /// <summary>Number of bytes.</summary>
     public long ByteLength => Length * sizeof(T);
 
+    /// <summary>The allocation this buffer owns or views.</summary>
+    internal DeviceAllocation Allocation => _allocation;
+
     /// <summary>True for a view that does not own its memory.</summary>
     public bool IsView => _isView;
 
@@ -63,6 +67,7 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     /// <summary>Copies <paramref name="source"/> to the start of the buffer (synchronous).</summary>
     public void Upload(ReadOnlySpan<T> source)
     {
+        _allocation.MarkWritten();
         CheckFits(source.Length, nameof(source));
         if (source.IsEmpty)
         {
@@ -78,6 +83,7 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     /// <summary>Copies <paramref name="source"/> to the start of the buffer in order on <paramref name="stream"/>, and waits for it.</summary>
     public void Upload(ReadOnlySpan<T> source, CudaStream stream)
     {
+        _allocation.MarkWritten();
         ArgumentNullException.ThrowIfNull(stream);
         CheckFits(source.Length, nameof(source));
         if (source.IsEmpty)
@@ -136,6 +142,7 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     /// <summary>Sets every byte to zero (synchronous).</summary>
     public void Zero()
     {
+        _allocation.MarkWritten();
         ThrowIfDisposed();
         if (Length == 0)
         {
@@ -148,6 +155,7 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     /// <summary>Sets every byte to zero, in order on <paramref name="stream"/>.</summary>
     public void Zero(CudaStream stream)
     {
+        _allocation.MarkWritten();
         ArgumentNullException.ThrowIfNull(stream);
         ThrowIfDisposed();
         if (Length == 0)
@@ -161,6 +169,7 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     /// <summary>Copies this buffer into <paramref name="destination"/> (device to device, same length).</summary>
     public void CopyTo(DeviceBuffer<T> destination, CudaStream? stream = null)
     {
+        destination._allocation.MarkWritten();
         ArgumentNullException.ThrowIfNull(destination);
         ThrowIfDisposed();
         destination.ThrowIfDisposed();

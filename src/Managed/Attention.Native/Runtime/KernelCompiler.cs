@@ -14,6 +14,7 @@ namespace Attention.Native.Runtime;
 /// name expressions, NVRTC version and target. The disk cache defaults to the user's cache directory,
 /// or <c>ATTENTION_NATIVE_CACHE</c> when set.
 /// </summary>
+/// <remarks>Thread safety: safe to share; concurrent compiles of one program compile it once, and processes sharing the disk cache never see a partial entry.</remarks>
 public sealed unsafe class KernelCompiler
 {
     /// <summary>Environment variable naming the on-disk cache directory.</summary>

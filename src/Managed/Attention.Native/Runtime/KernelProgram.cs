@@ -7,6 +7,7 @@ namespace Attention.Native.Runtime;
 /// </summary>
 /// <param name="SourceName">The kernel file name in <c>cuda/</c>, e.g. <c>rope.cu</c>.</param>
 /// <param name="NameExpressions">The kernels to instantiate, exactly as NVRTC name expressions.</param>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record KernelProgram(string SourceName, IReadOnlyList<string> NameExpressions)
 {
     /// <summary>Instantiations of each kernel template for each storage type (float, bf16_t, half_t).</summary>

@@ -8,6 +8,7 @@ namespace Attention.Native.Runtime;
 /// The CUDA sources a program is compiled from: kernel files (<c>*.cu</c>, by file name) and the headers
 /// they include (<c>*.cuh</c>, passed to NVRTC in memory under their file names).
 /// </summary>
+/// <remarks>Thread safety: immutable once built; safe to share between threads.</remarks>
 public sealed class KernelSources
 {
     private static readonly Lazy<KernelSources> EmbeddedLazy = new(LoadEmbedded);

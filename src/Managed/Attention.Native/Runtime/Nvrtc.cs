@@ -4,6 +4,7 @@ using static Attention.Native.Interop.NativeMethods;
 namespace Attention.Native.Runtime;
 
 /// <summary>Facts about the loaded NVRTC library.</summary>
+/// <remarks>Thread safety: safe from any thread.</remarks>
 public static unsafe class Nvrtc
 {
     private static readonly Lazy<(int Major, int Minor)> VersionLazy = new(() =>

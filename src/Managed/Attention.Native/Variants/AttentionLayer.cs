@@ -18,6 +18,7 @@ public enum ParameterInit
 /// <param name="Shape">The shape.</param>
 /// <param name="Init">How <see cref="AttentionLayer.InitializeParameters"/> fills it.</param>
 /// <param name="Learnable">False for buffers without a gradient.</param>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record ParameterSpec(string Name, Shape Shape, ParameterInit Init = ParameterInit.FanIn, bool Learnable = true);
 
 /// <summary>
@@ -26,6 +27,7 @@ public sealed record ParameterSpec(string Name, Shape Shape, ParameterInit Init 
 /// written once against the op API. <see cref="ForwardForTraining"/> returns a pass whose backward gives <c>dx</c> and the
 /// gradient of every learnable parameter.
 /// </summary>
+/// <remarks>Thread safety: safe to share between threads (measured: concurrent forward and training passes give bitwise the results of the same calls made alone): forward, <see cref="ForwardForTraining"/> and the caches only read the parameters. Writing parameters (<see cref="LoadParameters"/>, <see cref="InitializeParameters"/>, copies into <see cref="Parameters"/>) must not overlap any call; a pass whose parameters were written before its backward throws. On CUDA the calls are serialised per backend.</remarks>
 public abstract class AttentionLayer : IDisposable
 {
     private readonly Dictionary<string, Tensor> _parameters = new(StringComparer.Ordinal);
@@ -164,6 +166,7 @@ public abstract class AttentionLayer : IDisposable
     public Tensor Forward(Tensor x)
     {
         CheckInput(x, nameof(x));
+        using var call = Backend.EnterCall();
         using var graph = new Graph(Backend, record: false);
         var y = Build(graph, graph.Input(x, requiresGrad: false));
         return graph.Detach(y.Value);
@@ -173,6 +176,7 @@ public abstract class AttentionLayer : IDisposable
     public LayerPass ForwardForTraining(Tensor x)
     {
         CheckInput(x, nameof(x));
+        using var call = Backend.EnterCall();
         var graph = new Graph(Backend, record: true);
         try
         {
@@ -239,17 +243,26 @@ public abstract class AttentionLayer : IDisposable
         }
     }
 
-    private protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    /// <summary>The <see cref="Tensor.Version"/> of every parameter, in <see cref="ParameterSpecs"/> order.</summary>
+    internal long[] ParameterVersions() => ParameterSpecs.Select(s => _parameters[s.Name].Version).ToArray();
+
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 }
 
-/// <summary>A forward pass kept for its backward (<see cref="AttentionLayer.ForwardForTraining"/>).</summary>
+/// <summary>
+/// A forward pass kept for its backward (<see cref="AttentionLayer.ForwardForTraining"/>). Its <see cref="Backward"/> runs once,
+/// before <see cref="Dispose"/>, and only while the layer's parameters are those the forward used.
+/// </summary>
+/// <remarks>Thread safety: one thread at a time; a second <see cref="Backward"/> (concurrent or not) throws.</remarks>
 public sealed class LayerPass : IDisposable
 {
     private readonly AttentionLayer _layer;
     private readonly Graph _graph;
     private readonly Node _input;
     private readonly Node _output;
-    private bool _backwardDone;
+    private readonly long[] _parameterVersions;
+    private int _backwardStarted;
+    private bool _disposed;
 
     internal LayerPass(AttentionLayer layer, Graph graph, Node input, Node output)
     {
@@ -257,21 +270,42 @@ public sealed class LayerPass : IDisposable
         _graph = graph;
         _input = input;
         _output = output;
+        _parameterVersions = layer.ParameterVersions();
     }
 
     /// <summary>The output y (owned by the pass).</summary>
-    public Tensor Output => _output.Value;
+    public Tensor Output
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _output.Value;
+        }
+    }
 
-    /// <summary>Runs the backward for upstream gradient <paramref name="dy"/>; can be called once.</summary>
+    /// <summary>
+    /// Runs the backward for upstream gradient <paramref name="dy"/>; can be called once. Throws
+    /// <see cref="ObjectDisposedException"/> after <see cref="Dispose"/> (or once the layer is disposed), and
+    /// <see cref="InvalidOperationException"/> when a parameter was written since the forward (the gradients would be of
+    /// neither the old nor the new parameters).
+    /// </summary>
     public LayerGradients Backward(Tensor dy)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _layer.ThrowIfDisposed();
         Ops.Check.Compatible(Output, "y", dy, nameof(dy));
         Ops.Check.Shape(dy, Output.Shape, nameof(dy));
-        if (_backwardDone)
+        var versions = _layer.ParameterVersions();
+        var changed = _layer.ParameterSpecs.Where((_, i) => versions[i] != _parameterVersions[i]).Select(s => s.Name).ToList();
+        if (changed.Count > 0)
+        {
+            throw new InvalidOperationException($"Backward: parameters written since ForwardForTraining ({string.Join(", ", changed)}); run a new forward with the current parameters");
+        }
+        if (Interlocked.Exchange(ref _backwardStarted, 1) != 0)
         {
             throw new InvalidOperationException("Backward: already run for this pass (make a new pass)");
         }
-        _backwardDone = true;
+        using var call = _layer.Backend.EnterCall();
         _graph.Backward(_output, dy);
         var parameters = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var dx = _graph.Detach(_graph.GradOf(_input));
@@ -294,11 +328,16 @@ public sealed class LayerPass : IDisposable
         return new LayerGradients(dx, parameters);
     }
 
-    /// <inheritdoc/>
-    public void Dispose() => _graph.Dispose();
+    /// <summary>Frees what the forward kept; <see cref="Backward"/> cannot run afterwards. Calling it twice is harmless.</summary>
+    public void Dispose()
+    {
+        _disposed = true;
+        _graph.Dispose();
+    }
 }
 
 /// <summary>The gradients of a layer's backward: <c>dx</c> and one tensor per learnable parameter. Dispose to free them.</summary>
+/// <remarks>Thread safety: its tensors may be read from many threads; <see cref="Dispose"/> must not overlap any use.</remarks>
 public sealed class LayerGradients : IDisposable
 {
     internal LayerGradients(Tensor input, IReadOnlyDictionary<string, Tensor> parameters)

@@ -5,9 +5,11 @@ namespace Attention.Native.Variants;
 /// <summary>How a KV cache allocates: start small and double, or reserve a maximum length up front.</summary>
 /// <param name="InitialCapacity">Token capacity allocated first when growing by doubling.</param>
 /// <param name="MaxLength">When set, the whole capacity is allocated at creation and never grows; appending past it throws.</param>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record CacheOptions(int InitialCapacity = 64, int? MaxLength = null);
 
 /// <summary>A layer with a causal mask, whose inference keeps a cache (variants.md lists what each one holds).</summary>
+/// <remarks>Thread safety: as <see cref="AttentionLayer"/>; each <see cref="KvCache"/> it creates is for one thread at a time.</remarks>
 public abstract class CausalAttentionLayer : AttentionLayer
 {
     private protected CausalAttentionLayer(LayerConfig config, Backend? backend, DType dtype)
@@ -46,10 +48,12 @@ public abstract class CausalAttentionLayer : AttentionLayer
 /// prompt, or a later chunk of one) and returns their outputs; <see cref="DecodeStep"/> appends one token. Both equal the
 /// matching rows of the full forward over everything appended so far.
 /// </summary>
+/// <remarks>Thread safety: one thread at a time. A call made while another thread is inside <see cref="Prefill"/>, <see cref="DecodeStep"/> or <see cref="Reset"/> throws <see cref="InvalidOperationException"/> instead of corrupting <see cref="Length"/>. Many caches of one layer may run on many threads at once.</remarks>
 public abstract class KvCache : IDisposable
 {
     private readonly List<CacheBuffer> _buffers = [];
     private bool _disposed;
+    private int _inUse;
 
     private protected KvCache(CausalAttentionLayer layer, int batch, CacheOptions options)
     {
@@ -85,27 +89,33 @@ public abstract class KvCache : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         Layer.CheckTokens(x, nameof(x), Batch);
-        int needed = Length + x.Shape[1];
+        using var use = Enter();
+        using var call = Layer.Backend.EnterCall();
+        long needed = (long)Length + x.Shape[1];
         if (needed > Capacity)
         {
             if (Options.MaxLength is { } max)
             {
                 throw new InvalidOperationException($"x: the cache holds at most {max} tokens (CacheOptions.MaxLength); {Length} are cached and {x.Shape[1]} more were given");
             }
-            int capacity = Capacity;
+            if (needed > MaxTokens)
+            {
+                throw new ArgumentException($"x: expected at most {MaxTokens - Length} more tokens (this layer's cache rows hold at most {MaxTokens} tokens per sequence), actual {x.Shape[1]} with {Length} cached", nameof(x));
+            }
+            long capacity = Capacity;
             while (capacity < needed)
             {
-                capacity = checked(capacity * 2);
+                capacity = Math.Min(capacity * 2, MaxTokens);
             }
             foreach (var buffer in _buffers)
             {
-                buffer.Grow(capacity, Length);
+                buffer.Grow((int)capacity, Length);
             }
-            Capacity = capacity;
+            Capacity = (int)capacity;
         }
         using var graph = new Graph(Layer.Backend, record: false);
         var y = graph.Detach(Append(graph, x, Length));
-        Length = needed;
+        Length = (int)needed;
         return y;
     }
 
@@ -121,7 +131,36 @@ public abstract class KvCache : IDisposable
     }
 
     /// <summary>Forgets every token (keeps the allocation).</summary>
-    public virtual void Reset() => Length = 0;
+    public void Reset()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var use = Enter();
+        ResetState();
+        Length = 0;
+    }
+
+    /// <summary>Clears any constant-size state on <see cref="Reset"/> (the per-token buffers need nothing: Length bounds them).</summary>
+    private protected virtual void ResetState()
+    {
+    }
+
+    /// <summary>The most tokens per sequence every per-token buffer can hold (its row of capacity × elements must fit an int).</summary>
+    private int MaxTokens => _buffers.Count == 0 ? int.MaxValue : _buffers.Min(b => b.MaxTokens);
+
+    /// <summary>Marks the cache in use for one call; a second thread entering meanwhile gets an exception instead of corrupting it.</summary>
+    private Use Enter()
+    {
+        if (Interlocked.CompareExchange(ref _inUse, 1, 0) != 0)
+        {
+            throw new InvalidOperationException("KvCache: used from two threads at once; a cache is not thread-safe (give each thread its own cache, or serialise the calls)");
+        }
+        return new Use(this);
+    }
+
+    private readonly struct Use(KvCache cache) : IDisposable
+    {
+        public void Dispose() => Volatile.Write(ref cache._inUse, 0);
+    }
 
     /// <inheritdoc/>
     public void Dispose()
@@ -144,12 +183,55 @@ public abstract class KvCache : IDisposable
         }
     }
 
-    /// <summary>A per-token buffer [Batch, Capacity, ..rowShape], grown with the cache.</summary>
+    /// <summary>
+    /// A per-token buffer [Batch, Capacity, ..rowShape], grown with the cache. A size the backend cannot hold throws an
+    /// <see cref="ArgumentException"/> naming the batch or the capacity (and frees the buffers made so far).
+    /// </summary>
     private protected CacheBuffer Buffer(Shape rowShape)
     {
-        var buffer = new CacheBuffer(Layer.Backend, Layer.DType, Batch, rowShape, Capacity);
+        long row = rowShape.ElementCount;
+        if (row > 0 && Capacity > int.MaxValue / row)
+        {
+            FreeBuffers();
+            throw CreateArgument("options", $"options: expected a capacity of at most {int.MaxValue / row} tokens for this layer's cache rows of {row} elements, actual {Capacity}");
+        }
+        var buffer = AllocateOrExplain(() => new CacheBuffer(Layer.Backend, Layer.DType, Batch, rowShape, Capacity), row * (long)Capacity);
         _buffers.Add(buffer);
         return buffer;
+    }
+
+    /// <summary>A constant-size state tensor of <paramref name="shape"/> ([Batch, …]), zero-filled, with the same errors as <see cref="Buffer"/>.</summary>
+    private protected Tensor State(Shape shape) =>
+        AllocateOrExplain(() => Layer.Backend.Zeros(shape, Layer.DType), shape.ElementCount / Math.Max(1, Batch));
+
+    private T AllocateOrExplain<T>(Func<T> allocate, long elementsPerSequence)
+    {
+        try
+        {
+            return allocate();
+        }
+        catch (ArgumentException e) when (e.ParamName == "shape")
+        {
+            FreeBuffers();
+            throw CreateArgument("batch", $"batch: a cache of {Batch} sequences × {elementsPerSequence} elements ({Layer.DType}, {Capacity} tokens) is more than the {Layer.Backend.Name} backend can allocate: {e.Message}", e);
+        }
+        catch
+        {
+            FreeBuffers();
+            throw;
+        }
+    }
+
+    // The argument is CreateCache's, not this helper's: the cache is built inside CreateCache.
+    private static ArgumentException CreateArgument(string name, string message, Exception? inner = null) => new(message, name, inner);
+
+    private void FreeBuffers()
+    {
+        foreach (var b in _buffers)
+        {
+            b.Dispose();
+        }
+        _buffers.Clear();
     }
 
     /// <summary>Computes the outputs of the tokens <paramref name="x"/> at positions <paramref name="position"/>… and writes them into the buffers (capacity is ensured).</summary>
@@ -176,6 +258,9 @@ internal sealed class CacheBuffer : IDisposable
     public Tensor Tensor { get; private set; }
 
     public long ElementsPerToken => _row.ElementCount;
+
+    /// <summary>The most tokens a sequence's row (capacity × row elements, addressed as one int-wide row) can hold.</summary>
+    public int MaxTokens => _row.ElementCount == 0 ? int.MaxValue : (int)Math.Min(int.MaxValue, int.MaxValue / _row.ElementCount);
 
     /// <summary>Reallocates to <paramref name="capacity"/> tokens keeping the first <paramref name="length"/>.</summary>
     public void Grow(int capacity, int length)

@@ -8,6 +8,7 @@ namespace Attention.Native.Variants;
 /// The configuration of one attention layer: the JSON keys of variants.md as typed properties. Each variant has its own
 /// subclass; <see cref="Parse"/> reads a JSON object and refuses missing, unknown and ill-typed keys together in one error.
 /// </summary>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public abstract record LayerConfig
 {
     /// <summary>The variant name of variants.md (<c>mha</c>, <c>gqa</c>, …).</summary>

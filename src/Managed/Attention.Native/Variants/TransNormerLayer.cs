@@ -8,6 +8,7 @@ namespace Attention.Native.Variants;
 /// <c>o_t = Σ_{s≤t} λ_h^(t−s) (q_t·k_s) v_s</c>; <c>y = (u ⊙ SRMSNorm(o)) w_oᵀ</c>. The decay λ_h comes from the ALiBi slopes
 /// and the layer's depth and is not learnable. Inference keeps one constant-size state per head, <c>kv ∈ R^{d'×d}</c>.
 /// </summary>
+/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call.</remarks>
 public sealed class TransNormerLayer : CausalAttentionLayer
 {
     private readonly double[] _decay;
@@ -117,16 +118,12 @@ public sealed class TransNormerLayer : CausalAttentionLayer
         {
             _layer = layer;
             var c = layer.Settings;
-            _state = layer.Backend.Zeros(new Shape(batch, c.Heads, c.StateKeyDim, c.HeadDim), layer.DType);
+            _state = State(new Shape(batch, c.Heads, c.StateKeyDim, c.HeadDim));
         }
 
         public override long ByteCount => base.ByteCount + _state.ByteCount;
 
-        public override void Reset()
-        {
-            base.Reset();
-            _state.CopyFrom(new float[_state.ElementCount]);
-        }
+        private protected override void ResetState() => _state.CopyFrom(new float[_state.ElementCount]);
 
         protected override void Dispose(bool disposing)
         {

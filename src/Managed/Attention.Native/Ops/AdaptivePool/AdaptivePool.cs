@@ -5,6 +5,7 @@ namespace Attention.Native.Ops;
 /// → <c>y [B, n, C]</c>, where output i averages positions <c>floor(i·T/n) … ceil((i+1)·T/n)−1</c>; n may exceed
 /// T (windows then overlap). Backward passes <b>add</b> into the gradient they are given.
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class AdaptivePool
 {
     /// <summary>Returns the pooled <paramref name="x"/> as a new <c>[B, outputLength, C]</c> tensor.</summary>

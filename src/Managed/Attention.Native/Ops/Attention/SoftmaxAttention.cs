@@ -5,6 +5,7 @@ namespace Attention.Native.Ops;
 /// <param name="Causal">Mask keys after the query's position. Query i sits at position <c>L − T_q + i</c>, L the number of valid keys, so a
 /// block of new queries attends to a cache that already holds earlier tokens.</param>
 /// <param name="KeyLength">Number of valid key positions L when k and v are preallocated caches longer than that; null uses all of them.</param>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public readonly record struct AttentionOptions(double Scale, bool Causal, int? KeyLength = null);
 
 /// <summary>
@@ -15,6 +16,7 @@ public readonly record struct AttentionOptions(double Scale, bool Causal, int? K
 /// The forward also returns the log-sum-exp of each score row, <c>lse [B, H, T_q]</c> (F32; F64 for F64 inputs), from which the
 /// backward recomputes the probabilities. Scores are formed one block of query rows at a time, never as a whole T×T matrix.
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class SoftmaxAttention
 {
     /// <summary>Returns o and (through <paramref name="logSumExp"/>) the row log-sum-exp.</summary>

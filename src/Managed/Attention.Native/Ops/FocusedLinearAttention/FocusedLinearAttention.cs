@@ -8,6 +8,7 @@ namespace Attention.Native.Ops;
 /// ill-conditioned where <c>q_t · mean_T(k)</c> nears 0. Cost O(T·d·dv) per head, forward and backward (no T×T scores).
 /// Backward passes <b>add</b> into the gradients they are given (start from zeros) and skip a null gradient.
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class FocusedLinearAttention
 {
     /// <summary>The 1e-6 added to the normaliser's denominator (variants.md).</summary>

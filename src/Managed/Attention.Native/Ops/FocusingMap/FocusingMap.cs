@@ -7,6 +7,7 @@ namespace Attention.Native.Ops;
 /// The output is positive and keeps the norm of <c>u</c>; only its direction is sharpened.
 /// Backward passes <b>add</b> into the gradients they are given (start from zeros) and skip a null gradient.
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class FocusingMap
 {
     /// <summary>The 1e-6 added after the ReLU (variants.md), which keeps every channel positive.</summary>

@@ -9,6 +9,7 @@ namespace Attention.Native.Ops;
 /// state (zero when absent). Layouts: <c>q, k [B, T, H, dk]</c>, <c>v [B, T, H, dv]</c>, <c>o [B, T, H, dv]</c>,
 /// states <c>[B, H, dk, dv]</c>. Backward passes <b>add</b> into the gradients they are given and skip a null one.
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class Lightning
 {
     /// <summary>

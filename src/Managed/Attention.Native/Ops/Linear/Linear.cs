@@ -5,6 +5,7 @@ namespace Attention.Native.Ops;
 /// <c>x [..., in]</c>, <c>weight [out, in]</c>, <c>bias [out]</c> and <c>y [..., out]</c>. Computes on the
 /// tensors' backend: cuBLAS with fp32 accumulation on CUDA, blocked vectorised loops on the CPU.
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class Linear
 {
     /// <summary>Returns <c>x · weightᵀ (+ bias)</c> as a new tensor.</summary>

@@ -6,6 +6,7 @@ namespace Attention.Native.Ops;
 /// Input <c>x [B, T, H, d]</c>, learnable <c>theta [H, d]</c>, output <c>[B, T, H, 2d]</c>. Angles are computed in
 /// double precision. Backward passes <b>add</b> into the gradients they are given and skip a null one.
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class Lrpe
 {
     /// <summary>Returns <c>[x ⊙ cos(θ_h p) | x ⊙ sin(θ_h p)]</c> per head, <c>p = t + positionOffset</c>, as a new tensor <c>[B, T, H, 2d]</c>.</summary>

@@ -20,6 +20,7 @@ public enum PointwiseOp
 /// Backward passes <b>add</b> into the gradients they are given (they are meant for gradient accumulation:
 /// start from zeros), and skip a null gradient.
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class Pointwise
 {
     /// <summary>Writes <c>op(a[, b])</c> into <paramref name="y"/> (may be <paramref name="a"/>).</summary>

@@ -4,6 +4,7 @@ namespace Attention.Native.Ops;
 /// RMSNorm over the last axis (variants.md): <c>y = x · gain / sqrt(mean(x²) + ε)</c>; without a gain it is
 /// SRMSNorm. <c>x [..., n]</c>, <c>gain [n]</c>. Sums are accumulated in fp32 (double for F64 on the CPU).
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class RmsNorm
 {
     /// <summary>The ε of variants.md.</summary>

@@ -14,6 +14,7 @@ public enum RopeStyle
 /// <param name="Base">The base of the frequencies, θ_j = Base^(-2j/n).</param>
 /// <param name="RotaryOffset">First column of the rotated slice of the last axis (MLA rotates only the trailing d_r columns).</param>
 /// <param name="RotaryDim">Length n of the rotated slice (even); null rotates from <paramref name="RotaryOffset"/> to the end.</param>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public readonly record struct RopeOptions(RopeStyle Style = RopeStyle.Half, double Base = 10000.0, int RotaryOffset = 0, int? RotaryDim = null)
 {
     /// <summary>The rotated length for a last axis of <paramref name="width"/>.</summary>
@@ -27,6 +28,7 @@ public readonly record struct RopeOptions(RopeStyle Style = RopeStyle.Half, doub
 /// number of tokens already cached). Columns outside the rotated slice are copied unchanged. The output
 /// may be the input tensor itself (in place). Angles are computed in double precision on every backend.
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class Rope
 {
     /// <summary>Writes RoPE(<paramref name="x"/>) into <paramref name="y"/> (may be <paramref name="x"/>).</summary>

@@ -6,6 +6,7 @@ namespace Attention.Native.Ops;
 /// <c>y[b,t,h,:] = (1/R) Σ_r a[b,t,h,r] · f[b,t,r,:]</c>. Backward passes <b>add</b> into the gradients they
 /// are given and skip a null gradient.
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class TpaContraction
 {
     /// <summary>Returns the contraction as a new <c>[B, T, H, d]</c> tensor.</summary>

@@ -10,6 +10,7 @@ namespace Attention.Native.Ops;
 /// <c>P = softmax_s(score)</c>, <c>o[h,:] = (1/Rv) Σ_s P[h,s] Σ_u av[s,h,u] · bv[s,u,:]</c>; k and v are never
 /// materialised.
 /// </summary>
+/// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class TpaDecode
 {
     /// <summary>Returns the attention output as a new <c>[B, Tq, H, d]</c> tensor.</summary>

@@ -1,6 +1,7 @@
 namespace Attention.Native.Variants;
 
 /// <summary>Config of <c>agent</c>, agent attention (variants.md §5; non-causal).</summary>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record AgentConfig : LayerConfig
 {
     /// <inheritdoc/>

@@ -1,6 +1,7 @@
 namespace Attention.Native.Variants;
 
 /// <summary>Config of <c>flatten</c>, focused linear attention (variants.md §6; non-causal).</summary>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record FlattenConfig : LayerConfig
 {
     /// <inheritdoc/>

@@ -3,6 +3,7 @@ using Attention.Native.Ops;
 namespace Attention.Native.Variants;
 
 /// <summary>Config of <c>mha</c>, <c>gqa</c> and <c>mqa</c> (variants.md §1).</summary>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record GqaConfig : LayerConfig
 {
     private readonly string _variant = "gqa";

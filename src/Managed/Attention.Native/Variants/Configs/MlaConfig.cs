@@ -3,6 +3,7 @@ using Attention.Native.Ops;
 namespace Attention.Native.Variants;
 
 /// <summary>Config of <c>mla</c>, DeepSeek's multi-head latent attention (variants.md §2).</summary>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record MlaConfig : LayerConfig
 {
     /// <inheritdoc/>

@@ -3,6 +3,7 @@ using Attention.Native.Ops;
 namespace Attention.Native.Variants;
 
 /// <summary>Config of <c>sas</c>, simulated attention score (variants.md §4).</summary>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record SasConfig : LayerConfig
 {
     /// <inheritdoc/>

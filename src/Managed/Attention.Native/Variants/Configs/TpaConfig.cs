@@ -3,6 +3,7 @@ using Attention.Native.Ops;
 namespace Attention.Native.Variants;
 
 /// <summary>Config of <c>tpa</c>, tensor product attention (variants.md §3).</summary>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record TpaConfig : LayerConfig
 {
     /// <inheritdoc/>

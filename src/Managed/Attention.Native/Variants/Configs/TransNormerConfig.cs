@@ -1,6 +1,7 @@
 namespace Attention.Native.Variants;
 
 /// <summary>Config of <c>transnormer</c>, TransNormerLLM's gated linear attention (variants.md §7; always causal).</summary>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
 public sealed record TransNormerConfig : LayerConfig
 {
     /// <inheritdoc/>
