@@ -5,12 +5,16 @@ namespace Attention.Native.Runtime;
 
 /// <summary>
 /// Compiled kernels on disk, one file per cache key. A file is: magic "ANKC", format version, payload length,
-/// payload, SHA-256 of the payload. A file that fails any check (truncated, corrupted, another key) is
-/// deleted and reported as a miss. Writes go to a unique temporary file renamed into place, so concurrent
+/// payload, SHA-256 of the payload. A file that fails any check (not a regular file, over
+/// <see cref="MaxEntryBytes"/>, truncated, corrupted, a length field that disagrees with the body, another key)
+/// is deleted and reported as a miss. Writes go to a unique temporary file renamed into place, so concurrent
 /// processes never see a partial file.
 /// </summary>
 internal sealed class KernelDiskCache(string directory)
 {
+    /// <summary>No entry is larger: every kernel file's image is a few MiB at most.</summary>
+    public const long MaxEntryBytes = 64L << 20;
+
     private const uint Magic = 0x434B4E41; // "ANKC" little-endian
     private const int FormatVersion = 1;
 
@@ -21,14 +25,10 @@ internal sealed class KernelDiskCache(string directory)
     public CompiledProgram? TryRead(string key)
     {
         string path = PathFor(key);
-        byte[] bytes;
+        byte[]? bytes;
         try
         {
-            if (!File.Exists(path))
-            {
-                return null;
-            }
-            bytes = File.ReadAllBytes(path);
+            bytes = ReadEntry(path);
         }
         catch (IOException)
         {
@@ -38,10 +38,14 @@ internal sealed class KernelDiskCache(string directory)
         {
             return null;
         }
+        if (bytes is null)
+        {
+            return null;
+        }
         var program = Decode(bytes, key);
         if (program is null)
         {
-            TryDelete(path);
+            TryDelete(path); // recompiling writes a good entry in its place
         }
         return program;
     }
@@ -112,9 +116,12 @@ internal sealed class KernelDiskCache(string directory)
         {
             return null;
         }
+        // The checksum only catches accidents: every length inside the body is checked against what remains.
         try
         {
-            using var r = new BinaryReader(new MemoryStream(bytes, header, (int)length), Encoding.UTF8);
+            using var stream = new MemoryStream(bytes, header, (int)length, writable: false);
+            using var r = new BinaryReader(stream, Encoding.UTF8);
+            long Remaining() => stream.Length - stream.Position;
             string key = r.ReadString();
             if (key != expectedKey)
             {
@@ -123,18 +130,75 @@ internal sealed class KernelDiskCache(string directory)
             string target = r.ReadString();
             string log = r.ReadString();
             int count = r.ReadInt32();
+            if (count < 0 || count > Remaining() / 2) // a name pair takes two bytes at least
+            {
+                return null;
+            }
             var names = new Dictionary<string, string>(StringComparer.Ordinal);
             for (int i = 0; i < count; i++)
             {
                 names[r.ReadString()] = r.ReadString();
             }
-            byte[] image = r.ReadBytes(r.ReadInt32());
+            int imageLength = r.ReadInt32();
+            if (imageLength <= 0 || imageLength != Remaining()) // the image is never empty and ends the body
+            {
+                return null;
+            }
+            byte[] image = r.ReadBytes(imageLength);
             return new CompiledProgram(key, target, image, names, log) { Origin = CompileOrigin.DiskCache };
         }
-        catch (EndOfStreamException)
+        catch (IOException)
         {
-            return null;
+            return null; // a string length past the end (EndOfStreamException) or negative
         }
+        catch (FormatException)
+        {
+            return null; // a malformed 7-bit string length
+        }
+    }
+
+    // The entry's bytes (none when it is no regular file or too large, so it is deleted as bad), or null when
+    // there is no entry. The kind is checked before opening: opening a FIFO blocks, a link to /dev/zero never ends.
+    private static byte[]? ReadEntry(string path)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            var info = new FileInfo(path);
+            if (!info.Exists)
+            {
+                return System.IO.Directory.Exists(path) ? [] : null;
+            }
+            if (info.Attributes.HasFlag(FileAttributes.ReparsePoint) || info.Length > MaxEntryBytes)
+            {
+                return [];
+            }
+        }
+        else
+        {
+            var status = UnixFileStatus.Of(path, followLinks: false);
+            if (status.Kind == UnixFileKind.Missing)
+            {
+                return null;
+            }
+            if (status.Kind != UnixFileKind.Regular || status.Size > MaxEntryBytes)
+            {
+                return [];
+            }
+        }
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
+        long length = RandomAccess.GetLength(handle);
+        if (length > MaxEntryBytes)
+        {
+            return [];
+        }
+        var bytes = new byte[length];
+        int total = 0;
+        int read;
+        while (total < bytes.Length && (read = RandomAccess.Read(handle, bytes.AsSpan(total), total)) > 0)
+        {
+            total += read;
+        }
+        return bytes[..total];
     }
 
     private static void TryDelete(string path)
