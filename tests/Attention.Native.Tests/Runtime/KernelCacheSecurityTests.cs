@@ -1,15 +1,106 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Diagnostics.Tracing;
+using System.Runtime.Versioning;
 using System.Security.Cryptography;
 using System.Text;
+using Attention.Native.Ops;
 using Attention.Native.Runtime;
+using Attention.Native.Tests.Support;
 
 namespace Attention.Native.Tests.Runtime;
 
-/// <summary>Issue 13 item 5: the on-disk kernel cache only reads regular files of bounded size whose length
-/// fields agree, and deletes what it cannot use.</summary>
+/// <summary>Issue 13 item 5: the on-disk kernel cache only trusts a private folder, only reads regular files of
+/// bounded size whose length fields agree, deletes what it cannot use, and warns once when it cannot cache.</summary>
 [NonParallelizable]
 public class KernelCacheSecurityTests
 {
+    private const UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+
+    [Test]
+    public void Without_a_usable_home_the_default_folder_is_the_users_own_under_temp_not_a_shared_one()
+    {
+        string temp = Path.GetTempPath();
+        string own = Path.Combine(temp, "attention-native-1234");
+        string home = Path.GetTempPath(); // any existing folder stands in for a home
+        Assert.Multiple(() =>
+        {
+            Assert.That(KernelCacheFolder.DefaultFor(null, null, null, temp, 1234), Is.EqualTo(own), "HOME unset, no passwd home");
+            Assert.That(KernelCacheFolder.DefaultFor(null, null, "", temp, 1234), Is.EqualTo(own), "empty home");
+            Assert.That(KernelCacheFolder.DefaultFor(null, null, "relative", temp, 1234), Is.EqualTo(own), "relative home");
+            Assert.That(KernelCacheFolder.DefaultFor(null, null, "/", temp, 1234), Is.EqualTo(own), "home is /");
+            Assert.That(KernelCacheFolder.DefaultFor(null, null, "/nonexistent-" + Guid.NewGuid().ToString("N"), temp, 1234), Is.EqualTo(own), "nobody's /nonexistent");
+            Assert.That(KernelCacheFolder.DefaultFor(null, "cache", home, temp, 1234), Is.EqualTo(Path.Combine(home, ".cache", "attention-native", "kernels")), "a relative XDG_CACHE_HOME is ignored");
+            Assert.That(KernelCacheFolder.DefaultFor(null, "/xdg", home, temp, 1234), Is.EqualTo(Path.Combine("/xdg", "attention-native", "kernels")));
+            Assert.That(KernelCacheFolder.DefaultFor("/explicit", "/xdg", home, temp, 1234), Is.EqualTo("/explicit"));
+        });
+    }
+
+    [Test]
+    [SupportedOSPlatform("linux")] // the test ignores itself elsewhere
+    public void Folders_the_cache_creates_are_0700_and_its_entries_0600()
+    {
+        RequireLinux();
+        using var temp = new TempDirectory();
+        string fallback = KernelCacheFolder.DefaultFor(null, null, null, temp.Path, UnixFileStatus.EffectiveUserId);
+        string xdg = Path.Combine(temp.Path, "xdg");
+        string nested = KernelCacheFolder.DefaultFor(null, xdg, null, temp.Path, UnixFileStatus.EffectiveUserId);
+        var cache = new KernelDiskCache(fallback);
+        Assert.That(cache.TryWrite(Entry("abc")), Is.True, cache.Warning);
+        Assert.That(new KernelDiskCache(nested).TryWrite(Entry("abc")), Is.True);
+        Assert.Multiple(() =>
+        {
+            Assert.That(File.GetUnixFileMode(fallback), Is.EqualTo(Private), fallback);
+            Assert.That(UnixFileStatus.Of(fallback, followLinks: false).Owner, Is.EqualTo(UnixFileStatus.EffectiveUserId));
+            Assert.That(File.GetUnixFileMode(cache.PathFor("abc")), Is.EqualTo(UnixFileMode.UserRead | UnixFileMode.UserWrite));
+            foreach (var level in new[] { xdg, Path.Combine(xdg, "attention-native"), nested })
+            {
+                Assert.That(File.GetUnixFileMode(level), Is.EqualTo(Private), level);
+            }
+        });
+    }
+
+    [TestCase(0b111_111_111, "writable by others")]
+    [TestCase(0b111_111_000, "writable by others")]
+    [TestCase(0b111_101_010, "writable by others")]
+    [SupportedOSPlatform("linux")] // the test ignores itself elsewhere
+    public void A_folder_others_can_write_is_refused_its_entries_neither_read_nor_written(int mode, string reason)
+    {
+        RequireLinux();
+        using var dir = new TempDirectory();
+        File.SetUnixFileMode(dir.Path, (UnixFileMode)mode);
+        AssertRefused(dir.Path, reason);
+    }
+
+    [Test]
+    [SupportedOSPlatform("linux")] // the test ignores itself elsewhere
+    public void A_folder_owned_by_another_user_is_refused()
+    {
+        RequireRoot();
+        using var dir = new TempDirectory();
+        File.SetUnixFileMode(dir.Path, Private | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        Run("chown", "65534", dir.Path);
+        AssertRefused(dir.Path, "owned by uid 65534");
+    }
+
+    [Test]
+    [SupportedOSPlatform("linux")] // the test ignores itself elsewhere
+    public void A_symbolic_link_to_the_folder_is_followed_only_when_the_link_is_the_users_own()
+    {
+        RequireRoot();
+        using var dir = new TempDirectory();
+        string target = Path.Combine(dir.Path, "target");
+        Directory.CreateDirectory(target, Private);
+        string ours = Path.Combine(dir.Path, "ours");
+        string theirs = Path.Combine(dir.Path, "theirs");
+        File.CreateSymbolicLink(ours, target);
+        File.CreateSymbolicLink(theirs, target);
+        Run("chown", "-h", "65534", theirs);
+        File.WriteAllBytes(Path.Combine(target, "abc.kernel"), KernelDiskCache.Encode(Entry("abc")));
+        Assert.That(new KernelDiskCache(ours).TryRead("abc"), Is.Not.Null, "a link of one's own (~/.cache on another disk) is fine");
+        AssertRefused(theirs, "symbolic link owned by uid 65534");
+    }
+
     [Test]
     public void A_fifo_entry_is_a_miss_that_does_not_block_and_is_removed()
     {
@@ -101,6 +192,92 @@ public class KernelCacheSecurityTests
         });
     }
 
+    [Test]
+    public void A_folder_that_cannot_be_created_warns_once_however_many_reads_and_writes()
+    {
+        using var dir = new TempDirectory();
+        string file = Path.Combine(dir.Path, "a-file");
+        File.WriteAllText(file, "not a folder"); // root writes anywhere, but nobody makes a folder inside a file
+        string cacheDirectory = Path.Combine(file, "kernels");
+        using var warnings = new CacheWarnings();
+        var cache = new KernelDiskCache(cacheDirectory);
+        for (int i = 0; i < 20; i++)
+        {
+            Assert.That(cache.TryRead("k" + i), Is.Null);
+            Assert.That(cache.TryWrite(Entry("k" + i)), Is.False);
+        }
+        Assert.Multiple(() =>
+        {
+            Assert.That(warnings.For(cacheDirectory), Has.Count.EqualTo(1));
+            Assert.That(warnings.For(cacheDirectory).Single(), Does.Contain("cannot create the folder"));
+            Assert.That(cache.Warning, Does.Contain(cacheDirectory).And.Contain("cannot create the folder"));
+        });
+    }
+
+    [Test]
+    public void An_entry_that_cannot_be_written_warns_once_and_other_entries_still_write()
+    {
+        using var dir = new TempDirectory();
+        using var warnings = new CacheWarnings();
+        var cache = new KernelDiskCache(dir.Path);
+        Directory.CreateDirectory(cache.PathFor("blocked")); // a folder where the entry goes: the rename fails
+        for (int i = 0; i < 5; i++)
+        {
+            Assert.That(cache.TryWrite(Entry("blocked")), Is.False);
+        }
+        Assert.Multiple(() =>
+        {
+            Assert.That(cache.TryWrite(Entry("other")), Is.True);
+            Assert.That(warnings.For(dir.Path), Has.Count.EqualTo(1));
+            Assert.That(cache.Warning, Does.Contain("cannot be written"));
+            Assert.That(Directory.GetFiles(dir.Path, "*.tmp"), Is.Empty, "no temporary file left behind");
+        });
+    }
+
+    [Test]
+    [Category("Kernels")]
+    public void A_compiler_with_an_unwritable_cache_compiles_every_program_and_warns_once()
+    {
+        Requires.Nvrtc();
+        using var dir = new TempDirectory();
+        string file = Path.Combine(dir.Path, "a-file");
+        File.WriteAllText(file, "not a folder");
+        string cacheDirectory = Path.Combine(file, "kernels");
+        using var warnings = new CacheWarnings();
+        var compiler = new KernelCompiler(cacheDirectory);
+        var programs = KernelCatalog.All.Where(p => p.SourceName is "rope.cu" or "rmsnorm.cu").ToList();
+        foreach (var program in programs)
+        {
+            Assert.That(compiler.Compile(program, "sm_80").Origin, Is.EqualTo(CompileOrigin.Compiled));
+        }
+        Assert.That(new KernelCompiler(cacheDirectory).Compile(programs[0], "sm_80").Origin, Is.EqualTo(CompileOrigin.Compiled));
+        Assert.Multiple(() =>
+        {
+            Assert.That(programs, Has.Count.EqualTo(2));
+            Assert.That(compiler.CompilationCount, Is.EqualTo(2));
+            Assert.That(compiler.CacheWarning, Does.Contain("cannot create the folder"));
+            Assert.That(warnings.For(cacheDirectory), Has.Count.EqualTo(2), "one per compiler, not one per kernel");
+        });
+    }
+
+    private static void AssertRefused(string directory, string reason)
+    {
+        string planted = Path.Combine(directory, "abc.kernel");
+        File.WriteAllBytes(planted, KernelDiskCache.Encode(Entry("abc"))); // a valid entry: the checksum cannot tell
+        using var warnings = new CacheWarnings();
+        var cache = new KernelDiskCache(directory);
+        Assert.Multiple(() =>
+        {
+            Assert.That(cache.TryRead("abc"), Is.Null, "a planted entry is not loaded");
+            Assert.That(cache.TryWrite(Entry("def")), Is.False);
+            Assert.That(cache.TryRead("abc"), Is.Null);
+            Assert.That(File.Exists(cache.PathFor("def")), Is.False, "nothing written");
+            Assert.That(File.Exists(planted), Is.True, "a refused folder is left alone");
+            Assert.That(warnings.For(directory), Has.Count.EqualTo(1));
+            Assert.That(cache.Warning, Does.Contain(reason));
+        });
+    }
+
     private static byte[] Body(int? imageLength = null, byte[]? image = null, int nameCount = 1, byte[]? logLengthPrefix = null)
     {
         image ??= [1, 2, 3];
@@ -153,6 +330,15 @@ public class KernelCacheSecurityTests
         }
     }
 
+    private static void RequireRoot()
+    {
+        RequireLinux();
+        if (UnixFileStatus.EffectiveUserId != 0)
+        {
+            Assert.Ignore("needs root to give a file to another user");
+        }
+    }
+
     private static void Run(string command, params string[] args)
     {
         var start = new ProcessStartInfo(command) { RedirectStandardError = true };
@@ -164,5 +350,29 @@ public class KernelCacheSecurityTests
         string error = process.StandardError.ReadToEnd();
         process.WaitForExit();
         Assert.That(process.ExitCode, Is.Zero, $"{command} {string.Join(' ', args)}: {error}");
+    }
+
+    /// <summary>The library's cache warnings, as a user would see them: through its event source.</summary>
+    private sealed class CacheWarnings : EventListener
+    {
+        private readonly ConcurrentQueue<(string Directory, string Reason)> _events = new();
+
+        public List<string> For(string directory) => [.. _events.Where(e => e.Directory == directory).Select(e => e.Reason)];
+
+        protected override void OnEventSourceCreated(EventSource eventSource)
+        {
+            if (eventSource.Name == AttentionNativeEventSource.SourceName)
+            {
+                EnableEvents(eventSource, EventLevel.Warning);
+            }
+        }
+
+        protected override void OnEventWritten(EventWrittenEventArgs eventData)
+        {
+            if (eventData.EventId == AttentionNativeEventSource.KernelCacheUnavailableId && eventData.Payload is [string directory, string reason])
+            {
+                _events.Enqueue((directory, reason));
+            }
+        }
     }
 }

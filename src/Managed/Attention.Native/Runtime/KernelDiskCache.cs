@@ -8,9 +8,11 @@ namespace Attention.Native.Runtime;
 /// payload, SHA-256 of the payload. A file that fails any check (not a regular file, over
 /// <see cref="MaxEntryBytes"/>, truncated, corrupted, a length field that disagrees with the body, another key)
 /// is deleted and reported as a miss. Writes go to a unique temporary file renamed into place, so concurrent
-/// processes never see a partial file.
+/// processes never see a partial file. The folder is checked once (<see cref="KernelCacheFolder.Prepare"/>):
+/// when it is refused or an entry cannot be written, <see cref="Warning"/> says why and the warning is traced
+/// once; a refused folder is never read.
 /// </summary>
-internal sealed class KernelDiskCache(string directory)
+internal sealed class KernelDiskCache
 {
     /// <summary>No entry is larger: every kernel file's image is a few MiB at most.</summary>
     public const long MaxEntryBytes = 64L << 20;
@@ -18,12 +20,28 @@ internal sealed class KernelDiskCache(string directory)
     private const uint Magic = 0x434B4E41; // "ANKC" little-endian
     private const int FormatVersion = 1;
 
-    public string Directory { get; } = directory;
+    private readonly Lazy<string?> _refusal;
+    private string? _warning;
+
+    public KernelDiskCache(string directory)
+    {
+        Directory = directory;
+        _refusal = new Lazy<string?>(() => KernelCacheFolder.Prepare(directory));
+    }
+
+    public string Directory { get; }
+
+    /// <summary>The first problem met (why the folder is not used, or why an entry could not be written), or null.</summary>
+    public string? Warning => Volatile.Read(ref _warning);
 
     public string PathFor(string key) => Path.Combine(Directory, key + ".kernel");
 
     public CompiledProgram? TryRead(string key)
     {
+        if (!Usable())
+        {
+            return null;
+        }
         string path = PathFor(key);
         byte[]? bytes;
         try
@@ -50,15 +68,38 @@ internal sealed class KernelDiskCache(string directory)
         return program;
     }
 
-    public void Write(CompiledProgram program)
+    /// <summary>Writes <paramref name="program"/>'s entry; false (after one warning) when the cache cannot take it.</summary>
+    public bool TryWrite(CompiledProgram program)
     {
-        System.IO.Directory.CreateDirectory(Directory);
+        if (!Usable())
+        {
+            return false;
+        }
         string final = PathFor(program.Key);
         string temp = Path.Combine(Directory, $"{program.Key}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
-            File.WriteAllBytes(temp, Encode(program));
+            var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+            if (!OperatingSystem.IsWindows())
+            {
+                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            }
+            using (var stream = new FileStream(temp, options))
+            {
+                stream.Write(Encode(program));
+            }
             File.Move(temp, final, overwrite: true);
+            return true;
+        }
+        catch (IOException e)
+        {
+            Warn($"entries cannot be written, so every process compiles its kernels again: {e.Message}");
+            return false;
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            Warn($"entries cannot be written, so every process compiles its kernels again: {e.Message}");
+            return false;
         }
         finally
         {
@@ -199,6 +240,25 @@ internal sealed class KernelDiskCache(string directory)
             total += read;
         }
         return bytes[..total];
+    }
+
+    private bool Usable()
+    {
+        if (_refusal.Value is { } reason)
+        {
+            Warn($"not used, so kernels are compiled in memory only: {reason}");
+            return false;
+        }
+        return true;
+    }
+
+    // One warning per cache: a refused or unwritable folder would otherwise repeat it for every kernel.
+    private void Warn(string reason)
+    {
+        if (Interlocked.CompareExchange(ref _warning, $"kernel cache {Directory}: {reason}", null) is null)
+        {
+            AttentionNativeEventSource.Log.KernelCacheUnavailable(Directory, reason);
+        }
     }
 
     private static void TryDelete(string path)
