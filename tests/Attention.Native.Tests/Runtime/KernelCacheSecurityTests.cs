@@ -38,25 +38,31 @@ public class KernelCacheSecurityTests
 
     [Test]
     [SupportedOSPlatform("linux")] // the test ignores itself elsewhere
-    public void Folders_the_cache_creates_are_0700_and_its_entries_0600()
+    public void Per_user_folders_are_created_0700_named_ones_0755_and_entries_0644()
     {
         RequireLinux();
         using var temp = new TempDirectory();
         string fallback = KernelCacheFolder.DefaultFor(null, null, null, temp.Path, UnixFileStatus.EffectiveUserId);
         string xdg = Path.Combine(temp.Path, "xdg");
         string nested = KernelCacheFolder.DefaultFor(null, xdg, null, temp.Path, UnixFileStatus.EffectiveUserId);
+        string named = Path.Combine(temp.Path, "deploy", "kernels");
         var cache = new KernelDiskCache(fallback);
         Assert.That(cache.TryWrite(Entry("abc")), Is.True, cache.Warning);
         Assert.That(new KernelDiskCache(nested).TryWrite(Entry("abc")), Is.True);
+        // A named folder: a deployment step fills it, a service running as another user reads it.
+        Assert.That(new KernelDiskCache(named, KernelCacheFolder.Chosen).TryWrite(Entry("abc")), Is.True);
+        var readable = KernelCacheFolder.Chosen;
         Assert.Multiple(() =>
         {
             Assert.That(File.GetUnixFileMode(fallback), Is.EqualTo(Private), fallback);
             Assert.That(UnixFileStatus.Of(fallback, followLinks: false).Owner, Is.EqualTo(UnixFileStatus.EffectiveUserId));
-            Assert.That(File.GetUnixFileMode(cache.PathFor("abc")), Is.EqualTo(UnixFileMode.UserRead | UnixFileMode.UserWrite));
+            Assert.That(File.GetUnixFileMode(cache.PathFor("abc")), Is.EqualTo(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead));
             foreach (var level in new[] { xdg, Path.Combine(xdg, "attention-native"), nested })
             {
                 Assert.That(File.GetUnixFileMode(level), Is.EqualTo(Private), level);
             }
+            Assert.That(File.GetUnixFileMode(named), Is.EqualTo(readable), named);
+            Assert.That(File.GetUnixFileMode(Path.GetDirectoryName(named)!), Is.EqualTo(readable));
         });
     }
 
@@ -146,6 +152,38 @@ public class KernelCacheSecurityTests
             Assert.That(finished, Is.True, "a link to /dev/zero is refused without reading");
             Assert.That(zero.Result, Is.Null);
             Assert.That(Path.Exists(cache.PathFor("zero")), Is.False, "link removed");
+        });
+    }
+
+    [Test]
+    [SupportedOSPlatform("linux")] // the test ignores itself elsewhere
+    public void An_entry_others_can_write_is_a_miss_and_removed()
+    {
+        RequireLinux();
+        using var dir = new TempDirectory();
+        var cache = new KernelDiskCache(dir.Path);
+        Assert.That(cache.TryWrite(Entry("abc")), Is.True);
+        File.SetUnixFileMode(cache.PathFor("abc"), (UnixFileMode)0b110_110_110);
+        Assert.Multiple(() =>
+        {
+            Assert.That(cache.TryRead("abc"), Is.Null, "a valid entry others could have rewritten");
+            Assert.That(File.Exists(cache.PathFor("abc")), Is.False);
+        });
+    }
+
+    [Test]
+    [SupportedOSPlatform("linux")] // the test ignores itself elsewhere
+    public void An_entry_owned_by_another_user_is_a_miss_and_removed()
+    {
+        RequireRoot();
+        using var dir = new TempDirectory();
+        var cache = new KernelDiskCache(dir.Path);
+        Assert.That(cache.TryWrite(Entry("abc")), Is.True);
+        Run("chown", "65534", cache.PathFor("abc"));
+        Assert.Multiple(() =>
+        {
+            Assert.That(cache.TryRead("abc"), Is.Null);
+            Assert.That(File.Exists(cache.PathFor("abc")), Is.False);
         });
     }
 
@@ -258,6 +296,45 @@ public class KernelCacheSecurityTests
             Assert.That(compiler.CacheWarning, Does.Contain("cannot create the folder"));
             Assert.That(warnings.For(cacheDirectory), Has.Count.EqualTo(2), "one per compiler, not one per kernel");
         });
+    }
+
+    [Test]
+    [Category("Kernels")]
+    [SupportedOSPlatform("linux")] // the test ignores itself elsewhere
+    public void A_compiler_creates_its_default_folder_0700_and_a_named_one_0755()
+    {
+        RequireLinux();
+        Requires.Nvrtc();
+        using var dir = new TempDirectory();
+        string xdg = Path.Combine(dir.Path, "xdg");
+        string named = Path.Combine(dir.Path, "named");
+        var program = KernelCatalog.All.Single(p => p.SourceName == "rope.cu");
+        string? savedXdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+        string? savedCache = Environment.GetEnvironmentVariable(KernelCompiler.CacheVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable("XDG_CACHE_HOME", xdg);
+            Environment.SetEnvironmentVariable(KernelCompiler.CacheVariable, null);
+            var perUser = new KernelCompiler();
+            perUser.Compile(program, "sm_80");
+            new KernelCompiler(named).Compile(program, "sm_80");
+            Assert.Multiple(() =>
+            {
+                Assert.That(perUser.CacheDirectory, Is.EqualTo(Path.Combine(xdg, "attention-native", "kernels")));
+                Assert.That(perUser.CacheWarning, Is.Null);
+                foreach (var level in new[] { xdg, Path.Combine(xdg, "attention-native"), perUser.CacheDirectory })
+                {
+                    Assert.That(File.GetUnixFileMode(level), Is.EqualTo(Private), level);
+                }
+                Assert.That(File.GetUnixFileMode(named), Is.EqualTo(KernelCacheFolder.Chosen), "a service running as another user reads what a deployment step compiled");
+                Assert.That(Directory.GetFiles(named, "*.kernel"), Has.Length.EqualTo(1));
+            });
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("XDG_CACHE_HOME", savedXdg);
+            Environment.SetEnvironmentVariable(KernelCompiler.CacheVariable, savedCache);
+        }
     }
 
     private static void AssertRefused(string directory, string reason)

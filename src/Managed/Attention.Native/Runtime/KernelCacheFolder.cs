@@ -5,11 +5,16 @@ namespace Attention.Native.Runtime;
 /// <summary>
 /// Where the kernel cache lives and whether a folder may hold it. A cache entry is code the GPU runs, so on
 /// Unix the folder must be private: owned by this user (or root) and writable by nobody else, as ssh demands
-/// of <c>~/.ssh</c>. Folders the cache creates are created 0700.
+/// of <c>~/.ssh</c>; so must each entry.
 /// </summary>
 internal static class KernelCacheFolder
 {
-    private const UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+    /// <summary>How the default, per-user folder is created: 0700, as XDG asks.</summary>
+    public const UnixFileMode PerUser = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+
+    /// <summary>How a folder the user named is created: 0755, so a cache filled by a deployment step
+    /// (<c>attn compile --cache</c>) can be read by the service that runs later as another user.</summary>
+    public const UnixFileMode Chosen = PerUser | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
 
     /// <summary>
     /// The default folder on Unix: <paramref name="explicitDirectory"/> when given, else
@@ -35,9 +40,9 @@ internal static class KernelCacheFolder
         return Path.Combine(temp, "attention-native-" + uid.ToString(CultureInfo.InvariantCulture));
     }
 
-    /// <summary>Creates <paramref name="directory"/> (each missing level 0700 on Unix) and returns null when the
-    /// cache may use it, else why not.</summary>
-    public static string? Prepare(string directory)
+    /// <summary>Creates <paramref name="directory"/> (each missing level with <paramref name="createMode"/> on Unix)
+    /// and returns null when the cache may use it, else why not.</summary>
+    public static string? Prepare(string directory, UnixFileMode createMode)
     {
         try
         {
@@ -54,7 +59,7 @@ internal static class KernelCacheFolder
             }
             while (missing.TryPop(out string? level))
             {
-                Directory.CreateDirectory(level, Private);
+                Directory.CreateDirectory(level, createMode);
             }
         }
         catch (IOException e)
@@ -104,6 +109,10 @@ internal static class KernelCacheFolder
             return "cannot read the folder's owner: the C library has no statx";
         }
     }
+
+    /// <summary>True when someone other than this user and root could change <paramref name="file"/>.</summary>
+    public static bool OthersCanChange(UnixFileStatus file) =>
+        !Trusted(file.Owner, UnixFileStatus.EffectiveUserId) || (file.Mode & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0;
 
     private static bool Trusted(uint owner, uint me) => owner == me || owner == 0;
 

@@ -27,7 +27,10 @@ public sealed unsafe class KernelCompiler
     public KernelCompiler(string? cacheDirectory = null, KernelSources? sources = null)
     {
         Sources = sources ?? KernelSources.Embedded;
-        _disk = new KernelDiskCache(cacheDirectory ?? DefaultCacheDirectory);
+        string? chosen = cacheDirectory ?? (Environment.GetEnvironmentVariable(CacheVariable) is { Length: > 0 } variable ? variable : null);
+        _disk = chosen is null
+            ? new KernelDiskCache(DefaultCacheDirectory, KernelCacheFolder.PerUser)
+            : new KernelDiskCache(chosen, KernelCacheFolder.Chosen);
     }
 
     /// <summary>The shared compiler the CUDA backend uses.</summary>
@@ -54,7 +57,9 @@ public sealed unsafe class KernelCompiler
     /// The default cache directory: <c>ATTENTION_NATIVE_CACHE</c>; else on Windows the local application data
     /// folder; else <c>$XDG_CACHE_HOME</c> or <c>~/.cache</c> (the home from <c>HOME</c>, else the user's passwd
     /// entry), each followed by <c>attention-native/kernels</c>; else, with no usable home,
-    /// <c>&lt;temp&gt;/attention-native-&lt;uid&gt;</c>, private to this user. Folders the cache creates are 0700.
+    /// <c>&lt;temp&gt;/attention-native-&lt;uid&gt;</c>, private to this user. The cache creates these folders 0700;
+    /// a folder named by <c>ATTENTION_NATIVE_CACHE</c> or the constructor, 0755 (others may read, as a service
+    /// reading a cache that a deployment step filled must).
     /// </summary>
     public static string DefaultCacheDirectory
     {

@@ -6,7 +6,7 @@ namespace Attention.Native.Runtime;
 /// <summary>
 /// Compiled kernels on disk, one file per cache key. A file is: magic "ANKC", format version, payload length,
 /// payload, SHA-256 of the payload. A file that fails any check (not a regular file, over
-/// <see cref="MaxEntryBytes"/>, truncated, corrupted, a length field that disagrees with the body, another key)
+/// <see cref="MaxEntryBytes"/>, changeable by another user, truncated, corrupted, a length field that disagrees with the body, another key)
 /// is deleted and reported as a miss. Writes go to a unique temporary file renamed into place, so concurrent
 /// processes never see a partial file. The folder is checked once (<see cref="KernelCacheFolder.Prepare"/>):
 /// when it is refused or an entry cannot be written, <see cref="Warning"/> says why and the warning is traced
@@ -23,10 +23,11 @@ internal sealed class KernelDiskCache
     private readonly Lazy<string?> _refusal;
     private string? _warning;
 
-    public KernelDiskCache(string directory)
+    /// <summary>A cache in <paramref name="directory"/>, creating missing folders with <paramref name="createMode"/> on Unix.</summary>
+    public KernelDiskCache(string directory, UnixFileMode createMode = KernelCacheFolder.PerUser)
     {
         Directory = directory;
-        _refusal = new Lazy<string?>(() => KernelCacheFolder.Prepare(directory));
+        _refusal = new Lazy<string?>(() => KernelCacheFolder.Prepare(directory, createMode));
     }
 
     public string Directory { get; }
@@ -82,7 +83,8 @@ internal sealed class KernelDiskCache
             var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
             if (!OperatingSystem.IsWindows())
             {
-                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+                // 0644 whatever the umask: readable by a service that runs as another user, changed by nobody else.
+                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead;
             }
             using (var stream = new FileStream(temp, options))
             {
@@ -221,7 +223,7 @@ internal sealed class KernelDiskCache
             {
                 return null;
             }
-            if (status.Kind != UnixFileKind.Regular || status.Size > MaxEntryBytes)
+            if (status.Kind != UnixFileKind.Regular || status.Size > MaxEntryBytes || KernelCacheFolder.OthersCanChange(status))
             {
                 return [];
             }
