@@ -36,14 +36,25 @@ internal static class CompileCommand
             var compiler = new KernelCompiler(result.GetValue(cacheOption));
             var table = new Table().Border(TableBorder.Rounded).AddColumn("kernel file").AddColumn("target").AddColumn("from")
                 .AddColumn(new TableColumn("bytes").RightAligned()).AddColumn(new TableColumn("ms").RightAligned());
-            foreach (var arch in archs)
+            try
             {
-                foreach (var program in KernelCatalog.All)
+                foreach (var arch in archs)
                 {
-                    var sw = Stopwatch.StartNew();
-                    var compiled = compiler.Compile(program, arch);
-                    table.AddRow(program.SourceName, compiled.Target, compiled.Origin.ToString(),
-                        compiled.Image.Length.ToString(CultureInfo.InvariantCulture), sw.Elapsed.TotalMilliseconds.ToString("F0", CultureInfo.InvariantCulture));
+                    foreach (var program in KernelCatalog.All)
+                    {
+                        var sw = Stopwatch.StartNew();
+                        var compiled = compiler.Compile(program, arch);
+                        table.AddRow(program.SourceName, compiled.Target, compiled.Origin.ToString(),
+                            compiled.Image.Length.ToString(CultureInfo.InvariantCulture), sw.Elapsed.TotalMilliseconds.ToString("F0", CultureInfo.InvariantCulture));
+                    }
+                }
+            }
+            finally
+            {
+                // The library warns once per compiler: a refused or unwritable cache would otherwise pass unnoticed.
+                if (compiler.CacheWarning is { } warning)
+                {
+                    error.WriteLine($"attn compile: warning: {warning}");
                 }
             }
             var console = AttnCli.Console(result.InvocationConfiguration.Output);

@@ -87,6 +87,26 @@ public class AttnCompileTests
     }
 
     [Test]
+    public void Compile_command_says_once_on_stderr_that_the_cache_cannot_be_used()
+    {
+        Support.Requires.Nvrtc();
+        using var dir = new Runtime.TempDirectory();
+        string file = Path.Combine(dir.Path, "a-file");
+        File.WriteAllText(file, "not a folder"); // no folder can be made inside it, even by root
+        string cache = Path.Combine(file, "kernels");
+        using var output = new StringWriter();
+        using var error = new StringWriter();
+        Assert.That(Attention.Cli.AttnCli.Run(["compile", "--arch", "sm_90", "--cache", cache], output, error), Is.Zero, error.ToString());
+        var lines = error.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.Multiple(() =>
+        {
+            Assert.That(lines, Has.Length.EqualTo(1), error.ToString());
+            Assert.That(lines[0], Does.StartWith($"attn compile: warning: kernel cache {cache}").And.Contain("cannot create the folder"));
+            Assert.That(output.ToString(), Does.Contain("Compiled"), "the kernels still compile, in memory");
+        });
+    }
+
+    [Test]
     public void Compile_command_fills_the_cache_and_a_second_run_reads_it()
     {
         Support.Requires.Nvrtc();

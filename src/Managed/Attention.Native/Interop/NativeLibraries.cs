@@ -248,12 +248,16 @@ public static class NativeLibraries
         return line.StartsWith(pathOrName + ": ", StringComparison.Ordinal) ? line[(pathOrName.Length + 2)..] : line;
     }
 
-    // One resolver for the assembly: the [LibraryImport] names "cuda", "nvrtc" and "cublas" map here.
+    // One resolver for the assembly: the [LibraryImport] names "cuda", "nvrtc", "cublas" and "libc" map here.
     internal static void RegisterResolver() =>
         NativeLibrary.SetDllImportResolver(typeof(NativeLibraries).Assembly, Resolve);
 
     private static nint Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath)
     {
+        if (libraryName == NativeMethods.LibcLibrary)
+        {
+            return NativeLibrary.GetMainProgramHandle();
+        }
         NativeLibraryKind? kind = libraryName switch
         {
             NativeMethods.CudaLibrary => NativeLibraryKind.Cuda,

@@ -28,7 +28,10 @@ public sealed unsafe class KernelCompiler
     public KernelCompiler(string? cacheDirectory = null, KernelSources? sources = null)
     {
         Sources = sources ?? KernelSources.Embedded;
-        _disk = new KernelDiskCache(cacheDirectory ?? DefaultCacheDirectory);
+        string? chosen = cacheDirectory ?? (Environment.GetEnvironmentVariable(CacheVariable) is { Length: > 0 } variable ? variable : null);
+        _disk = chosen is null
+            ? new KernelDiskCache(DefaultCacheDirectory, KernelCacheFolder.PerUser)
+            : new KernelDiskCache(chosen, KernelCacheFolder.Chosen);
     }
 
     /// <summary>The shared compiler the CUDA backend uses.</summary>
@@ -43,26 +46,39 @@ public sealed unsafe class KernelCompiler
     /// <summary>How many NVRTC compilations this compiler ran (cache hits excluded).</summary>
     public int CompilationCount => Volatile.Read(ref _compilations);
 
-    /// <summary>The default cache directory: <c>ATTENTION_NATIVE_CACHE</c>, else the user's cache folder.</summary>
+    /// <summary>
+    /// The one warning about the on-disk cache, or null while it works: why its folder is refused (on Unix it must
+    /// be owned by this user or root and writable by nobody else) or why an entry could not be written. Either
+    /// way kernels still compile, in memory; the same text is traced once as
+    /// <see cref="AttentionNativeEventSource.KernelCacheUnavailable"/>.
+    /// </summary>
+    public string? CacheWarning => _disk.Warning;
+
+    /// <summary>
+    /// The default cache directory: <c>ATTENTION_NATIVE_CACHE</c>; else on Windows the local application data
+    /// folder; else <c>$XDG_CACHE_HOME</c> or <c>~/.cache</c> (the home from <c>HOME</c>, else the user's passwd
+    /// entry), each followed by <c>attention-native/kernels</c>; else, with no usable home,
+    /// <c>&lt;temp&gt;/attention-native-&lt;uid&gt;</c>, private to this user. The cache creates these folders 0700;
+    /// a folder named by <c>ATTENTION_NATIVE_CACHE</c> or the constructor, 0755 (others may read, as a service
+    /// reading a cache that a deployment step filled must).
+    /// </summary>
     public static string DefaultCacheDirectory
     {
         get
         {
-            if (Environment.GetEnvironmentVariable(CacheVariable) is { Length: > 0 } explicitDir)
+            string? explicitDirectory = Environment.GetEnvironmentVariable(CacheVariable);
+            if (OperatingSystem.IsWindows())
             {
-                return explicitDir;
+                return explicitDirectory is { Length: > 0 }
+                    ? explicitDirectory
+                    : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData), "attention-native", "kernels");
             }
-            string home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
-            string root = OperatingSystem.IsWindows()
-                ? Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData)
-                : Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg
-                    ? xdg
-                    : home.Length > 0 ? Path.Combine(home, ".cache") : "";
-            if (!Path.IsPathRooted(root))
-            {
-                root = Path.GetTempPath(); // no home directory (a service account): never a relative path
-            }
-            return Path.Combine(root, "attention-native", "kernels");
+            return KernelCacheFolder.DefaultFor(
+                explicitDirectory,
+                Environment.GetEnvironmentVariable("XDG_CACHE_HOME"),
+                Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), // HOME, else the passwd entry
+                Path.GetTempPath(),
+                UnixFileStatus.EffectiveUserId);
         }
     }
 
@@ -169,17 +185,7 @@ public sealed unsafe class KernelCompiler
             return cached;
         }
         var compiled = CompileWithNvrtc(key, program, target, options);
-        try
-        {
-            _disk.Write(compiled);
-        }
-        catch (IOException)
-        {
-            // An unwritable cache costs a recompile next run, nothing more.
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
+        _disk.TryWrite(compiled); // an unwritable cache costs a recompile next run and one warning
         return compiled;
     }
 

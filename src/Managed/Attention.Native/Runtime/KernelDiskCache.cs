@@ -5,30 +5,49 @@ namespace Attention.Native.Runtime;
 
 /// <summary>
 /// Compiled kernels on disk, one file per cache key. A file is: magic "ANKC", format version, payload length,
-/// payload, SHA-256 of the payload. A file that fails any check (truncated, corrupted, another key) is
-/// deleted and reported as a miss. Writes go to a unique temporary file renamed into place, so concurrent
-/// processes never see a partial file.
+/// payload, SHA-256 of the payload. A file that fails any check (not a regular file, over
+/// <see cref="MaxEntryBytes"/>, changeable by another user, truncated, corrupted, a length field that disagrees with the body, another key)
+/// is deleted and reported as a miss. Writes go to a unique temporary file renamed into place, so concurrent
+/// processes never see a partial file. The folder is checked once (<see cref="KernelCacheFolder.Prepare"/>):
+/// when it is refused or an entry cannot be written, <see cref="Warning"/> says why and the warning is traced
+/// once; a refused folder is never read.
 /// </summary>
-internal sealed class KernelDiskCache(string directory)
+internal sealed class KernelDiskCache
 {
+    /// <summary>No entry is larger: every kernel file's image is a few MiB at most.</summary>
+    public const long MaxEntryBytes = 64L << 20;
+
     private const uint Magic = 0x434B4E41; // "ANKC" little-endian
     private const int FormatVersion = 1;
 
-    public string Directory { get; } = directory;
+    private readonly Lazy<string?> _refusal;
+    private string? _warning;
+
+    /// <summary>A cache in <paramref name="directory"/>, creating missing folders with <paramref name="createMode"/> on Unix.</summary>
+    public KernelDiskCache(string directory, UnixFileMode createMode = KernelCacheFolder.PerUser)
+    {
+        Directory = directory;
+        _refusal = new Lazy<string?>(() => KernelCacheFolder.Prepare(directory, createMode));
+    }
+
+    public string Directory { get; }
+
+    /// <summary>The first problem met (why the folder is not used, or why an entry could not be written), or null.</summary>
+    public string? Warning => Volatile.Read(ref _warning);
 
     public string PathFor(string key) => Path.Combine(Directory, key + ".kernel");
 
     public CompiledProgram? TryRead(string key)
     {
+        if (!Usable())
+        {
+            return null;
+        }
         string path = PathFor(key);
-        byte[] bytes;
+        byte[]? bytes;
         try
         {
-            if (!File.Exists(path))
-            {
-                return null;
-            }
-            bytes = File.ReadAllBytes(path);
+            bytes = ReadEntry(path);
         }
         catch (IOException)
         {
@@ -38,23 +57,51 @@ internal sealed class KernelDiskCache(string directory)
         {
             return null;
         }
+        if (bytes is null)
+        {
+            return null;
+        }
         var program = Decode(bytes, key);
         if (program is null)
         {
-            TryDelete(path);
+            TryDelete(path); // recompiling writes a good entry in its place
         }
         return program;
     }
 
-    public void Write(CompiledProgram program)
+    /// <summary>Writes <paramref name="program"/>'s entry; false (after one warning) when the cache cannot take it.</summary>
+    public bool TryWrite(CompiledProgram program)
     {
-        System.IO.Directory.CreateDirectory(Directory);
+        if (!Usable())
+        {
+            return false;
+        }
         string final = PathFor(program.Key);
         string temp = Path.Combine(Directory, $"{program.Key}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
-            File.WriteAllBytes(temp, Encode(program));
+            var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+            if (!OperatingSystem.IsWindows())
+            {
+                // 0644 whatever the umask: readable by a service that runs as another user, changed by nobody else.
+                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead;
+            }
+            using (var stream = new FileStream(temp, options))
+            {
+                stream.Write(Encode(program));
+            }
             File.Move(temp, final, overwrite: true);
+            return true;
+        }
+        catch (IOException e)
+        {
+            Warn($"entries cannot be written, so every process compiles its kernels again: {e.Message}");
+            return false;
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            Warn($"entries cannot be written, so every process compiles its kernels again: {e.Message}");
+            return false;
         }
         finally
         {
@@ -112,9 +159,12 @@ internal sealed class KernelDiskCache(string directory)
         {
             return null;
         }
+        // The checksum only catches accidents: every length inside the body is checked against what remains.
         try
         {
-            using var r = new BinaryReader(new MemoryStream(bytes, header, (int)length), Encoding.UTF8);
+            using var stream = new MemoryStream(bytes, header, (int)length, writable: false);
+            using var r = new BinaryReader(stream, Encoding.UTF8);
+            long Remaining() => stream.Length - stream.Position;
             string key = r.ReadString();
             if (key != expectedKey)
             {
@@ -123,17 +173,93 @@ internal sealed class KernelDiskCache(string directory)
             string target = r.ReadString();
             string log = r.ReadString();
             int count = r.ReadInt32();
+            if (count < 0 || count > Remaining() / 2) // a name pair takes two bytes at least
+            {
+                return null;
+            }
             var names = new Dictionary<string, string>(StringComparer.Ordinal);
             for (int i = 0; i < count; i++)
             {
                 names[r.ReadString()] = r.ReadString();
             }
-            byte[] image = r.ReadBytes(r.ReadInt32());
+            int imageLength = r.ReadInt32();
+            if (imageLength <= 0 || imageLength != Remaining()) // the image is never empty and ends the body
+            {
+                return null;
+            }
+            byte[] image = r.ReadBytes(imageLength);
             return new CompiledProgram(key, target, image, names, log) { Origin = CompileOrigin.DiskCache };
         }
-        catch (EndOfStreamException)
+        catch (IOException)
         {
-            return null;
+            return null; // a string length past the end (EndOfStreamException) or negative
+        }
+        catch (FormatException)
+        {
+            return null; // a malformed 7-bit string length
+        }
+    }
+
+    // The entry's bytes (none when it is no regular file or too large, so it is deleted as bad), or null when
+    // there is no entry. The kind is checked before opening: opening a FIFO blocks, a link to /dev/zero never ends.
+    private static byte[]? ReadEntry(string path)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            var info = new FileInfo(path);
+            if (!info.Exists)
+            {
+                return System.IO.Directory.Exists(path) ? [] : null;
+            }
+            if (info.Attributes.HasFlag(FileAttributes.ReparsePoint) || info.Length > MaxEntryBytes)
+            {
+                return [];
+            }
+        }
+        else
+        {
+            var status = UnixFileStatus.Of(path, followLinks: false);
+            if (status.Kind == UnixFileKind.Missing)
+            {
+                return null;
+            }
+            if (status.Kind != UnixFileKind.Regular || status.Size > MaxEntryBytes || KernelCacheFolder.OthersCanChange(status))
+            {
+                return [];
+            }
+        }
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
+        long length = RandomAccess.GetLength(handle);
+        if (length > MaxEntryBytes)
+        {
+            return [];
+        }
+        var bytes = new byte[length];
+        int total = 0;
+        int read;
+        while (total < bytes.Length && (read = RandomAccess.Read(handle, bytes.AsSpan(total), total)) > 0)
+        {
+            total += read;
+        }
+        return bytes[..total];
+    }
+
+    private bool Usable()
+    {
+        if (_refusal.Value is { } reason)
+        {
+            Warn($"not used, so kernels are compiled in memory only: {reason}");
+            return false;
+        }
+        return true;
+    }
+
+    // One warning per cache: a refused or unwritable folder would otherwise repeat it for every kernel.
+    private void Warn(string reason)
+    {
+        if (Interlocked.CompareExchange(ref _warning, $"kernel cache {Directory}: {reason}", null) is null)
+        {
+            AttentionNativeEventSource.Log.KernelCacheUnavailable(Directory, reason);
         }
     }
 
