@@ -6,6 +6,7 @@ namespace Attention.Native.Runtime;
 /// The library's trace events, under the source name <see cref="SourceName"/>: listen in process with an
 /// <see cref="EventListener"/>, or from outside with <c>dotnet-trace collect --providers Attention.Native</c>.
 /// </summary>
+/// <remarks>Thread safety: safe from any thread (EventSource writes are thread-safe).</remarks>
 [EventSource(Name = SourceName)]
 public sealed class AttentionNativeEventSource : EventSource
 {
