@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Attention.Native.Interop;
 using Spectre.Console;
 
 namespace Attention.Cli;
@@ -38,13 +39,45 @@ public static class AttnCli
         return console;
     }
 
-    /// <summary>Resolves <c>--backend cpu|cuda|auto</c>.</summary>
-    internal static Backend SelectBackend(string name) => name switch
+    /// <summary>Resolves <c>--backend cpu|cuda|auto</c>; a CUDA backend that cannot start is a user error naming the option.</summary>
+    internal static Backend SelectBackend(string name)
     {
-        "cpu" => Backend.Cpu,
-        "cuda" => Backend.Default.Kind == BackendKind.Cuda ? Backend.Default : CudaBackend.Create(),
-        _ => Backend.Default,
-    };
+        try
+        {
+            return name switch
+            {
+                "cpu" => Backend.Cpu,
+                "cuda" => Backend.Default.Kind == BackendKind.Cuda ? Backend.Default : CudaBackend.Create(),
+                _ => Backend.Default,
+            };
+        }
+        catch (Exception e) when (e is DllNotFoundException or CudaException or NvrtcException or CublasException)
+        {
+            throw new InvalidOperationException($"--backend {name}: the CUDA backend cannot start: {e.Message}", e);
+        }
+    }
+
+    /// <summary>
+    /// Runs a command's action; a user error (bad input files or config, a backend that cannot start, a run too large for
+    /// memory) becomes one line on stderr and exit code 2, never a stack trace.
+    /// </summary>
+    internal static int Guard(string command, TextWriter error, Func<int> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidDataException or IOException or KeyNotFoundException or InvalidOperationException
+            or NotSupportedException or UnauthorizedAccessException or DllNotFoundException or CudaException or NvrtcException or CublasException)
+        {
+            // ArgumentException appends " (Parameter 'name')"; the message already starts with the name.
+            string message = e is ArgumentException { ParamName: { } name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message;
+            error.WriteLine($"attn {command}: {OneLine(message)}");
+            return 2;
+        }
+    }
+
+    private static string OneLine(string message) => string.Join(' ', message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries));
 
     internal static Option<string> BackendOption()
     {

@@ -48,7 +48,13 @@ internal static class BenchCommand
                 error.WriteLine($"--repeats: expected ≥ 1, actual {n}");
                 return 2;
             }
-            var backend = AttnCli.SelectBackend(result.GetValue(backendOption)!);
+            return AttnCli.Guard("bench", error, () => Bench(result, AttnCli.SelectBackend(result.GetValue(backendOption)!), n));
+        });
+        return command;
+
+        int Bench(ParseResult result, Backend backend, int n)
+        {
+            var error = result.InvocationConfiguration.Error;
             if (result.GetValue(sweep))
             {
                 var options = new BenchSweep.Options(result.GetValue(tokens), result.GetValue(lengths) ?? [], n, result.GetValue(variants) ?? []);
@@ -104,8 +110,7 @@ internal static class BenchCommand
                 }, JsonOptions));
             }
             return 0;
-        });
-        return command;
+        }
     }
 
     internal sealed record Row(string Kernel, string Shape, string Pass, double Ms, double Gflops);

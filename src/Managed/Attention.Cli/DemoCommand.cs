@@ -38,9 +38,12 @@ internal static class DemoCommand
                 error.WriteLine($"--variant: expected one of {string.Join(", ", LayerConfig.Variants)}, actual {string.Join(", ", unknown)}");
                 return 2;
             }
-            var backend = AttnCli.SelectBackend(result.GetValue(backendOption)!);
-            Run(AttnCli.Console(result.InvocationConfiguration.Output), backend, tokens, only);
-            return 0;
+            return AttnCli.Guard("demo", error, () =>
+            {
+                var backend = AttnCli.SelectBackend(result.GetValue(backendOption)!);
+                Run(AttnCli.Console(result.InvocationConfiguration.Output), backend, tokens, only);
+                return 0;
+            });
         });
         return command;
     }

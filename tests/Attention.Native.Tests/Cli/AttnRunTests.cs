@@ -23,7 +23,7 @@ public class AttnRunTests
         ["transnormer"] = """{"d_model": 64, "n_heads": 4, "head_dim": 16, "layer_idx": 0, "num_layers": 2}""",
     };
 
-    private static (int Code, string Output, string Error) Run(params string[] args)
+    internal static (int Code, string Output, string Error) Run(params string[] args)
     {
         using var output = new StringWriter();
         using var error = new StringWriter();
@@ -31,7 +31,7 @@ public class AttnRunTests
         return (code, output.ToString(), error.ToString());
     }
 
-    private sealed class Files : IDisposable
+    internal sealed class Files : IDisposable
     {
         private readonly TempDirectory _dir = new();
 
@@ -211,7 +211,7 @@ public class AttnRunTests
         AssertFailed(files, code, error, "seq_len");
     }
 
-    private static void AssertFailed(Files files, int code, string error, string fragment)
+    internal static void AssertFailed(Files files, int code, string error, string fragment)
     {
         Assert.Multiple(() =>
         {

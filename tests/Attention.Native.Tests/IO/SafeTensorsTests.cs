@@ -450,13 +450,12 @@ public class SafeTensorsTests
     [Test]
     public void Write_failing_at_the_final_rename_removes_its_temporary_file()
     {
-        // The target is a folder: the data is fully written to the temporary file, then the rename over it fails.
+        // The target name is longer than a folder entry may be: the data is fully written to the (shortened) temporary
+        // file, then the rename to the target fails.
         using var t = RandomTensor(new Shape(64), DType.F32, seed: 5);
-        string target = Path.Combine(_folder, "occupied");
-        Directory.CreateDirectory(target);
+        string target = Path.Combine(_folder, new string('n', 300));
         Assert.Throws(Is.InstanceOf<IOException>().Or.InstanceOf<UnauthorizedAccessException>(), () => SafeTensors.Write(target, [Pair("t", t)]));
-        Assert.That(Directory.EnumerateFileSystemEntries(_folder), Is.EqualTo(new[] { target }), "no temporary file is left behind");
-        Assert.That(Directory.EnumerateFileSystemEntries(target), Is.Empty);
+        Assert.That(Directory.EnumerateFileSystemEntries(_folder), Is.Empty, "no temporary file is left behind");
     }
 
     [Test]

@@ -19,7 +19,7 @@ public enum BackendKind
 /// <remarks>Thread safety: safe to use from many threads. The CPU backend shares no state between calls. The CUDA backend queues every op on one stream with one scratch buffer and one cuBLAS handle: layer calls (forward, backward, cache steps) take the backend for their whole duration, so they are serialised; direct op calls must come from one thread at a time per backend.</remarks>
 public abstract partial class Backend : IDisposable
 {
-    /// <summary>Environment variable forcing the default backend: <c>cpu</c> or <c>cuda</c>.</summary>
+    /// <summary>Environment variable choosing the default backend: <c>cpu</c>, <c>cuda</c> or <c>auto</c> (the same as unset).</summary>
     public const string BackendVariable = "ATTENTION_NATIVE_BACKEND";
 
     /// <summary>Environment variable choosing the CUDA device ordinal of the default backend.</summary>
@@ -32,7 +32,8 @@ public abstract partial class Backend : IDisposable
 
     /// <summary>
     /// CUDA when a device, NVRTC and cuBLAS all load; otherwise the CPU. <see cref="DefaultReason"/> says why.
-    /// <c>ATTENTION_NATIVE_BACKEND=cpu|cuda</c> forces the choice (cuda then throws if it cannot start).
+    /// <c>ATTENTION_NATIVE_BACKEND=cpu|cuda</c> forces the choice (cuda then throws if it cannot start); any value other than
+    /// those and <c>auto</c> throws <see cref="InvalidOperationException"/> naming the accepted values.
     /// </summary>
     public static Backend Default => DefaultLazy.Value.Backend;
 
@@ -155,10 +156,22 @@ public abstract partial class Backend : IDisposable
         }
     }
 
+    /// <summary>
+    /// The backend <paramref name="value"/> of <see cref="BackendVariable"/> forces: null for automatic (unset, empty or
+    /// <c>auto</c>). Any other value is refused: a typo would otherwise silently pick a backend the user did not ask for.
+    /// </summary>
+    internal static BackendKind? ParseBackendVariable(string? value) => value?.Trim().ToUpperInvariant() switch
+    {
+        null or "" or "AUTO" => null,
+        "CPU" => BackendKind.Cpu,
+        "CUDA" => BackendKind.Cuda,
+        _ => throw new InvalidOperationException($"{BackendVariable}: expected cpu, cuda or auto (or unset), actual '{value}'"),
+    };
+
     private static (Backend, string) SelectDefault()
     {
-        string? forced = Environment.GetEnvironmentVariable(BackendVariable)?.Trim().ToUpperInvariant();
-        if (forced == "CPU")
+        var forced = ParseBackendVariable(Environment.GetEnvironmentVariable(BackendVariable));
+        if (forced == BackendKind.Cpu)
         {
             return (Cpu, $"{BackendVariable}=cpu");
         }
@@ -167,7 +180,7 @@ public abstract partial class Backend : IDisposable
         {
             return (cuda!, $"CUDA device {ordinal} with NVRTC and cuBLAS loaded");
         }
-        if (forced == "CUDA")
+        if (forced == BackendKind.Cuda)
         {
             throw new InvalidOperationException($"{BackendVariable}=cuda but the CUDA backend cannot start: {why}");
         }

@@ -26,20 +26,16 @@ public static class SafeTensors
     /// <returns>The tensors and metadata; dispose it to free the tensors.</returns>
     /// <exception cref="InvalidDataException">The file is not a valid safetensors file; the message names the path and the fault.</exception>
     /// <exception cref="NotSupportedException">The backend cannot hold a tensor of the file (e.g. F64 on CUDA, or a tensor too large for host memory).</exception>
+    /// <exception cref="FileNotFoundException">Nothing exists at <paramref name="path"/>.</exception>
+    /// <exception cref="ArgumentException"><paramref name="path"/> is not (a link to) a regular file, e.g. a FIFO, which would block the read forever.</exception>
     public static SafeTensorsContent Read(string path, Backend? backend = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         backend ??= Backend.Cpu;
+        // Before opening: opening a FIFO blocks until a writer appears.
+        LocalFile.RequireRegular(path, nameof(path));
         using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
-        long fileLength = RandomAccess.GetLength(file);
-        SafeTensorsHeader.CheckFileLength(fileLength, path);
-        Span<byte> prefix = stackalloc byte[SafeTensorsHeader.PrefixBytes];
-        ReadExactly(file, prefix, 0, path);
-        int headerLength = SafeTensorsHeader.ReadHeaderLength(prefix, fileLength, path);
-        var json = new byte[headerLength];
-        ReadExactly(file, json, SafeTensorsHeader.PrefixBytes, path);
-        long dataStart = SafeTensorsHeader.PrefixBytes + headerLength;
-        var header = SafeTensorsHeader.Parse(json, fileLength - dataStart, path);
+        var header = ReadHeader(file, path, out long dataStart);
         return Load(header, backend, path, (entry, tensor) =>
         {
             long at = dataStart + entry.Begin;
@@ -100,7 +96,8 @@ public static class SafeTensors
     /// <param name="path">The file to create or replace.</param>
     /// <param name="tensors">Name and tensor pairs; names must be non-empty, unique and not <c>__metadata__</c>. Each tensor is stored in its own dtype.</param>
     /// <param name="metadata">String pairs stored under <c>__metadata__</c>; omitted when null or empty.</param>
-    /// <exception cref="ArgumentException">A name is empty, repeated or reserved, a tensor is null or disposed, or a metadata value is null.</exception>
+    /// <exception cref="ArgumentException">A name is empty, repeated or reserved, a tensor is null or disposed, a metadata value is null, or
+    /// <paramref name="path"/> exists and is not a regular file (a FIFO, device, folder or symbolic link would be replaced by the rename).</exception>
     public static void Write(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
@@ -109,8 +106,13 @@ public static class SafeTensors
         var header = SafeTensorsHeader.Format(list, metadata);
         string target = Path.GetFullPath(path);
         string folder = Path.GetDirectoryName(target) ?? throw new ArgumentException($"path: expected a file path, actual the root '{path}'", nameof(path));
+        var existing = LocalFile.Kind(target, followLinks: false);
+        if (existing is not (FileKind.Missing or FileKind.Regular))
+        {
+            throw new ArgumentException($"path: expected a regular file to replace or a new name, actual {LocalFile.Describe(existing)}: {target}", nameof(path));
+        }
         // Same folder as the target, so the final rename stays on one file system and is atomic.
-        string temporary = Path.Combine(folder, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
+        string temporary = Path.Combine(folder, LocalFile.TemporaryName(Path.GetFileName(target)));
         try
         {
             using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1 << 20))
@@ -170,6 +172,31 @@ public static class SafeTensors
             offset += length;
         }
         return file;
+    }
+
+    /// <summary>
+    /// The validated header of the file at <paramref name="path"/> (names, dtypes, shapes) without reading tensor data: what a
+    /// caller needs to size a run before committing memory to it.
+    /// </summary>
+    internal static SafeTensorsHeader ReadHeader(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        LocalFile.RequireRegular(path, nameof(path));
+        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+        return ReadHeader(file, path, out _);
+    }
+
+    private static SafeTensorsHeader ReadHeader(SafeFileHandle file, string path, out long dataStart)
+    {
+        long fileLength = RandomAccess.GetLength(file);
+        SafeTensorsHeader.CheckFileLength(fileLength, path);
+        Span<byte> prefix = stackalloc byte[SafeTensorsHeader.PrefixBytes];
+        ReadExactly(file, prefix, 0, path);
+        int headerLength = SafeTensorsHeader.ReadHeaderLength(prefix, fileLength, path);
+        var json = new byte[headerLength];
+        ReadExactly(file, json, SafeTensorsHeader.PrefixBytes, path);
+        dataStart = SafeTensorsHeader.PrefixBytes + headerLength;
+        return SafeTensorsHeader.Parse(json, fileLength - dataStart, path);
     }
 
     private static SafeTensorsContent Load(SafeTensorsHeader header, Backend backend, string source, Action<SafeTensorsEntry, Tensor> fill)

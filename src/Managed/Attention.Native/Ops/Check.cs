@@ -15,12 +15,31 @@ internal static class Check
         Usable(tensor, name);
         if (!ReferenceEquals(tensor!.Backend, reference.Backend))
         {
-            throw new ArgumentException($"{name}: expected a tensor on backend {reference.Backend.Name} (as {referenceName}), actual {tensor.Backend.Name}", name);
+            throw new ArgumentException($"{name}: expected a tensor on backend {reference.Backend.Name} (as {referenceName}), actual {BackendOf(tensor, reference.Backend)}", name);
         }
         if (tensor.DType != reference.DType)
         {
             throw new ArgumentException($"{name}: expected dtype {reference.DType} (as {referenceName}), actual {tensor.DType}", name);
         }
+    }
+
+    /// <summary>
+    /// <paramref name="tensor"/>'s backend as a message names it beside <paramref name="expected"/>: two instances of one
+    /// backend share a name, so "expected … on cpu, actual … on cpu" would say nothing.
+    /// </summary>
+    public static string BackendOf(Tensor tensor, Backend expected) =>
+        !ReferenceEquals(tensor.Backend, expected) && tensor.Backend.Name == expected.Name
+            ? $"another {tensor.Backend.GetType().Name} instance ({tensor.Backend.Name})"
+            : tensor.Backend.Name;
+
+    /// <summary>
+    /// The first <paramref name="limit"/> of <paramref name="names"/> joined by commas, then "… and N more": a message lists
+    /// what is wrong without growing with the input (a file of 100k tensor names would otherwise make a line of megabytes).
+    /// </summary>
+    public static string Listing(IReadOnlyCollection<string> names, int limit = 20)
+    {
+        string shown = string.Join(", ", names.Take(limit));
+        return names.Count > limit ? $"{shown}, … and {names.Count - limit} more" : shown;
     }
 
     public static void Distinct(Tensor output, string outputName, Tensor input, string inputName)

@@ -146,7 +146,7 @@ public abstract class AttentionLayer : IDisposable
             }
             if (unexpected.Count > 0)
             {
-                parts.Add($"unexpected: {string.Join(", ", unexpected)}");
+                parts.Add($"unexpected: {Ops.Check.Listing(unexpected)}");
             }
             if (misshapen.Count > 0)
             {
@@ -235,7 +235,7 @@ public abstract class AttentionLayer : IDisposable
         Ops.Check.Usable(x, name);
         if (!ReferenceEquals(x.Backend, Backend) || x.DType != DType)
         {
-            throw new ArgumentException($"{name}: expected a {DType} tensor on {Backend.Name}, actual {x.DType} on {x.Backend.Name}", name);
+            throw new ArgumentException($"{name}: expected a {DType} tensor on {Backend.Name}, actual {x.DType} on {Ops.Check.BackendOf(x, Backend)}", name);
         }
         if (x.Shape.Rank != 3 || x.Shape[2] != Config.DModel || x.Shape[0] < 1 || x.Shape[1] < 1 || (batch is { } b && x.Shape[0] != b))
         {

@@ -102,6 +102,13 @@ public abstract record LayerConfig
 
     private protected static void Positive(int value, string key) => Require(value > 0, key, "a positive integer", value);
 
+    /// <summary>
+    /// A width the layer derives from config values (a product or sum, e.g. <c>n_heads·head_dim</c>) is one tensor axis, an
+    /// <see cref="int"/>: computed wide so it cannot wrap (65536·65536 would be 0 in 32 bits), and refused naming the key.
+    /// </summary>
+    private protected static void Axis(string key, string formula, Int128 value) =>
+        Require(value <= int.MaxValue, key, $"{formula} ≤ {int.MaxValue} (one tensor axis)", value);
+
     private protected static string StyleName(RopeStyle style) => style == RopeStyle.Half ? "half" : "interleaved";
 }
 

@@ -25,7 +25,7 @@ public sealed class TpaLayer : CausalAttentionLayer
     public override bool IsCausal => Settings.Causal;
 
     /// <inheritdoc/>
-    public override long CacheElementsPerToken => (long)(Settings.KRank + Settings.VRank) * (Settings.Heads + Settings.HeadDim);
+    public override long CacheElementsPerToken => ((long)Settings.KRank + Settings.VRank) * ((long)Settings.Heads + Settings.HeadDim);
 
     private double Scale => 1 / Math.Sqrt(Settings.HeadDim);
 

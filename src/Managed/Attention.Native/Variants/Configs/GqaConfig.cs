@@ -68,6 +68,8 @@ public sealed record GqaConfig : LayerConfig
         Require(Heads % KvHeads == 0, "n_kv_heads", $"a divisor of n_heads {Heads} (n_heads mod n_kv_heads = 0)", KvHeads);
         Require(Kind != "mha" || KvHeads == Heads, "n_kv_heads", $"{Heads} (mha has n_kv_heads = n_heads)", KvHeads);
         Require(Kind != "mqa" || KvHeads == 1, "n_kv_heads", "1 (mqa has one KV head)", KvHeads);
+        // n_kv_heads divides n_heads, so n_kv_heads·head_dim is at most this.
+        Axis("head_dim", "n_heads·head_dim", (Int128)Heads * HeadDim);
         Require(!Rope || HeadDim % 2 == 0, "head_dim", "an even width for RoPE", HeadDim);
         Require(RopeBase > 0 && double.IsFinite(RopeBase), "rope_base", "a finite value > 0", RopeBase);
     }

@@ -62,6 +62,9 @@ public sealed record MlaConfig : LayerConfig
         Require(QkRopeHeadDim % 2 == 0, "qk_rope_head_dim", "an even width for RoPE", QkRopeHeadDim);
         Positive(VHeadDim, "v_head_dim");
         Require(RopeBase > 0 && double.IsFinite(RopeBase), "rope_base", "a finite value > 0", RopeBase);
+        Axis("qk_rope_head_dim", "n_heads·(qk_nope_head_dim + qk_rope_head_dim)", (Int128)Heads * ((long)QkNopeHeadDim + QkRopeHeadDim));
+        Axis("v_head_dim", "n_heads·(qk_nope_head_dim + v_head_dim)", (Int128)Heads * ((long)QkNopeHeadDim + VHeadDim));
+        Axis("kv_lora_rank", "kv_lora_rank + qk_rope_head_dim", (Int128)KvLoraRank + QkRopeHeadDim);
     }
 
     /// <inheritdoc/>

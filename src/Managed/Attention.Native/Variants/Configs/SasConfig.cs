@@ -62,6 +62,9 @@ public sealed record SasConfig : LayerConfig
         Require(KernelSize > 0 && KernelSize % 2 == 1, "kernel_size", "an odd positive integer", KernelSize);
         Require(!Rope || SimHeadDim % 2 == 0, "sim_head_dim", "an even width for RoPE", SimHeadDim);
         Require(RopeBase > 0 && double.IsFinite(RopeBase), "rope_base", "a finite value > 0", RopeBase);
+        // sim_heads is a multiple of n_heads, so n_heads·head_dim is at most sim_heads·head_dim.
+        Axis("sim_heads", "sim_heads·head_dim", (Int128)SimHeads * HeadDim);
+        Axis("sim_head_dim", "sim_heads·sim_head_dim", (Int128)SimHeads * SimHeadDim);
     }
 
     /// <inheritdoc/>

@@ -48,7 +48,7 @@ public sealed record TpaConfig : LayerConfig
     };
 
     /// <inheritdoc/>
-    public override long? CacheElementsPerToken => Causal ? (long)(KRank + VRank) * (Heads + HeadDim) : null;
+    public override long? CacheElementsPerToken => Causal ? ((long)KRank + VRank) * ((long)Heads + HeadDim) : null;
 
     /// <inheritdoc/>
     public override void Validate()
@@ -61,6 +61,12 @@ public sealed record TpaConfig : LayerConfig
         Positive(VRank, "v_rank");
         Require(!Rope || HeadDim % 2 == 0, "head_dim", "an even width for RoPE", HeadDim);
         Require(RopeBase > 0 && double.IsFinite(RopeBase), "rope_base", "a finite value > 0", RopeBase);
+        Axis("head_dim", "n_heads·head_dim", (Int128)Heads * HeadDim);
+        foreach (var (key, rank) in new[] { ("q_rank", QRank), ("k_rank", KRank), ("v_rank", VRank) })
+        {
+            Axis(key, $"n_heads·{key}", (Int128)Heads * rank);
+            Axis(key, $"{key}·head_dim", (Int128)rank * HeadDim);
+        }
     }
 
     /// <inheritdoc/>

@@ -51,6 +51,8 @@ public sealed record TransNormerConfig : LayerConfig
         Positive(HeadDim, "head_dim");
         Positive(NumLayers, "num_layers");
         Require(LayerIndex >= 0 && LayerIndex < NumLayers, "layer_idx", $"a layer index in [0, {NumLayers})", LayerIndex);
+        Axis("head_dim", "n_heads·head_dim", (Int128)Heads * HeadDim);
+        Axis("head_dim", "2·head_dim (the LRPE width of q and k)", Lrpe ? 2 * (Int128)HeadDim : HeadDim);
     }
 
     /// <inheritdoc/>
