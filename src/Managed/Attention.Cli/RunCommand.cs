@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Attention.Native.IO;
 using Attention.Native.Ops;
+using Attention.Native.Runtime;
 using Attention.Native.Variants;
 
 namespace Attention.Cli;
@@ -70,7 +71,7 @@ internal static class RunCommand
             }
             string target = Path.GetFullPath(Out);
             var kind = LocalFile.Kind(target, followLinks: false);
-            if (kind is not (FileKind.Missing or FileKind.Regular))
+            if (kind is not (UnixFileKind.Missing or UnixFileKind.Regular))
             {
                 throw new ArgumentException($"--out: expected a regular file to replace or a new name, actual {LocalFile.Describe(kind)}: {target}", "--out");
             }
@@ -81,7 +82,7 @@ internal static class RunCommand
             foreach (var (path, option) in Inputs)
             {
                 // By device and inode, so another spelling, a link or a hard link of an input is caught too.
-                if (kind == FileKind.Regular && LocalFile.SameFile(target, path))
+                if (kind == UnixFileKind.Regular && LocalFile.SameFile(target, path))
                 {
                     throw new ArgumentException($"--out: expected a file other than the inputs, actual the same file as {option}: {target}", "--out");
                 }

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Text;
 using Attention.Native.IO;
+using Attention.Native.Runtime;
 using Attention.Native.Tests.Support;
 using Attention.Native.Variants;
 using static Attention.Native.Tests.Cli.AttnRunTests;
@@ -75,7 +76,7 @@ public class AttnRunSafetyTests
         }
         Assert.Multiple(() =>
         {
-            Assert.That(LocalFile.Kind(fifo, followLinks: false), Is.EqualTo(FileKind.Fifo));
+            Assert.That(LocalFile.Kind(fifo, followLinks: false), Is.EqualTo(UnixFileKind.Fifo));
             Assert.That(new FileInfo(link).LinkTarget, Is.EqualTo(kept));
             Assert.That(File.ReadAllText(kept), Is.EqualTo("keep"));
         });

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Attention.Native.IO;
+using Attention.Native.Runtime;
 using Attention.Native.Tests.Runtime;
 using Attention.Native.Tests.Support;
 
@@ -47,7 +48,7 @@ public class SafeTensorsFileTests
         {
             Assert.That(new FileInfo(link).LinkTarget, Is.EqualTo(target));
             Assert.That(File.ReadAllText(target), Is.EqualTo("keep"));
-            Assert.That(LocalFile.Kind(fifo, followLinks: false), Is.EqualTo(FileKind.Fifo));
+            Assert.That(LocalFile.Kind(fifo, followLinks: false), Is.EqualTo(UnixFileKind.Fifo));
             Assert.That(Directory.GetFiles(dir.Path, "*.tmp"), Is.Empty);
         });
     }

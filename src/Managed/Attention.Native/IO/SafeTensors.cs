@@ -1,6 +1,7 @@
+using Microsoft.Win32.SafeHandles;
 using System.Buffers.Binary;
 using System.Text;
-using Microsoft.Win32.SafeHandles;
+using Attention.Native.Runtime;
 
 namespace Attention.Native.IO;
 
@@ -107,7 +108,7 @@ public static class SafeTensors
         string target = Path.GetFullPath(path);
         string folder = Path.GetDirectoryName(target) ?? throw new ArgumentException($"path: expected a file path, actual the root '{path}'", nameof(path));
         var existing = LocalFile.Kind(target, followLinks: false);
-        if (existing is not (FileKind.Missing or FileKind.Regular))
+        if (existing is not (UnixFileKind.Missing or UnixFileKind.Regular))
         {
             throw new ArgumentException($"path: expected a regular file to replace or a new name, actual {LocalFile.Describe(existing)}: {target}", nameof(path));
         }

@@ -14,9 +14,11 @@ internal static unsafe partial class NativeMethods
     internal const uint STATX_TYPE = 0x1;
     internal const uint STATX_MODE = 0x2;
     internal const uint STATX_UID = 0x8;
+    internal const uint STATX_INO = 0x100;
     internal const uint STATX_SIZE = 0x200;
     internal const int ENOENT = 2;
     internal const int ENOTDIR = 20;
+    internal const int ENAMETOOLONG = 36;
 
     [LibraryImport(LibcLibrary)]
     internal static partial uint geteuid();
@@ -25,17 +27,22 @@ internal static unsafe partial class NativeMethods
     internal static partial int statx(int dirfd, byte* pathname, int flags, uint mask, StatxBuffer* statxbuf);
 }
 
-/// <summary>The leading fields of Linux <c>struct statx</c> (256 bytes in all; the rest is not read).</summary>
-[StructLayout(LayoutKind.Sequential, Size = 256)]
+/// <summary>The fields read of Linux <c>struct statx</c> (256 bytes in all), at their offsets in the kernel's header.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 256)]
 internal struct StatxBuffer
 {
+    [FieldOffset(0)]
     public uint Mask;
-    public uint BlockSize;
-    public ulong Attributes;
-    public uint LinkCount;
+    [FieldOffset(20)]
     public uint Uid;
-    public uint Gid;
+    [FieldOffset(28)]
     public ushort Mode;
+    [FieldOffset(32)]
     public ulong Inode;
+    [FieldOffset(40)]
     public ulong Size;
+    [FieldOffset(136)]
+    public uint DevMajor;
+    [FieldOffset(140)]
+    public uint DevMinor;
 }

@@ -4,18 +4,22 @@ using static Attention.Native.Interop.NativeMethods;
 
 namespace Attention.Native.Runtime;
 
-/// <summary>The kinds of file the kernel cache tells apart.</summary>
+/// <summary>What a path names: the kinds the kernel cache and the file readers tell apart.</summary>
 internal enum UnixFileKind
 {
     Missing,
     Regular,
     Directory,
     SymbolicLink,
+    Fifo,
+    CharacterDevice,
+    BlockDevice,
+    Socket,
     Other,
 }
 
-/// <summary>What <c>statx</c> says about a path: its kind, owner, permission bits and size.</summary>
-internal readonly record struct UnixFileStatus(UnixFileKind Kind, uint Owner, UnixFileMode Mode, long Size)
+/// <summary>What <c>statx</c> says about a path: its kind, owner, permission bits, size and identity (device, inode).</summary>
+internal readonly record struct UnixFileStatus(UnixFileKind Kind, uint Owner, UnixFileMode Mode, long Size, ulong Device = 0, ulong Inode = 0)
 {
     /// <summary>The effective user id of this process.</summary>
     public static uint EffectiveUserId => geteuid();
@@ -32,7 +36,7 @@ internal readonly record struct UnixFileStatus(UnixFileKind Kind, uint Owner, Un
         int result;
         try
         {
-            result = statx(AT_FDCWD, (byte*)name, followLinks ? 0 : AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_MODE | STATX_UID | STATX_SIZE, &buffer);
+            result = statx(AT_FDCWD, (byte*)name, followLinks ? 0 : AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_MODE | STATX_UID | STATX_SIZE | STATX_INO, &buffer);
         }
         finally
         {
@@ -41,7 +45,8 @@ internal readonly record struct UnixFileStatus(UnixFileKind Kind, uint Owner, Un
         if (result != 0)
         {
             int errno = Marshal.GetLastPInvokeError();
-            return errno is ENOENT or ENOTDIR
+            // A name too long for the file system cannot exist either.
+            return errno is ENOENT or ENOTDIR or ENAMETOOLONG
                 ? new UnixFileStatus(UnixFileKind.Missing, 0, 0, 0)
                 : throw new IOException($"statx({path}) failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})");
         }
@@ -50,8 +55,13 @@ internal readonly record struct UnixFileStatus(UnixFileKind Kind, uint Owner, Un
             0x8000 => UnixFileKind.Regular,
             0x4000 => UnixFileKind.Directory,
             0xA000 => UnixFileKind.SymbolicLink,
-            _ => UnixFileKind.Other, // FIFO, socket, character or block device
+            0x1000 => UnixFileKind.Fifo,
+            0x2000 => UnixFileKind.CharacterDevice,
+            0x6000 => UnixFileKind.BlockDevice,
+            0xC000 => UnixFileKind.Socket,
+            _ => UnixFileKind.Other,
         };
-        return new UnixFileStatus(kind, buffer.Uid, (UnixFileMode)(buffer.Mode & 0xFFF), (long)buffer.Size);
+        ulong device = ((ulong)buffer.DevMajor << 32) | buffer.DevMinor;
+        return new UnixFileStatus(kind, buffer.Uid, (UnixFileMode)(buffer.Mode & 0xFFF), (long)buffer.Size, device, buffer.Inode);
     }
 }
