@@ -28,7 +28,7 @@ __device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_til
         const int r = e / chunks, c = e % chunks, i = row0 + r;
         const bool valid = i < rows_valid;
         const T* from = src + ((((index_t)b * t_len + (valid ? i : 0)) * heads + head) * D + c * 8);
-        cp_async_16(tile + swizzled(r, c, D), from, valid);
+        cp_async_16(tile + swizzled<D>(r, c), from, valid);
     }
 }
 

@@ -25,7 +25,7 @@ __device__ __forceinline__ void lmma_load(T* tile, const T* src, int n, int t0, 
         const int r = e / chunks, c = e % chunks;
         const bool valid = r < n;
         const int t = valid ? (reverse ? seq - 1 - (t0 + r) : t0 + r) : 0;
-        cp_async_16(tile + swizzled(r, c, COLS), src + (((index_t)b * seq + t) * heads + h) * width + col0 + c * 8, valid);
+        cp_async_16(tile + swizzled<COLS>(r, c), src + (((index_t)b * seq + t) * heads + h) * width + col0 + c * 8, valid);
     }
 }
 
