@@ -8,7 +8,8 @@
 #include <random>
 #include <algorithm>
 
-struct P { int B, T, H, inner, width; double lambda; bool reverse, accumulate, state; };
+// Inputs: a ~ a_scale·N(0, 1/inner), b ~ b_mean + N(0, 1/inner), c ~ c_mean + N(0, 1); final_state false: none written.
+struct P { int B, T, H, inner, width; double lambda; bool reverse, accumulate, state; float a_scale = 1, b_mean = 0, c_mean = 0; bool final_state = true; };
 
 template <typename T, int INNER>
 static void launch(std::vector<T>& out, std::vector<T>* fin, const std::vector<T>* init, const std::vector<T>& a,
@@ -25,8 +26,8 @@ int run(P p)
     std::mt19937 rng(p.B * 31 + p.T * 7 + p.inner + p.width);
     std::normal_distribution<float> nd;
     float s = 1.0f / std::sqrt((float)p.inner);
-    auto vec = [&](size_t n, float scale) { std::vector<T> v(n); for (auto& x : v) x = from_float<T>(nd(rng) * scale); return v; };
-    auto a = vec((size_t)p.B * p.T * p.H * p.inner, s), b = vec(a.size(), s), c = vec((size_t)p.B * p.T * p.H * p.width, 1);
+    auto vec = [&](size_t n, float scale, float mean = 0) { std::vector<T> v(n); for (auto& x : v) x = from_float<T>(mean + nd(rng) * scale); return v; };
+    auto a = vec((size_t)p.B * p.T * p.H * p.inner, s * p.a_scale), b = vec(a.size(), s, p.b_mean), c = vec((size_t)p.B * p.T * p.H * p.width, 1, p.c_mean);
     auto out = vec(c.size(), 1);
     auto init = vec((size_t)p.B * p.H * p.inner * p.width, 1);
     std::vector<T> fin(init.size());
@@ -53,11 +54,16 @@ int run(P p)
         }
         for (size_t e = 0; e < S.size(); ++e) fin_ref[sb + e] = S[e];
     }
-    if (p.inner == 64) launch<T, 64>(out, &fin, p.state ? &init : nullptr, a, b, c, decay, p);
-    else launch<T, 128>(out, &fin, p.state ? &init : nullptr, a, b, c, decay, p);
-    printf("%s B%d T%d H%d inner%d width%d lambda%.4f reverse%d accumulate%d state%d\n", type_name<T>(), p.B, p.T, p.H, p.inner, p.width, p.lambda, p.reverse, p.accumulate, p.state);
+    std::vector<T>* final_state = p.final_state ? &fin : nullptr;
+    if (p.inner == 64) launch<T, 64>(out, final_state, p.state ? &init : nullptr, a, b, c, decay, p);
+    else launch<T, 128>(out, final_state, p.state ? &init : nullptr, a, b, c, decay, p);
+    double max_state = 0;
+    for (double e : fin_ref) max_state = std::max(max_state, std::fabs(e));
+    printf("%s B%d T%d H%d inner%d width%d lambda%.4f reverse%d accumulate%d state%d (max|S| %.3g)\n", type_name<T>(), p.B, p.T, p.H, p.inner,
+           p.width, p.lambda, p.reverse, p.accumulate, p.state, max_state);
     auto floats = [](const std::vector<T>& x) { std::vector<float> f(x.size()); for (size_t i = 0; i < x.size(); ++i) f[i] = to_float(x[i]); return f; };
-    double worst = std::max(check("out", floats(out), out_ref), check("state", floats(fin), fin_ref));
+    double worst = check("out", floats(out), out_ref);
+    if (p.final_state) worst = std::max(worst, check("state", floats(fin), fin_ref));
     return worst <= 2e-2 ? 0 : 1;
 }
 
@@ -69,6 +75,9 @@ int main()
     fails += run_both({1, 150, 2, 64, 128, 0.95, false, false, true});  // three blocks (the last partial), initial state, two column slices
     fails += run_both({2, 70, 1, 128, 64, 0.99, true, true, true});     // a reverse, accumulating sweep (the backward's dv, dk)
     fails += run_both({1, 64, 2, 128, 128, 0.999, false, false, false}); // exactly one block
+    // A long sequence with λ near 1 and b, c of one sign: the state passes fp16's 65,504 (its 16-bit copy must not overflow);
+    // small a keeps the outputs in range. The final state itself would not fit fp16 storage: not written.
+    fails += run_both({1, 512, 1, 64, 64, 0.9999, false, false, false, 0.01f, 4, 64, false});
     printf("%d failing\n", fails);
     return fails;
 }
