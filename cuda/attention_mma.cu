@@ -28,7 +28,7 @@ __device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_til
         const int r = e / chunks, c = e % chunks, i = row0 + r;
         const bool valid = i < rows_valid;
         const T* from = src + ((((index_t)b * t_len + (valid ? i : 0)) * heads + head) * D + c * 8);
-        cp_async_16(tile + swizzled(r, c, D), from, valid);
+        cp_async_16(tile + swizzled<D>(r, c), from, valid);
     }
 }
 
@@ -192,7 +192,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
         if (i >= s.tq) {
             continue;
         }
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        const float inv = l[r] == 0.0f ? 0.0f : 1.0f / l[r]; // a NaN sum stays NaN
         T* out = o + (((index_t)b * s.tq + i) * s.heads + h) * DV + (lane % 4) * 2;
 #pragma unroll
         for (int n = 0; n < DV / 8; ++n) {
@@ -200,8 +200,9 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
             out[n * 8 + 1] = from_float<T>(acc[n].c[r * 2 + 1] * inv);
         }
         if (lane % 4 == 0) {
-            // Natural-log units, as attention.cu writes it: ln Σ exp(scale·s) = (m + log2 l)·ln 2.
-            lse[((index_t)b * s.heads + h) * s.tq + i] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : NEG_INF;
+            // Natural-log units, as attention.cu writes it: ln Σ exp(scale·s) = (m + log2 l)·ln 2. −∞ only for a row that sees
+            // nothing (l = 0): a NaN row keeps its NaN.
+            lse[((index_t)b * s.heads + h) * s.tq + i] = l[r] == 0.0f ? NEG_INF : (m[r] + log2f(l[r])) * 0.6931471805599453f;
         }
     }
 }

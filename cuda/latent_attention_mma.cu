@@ -24,7 +24,7 @@ __device__ __forceinline__ void lmla_load_tile(T* tile, const T* base, int s0, i
     for (int e = threadIdx.x; e < LMLA_KT * chunks; e += LMLA_THREADS) {
         const int r = e / chunks, c = e % chunks, s = s0 + r;
         const bool valid = s < end;
-        cp_async_16(tile + swizzled(r, c, W), base + (index_t)(valid ? s : 0) * W + c * 8, valid);
+        cp_async_16(tile + swizzled<W>(r, c), base + (index_t)(valid ? s : 0) * W + c * 8, valid);
     }
 }
 
@@ -65,7 +65,7 @@ latent_attention_decode_mma(float* __restrict__ partial_o, float* __restrict__ p
         const int r = e / (W / 2), col = e % (W / 2) * 2, h = h0 + r;
         const float* qr = qhat + ((index_t)blockIdx.y * heads + h) * W + col;
         const float x0 = h < heads ? qr[0] : 0.0f, x1 = h < heads ? qr[1] : 0.0f;
-        *reinterpret_cast<unsigned*>(qs + swizzled(r, col / 8, W) + col % 8) = pack2<T>(x0, x1);
+        *reinterpret_cast<unsigned*>(qs + swizzled<W>(r, col / 8) + col % 8) = pack2<T>(x0, x1);
     }
     if (threadIdx.x < LMLA_ROWS) {
         run[3 * threadIdx.x] = NEG_INF;
@@ -117,7 +117,7 @@ latent_attention_decode_mma(float* __restrict__ partial_o, float* __restrict__ p
             const float base_m = m_new == NEG_INF ? 0.0f : m_new;
             const float p = x == NEG_INF ? 0.0f : exp2f(x - base_m);
             const float sum = warp_sum(p);
-            ps[swizzled(r, lane / 8, LMLA_KT) + lane % 8] = from_float<T>(p);
+            ps[swizzled<LMLA_KT>(r, lane / 8) + lane % 8] = from_float<T>(p);
             if (lane == 0) {
                 const float correction = exp2f(m_old - base_m);
                 run[3 * r] = m_new;

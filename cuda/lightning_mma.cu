@@ -3,8 +3,9 @@
 // arguments and results as lightning_forward, so it serves the forward and the three backward sweeps alike:
 //   out_a (+)= λ^(a+1) a_a·S + Σ_{c≤a} λ^(a−c) (a_a·b_c) c_c,    S ← λ^n S + Σ_c λ^(n−1−c) b_cᵀ c_c
 // over blocks of 64 tokens (in sweep order; reverse runs T−1 … 0). Per block, four products on mma.sync: the intra scores
-// A·Bᵀ (16 rows × 64 per warp), the inter term A·S against a 16-bit copy of the state, the masked scores times C, and the
-// state update (λ-scaled B)ᵀ·C into the fp32 state each warp keeps in registers (its INNER/4 rows × 64 columns).
+// A·Bᵀ (16 rows × 64 per warp), the inter term A·S against a 16-bit copy of the state (scaled by a power of two), the
+// masked scores times C, and the state update (λ-scaled B)ᵀ·C into the fp32 state each warp keeps in registers (its
+// INNER/4 rows × 64 columns).
 #include "common.cuh"
 #include "mma.cuh"
 #include "mma_tiles.cuh"
@@ -25,8 +26,37 @@ __device__ __forceinline__ void lmma_load(T* tile, const T* src, int n, int t0, 
         const int r = e / chunks, c = e % chunks;
         const bool valid = r < n;
         const int t = valid ? (reverse ? seq - 1 - (t0 + r) : t0 + r) : 0;
-        cp_async_16(tile + swizzled(r, c, COLS), src + (((index_t)b * seq + t) * heads + h) * width + col0 + c * 8, valid);
+        cp_async_16(tile + swizzled<COLS>(r, c), src + (((index_t)b * seq + t) * heads + h) * width + col0 + c * 8, valid);
     }
+}
+
+// The 16-bit copy of the state is S·2^k, k chosen per block so that max|S|·2^k lies in [2^14, 2^15): the state grows to
+// ~|b||c|/(1 − λ), past fp16's 65,504 for λ near 1, and a power of two changes no bit of any value in range (in bf16 as
+// well), where clamping or a bf16 copy for fp16 storage would lose accuracy. The inter term is undone in fp32.
+
+// max|x| over the warp's state fragments (NaN ignored: it stays in the state and reaches the outputs as it should).
+template <int M>
+__device__ __forceinline__ float lmma_state_max(const frag_c (&st)[M][LMMA_DV / 8])
+{
+    float m = 0.0f;
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+#pragma unroll
+        for (int n = 0; n < LMMA_DV / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                m = fmaxf(m, fabsf(st[i][n].c[e]));
+            }
+        }
+    }
+    return warp_max(m);
+}
+
+// k for the largest magnitude `max_abs`: 14 − its binary exponent, clamped so 2^k and 2^−k are normal floats.
+__device__ __forceinline__ int lmma_state_exponent(float max_abs)
+{
+    const int k = 141 - (int)((__float_as_uint(max_abs) >> 23) & 0xffu); // 14 − (biased exponent − 127)
+    return k < -126 ? -126 : (k > 126 ? 126 : k);
 }
 
 // grid (B · heads_in_group, width / 64), block LMMA_THREADS, dynamic shared memory
@@ -43,6 +73,7 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
     T* cs = bs + LMMA_BT * INNER;         // [64][64]
     T* ss = cs + LMMA_BT * LMMA_DV;       // [INNER][64], the state rounded to T for the inter product
     float* powers = reinterpret_cast<float*>(ss + INNER * LMMA_DV); // λ^0 … λ^64
+    __shared__ float state_max[LMMA_THREADS / 32];                   // per warp, for the block's 2^k
 
     constexpr int M = INNER / 64; // 16-row blocks of state rows per warp
     const int bb = blockIdx.x / heads_in_group, hg = blockIdx.x % heads_in_group, h = head_offset + hg;
@@ -67,12 +98,29 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
         }
     }
 
+    float mx = lmma_state_max(st);
+    if (lane == 0) {
+        state_max[warp] = mx;
+    }
+    __syncthreads();
+
     for (int t0 = 0; t0 < seq; t0 += LMMA_BT) {
         const int n = seq - t0 < LMMA_BT ? seq - t0 : LMMA_BT;
-        // The state copy for this block's inter product (every warp is past its reads of the previous copy).
+        // The state copy, S·2^k, for this block's inter product (every warp is past its reads of the previous copy).
+        mx = fmaxf(fmaxf(state_max[0], state_max[1]), fmaxf(state_max[2], state_max[3])); // the 4 warps' maxima
+        const int k = lmma_state_exponent(mx);
+        const float scale = __uint_as_float((unsigned)(k + 127) << 23), unscale = __uint_as_float((unsigned)(127 - k) << 23);
 #pragma unroll
         for (int m = 0; m < M; ++m) {
-            store_c<T, LMMA_DV>(ss, warp * (INNER / 4) + m * 16, 0, st[m], lane);
+            frag_c scaled[LMMA_DV / 8];
+#pragma unroll
+            for (int nb = 0; nb < LMMA_DV / 8; ++nb) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    scaled[nb].c[e] = st[m][nb].c[e] * scale;
+                }
+            }
+            store_c<T, LMMA_DV>(ss, warp * (INNER / 4) + m * 16, 0, scaled, lane);
         }
         lmma_load<T, INNER>(as, a, n, t0, seq, reverse, bb, heads, h, inner, 0);
         lmma_load<T, INNER>(bs, bm, n, t0, seq, reverse, bb, heads, h, inner, 0);
@@ -110,7 +158,7 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
             for (int e = 0; e < 4; ++e) {
                 const int row = warp * 16 + gq + (e >> 1) * 8, col = nb * 8 + tq * 2 + (e & 1);
                 sc[nb].c[e] = col <= row && row < n ? sc[nb].c[e] * powers[row - col] : 0.0f;
-                o[nb].c[e] *= powers[row + 1 < LMMA_BT ? row + 1 : LMMA_BT];
+                o[nb].c[e] *= powers[row + 1 < LMMA_BT ? row + 1 : LMMA_BT] * unscale;
             }
         }
         frag_a pa[LMMA_BT / 16];
@@ -161,7 +209,11 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
                 mma_tile_b<T, LMMA_DV>(st[m], ft, cs, kk, 0, lane);
             }
         }
-        __syncthreads(); // the tiles are free for the next block
+        mx = lmma_state_max(st);
+        if (lane == 0) {
+            state_max[warp] = mx; // every thread read the previous values before the barrier after the loads
+        }
+        __syncthreads(); // the tiles are free for the next block, and state_max holds the new state's
     }
 
     if (final_state != nullptr) {

@@ -3,13 +3,17 @@
 // provides: kernels include mma.cuh first; tests/emulation provides mma_shim.h instead, so this header stays plain C++.
 #pragma once
 
-// Element offset of (row, 8-wide chunk) in a swizzled tile of `width` 16-bit columns (64 or more, or 32): 16-byte chunk c
+// Element offset of (row, 8-wide chunk) in a swizzled tile of W 16-bit columns (a multiple of 64, or 32): 16-byte chunk c
 // of row r is stored at c ^ (r % 8), so ldmatrix's eight row reads of one chunk column hit eight different bank groups.
 // Rows of 32 columns (four chunks, two rows to a 128-byte line) store chunk c at c ^ ((r / 2) % 4), for the same reason.
-__device__ __forceinline__ int swizzled(int row, int chunk, int width)
+template <int W>
+__device__ __forceinline__ int swizzled(int row, int chunk)
 {
-    const int key = width >= 64 ? (row & 7) : ((row >> 1) & 3);
-    return row * width + ((chunk ^ key) << 3);
+    // c ^ key permutes chunks only within an aligned group of 8 (4 for 32 columns): any other width would send chunks
+    // past the end of the row, onto the next one.
+    static_assert(W == 32 || (W >= 64 && W % 64 == 0), "swizzled tiles are 32 or a multiple of 64 16-bit columns wide");
+    const int key = W >= 64 ? (row & 7) : ((row >> 1) & 3);
+    return row * W + ((chunk ^ key) << 3);
 }
 
 // In every loader lane feeds the row address of row (lane % 8) of matrix (lane / 8).
@@ -19,7 +23,7 @@ template <int W>
 __device__ __forceinline__ void load_a(frag_a& f, const void* tile, int row0, int kk, int lane)
 {
     const int mi = lane / 8, mr = lane % 8;
-    ldmatrix_x4(f.r, static_cast<const unsigned short*>(tile) + swizzled(row0 + (mi & 1) * 8 + mr, kk * 2 + (mi >> 1), W));
+    ldmatrix_x4(f.r, static_cast<const unsigned short*>(tile) + swizzled<W>(row0 + (mi & 1) * 8 + mr, kk * 2 + (mi >> 1)));
 }
 
 // A-fragment of Aᵀ where the tile holds A's columns as rows: A rows m0 + 0…15 are tile columns m0…, A's k block kk is
@@ -28,7 +32,7 @@ template <int W>
 __device__ __forceinline__ void load_at(frag_a& f, const void* tile, int m0, int kk, int lane)
 {
     const int mi = lane / 8, mr = lane % 8;
-    ldmatrix_x4_trans(f.r, static_cast<const unsigned short*>(tile) + swizzled(kk * 16 + (mi >> 1) * 8 + mr, m0 / 8 + (mi & 1), W));
+    ldmatrix_x4_trans(f.r, static_cast<const unsigned short*>(tile) + swizzled<W>(kk * 16 + (mi >> 1) * 8 + mr, m0 / 8 + (mi & 1)));
 }
 
 // B-fragments for row blocks n and n + 1 (8 rows each) × column block kk of a swizzled tile whose rows are B's columns
@@ -38,7 +42,7 @@ __device__ __forceinline__ void load_bt(frag_b& b0, frag_b& b1, const void* tile
 {
     const int mi = lane / 8, mr = lane % 8;
     unsigned r[4];
-    ldmatrix_x4(r, static_cast<const unsigned short*>(tile) + swizzled((n + (mi >> 1)) * 8 + mr, kk * 2 + (mi & 1), W));
+    ldmatrix_x4(r, static_cast<const unsigned short*>(tile) + swizzled<W>((n + (mi >> 1)) * 8 + mr, kk * 2 + (mi & 1)));
     b0 = {{r[0], r[1]}};
     b1 = {{r[2], r[3]}};
 }
@@ -50,7 +54,7 @@ __device__ __forceinline__ void load_bt_k2(frag_b& b0, frag_b& b1, const void* t
 {
     const int mi = lane / 8, mr = lane % 8;
     unsigned r[4];
-    ldmatrix_x4(r, static_cast<const unsigned short*>(tile) + swizzled(n * 8 + mr, kk * 2 + mi, W));
+    ldmatrix_x4(r, static_cast<const unsigned short*>(tile) + swizzled<W>(n * 8 + mr, kk * 2 + mi));
     b0 = {{r[0], r[1]}};
     b1 = {{r[2], r[3]}};
 }
@@ -61,7 +65,7 @@ __device__ __forceinline__ void load_b(frag_b& b0, frag_b& b1, const void* tile,
 {
     const int mi = lane / 8, mr = lane % 8;
     unsigned r[4];
-    ldmatrix_x4_trans(r, static_cast<const unsigned short*>(tile) + swizzled(kk * 16 + (mi & 1) * 8 + mr, n + (mi >> 1), W));
+    ldmatrix_x4_trans(r, static_cast<const unsigned short*>(tile) + swizzled<W>(kk * 16 + (mi & 1) * 8 + mr, n + (mi >> 1)));
     b0 = {{r[0], r[1]}};
     b1 = {{r[2], r[3]}};
 }
@@ -100,7 +104,7 @@ __device__ __forceinline__ void store_c(void* tile, int row0, int c0, const frag
     const int row = row0 + lane / 4, col = (lane % 4) * 2;
 #pragma unroll
     for (int n = 0; n < N; ++n) {
-        *reinterpret_cast<unsigned*>(t + swizzled(row, c0 + n, W) + col) = pack2<T>(c[n].c[0], c[n].c[1]);
-        *reinterpret_cast<unsigned*>(t + swizzled(row + 8, c0 + n, W) + col) = pack2<T>(c[n].c[2], c[n].c[3]);
+        *reinterpret_cast<unsigned*>(t + swizzled<W>(row, c0 + n) + col) = pack2<T>(c[n].c[0], c[n].c[1]);
+        *reinterpret_cast<unsigned*>(t + swizzled<W>(row + 8, c0 + n) + col) = pack2<T>(c[n].c[2], c[n].c[3]);
     }
 }

@@ -1,5 +1,5 @@
-// cuda/attention_decode.cu (bf16) and the split-KV combine of cuda/attention.cu under the emulation of cuda_shim.h, against a
-// double-precision reference on the same bf16-rounded inputs: o and lse for decode-shaped problems (a few query rows, a long
+// cuda/attention_decode.cu (bf16 and fp16) and the split-KV combine of cuda/attention.cu under the emulation of cuda_shim.h, against a
+// double-precision reference on the same 16-bit-rounded inputs: o and lse for decode-shaped problems (a few query rows, a long
 // cache with garbage past L), packed GQA rows, row blocks (more packed rows than a block takes), causal rows with different
 // key limits, an empty split, and SAS's widths. Tolerance: design.md's 16-bit one, 2e-2·(1 + max|ref|).
 #include "cuda_shim.h"
@@ -10,28 +10,29 @@
 
 struct P { int B, Tq, H, G, D, Dv, Tk, L; bool causal; int keys_per_split; };
 
-template <int DQK, int DV, int ROWS>
-static void launch(std::vector<float>& partial_o, std::vector<float>& partial_ml, const std::vector<bf16_t>& q,
-                   const std::vector<bf16_t>& k, const std::vector<bf16_t>& v, AttentionShape s, int splits, int keys_per_split)
+template <typename T, int DQK, int DV, int ROWS>
+static void launch(std::vector<float>& partial_o, std::vector<float>& partial_ml, const std::vector<T>& q,
+                   const std::vector<T>& k, const std::vector<T>& v, AttentionShape s, int splits, int keys_per_split)
 {
     const int packed = s.tq * (s.heads / s.kv_heads), row_blocks = (packed + ROWS - 1) / ROWS;
     emu_launch(dim3{(unsigned)splits, (unsigned)(s.kv_heads * row_blocks), (unsigned)s.batch}, dim3{DEC_THREADS}, [&] {
-        attention_decode<bf16_t, DQK, DV, ROWS>(partial_o.data(), partial_ml.data(), q.data(), k.data(), v.data(), s, keys_per_split); });
+        attention_decode<T, DQK, DV, ROWS>(partial_o.data(), partial_ml.data(), q.data(), k.data(), v.data(), s, keys_per_split); });
 }
 
+template <typename T>
 int run(P p)
 {
     std::mt19937 rng(p.B * 131 + p.Tq * 7 + p.L + p.D + p.H);
     std::normal_distribution<float> nd;
-    auto vec = [&](size_t n) { std::vector<bf16_t> x(n); for (auto& e : x) e = from_float<bf16_t>(nd(rng)); return x; };
+    auto vec = [&](size_t n) { std::vector<T> x(n); for (auto& e : x) e = from_float<T>(nd(rng)); return x; };
     const int H = p.H, G = p.G, D = p.D, Dv = p.Dv, group = H / G;
     auto q = vec((size_t)p.B * p.Tq * H * D), k = vec((size_t)p.B * p.Tk * G * D), v = vec((size_t)p.B * p.Tk * G * Dv);
     for (int b = 0; b < p.B; ++b) for (int j = p.L; j < p.Tk; ++j) {
-        for (int c = 0; c < G * D; ++c) k[((size_t)b * p.Tk + j) * G * D + c] = from_float<bf16_t>(1000);
-        for (int c = 0; c < G * Dv; ++c) v[((size_t)b * p.Tk + j) * G * Dv + c] = from_float<bf16_t>(1000);
+        for (int c = 0; c < G * D; ++c) k[((size_t)b * p.Tk + j) * G * D + c] = from_float<T>(1000);
+        for (int c = 0; c < G * Dv; ++c) v[((size_t)b * p.Tk + j) * G * Dv + c] = from_float<T>(1000);
     }
     const float scale = 1.0f / std::sqrt((float)D);
-    auto F = [](const std::vector<bf16_t>& x, size_t i) { return (double)to_float(x[i]); };
+    auto F = [](const std::vector<T>& x, size_t i) { return (double)to_float(x[i]); };
     std::vector<double> o_ref((size_t)p.B * p.Tq * H * Dv), lse_ref((size_t)p.B * H * p.Tq);
     for (int b = 0; b < p.B; ++b) for (int h = 0; h < H; ++h) for (int i = 0; i < p.Tq; ++i) {
         const int g = h / group, vis = p.causal ? std::min(p.L, p.L - p.Tq + i + 1) : p.L;
@@ -55,19 +56,19 @@ int run(P p)
     const size_t rows = (size_t)p.B * H * p.Tq;
     std::vector<float> partial_o(splits * rows * Dv), partial_ml(splits * rows * 2);
     const int packed = p.Tq * group;
-    if (D == 128 && packed == 1) launch<128, 128, 1>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
-    else if (D == 128 && packed <= 4) launch<128, 128, 4>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
-    else if (D == 128) launch<128, 128, 8>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
-    else if (D == 64 && packed <= 4) launch<64, 64, 4>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
-    else if (D == 64) launch<64, 64, 8>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
-    else launch<256, 128, 1>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
-    std::vector<bf16_t> o(o_ref.size());
+    if (D == 128 && packed == 1) launch<T, 128, 128, 1>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
+    else if (D == 128 && packed <= 4) launch<T, 128, 128, 4>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
+    else if (D == 128) launch<T, 128, 128, 8>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
+    else if (D == 64 && packed <= 4) launch<T, 64, 64, 4>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
+    else if (D == 64) launch<T, 64, 64, 8>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
+    else launch<T, 256, 128, 1>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
+    std::vector<T> o(o_ref.size());
     std::vector<float> lse(lse_ref.size());
     emu_launch(dim3{(unsigned)((rows + ATTN_WARPS - 1) / ATTN_WARPS)}, dim3{ATTN_THREADS}, [&] {
-        attention_combine<bf16_t>(o.data(), lse.data(), partial_o.data(), partial_ml.data(), sh, splits); });
+        attention_combine<T>(o.data(), lse.data(), partial_o.data(), partial_ml.data(), sh, splits); });
     std::vector<float> of(o.size());
     for (size_t i = 0; i < o.size(); ++i) of[i] = to_float(o[i]);
-    printf("B%d Tq%d H%d G%d D%d Dv%d Tk%d L%d causal%d splits%d\n", p.B, p.Tq, H, G, D, Dv, p.Tk, p.L, p.causal, splits);
+    printf("%s B%d Tq%d H%d G%d D%d Dv%d Tk%d L%d causal%d splits%d\n", type_name<T>(), p.B, p.Tq, H, G, D, Dv, p.Tk, p.L, p.causal, splits);
     const double worst = std::max(check("o", of, o_ref), check("lse", lse, lse_ref));
     return worst <= 2e-2 ? 0 : 1;
 }
@@ -75,13 +76,14 @@ int run(P p)
 int main()
 {
     int fails = 0;
-    fails += run({1, 1, 16, 4, 128, 128, 900, 850, true, 256});   // GQA decode: 4 packed rows, 4 splits
-    fails += run({2, 1, 4, 4, 128, 128, 300, 300, true, 128});    // MHA decode: one row per block
-    fails += run({1, 1, 16, 1, 128, 128, 500, 480, true, 96});    // MQA: 16 packed rows in two row blocks of 8
-    fails += run({1, 3, 8, 2, 64, 64, 400, 390, true, 64});       // 3 queries × group 4: causal limits differ per row
-    fails += run({2, 2, 6, 2, 64, 64, 200, 150, false, 512});     // non-causal, one split, group of 3
-    fails += run({1, 1, 4, 4, 256, 128, 333, 333, true, 192});    // SAS widths
-    fails += run({1, 1, 2, 1, 128, 128, 5, 3, true, 64});         // a cache shorter than one step
+    auto run_both = [](P p) { return run<bf16_t>(p) + run<half_t>(p); };
+    fails += run_both({1, 1, 16, 4, 128, 128, 900, 850, true, 256});   // GQA decode: 4 packed rows, 4 splits
+    fails += run_both({2, 1, 4, 4, 128, 128, 300, 300, true, 128});    // MHA decode: one row per block
+    fails += run_both({1, 1, 16, 1, 128, 128, 500, 480, true, 96});    // MQA: 16 packed rows in two row blocks of 8
+    fails += run_both({1, 3, 8, 2, 64, 64, 400, 390, true, 64});       // 3 queries × group 4: causal limits differ per row
+    fails += run_both({2, 2, 6, 2, 64, 64, 200, 150, false, 512});     // non-causal, one split, group of 3
+    fails += run_both({1, 1, 4, 4, 256, 128, 333, 333, true, 192});    // SAS widths
+    fails += run_both({1, 1, 2, 1, 128, 128, 5, 3, true, 64});         // a cache shorter than one step
     printf("%d failing\n", fails);
     return fails;
 }

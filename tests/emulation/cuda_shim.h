@@ -1,5 +1,5 @@
 // Host emulation of cuda/include/common.cuh and the CUDA built-ins the kernels use: each block runs its threads as real
-// threads with barriers for __syncthreads and per-warp barriers for shuffles (fp32 and bf16 paths).
+// threads with barriers for __syncthreads and per-warp barriers for shuffles (fp32, bf16 and fp16 paths).
 #pragma once
 #include <cmath>
 #include <cstring>
@@ -68,7 +68,33 @@ inline float to_float(half_t v)
 }
 template <typename T> T from_float(float v);
 template <> inline float from_float<float>(float v) { return v; }
-template <> inline bf16_t from_float<bf16_t>(float v) { bf16_t r; unsigned u = __float_as_uint(v); r.bits = (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); return r; }
+// cvt.rn.bf16.f32 and cvt.rn.f16.f32: round to nearest even, overflow to ±inf; a NaN stays NaN (the canonical 0x7fff; the
+// plain rounding add would carry a payload into +0 or ±inf).
+template <> inline bf16_t from_float<bf16_t>(float v)
+{
+    bf16_t r;
+    const unsigned u = __float_as_uint(v);
+    r.bits = (u & 0x7fffffffu) > 0x7f800000u ? (unsigned short)0x7fff : (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    return r;
+}
+// IEEE binary16: normals from 2^−14, subnormals in steps of 2^−24 below, ±inf from 65,520 (the tie above 65,504 rounds to even).
+template <> inline half_t from_float<half_t>(float v)
+{
+    const unsigned u = __float_as_uint(v), a = u & 0x7fffffffu;
+    const unsigned short sign = (unsigned short)((u >> 16) & 0x8000u);
+    half_t r;
+    if (a > 0x7f800000u) {
+        r.bits = 0x7fff;
+    } else if (a >= 0x477ff000u) {
+        r.bits = sign | 0x7c00;
+    } else if (a >= 0x38800000u) {
+        const unsigned m = a - 0x38000000u; // the exponent rebiased from 127 to 15
+        r.bits = sign | (unsigned short)((m + 0xfffu + ((m >> 13) & 1u)) >> 13);
+    } else {
+        r.bits = sign | (unsigned short)std::nearbyint(std::fabs(v) * 16777216.0f); // exact scaling; nearbyint rounds to even
+    }
+    return r;
+}
 
 inline float warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }
 inline float warp_max(float v) { for (int o = 16; o > 0; o >>= 1) v = std::fmax(v, __shfl_xor_sync(0xffffffffu, v, o)); return v; }

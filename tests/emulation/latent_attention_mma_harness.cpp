@@ -1,6 +1,6 @@
-// cuda/latent_attention_mma.cu (MLA's absorbed decode on tensor cores, bf16, latent 512 + rope 64) with latent_attention.cu's
+// cuda/latent_attention_mma.cu (MLA's absorbed decode on tensor cores, bf16 and fp16, latent 512 + rope 64) with latent_attention.cu's
 // absorb and combine, under the emulation of cuda_shim.h + mma_shim.h, against a double-precision reference of the absorbed
-// form on the same bf16-rounded inputs: causal query tokens, a cache with garbage past the valid length, several splits
+// form on the same 16-bit-rounded inputs: causal query tokens, a cache with garbage past the valid length, several splits
 // (one empty), partial tiles, and a head count that leaves the second 16-head block partly empty.
 #include "cuda_shim.h"
 #include "mma_shim.h"
@@ -12,16 +12,17 @@
 struct P { int B, Tq, H, Cap, L, keys_per_split; };
 constexpr int Latent = 512, Rope = 64, Nope = 16, Dv = 16, W = Latent + Rope;
 
+template <typename T>
 int run(P p)
 {
     std::mt19937 rng(p.B * 31 + p.H * 7 + p.L);
     std::normal_distribution<float> nd;
-    auto vec = [&](size_t n, float s) { std::vector<bf16_t> x(n); for (auto& e : x) e = from_float<bf16_t>(nd(rng) * s); return x; };
+    auto vec = [&](size_t n, float s) { std::vector<T> x(n); for (auto& e : x) e = from_float<T>(nd(rng) * s); return x; };
     const int B = p.B, Tq = p.Tq, H = p.H, Cap = p.Cap;
     auto q = vec((size_t)B * Tq * H * (Nope + Rope), 1.0f), cache = vec((size_t)B * Cap * W, 1.0f);
     auto kv_up = vec((size_t)H * (Nope + Dv) * Latent, 1.0f / std::sqrt((float)Latent));
-    for (int b = 0; b < B; ++b) for (int s = p.L; s < Cap; ++s) for (int c = 0; c < W; ++c) cache[((size_t)b * Cap + s) * W + c] = from_float<bf16_t>(1000);
-    auto F = [](const std::vector<bf16_t>& x, size_t i) { return (double)to_float(x[i]); };
+    for (int b = 0; b < B; ++b) for (int s = p.L; s < Cap; ++s) for (int c = 0; c < W; ++c) cache[((size_t)b * Cap + s) * W + c] = from_float<T>(1000);
+    auto F = [](const std::vector<T>& x, size_t i) { return (double)to_float(x[i]); };
     const double scale = 1.0 / std::sqrt((double)(Nope + Rope));
     std::vector<double> o_ref((size_t)B * Tq * H * Dv);
     for (int b = 0; b < B; ++b) for (int t = 0; t < Tq; ++t) for (int h = 0; h < H; ++h) {
@@ -47,24 +48,25 @@ int run(P p)
     const int splits = (p.L + p.keys_per_split - 1) / p.keys_per_split + 1; // the last split lies past L: it sees nothing
     std::vector<float> qhat(rows * W), partial_o(splits * rows * Latent), partial_ml(splits * rows * 2);
     emu_launch(dim3{(unsigned)((rows * W + 255) / 256)}, dim3{256}, [&] {
-        latent_attention_absorb<bf16_t>(qhat.data(), q.data(), kv_up.data(), (index_t)rows, H, Nope, Rope, Latent, Dv); });
+        latent_attention_absorb<T>(qhat.data(), q.data(), kv_up.data(), (index_t)rows, H, Nope, Rope, Latent, Dv); });
     emu_launch(dim3{(unsigned)splits, (unsigned)tokens, (unsigned)((H + LMLA_ROWS - 1) / LMLA_ROWS)}, dim3{LMLA_THREADS}, [&] {
-        latent_attention_decode_mma<bf16_t, Latent, Rope>(partial_o.data(), partial_ml.data(), qhat.data(), cache.data(), 0, Tq, H,
+        latent_attention_decode_mma<T, Latent, Rope>(partial_o.data(), partial_ml.data(), qhat.data(), cache.data(), 0, Tq, H,
                                                           Latent, Rope, Cap, p.L, (float)scale, p.keys_per_split); });
-    std::vector<bf16_t> o(o_ref.size());
+    std::vector<T> o(o_ref.size());
     emu_launch(dim3{(unsigned)rows}, dim3{SPLIT_THREADS}, [&] {
-        latent_attention_decode_combine<bf16_t>(o.data(), partial_o.data(), partial_ml.data(), kv_up.data(), H, Nope, Latent, Dv, splits); });
+        latent_attention_decode_combine<T>(o.data(), partial_o.data(), partial_ml.data(), kv_up.data(), H, Nope, Latent, Dv, splits); });
     std::vector<float> of(o.size());
     for (size_t i = 0; i < o.size(); ++i) of[i] = to_float(o[i]);
-    printf("B%d Tq%d H%d Cap%d L%d splits%d\n", B, Tq, H, Cap, p.L, splits);
+    printf("%s B%d Tq%d H%d Cap%d L%d splits%d\n", type_name<T>(), B, Tq, H, Cap, p.L, splits);
     return check("o", of, o_ref) <= 2e-2 ? 0 : 1;
 }
 
 int main()
 {
     int fails = 0;
-    fails += run({1, 1, 16, 100, 90, 64});  // the benchmark's 16 heads: one head block; 2 splits (the second partial) + an empty one
-    fails += run({2, 2, 20, 80, 70, 32});   // causal token pair, batch 2, a second head block with 4 heads
+    auto run_both = [](P p) { return run<bf16_t>(p) + run<half_t>(p); };
+    fails += run_both({1, 1, 16, 100, 90, 64});  // the benchmark's 16 heads: one head block; 2 splits (the second partial) + an empty one
+    fails += run_both({2, 2, 20, 80, 70, 32});   // causal token pair, batch 2, a second head block with 4 heads
     printf("%d failing\n", fails);
     return fails;
 }

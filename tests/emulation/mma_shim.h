@@ -1,8 +1,10 @@
 // Host emulation of cuda/include/mma.cuh, written from the PTX ISA's fragment definitions (not from mma.cuh): ldmatrix
 // and mma.sync gather the warp's registers through an exchange buffer and compute what the instruction defines, so a
-// kernel that misplaces a fragment fails here as it would on a GPU. bf16 only (the shim has no fp16 arithmetic).
+// kernel that misplaces a fragment fails here as it would on a GPU. bf16 and fp16 (the .bf16 and .f16 forms of mma and cvt.rn.*x2:
+// the 16-bit operands are exact in fp32, their products too, so only the rounding of cvt, from_float's, differs by type).
 #pragma once
 #include "cuda_shim.h"
+#include <type_traits>
 
 struct frag_a { unsigned r[4]; };
 struct frag_b { unsigned r[2]; };
@@ -24,13 +26,16 @@ inline void warp_exchange(const unsigned long long (&mine)[8], F&& read)
     g_sync->warps[warp]->arrive_and_wait();
 }
 
-inline float bf16_bits_to_float(unsigned short b) { return __uint_as_float(((unsigned)b) << 16); }
+template <typename T> inline float bits_to_float(unsigned short b) { T x; x.bits = b; return to_float(x); }
 
-template <typename T> unsigned pack2(float lo, float hi);
-template <> inline unsigned pack2<bf16_t>(float lo, float hi)
+// cvt.rn.{bf16x2,f16x2}.f32 d, a, b (PTX ISA): a, rounded, lands in the upper half of d and b in the lower.
+template <typename T> inline unsigned cvt_rn_x2(float a, float b)
 {
-    return (unsigned)from_float<bf16_t>(lo).bits | ((unsigned)from_float<bf16_t>(hi).bits << 16);
+    static_assert(std::is_same_v<T, bf16_t> || std::is_same_v<T, half_t>, "16-bit storage types only");
+    return ((unsigned)from_float<T>(a).bits << 16) | (unsigned)from_float<T>(b).bits;
 }
+// mma.cuh's pack2 passes (hi, lo) as (a, b), so lo sits in the low half, where the fragment layouts put the lower column.
+template <typename T> inline unsigned pack2(float lo, float hi) { return cvt_rn_x2<T>(hi, lo); }
 
 // ldmatrix .x4: lanes 8i…8i+7 address the rows of matrix i; lane (g = lane/4, t = lane%4) receives row g, columns 2t and
 // 2t+1 of each matrix (transposed: rows 2t and 2t+1 of column g).
@@ -57,13 +62,13 @@ inline void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) { ldmatrix_emul
 
 // mma.m16n8k16 (row.col, f32 accumulate). A[row][k] lives in lane (row%8)·4 + (k%8)/2, register (row≥8) + 2·(k≥8), half k%2;
 // B[k][n] in lane n·4 + (k%8)/2, register (k≥8), half k%2; lane (g, t) holds D[g][2t, 2t+1] and D[g+8][2t, 2t+1].
-template <typename T> void mma_16816(frag_c& d, const frag_a& a, const frag_b& b);
-template <> inline void mma_16816<bf16_t>(frag_c& d, const frag_a& a, const frag_b& b)
+template <typename T> inline void mma_16816(frag_c& d, const frag_a& a, const frag_b& b)
 {
+    static_assert(std::is_same_v<T, bf16_t> || std::is_same_v<T, half_t>, "16-bit storage types only");
     unsigned long long mine[8] = {a.r[0], a.r[1], a.r[2], a.r[3], b.r[0], b.r[1]};
     int lane = t_linear % 32, g = lane / 4, t = lane % 4;
     warp_exchange(mine, [&](unsigned long long (*all)[8]) {
-        auto half = [](unsigned long long reg, int k) { return bf16_bits_to_float((unsigned short)(k % 2 ? reg >> 16 : reg & 0xffff)); };
+        auto half = [](unsigned long long reg, int k) { return bits_to_float<T>((unsigned short)(k % 2 ? reg >> 16 : reg & 0xffff)); };
         auto A = [&](int row, int k) { return half(all[(row % 8) * 4 + (k % 8) / 2][(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k); };
         auto B = [&](int k, int n) { return half(all[n * 4 + (k % 8) / 2][4 + (k >= 8 ? 1 : 0)], k); };
         for (int e = 0; e < 4; ++e) {

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the softmax-attention kernels on the CPU under the thread-level emulation of cuda_shim.h (and mma_shim.h for the
 # tensor-core kernels) against double-precision references: cuda/attention.cu forward (incl. split-KV and combine) and
-# backward (dq, dk, dv, dbias); cuda/attention_mma.cu forward and backward and cuda/lightning_mma.cu (the Lightning-2
-# recurrence, forward and reverse/accumulating sweeps) in bf16; cuda/attention_decode.cu with the combine, cuda/tpa_decode.cu's all-heads kernel and
-# cuda/latent_attention_mma.cu (MLA's decode on tensor cores) in bf16. No GPU needed; a few minutes.
+# backward (dq, dk, dv, dbias) in fp32, bf16 and fp16; cuda/attention_mma.cu forward and backward (and a NaN query row),
+# cuda/lightning_mma.cu (the Lightning-2 recurrence, forward and reverse/accumulating sweeps, and a long sequence whose
+# state passes fp16's range), cuda/attention_decode.cu with the combine, cuda/tpa_decode.cu's all-heads kernel and
+# cuda/latent_attention_mma.cu (MLA's decode on tensor cores) in bf16 and fp16. No GPU needed; several minutes.
 # Usage: tests/emulation/run.sh    (needs g++ with C++20)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

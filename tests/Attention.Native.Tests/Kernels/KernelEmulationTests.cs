@@ -5,7 +5,8 @@ namespace Attention.Native.Tests.Kernels;
 /// <summary>
 /// The attention, tensor-core Lightning and decode kernels run on the CPU under tests/emulation's thread-level CUDA emulation (barriers, shuffles, and the
 /// tensor-core fragments of ldmatrix/mma.sync written from the PTX ISA) against double-precision references, so a logic or
-/// fragment-layout error fails here, on a machine without a GPU. Needs the source tree and g++ (C++20).
+/// fragment-layout error fails here, on a machine without a GPU. Every harness runs its kernels in bf16 and in fp16 (IEEE
+/// half rounding, overflow and subnormals modelled). Needs the source tree and g++ (C++20).
 /// </summary>
 [Category("Kernels")]
 public class KernelEmulationTests
@@ -38,7 +39,12 @@ public class KernelEmulationTests
         TestContext.Out.WriteLine(output);
         Assert.That(process.ExitCode, Is.Zero, $"tests/emulation/run.sh exited {process.ExitCode}:\n{output}\n{stderr.Result}");
         // One summary line per harness (CUDA-core attention, tensor-core attention, tensor-core Lightning, decode, TPA decode, MLA decode), none failing.
-        Assert.That(output.Split('\n').Count(line => line == "0 failing"), Is.EqualTo(6), output);
+        string[] lines = output.Split('\n');
+        Assert.That(lines.Count(line => line == "0 failing"), Is.EqualTo(6), output);
+        // Both 16-bit types ran: each case's heading starts with its type.
+        int fp16Cases = lines.Count(line => line.StartsWith("fp16 ", StringComparison.Ordinal));
+        int bf16Cases = lines.Count(line => line.StartsWith("bf16 ", StringComparison.Ordinal));
+        Assert.That(fp16Cases, Is.EqualTo(bf16Cases).And.GreaterThan(0), output);
     }
 
     private static bool ExistsOnPath(string program) =>

@@ -18,6 +18,41 @@ public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 
     /// <summary>Ceiling division, for grid sizes.</summary>
     public static uint CeilDiv(long n, long d) => checked((uint)((n + d - 1) / d));
+
+    /// <summary>CUDA's limit on a grid's x dimension: 2^31 − 1 blocks.</summary>
+    public const uint MaxGridX = int.MaxValue;
+
+    /// <summary>CUDA's limit on a grid's y and z dimensions: 65,535 blocks.</summary>
+    public const uint MaxGridYZ = ushort.MaxValue;
+
+    /// <summary>
+    /// A launch grid of <paramref name="x"/> × <paramref name="y"/> × <paramref name="z"/> blocks within CUDA's limits
+    /// (<see cref="MaxGridX"/>; <see cref="MaxGridYZ"/> for y and z, which launchers fill with heads and batch), so a problem past
+    /// them is refused with its argument named instead of failing in the driver. Zero is allowed (an empty launch is skipped).
+    /// </summary>
+    /// <param name="x">Blocks along x.</param>
+    /// <param name="y">Blocks along y.</param>
+    /// <param name="z">Blocks along z.</param>
+    /// <param name="argument">The argument whose sizes set the grid, named by the exception.</param>
+    /// <param name="xCounts">What x counts (e.g. "query tiles"), for the exception's message.</param>
+    /// <param name="yCounts">What y counts (e.g. "heads").</param>
+    /// <param name="zCounts">What z counts (e.g. "batch").</param>
+    /// <exception cref="ArgumentException">A dimension is negative or past its limit.</exception>
+    public static Dim3 Grid(long x, long y, long z, string argument, string xCounts, string yCounts, string zCounts)
+    {
+        CheckGridDimension(x, MaxGridX, argument, xCounts, "x");
+        CheckGridDimension(y, MaxGridYZ, argument, yCounts, "y");
+        CheckGridDimension(z, MaxGridYZ, argument, zCounts, "z");
+        return new((uint)x, (uint)y, (uint)z);
+    }
+
+    private static void CheckGridDimension(long blocks, uint limit, string argument, string counts, string axis)
+    {
+        if (blocks < 0 || blocks > limit)
+        {
+            throw new ArgumentException($"{argument}: expected {counts} in [0, {limit}] (a CUDA grid's {axis} limit), actual {blocks}", argument);
+        }
+    }
 }
 
 /// <summary>A kernel function in a loaded module.</summary>
@@ -61,6 +96,8 @@ public sealed unsafe class CudaKernel
         {
             return; // nothing to do; the driver would reject an empty grid
         }
+        // The launchers check their grids with their arguments named; this catches any that does not.
+        _ = Dim3.Grid(grid.X, grid.Y, grid.Z, nameof(grid), "blocks along x", "blocks along y", "blocks along z");
         _context.MakeCurrent();
         void** pointers = stackalloc void*[Math.Max(1, args.Count)];
         fixed (byte* storage = args.Storage)

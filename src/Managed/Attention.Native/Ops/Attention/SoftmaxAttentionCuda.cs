@@ -83,7 +83,7 @@ namespace Attention.Native.Ops
             args.Add(shape);
             args.Add(splits);
             args.Add(keysPerSplit);
-            kernel.Launch(new Dim3((uint)(qTiles * splits), (uint)d.G, (uint)d.B), Threads, (uint)shared, backend.Stream, args);
+            kernel.Launch(Dim3.Grid((long)qTiles * splits, d.G, d.B, nameof(q), "query tiles × splits", "key/value heads", "batch"), Threads, (uint)shared, backend.Stream, args);
             if (splits > 1)
             {
                 Combine(backend, o, lse, partialO, partialMl, shape, splits);
@@ -142,7 +142,7 @@ namespace Attention.Native.Ops
                 AddInputs(ref args, q, k, v, bias, dO, lse, delta, shape);
                 // dbias is shared by the batch: one block walks the batch in order, so each entry has a single writer.
                 uint batchBlocks = dbias is null ? (uint)d.B : 1u;
-                kernel.Launch(new Dim3(Dim3.CeilDiv(d.Tq, QueryRowsPerBlock), (uint)d.H, batchBlocks), Threads, (uint)shared, backend.Stream, args);
+                kernel.Launch(Dim3.Grid(Dim3.CeilDiv(d.Tq, QueryRowsPerBlock), d.H, batchBlocks, nameof(q), "query tiles", "heads", "batch"), Threads, (uint)shared, backend.Stream, args);
             }
             if (dk is not null || dv is not null)
             {
@@ -152,7 +152,7 @@ namespace Attention.Native.Ops
                 args.Add(Ptr(dk));
                 args.Add(Ptr(dv));
                 AddInputs(ref args, q, k, v, bias, dO, lse, delta, shape);
-                kernel.Launch(new Dim3(Dim3.CeilDiv(d.Length, KeysPerBlock), (uint)d.G, (uint)d.B), Threads, (uint)shared, backend.Stream, args);
+                kernel.Launch(Dim3.Grid(Dim3.CeilDiv(d.Length, KeysPerBlock), d.G, d.B, nameof(k), "key tiles", "key/value heads", "batch"), Threads, (uint)shared, backend.Stream, args);
             }
         }
 

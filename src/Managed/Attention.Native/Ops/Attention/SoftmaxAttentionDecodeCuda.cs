@@ -84,7 +84,7 @@ internal static class SoftmaxAttentionDecodeCuda
         args.Add(Ptr(v));
         args.Add(shape);
         args.Add(keysPerSplit);
-        kernel.Launch(new Dim3((uint)splits, (uint)(shape.KvHeads * rowBlocks), (uint)shape.Batch), Threads, 0, backend.Stream, args);
+        kernel.Launch(Dim3.Grid(splits, (long)shape.KvHeads * rowBlocks, shape.Batch, nameof(q), "splits", "key/value heads × row blocks", "batch"), Threads, 0, backend.Stream, args);
         SoftmaxAttentionCuda.Combine(backend, o, lse, partialO, partialMl, shape, splits);
     }
 }

@@ -101,7 +101,7 @@ internal static class SoftmaxAttentionTensorCoreCuda
         args.Add(Ptr(v));
         args.Add(shape);
         uint tiles = (uint)((shape.Tq + QueryRowsPerBlock - 1) / QueryRowsPerBlock);
-        kernel.Launch(new Dim3(tiles, (uint)shape.Heads, (uint)shape.Batch), Threads, (uint)shared, backend.Stream, args);
+        kernel.Launch(Dim3.Grid(tiles, shape.Heads, shape.Batch, nameof(q), "query tiles", "heads", "batch"), Threads, (uint)shared, backend.Stream, args);
     }
 
     /// <summary>dq (when given) and dk, dv (when either is given), added into; <paramref name="delta"/> holds rowsum(dO ∘ O).</summary>
@@ -119,7 +119,7 @@ internal static class SoftmaxAttentionTensorCoreCuda
             args.Add(Ptr(dq));
             AddInputs(ref args, q, k, v, dO, lse, delta, shape);
             uint tiles = (uint)((shape.Tq + QueryRowsPerBlock - 1) / QueryRowsPerBlock);
-            kernel.Launch(new Dim3(tiles, (uint)shape.Heads, (uint)shape.Batch), threads, (uint)shared, backend.Stream, args);
+            kernel.Launch(Dim3.Grid(tiles, shape.Heads, shape.Batch, nameof(q), "query tiles", "heads", "batch"), threads, (uint)shared, backend.Stream, args);
         }
         if (dk is not null || dv is not null)
         {
@@ -130,7 +130,7 @@ internal static class SoftmaxAttentionTensorCoreCuda
             args.Add(Ptr(dv));
             AddInputs(ref args, q, k, v, dO, lse, delta, shape);
             uint tiles = (uint)((shape.Length + KeyTile - 1) / KeyTile);
-            kernel.Launch(new Dim3(tiles, (uint)shape.KvHeads, (uint)shape.Batch), threads, (uint)shared, backend.Stream, args);
+            kernel.Launch(Dim3.Grid(tiles, shape.KvHeads, shape.Batch, nameof(k), "key tiles", "key/value heads", "batch"), threads, (uint)shared, backend.Stream, args);
         }
     }
 

@@ -127,11 +127,11 @@ namespace Attention.Native.Ops
                 split.Add(keysPerSplit);
                 if (mma is not null)
                 {
-                    mma.Launch(new Dim3((uint)splits, (uint)count, (uint)headBlocks), MmaThreads, (uint)MmaSharedBytes, backend.Stream, split);
+                    mma.Launch(Dim3.Grid(splits, count, headBlocks, nameof(q), "splits", "query tokens of a chunk", "16-head blocks"), MmaThreads, (uint)MmaSharedBytes, backend.Stream, split);
                 }
                 else
                 {
-                    Launch(backend, Split[q.DType], new Dim3((uint)splits, (uint)count, (uint)heads), width * sizeof(float), split);
+                    Launch(backend, Split[q.DType], Dim3.Grid(splits, count, heads, nameof(q), "splits", "query tokens of a chunk", "heads"), width * sizeof(float), split);
                 }
 
                 var combine = new KernelArgs(combineBytes, combineOffsets);

@@ -129,7 +129,7 @@ namespace Attention.Native.Ops
                 args.Add(width);
                 args.Add(reverse ? 1 : 0);
                 args.Add(accumulate ? 1 : 0);
-                var grid = new Dim3((uint)(batch * group), Dim3.CeilDiv(width, tensorCores ? TensorCoreColumns : Columns));
+                var grid = Dim3.Grid((long)batch * group, Dim3.CeilDiv(width, tensorCores ? TensorCoreColumns : Columns), 1, nameof(c), "batch × heads of a launch", "column slices", "one block");
                 kernel.Launch(grid, (uint)(tensorCores ? TensorCoreThreads : Threads), (uint)shared, backend.Stream, args);
             }
         }
@@ -161,7 +161,7 @@ namespace Attention.Native.Ops
                 args.Add(heads);
                 args.Add(inner);
                 args.Add(width);
-                kernel.Launch(new Dim3((uint)(batch * group), Dim3.CeilDiv(width, 32)), new Dim3(32, StepWarps), 0, backend.Stream, args);
+                kernel.Launch(Dim3.Grid((long)batch * group, Dim3.CeilDiv(width, 32), 1, nameof(v), "batch × heads of a launch", "column slices", "one block"), new Dim3(32, StepWarps), 0, backend.Stream, args);
             }
         }
 

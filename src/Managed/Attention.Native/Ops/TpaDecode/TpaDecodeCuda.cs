@@ -126,7 +126,7 @@ namespace Attention.Native.Ops
                 split.Add(length);
                 split.Add((float)scale);
                 split.Add(keysPerSplit);
-                Launch(backend, Split[aq.DType], new Dim3((uint)splits, (uint)count, (uint)heads), width * sizeof(float), split);
+                Launch(backend, Split[aq.DType], Dim3.Grid(splits, count, heads, nameof(aq), "splits", "query tokens of a chunk", "heads"), width * sizeof(float), split);
 
                 LaunchCombine(backend, Ptr(o) + ((long)bt0 * heads * width * elementSize), partialO, partialMl, width, valueRank, splits,
                     (long)count * heads, aq.DType);
@@ -180,7 +180,7 @@ namespace Attention.Native.Ops
                 split.Add(length);
                 split.Add((float)scale);
                 split.Add(keysPerSplit);
-                kernel.Launch(new Dim3((uint)splits, (uint)count, 1), Threads, (uint)sharedBytes, backend.Stream, split);
+                kernel.Launch(Dim3.Grid(splits, count, 1, nameof(aq), "splits", "query tokens of a chunk", "one block"), Threads, (uint)sharedBytes, backend.Stream, split);
 
                 LaunchCombine(backend, Ptr(o) + ((long)bt0 * heads * width * elementSize), partialO, partialMl, width, valueRank, splits,
                     (long)count * heads, aq.DType);
