@@ -96,6 +96,23 @@ template <> inline half_t from_float<half_t>(float v)
     return r;
 }
 
+// Which types a harness case runs in. EMU_FULL=1 (CI's full run, after the test suite): every case in every type. Otherwise
+// (the test suite's run, kept short): the cases take the types in turn, so every harness still runs every type, and a case
+// marked `all` (one that exists for a type, like fp16's range) runs in every type; a case marked `heavy` (minutes under
+// emulation) runs only in the full run.
+inline bool emu_full() { const char* v = std::getenv("EMU_FULL"); return v != nullptr && v[0] == '1'; }
+enum EmuCase { emu_turn, emu_all, emu_heavy };
+template <typename... Runs>
+int emu_cases(int& turn, EmuCase kind, Runs... runs)
+{
+    if (kind == emu_heavy && !emu_full()) return 0;
+    const bool all = kind != emu_turn;
+    const int k = turn++ % (int)sizeof...(Runs);
+    int i = 0, fails = 0;
+    ((fails += (emu_full() || all || i == k) ? runs() : 0, ++i), ...);
+    return fails;
+}
+
 inline float warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }
 inline float warp_max(float v) { for (int o = 16; o > 0; o >>= 1) v = std::fmax(v, __shfl_xor_sync(0xffffffffu, v, o)); return v; }
 #define NEG_INF (-INFINITY)

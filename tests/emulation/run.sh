@@ -5,7 +5,9 @@
 # cuda/lightning_mma.cu (the Lightning-2 recurrence, forward and reverse/accumulating sweeps, and a long sequence whose
 # state passes fp16's range), cuda/attention_decode.cu with the combine, cuda/tpa_decode.cu's all-heads kernel and
 # cuda/latent_attention_mma.cu (MLA's decode on tensor cores) in bf16 and fp16. No GPU needed; several minutes.
-# Usage: tests/emulation/run.sh    (needs g++ with C++20)
+# Usage: tests/emulation/run.sh    (needs g++ with C++20). By default (the test suite's run) the cases take the types in turn
+# and the heavy decode cases are left out, so it takes about three minutes on two cores; EMU_FULL=1 runs every case in
+# every type (.ci/run does, after the test suite; about fifteen minutes).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 work="$(mktemp -d)"
