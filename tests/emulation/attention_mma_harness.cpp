@@ -124,8 +124,7 @@ int run(P p)
 int main()
 {
     int fails = check_conversions();
-    int turn = 0;
-    auto run_both = [&turn](P p, EmuCase kind = emu_turn) { return emu_cases(turn, kind, [&] { return run<bf16_t>(p); }, [&] { return run<half_t>(p); }); };
+    auto run_both = [](P p) { return emu_cases([&] { return run<bf16_t>(p); }, [&] { return run<half_t>(p); }); };
     fails += run_both({1, 1, 1, 1, 64, 1, 1, false});        // one row, one key
     fails += run_both({2, 7, 4, 2, 64, 7, 7, true});          // partial tiles, GQA
     fails += run_both({1, 130, 2, 1, 128, 130, 130, true});   // three query tiles, three key tiles, causal skipping
@@ -135,7 +134,7 @@ int main()
     fails += run_both({1, 100, 2, 2, 192, 100, 100, true, 128});  // MLA widths, causal, two key tiles
     fails += run_both({1, 70, 2, 1, 256, 90, 90, false, 128});    // SAS widths, Tq ≠ Tk
     fails += run_both({1, 40, 4, 2, 256, 150, 130, true, 128});   // SAS widths, GQA, a chunk against a cache with garbage past L
-    fails += run_both({1, 40, 2, 1, 64, 40, 40, true, 0, 17}, emu_all); // NaN in one query row: NaN in exactly that output row
+    fails += run_both({1, 40, 2, 1, 64, 40, 40, true, 0, 17}); // NaN in one query row: NaN in exactly that output row
     printf("%d failing\n", fails);
     return fails;
 }

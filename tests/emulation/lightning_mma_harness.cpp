@@ -70,15 +70,14 @@ int run(P p)
 int main()
 {
     int fails = 0;
-    int turn = 0;
-    auto run_both = [&turn](P p, EmuCase kind = emu_turn) { return emu_cases(turn, kind, [&] { return run<bf16_t>(p); }, [&] { return run<half_t>(p); }); };
+    auto run_both = [](P p) { return emu_cases([&] { return run<bf16_t>(p); }, [&] { return run<half_t>(p); }); };
     fails += run_both({1, 1, 1, 64, 64, 0.9, false, false, false});     // one token
     fails += run_both({1, 150, 2, 64, 128, 0.95, false, false, true});  // three blocks (the last partial), initial state, two column slices
     fails += run_both({2, 70, 1, 128, 64, 0.99, true, true, true});     // a reverse, accumulating sweep (the backward's dv, dk)
     fails += run_both({1, 64, 2, 128, 128, 0.999, false, false, false}); // exactly one block
     // A long sequence with λ near 1 and b, c of one sign: the state passes fp16's 65,504 (its 16-bit copy must not overflow);
     // small a keeps the outputs in range. The final state itself would not fit fp16 storage: not written.
-    fails += run_both({1, 512, 1, 64, 64, 0.9999, false, false, false, 0.01f, 4, 64, false}, emu_all);
+    fails += run_both({1, 512, 1, 64, 64, 0.9999, false, false, false, 0.01f, 4, 64, false});
     printf("%d failing\n", fails);
     return fails;
 }

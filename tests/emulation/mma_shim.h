@@ -21,9 +21,9 @@ inline void warp_exchange(const unsigned long long (&mine)[8], F&& read)
 {
     int warp = t_linear / 32;
     for (int i = 0; i < 8; ++i) g_mma_xchg[t_linear][i] = mine[i];
-    g_sync->warps[warp]->arrive_and_wait();
+    emu_warp_sync();
     read(&g_mma_xchg[warp * 32]);
-    g_sync->warps[warp]->arrive_and_wait();
+    emu_warp_sync();
 }
 
 template <typename T> inline float bits_to_float(unsigned short b) { T x; x.bits = b; return to_float(x); }
@@ -84,20 +84,23 @@ template <typename T> inline void mma_16816(frag_c& d, const frag_a& a, const fr
 // end of the group list) requires them, so a wait that allows too many groups in flight leaves stale shared memory and the
 // harness fails. Sources are read when the copy lands (global memory the kernels only read).
 struct CpAsyncCopy { void* dst; const void* src; bool valid; };
-inline thread_local std::vector<CpAsyncCopy> t_cp_open;                  // not yet committed
-inline thread_local std::vector<std::vector<CpAsyncCopy>> t_cp_groups;   // committed, oldest first
-inline void cp_async_16(void* dst, const void* src, bool valid) { t_cp_open.push_back({dst, src, valid}); }
+// Per thread of the block (indexed by t_linear), cleared when a block ends (copies never waited for never land).
+inline std::vector<CpAsyncCopy> g_cp_open[1024];                  // not yet committed
+inline std::vector<std::vector<CpAsyncCopy>> g_cp_groups[1024];   // committed, oldest first
+inline const bool g_cp_hook = (g_emu_block_end_hooks.push_back([] { for (auto& v : g_cp_open) v.clear(); for (auto& v : g_cp_groups) v.clear(); }), true);
+inline void cp_async_16(void* dst, const void* src, bool valid) { g_cp_open[t_linear].push_back({dst, src, valid}); }
 inline void cp_async_commit()
 {
-    t_cp_groups.push_back(std::move(t_cp_open));
-    t_cp_open.clear();
+    g_cp_groups[t_linear].push_back(std::move(g_cp_open[t_linear]));
+    g_cp_open[t_linear].clear();
 }
 template <int N> inline void cp_async_wait()
 {
-    while (t_cp_groups.size() > (size_t)N) {
-        for (const auto& c : t_cp_groups.front()) {
+    auto& groups = g_cp_groups[t_linear];
+    while (groups.size() > (size_t)N) {
+        for (const auto& c : groups.front()) {
             if (c.valid) std::memcpy(c.dst, c.src, 16); else std::memset(c.dst, 0, 16);
         }
-        t_cp_groups.erase(t_cp_groups.begin());
+        groups.erase(groups.begin());
     }
 }

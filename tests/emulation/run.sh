@@ -1,34 +1,78 @@
 #!/usr/bin/env bash
-# Runs the softmax-attention kernels on the CPU under the thread-level emulation of cuda_shim.h (and mma_shim.h for the
-# tensor-core kernels) against double-precision references: cuda/attention.cu forward (incl. split-KV and combine) and
-# backward (dq, dk, dv, dbias) in fp32, bf16 and fp16; cuda/attention_mma.cu forward and backward (and a NaN query row),
-# cuda/lightning_mma.cu (the Lightning-2 recurrence, forward and reverse/accumulating sweeps, and a long sequence whose
-# state passes fp16's range), cuda/attention_decode.cu with the combine, cuda/tpa_decode.cu's all-heads kernel and
-# cuda/latent_attention_mma.cu (MLA's decode on tensor cores) in bf16 and fp16. No GPU needed; several minutes.
-# Usage: tests/emulation/run.sh    (needs g++ with C++20). By default (the test suite's run) the cases take the types in turn
-# and the heavy decode cases are left out, so it takes about three minutes on two cores; EMU_FULL=1 runs every case in
-# every type (.ci/run does, after the test suite; about fifteen minutes).
+# Runs the CUDA kernels on the CPU under the emulation of cuda_shim.h (and mma_shim.h for the tensor-core kernels) against
+# double-precision references: every tests/emulation/*_harness.cpp, each of which includes the kernel files it tests
+# (cuda/<name>.cu, turned into <name>.emu.cpp here) and runs them in bf16 and fp16 (and fp32 where the kernel has it).
+# No GPU needed. Each harness prints its checks and ends with "N failing".
+# Usage: tests/emulation/run.sh [harness…]   (names without _harness.cpp; default: all). Needs g++ with C++20 on x86-64.
+# By default (the test suite's run) the cases take the types in turn and the heavy cases are left out; EMU_FULL=1 runs
+# every case in every type (.ci/run does, after the test suite). Compiled harnesses are kept in artifacts/emulation, keyed
+# by a hash of their sources, so an unchanged harness is not compiled again.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-for kernel in attention attention_mma attention_decode lightning_mma tpa_decode latent_attention latent_attention_mma; do
-  sed -e 's/extern __shared__ float \([a-z_]*\)\[\];/float* \1 = g_dynamic_smem;/' -e '/#include "common.cuh"/d' -e '/#include "mma.cuh"/d' \
-    "$here/../../cuda/$kernel.cu" > "$work/$kernel.emu.cpp"
+cache="$root/artifacts/emulation"
+mkdir -p "$cache"
+
+# The kernels and headers as host C++: extern shared memory becomes the emulation's (poisoned) host array; each static
+# __shared__ array is registered so it is poisoned before each block; common.cuh and mma.cuh give way to the shims.
+to_host() {
+  sed -e 's/extern __shared__ float \([a-z_]*\)\[\];/float* \1 = g_dynamic_smem;/' \
+      -e 's/^\([[:space:]]*__shared__ [A-Za-z_0-9]* \([A-Za-z_0-9]*\)\[[^;]*;\)/\1 EMU_SHARED(\2);/' \
+      -e '/#include "common.cuh"/d' -e '/#include "mma.cuh"/d' "$1"
+}
+for kernel in "$root"/cuda/*.cu; do
+  to_host "$kernel" > "$work/$(basename "$kernel" .cu).emu.cpp"
 done
-# Headers that include common.cuh themselves: a copy without it, found first (next to the .emu.cpp files).
-sed -e '/#include "common.cuh"/d' "$here/../../cuda/include/split_kv.cuh" > "$work/split_kv.cuh"
-g++ -std=c++20 -O1 -pthread -I "$work" -I "$here/../../cuda/include" -o "$work/attention_harness" "$here/attention_harness.cpp"
-g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/attention_mma_harness" "$here/attention_mma_harness.cpp"
-g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/lightning_mma_harness" "$here/lightning_mma_harness.cpp"
-g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/attention_decode_harness" "$here/attention_decode_harness.cpp"
-g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/tpa_decode_harness" "$here/tpa_decode_harness.cpp"
-g++ -std=c++20 -O1 -pthread -Wno-unknown-pragmas -I "$work" -I "$here/../../cuda/include" -o "$work/latent_attention_mma_harness" "$here/latent_attention_mma_harness.cpp"
+for header in "$root"/cuda/include/*.cuh; do
+  case "$(basename "$header")" in common.cuh|mma.cuh) continue ;; esac
+  to_host "$header" > "$work/$(basename "$header")"
+done
+
+if [ $# -gt 0 ]; then
+  harnesses=("$@")
+else
+  harnesses=()
+  for h in "$here"/*_harness.cpp; do harnesses+=("$(basename "$h" _harness.cpp)"); done
+fi
+flags=(-std=c++20 -O1 -Wno-unknown-pragmas -I "$work" -I "$here")
+
+# Compile (two at a time), reusing a binary whose sources are unchanged.
+compile() {
+  local name="$1" key
+  key=$( { cat "$here/${name}_harness.cpp" "$here"/*.h "$work"/*.emu.cpp "$work"/*.cuh; echo "${flags[*]}"; g++ --version | head -1; } | sha256sum | cut -c1-16)
+  if [ ! -x "$cache/$name-$key" ]; then
+    rm -f "$cache/$name"-*
+    g++ "${flags[@]}" -o "$cache/$name-$key.tmp" "$here/${name}_harness.cpp" && mv "$cache/$name-$key.tmp" "$cache/$name-$key"
+  fi
+  ln -sf "$cache/$name-$key" "$work/$name"
+}
+for name in "${harnesses[@]}"; do
+  [ -f "$here/${name}_harness.cpp" ] || { echo "no harness tests/emulation/${name}_harness.cpp" >&2; exit 2; }
+done
+jobs_max=${EMU_JOBS:-2}
+# Runs "$@" in the background, at most $jobs_max at a time; `wait_all` collects the statuses.
+failed_jobs=0
+spawn() {
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || failed_jobs=$((failed_jobs + 1)); done
+  "$@" &
+}
+wait_all() { while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed_jobs=$((failed_jobs + 1)); done; wait || true; }
+
+for name in "${harnesses[@]}"; do spawn compile "$name"; done
+wait_all
+[ "$failed_jobs" -eq 0 ] || { echo "compiling the harnesses failed" >&2; exit 1; }
+
+# Run (each harness is one OS thread, so two at a time), then print the outputs in order.
+run_one() { "$work/$1" > "$work/$1.out" 2>&1; echo $? > "$work/$1.rc"; }
+for name in "${harnesses[@]}"; do spawn run_one "$name"; done
+wait_all
 status=0
-"$work/attention_harness" || status=1
-"$work/attention_mma_harness" || status=1
-"$work/lightning_mma_harness" || status=1
-"$work/attention_decode_harness" || status=1
-"$work/tpa_decode_harness" || status=1
-"$work/latent_attention_mma_harness" || status=1
+for name in "${harnesses[@]}"; do
+  echo "== harness $name"
+  cat "$work/$name.out"
+  rc=$(cat "$work/$name.rc" 2>/dev/null || echo 1)
+  if [ "$rc" != 0 ]; then echo "harness $name exited $rc"; status=1; fi
+done
 exit $status
