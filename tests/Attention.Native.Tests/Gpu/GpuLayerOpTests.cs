@@ -5,7 +5,8 @@ namespace Attention.Native.Tests.Gpu;
 
 /// <summary>
 /// The ops the variants are built from (besides Linear, RoPE, RMSNorm and softmax attention), forward and every backward
-/// gradient, on the CUDA backend against the CPU reference in each storage type. Gradients start non-zero: backward adds.
+/// gradient, on the CUDA backend against the CPU reference in each storage type. Gradients are checked by what the backward
+/// adds (<see cref="GradientPair"/>).
 /// </summary>
 [Category("Gpu")]
 public class GpuLayerOpTests
@@ -34,9 +35,10 @@ public class GpuLayerOpTests
         using var y = GpuPair.Wrap(Pointwise.Forward(op, a.Cpu, b?.Cpu, 0.7), Pointwise.Forward(op, a.Gpu, b?.Gpu, 0.7));
         y.Compare($"pointwise {op} forward", dtype);
         using var dy = GpuPair.Random(gpu, 3, shape, dtype);
-        using var da = GpuPair.Random(gpu, 4, shape, dtype);
-        using var db = b is null ? null : GpuPair.Random(gpu, 5, bShape, dtype);
+        using var da = GradientPair.Zeros(gpu, 4, shape, dtype);
+        using var db = b is null ? null : GradientPair.Zeros(gpu, 5, bShape, dtype);
         Pointwise.Backward(op, a.Cpu, b?.Cpu, dy.Cpu, da.Cpu, db?.Cpu, 0.7);
+        GradientPair.Start(true, da, db);
         Pointwise.Backward(op, a.Gpu, b?.Gpu, dy.Gpu, da.Gpu, db?.Gpu, 0.7);
         da.Compare($"pointwise {op} da", dtype);
         db?.Compare($"pointwise {op} db", dtype);
@@ -59,8 +61,9 @@ public class GpuLayerOpTests
             dst.Compare($"columns copy repeat={c.Repeat} accumulate={accumulate}", dtype);
         }
         using var ddst = GpuPair.Random(gpu, 13, new Shape(c.Rows * c.Repeat, 100), dtype);
-        using var dsrc = GpuPair.Random(gpu, 14, new Shape(c.Rows, 48), dtype);
+        using var dsrc = GradientPair.Zeros(gpu, 14, new Shape(c.Rows, 48), dtype);
         Columns.CopyBackward(ddst.Cpu, 20, dsrc.Cpu, 8, 32);
+        GradientPair.Start(true, dsrc);
         Columns.CopyBackward(ddst.Gpu, 20, dsrc.Gpu, 8, 32);
         dsrc.Compare($"columns backward repeat={c.Repeat}", dtype);
     }
@@ -83,9 +86,10 @@ public class GpuLayerOpTests
         // so for F16 the upstream gradient is scaled by 1/16 (exact in binary) to keep the result representable.
         double dyScale = dtype == DType.F16 && c.Offset > 0 ? 1.0 / 16 : 1.0;
         using var dy = GpuPair.Random(gpu, 23, y.Cpu.Shape, dtype, dyScale);
-        using var dx = GpuPair.Random(gpu, 24, s, dtype);
-        using var dtheta = GpuPair.Random(gpu, 25, theta.Cpu.Shape, dtype);
+        using var dx = GradientPair.Zeros(gpu, 24, s, dtype);
+        using var dtheta = GradientPair.Zeros(gpu, 25, theta.Cpu.Shape, dtype);
         Lrpe.Backward(x.Cpu, theta.Cpu, dy.Cpu, dx.Cpu, dtheta.Cpu, c.Offset);
+        GradientPair.Start(true, dx, dtheta);
         Lrpe.Backward(x.Gpu, theta.Gpu, dy.Gpu, dx.Gpu, dtheta.Gpu, c.Offset);
         dx.Compare($"lrpe dx offset={c.Offset}", dtype);
         dtheta.Compare($"lrpe dtheta offset={c.Offset}", dtype);
@@ -107,9 +111,10 @@ public class GpuLayerOpTests
         FocusingMap.Forward(x.Gpu, scale.Gpu, 3, y.Gpu);
         y.Compare("focusing map forward", dtype);
         using var dy = GpuPair.Random(gpu, 33, shape, dtype);
-        using var dx = GpuPair.Random(gpu, 34, shape, dtype);
-        using var dscale = GpuPair.Random(gpu, 35, new Shape(channels), dtype);
+        using var dx = GradientPair.Zeros(gpu, 34, shape, dtype);
+        using var dscale = GradientPair.Zeros(gpu, 35, new Shape(channels), dtype);
         FocusingMap.Backward(x.Cpu, scale.Cpu, 3, dy.Cpu, dx.Cpu, dscale.Cpu);
+        GradientPair.Start(true, dx, dscale);
         FocusingMap.Backward(x.Gpu, scale.Gpu, 3, dy.Gpu, dx.Gpu, dscale.Gpu);
         dx.Compare("focusing map dx", dtype);
         dscale.Compare("focusing map dscale", dtype);
@@ -132,10 +137,11 @@ public class GpuLayerOpTests
         DepthwiseConv.Forward(x.Gpu, w.Gpu, bias.Gpu, y.Gpu);
         y.Compare($"depthwise conv forward filters={c.Filters} k={c.Kernel}", dtype);
         using var dy = GpuPair.Random(gpu, 44, c.Shape, dtype);
-        using var dx = GpuPair.Random(gpu, 45, c.Shape, dtype);
-        using var dw = GpuPair.Random(gpu, 46, w.Cpu.Shape, dtype);
-        using var db = GpuPair.Random(gpu, 47, bias.Cpu.Shape, dtype);
+        using var dx = GradientPair.Zeros(gpu, 45, c.Shape, dtype);
+        using var dw = GradientPair.Zeros(gpu, 46, w.Cpu.Shape, dtype);
+        using var db = GradientPair.Zeros(gpu, 47, bias.Cpu.Shape, dtype);
         DepthwiseConv.Backward(x.Cpu, w.Cpu, dy.Cpu, dx.Cpu, dw.Cpu, db.Cpu);
+        GradientPair.Start(true, dx, dw, db);
         DepthwiseConv.Backward(x.Gpu, w.Gpu, dy.Gpu, dx.Gpu, dw.Gpu, db.Gpu);
         dx.Compare($"depthwise conv dx filters={c.Filters}", dtype);
         dw.Compare($"depthwise conv dweight filters={c.Filters}", dtype);
@@ -155,8 +161,9 @@ public class GpuLayerOpTests
         using var y = GpuPair.Wrap(AdaptivePool.Forward(x.Cpu, c.Outputs), AdaptivePool.Forward(x.Gpu, c.Outputs));
         y.Compare($"adaptive pool forward n={c.Outputs}", dtype);
         using var dy = GpuPair.Random(gpu, 52, y.Cpu.Shape, dtype);
-        using var dx = GpuPair.Random(gpu, 53, c.Shape, dtype);
+        using var dx = GradientPair.Zeros(gpu, 53, c.Shape, dtype);
         AdaptivePool.Backward(dy.Cpu, dx.Cpu);
+        GradientPair.Start(true, dx);
         AdaptivePool.Backward(dy.Gpu, dx.Gpu);
         dx.Compare($"adaptive pool dx n={c.Outputs}", dtype);
     }
@@ -180,10 +187,11 @@ public class GpuLayerOpTests
         HeadConv.Forward(x.Gpu, w.Gpu, bias.Gpu, y.Gpu);
         y.Compare($"head conv forward out={c.Out} k={c.Kernel}", dtype);
         using var dy = GpuPair.Random(gpu, 64, yShape, dtype);
-        using var dx = GpuPair.Random(gpu, 65, s, dtype);
-        using var dw = GpuPair.Random(gpu, 66, w.Cpu.Shape, dtype);
-        using var db = GpuPair.Random(gpu, 67, bias.Cpu.Shape, dtype);
+        using var dx = GradientPair.Zeros(gpu, 65, s, dtype);
+        using var dw = GradientPair.Zeros(gpu, 66, w.Cpu.Shape, dtype);
+        using var db = GradientPair.Zeros(gpu, 67, bias.Cpu.Shape, dtype);
         HeadConv.Backward(x.Cpu, w.Cpu, dy.Cpu, dx.Cpu, dw.Cpu, db.Cpu);
+        GradientPair.Start(true, dx, dw, db);
         HeadConv.Backward(x.Gpu, w.Gpu, dy.Gpu, dx.Gpu, dw.Gpu, db.Gpu);
         dx.Compare($"head conv dx out={c.Out}", dtype);
         dw.Compare($"head conv dweight out={c.Out}", dtype);
@@ -207,9 +215,10 @@ public class GpuLayerOpTests
         TpaContraction.Forward(a.Gpu, f.Gpu, y.Gpu);
         y.Compare($"tpa contraction forward R={c.R} d={c.D}", dtype);
         using var dy = GpuPair.Random(gpu, 73, yShape, dtype);
-        using var da = GpuPair.Random(gpu, 74, a.Cpu.Shape, dtype);
-        using var df = GpuPair.Random(gpu, 75, f.Cpu.Shape, dtype);
+        using var da = GradientPair.Zeros(gpu, 74, a.Cpu.Shape, dtype);
+        using var df = GradientPair.Zeros(gpu, 75, f.Cpu.Shape, dtype);
         TpaContraction.Backward(a.Cpu, f.Cpu, dy.Cpu, da.Cpu, df.Cpu);
+        GradientPair.Start(true, da, df);
         TpaContraction.Backward(a.Gpu, f.Gpu, dy.Gpu, da.Gpu, df.Gpu);
         da.Compare($"tpa contraction da R={c.R}", dtype);
         df.Compare($"tpa contraction df R={c.R}", dtype);

@@ -113,12 +113,13 @@ public class GpuLinearAttentionTests
         using var v = GpuPair.Random(gpu, 13, s.Values, dtype);
         using var dO = GpuPair.Random(gpu, 14, s.Values, dtype);
 
-        // Gradients that already hold values: the backward adds into them.
-        using (var dq = GpuPair.Random(gpu, 15, s.Keys, dtype))
-        using (var dk = GpuPair.Random(gpu, 16, s.Keys, dtype))
-        using (var dv = GpuPair.Random(gpu, 17, s.Values, dtype))
+        // The CPU reference into zeros gives the contributions; the GPU adds into starting values of their size.
+        using (var dq = GradientPair.Zeros(gpu, 15, s.Keys, dtype))
+        using (var dk = GradientPair.Zeros(gpu, 16, s.Keys, dtype))
+        using (var dv = GradientPair.Zeros(gpu, 17, s.Values, dtype))
         {
             Lightning.Backward(q.Cpu, k.Cpu, v.Cpu, decay, dO.Cpu, dq.Cpu, dk.Cpu, dv.Cpu);
+            GradientPair.Start(true, dq, dk, dv);
             Lightning.Backward(q.Gpu, k.Gpu, v.Gpu, decay, dO.Gpu, dq.Gpu, dk.Gpu, dv.Gpu);
             dq.Compare($"lightning {s} dq", dtype);
             dk.Compare($"lightning {s} dk", dtype);
@@ -126,16 +127,18 @@ public class GpuLinearAttentionTests
         }
 
         // Null gradients are skipped; each pass alone gives the same.
-        using (var dk = GpuPair.Random(gpu, 18, s.Keys, dtype))
+        using (var dk = GradientPair.Zeros(gpu, 18, s.Keys, dtype))
         {
             Lightning.Backward(q.Cpu, k.Cpu, v.Cpu, decay, dO.Cpu, null, dk.Cpu, null);
+            GradientPair.Start(true, dk);
             Lightning.Backward(q.Gpu, k.Gpu, v.Gpu, decay, dO.Gpu, null, dk.Gpu, null);
             dk.Compare($"lightning {s} dk alone", dtype);
         }
-        using (var dq = GpuPair.Random(gpu, 19, s.Keys, dtype))
-        using (var dv = GpuPair.Random(gpu, 20, s.Values, dtype))
+        using (var dq = GradientPair.Zeros(gpu, 19, s.Keys, dtype))
+        using (var dv = GradientPair.Zeros(gpu, 20, s.Values, dtype))
         {
             Lightning.Backward(q.Cpu, k.Cpu, v.Cpu, decay, dO.Cpu, dq.Cpu, null, dv.Cpu);
+            GradientPair.Start(true, dq, dv);
             Lightning.Backward(q.Gpu, k.Gpu, v.Gpu, decay, dO.Gpu, dq.Gpu, null, dv.Gpu);
             dq.Compare($"lightning {s} dq without dk", dtype);
             dv.Compare($"lightning {s} dv without dk", dtype);
@@ -282,25 +285,28 @@ public class GpuLinearAttentionTests
         }
 
         using var dO = GpuPair.Random(gpu, 75, s.Values, dtype);
-        using (var dq = GpuPair.Random(gpu, 76, s.Keys, dtype))
-        using (var dk = GpuPair.Random(gpu, 77, s.Keys, dtype))
-        using (var dv = GpuPair.Random(gpu, 78, s.Values, dtype))
+        using (var dq = GradientPair.Zeros(gpu, 76, s.Keys, dtype))
+        using (var dk = GradientPair.Zeros(gpu, 77, s.Keys, dtype))
+        using (var dv = GradientPair.Zeros(gpu, 78, s.Values, dtype))
         {
             FocusedLinearAttention.Backward(q.Cpu, k.Cpu, v.Cpu, dO.Cpu, dq.Cpu, dk.Cpu, dv.Cpu);
+            GradientPair.Start(true, dq, dk, dv);
             FocusedLinearAttention.Backward(q.Gpu, k.Gpu, v.Gpu, dO.Gpu, dq.Gpu, dk.Gpu, dv.Gpu);
             dq.Compare($"focused linear attention {s} dq", dtype);
             dk.Compare($"focused linear attention {s} dk", dtype);
             dv.Compare($"focused linear attention {s} dv", dtype);
         }
-        using (var dk = GpuPair.Random(gpu, 79, s.Keys, dtype))
+        using (var dk = GradientPair.Zeros(gpu, 79, s.Keys, dtype))
         {
             FocusedLinearAttention.Backward(q.Cpu, k.Cpu, v.Cpu, dO.Cpu, null, dk.Cpu, null);
+            GradientPair.Start(true, dk);
             FocusedLinearAttention.Backward(q.Gpu, k.Gpu, v.Gpu, dO.Gpu, null, dk.Gpu, null);
             dk.Compare($"focused linear attention {s} dk alone", dtype);
         }
-        using (var dq = GpuPair.Random(gpu, 80, s.Keys, dtype))
+        using (var dq = GradientPair.Zeros(gpu, 80, s.Keys, dtype))
         {
             FocusedLinearAttention.Backward(q.Cpu, k.Cpu, v.Cpu, dO.Cpu, dq.Cpu, null, null);
+            GradientPair.Start(true, dq);
             FocusedLinearAttention.Backward(q.Gpu, k.Gpu, v.Gpu, dO.Gpu, dq.Gpu, null, null);
             dq.Compare($"focused linear attention {s} dq alone", dtype);
         }

@@ -30,11 +30,13 @@ public class GpuOpTests
 
         foreach (bool accumulate in new[] { false, true })
         {
+            // Without accumulate the GPU's starting values are garbage it must overwrite.
             using var dy = GpuPair.Random(gpu, 5, new Shape(m, n), dtype);
-            using var dx = GpuPair.Random(gpu, 6, new Shape(m, k), dtype);
-            using var dw = GpuPair.Random(gpu, 7, new Shape(n, k), dtype);
-            using var db = GpuPair.Random(gpu, 8, new Shape(n), dtype);
+            using var dx = GradientPair.Zeros(gpu, 6, new Shape(m, k), dtype);
+            using var dw = GradientPair.Zeros(gpu, 7, new Shape(n, k), dtype);
+            using var db = GradientPair.Zeros(gpu, 8, new Shape(n), dtype);
             Linear.Backward(x.Cpu, w.Cpu, dy.Cpu, dx.Cpu, dw.Cpu, withBias ? db.Cpu : null, accumulate);
+            GradientPair.Start(accumulate, dx, dw, db);
             Linear.Backward(x.Gpu, w.Gpu, dy.Gpu, dx.Gpu, dw.Gpu, withBias ? db.Gpu : null, accumulate);
             dx.Compare($"{tag} dx accumulate={accumulate}", dtype);
             dw.Compare($"{tag} dweight accumulate={accumulate}", dtype);
@@ -71,8 +73,9 @@ public class GpuOpTests
         Rope.Forward(x.Gpu, y.Gpu, options, positionOffset);
         y.Compare(tag + " forward", dtype);
 
-        using var dx = GpuPair.Random(gpu, 13, shape, dtype);
+        using var dx = GradientPair.Zeros(gpu, 13, shape, dtype);
         Rope.Backward(y.Cpu, dx.Cpu, options, positionOffset);
+        dx.Start(adds: false); // the backward writes dx
         Rope.Backward(y.Gpu, dx.Gpu, options, positionOffset);
         dx.Compare(tag + " backward", dtype);
 
@@ -104,9 +107,10 @@ public class GpuOpTests
         foreach (bool accumulate in new[] { false, true })
         {
             using var dy = GpuPair.Random(gpu, 24, shape, dtype);
-            using var dx = GpuPair.Random(gpu, 25, shape, dtype);
-            using var dg = GpuPair.Random(gpu, 26, new Shape(n), dtype);
+            using var dx = GradientPair.Zeros(gpu, 25, shape, dtype);
+            using var dg = GradientPair.Zeros(gpu, 26, new Shape(n), dtype);
             RmsNorm.Backward(x.Cpu, withGain ? g.Cpu : null, dy.Cpu, dx.Cpu, withGain ? dg.Cpu : null, accumulate: accumulate);
+            GradientPair.Start(accumulate, dx, dg);
             RmsNorm.Backward(x.Gpu, withGain ? g.Gpu : null, dy.Gpu, dx.Gpu, withGain ? dg.Gpu : null, accumulate: accumulate);
             dx.Compare($"{tag} dx accumulate={accumulate}", dtype);
             if (withGain)

@@ -73,7 +73,9 @@ public sealed partial class ParityReport
             ["device"] = device,
             ["arch"] = arch,
             ["date"] = date.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
-            ["rule"] = "max|gpu - cpu| <= tolerance * (1 + max|cpu|); rel error = max|gpu - cpu| / (1 + max|cpu|)",
+            ["rule"] = "outputs: max|gpu - cpu| <= tolerance * (1 + max|cpu|), rel error = max|gpu - cpu| / (1 + max|cpu|); "
+                + "gradients, by what the backward added (after - before) against the cpu's contribution c: "
+                + "max|added - c| <= tolerance * max|c| + u * max|before + c| (u: the storage type's unit roundoff), rel error = max|added - c| / max|c|",
             ["variants"] = variants,
             ["ops"] = ops,
         };

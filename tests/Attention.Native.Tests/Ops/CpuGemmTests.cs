@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Numerics;
 using Attention.Native.Ops;
 using Attention.Native.Tests.Support;
@@ -161,62 +160,6 @@ public unsafe class CpuGemmTests
                 Assert.That(f32[o][i], Is.EqualTo(f64[o][i]).Within(1e-4 * scale), $"output {o} element {i}");
             }
         }
-    }
-
-    /// <summary>Throwaway Release timing (Linear at 1024³, CpuGemm serial and few-row shapes, float): build -c Release, filter on this name.</summary>
-    [Test]
-    [Explicit("timing, not a test")]
-    public void Time_linear_1024()
-    {
-        const int size = 1024, repeats = 40;
-        using var x = Cpu.FromArray(TestData.NormalSingle(1, size * size), new Shape(size, size));
-        using var w = Cpu.FromArray(TestData.NormalSingle(2, size * size), new Shape(size, size));
-        using var y = Cpu.Zeros(new Shape(size, size));
-        using var dx = Cpu.Zeros(new Shape(size, size));
-        using var dw = Cpu.Zeros(new Shape(size, size));
-        double Best(Action action)
-        {
-            for (int i = 0; i < 5; i++)
-            {
-                action();
-            }
-            double best = double.MaxValue;
-            for (int i = 0; i < repeats; i++)
-            {
-                var watch = Stopwatch.StartNew();
-                action();
-                best = Math.Min(best, watch.Elapsed.TotalSeconds);
-            }
-            return best;
-        }
-        double flops = 2.0 * size * size * size;
-        double forward = Best(() => Linear.Forward(x, w, null, y));
-        double backward = Best(() => Linear.Backward(x, w, y, dx, dw, null));
-        TestContext.Out.WriteLine($"[timing] Linear 1024³ f32 forward {forward * 1e3:F2} ms = {flops / forward / 1e9:F1} GFLOP/s");
-        TestContext.Out.WriteLine($"[timing] Linear 1024³ f32 backward {backward * 1e3:F2} ms = {2 * flops / backward / 1e9:F1} GFLOP/s");
-        float[] a = TestData.NormalSingle(1, size * size), b = TestData.NormalSingle(2, size * size), c = new float[size * size];
-        double serial = Best(() => CpuGemm.Serial(false, true, size, size, size, 1f, a, size, b, size, 0f, c, size));
-        TestContext.Out.WriteLine($"[timing] CpuGemm.Serial 1024³ f32 (A·Bᵀ) {serial * 1e3:F2} ms = {flops / serial / 1e9:F1} GFLOP/s");
-        double plain = Best(() => CpuGemm.Serial(false, false, size, size, size, 1f, a, size, b, size, 0f, c, size));
-        TestContext.Out.WriteLine($"[timing] CpuGemm.Serial 1024³ f32 (A·B) {plain * 1e3:F2} ms = {flops / plain / 1e9:F1} GFLOP/s");
-        double transposedA = Best(() => CpuGemm.Serial(true, false, size, size, size, 1f, a, size, b, size, 0f, c, size));
-        TestContext.Out.WriteLine($"[timing] CpuGemm.Serial 1024³ f32 (Aᵀ·B) {transposedA * 1e3:F2} ms = {flops / transposedA / 1e9:F1} GFLOP/s");
-        foreach (int rows in new[] { 1, 4, 16, 32 })
-        {
-            const int wide = 4096;
-            float[] x1 = TestData.NormalSingle(1, rows * wide), w1 = TestData.NormalSingle(2, wide * wide), y1 = new float[rows * wide];
-            fixed (float* px = x1, pw = w1, py = y1)
-            {
-                var bx = new PinnedBuffer<float>(px, x1.Length);
-                var bw = new PinnedBuffer<float>(pw, w1.Length);
-                var by = new PinnedBuffer<float>(py, y1.Length);
-                double tb = Best(() => CpuGemm.Parallel(false, true, rows, wide, wide, 1f, bx, wide, bw, wide, 0f, by, wide));
-                double nb = Best(() => CpuGemm.Parallel(false, false, rows, wide, wide, 1f, bx, wide, bw, wide, 0f, by, wide));
-                TestContext.Out.WriteLine($"[timing] m={rows} n=k={wide}: A·Bᵀ {tb * 1e3:F2} ms, A·B {nb * 1e3:F2} ms");
-            }
-        }
-        TestContext.Out.WriteLine($"[timing] Vector512 {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated}, Vector256 {System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated}, Vector<float>.Count {Vector<float>.Count}, FMA {System.Runtime.Intrinsics.X86.Fma.IsSupported}, cores {Environment.ProcessorCount}");
-        Assert.Pass();
     }
 
     private static void CheckAllVariants<T>(int m, int n, int k, double tolerance)

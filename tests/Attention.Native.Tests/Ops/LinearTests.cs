@@ -98,7 +98,7 @@ public class LinearTests
         using var y32 = Linear.Forward(x32, w32);
         using var y16 = Linear.Forward(x16, w16);
         Assert.That(y16.DType, Is.EqualTo(DType.BF16));
-        Parity.AssertClose("linear cpu bf16 vs f32", DType.BF16, "[64,48]x[32,48]", y32.ToArray(), y16.ToArray());
+        Precision.AssertClose("linear cpu bf16 vs f32", DType.BF16, "[64,48]x[32,48]", y32.ToArray(), y16.ToArray());
     }
 
     [Test]

@@ -74,7 +74,7 @@ public class RopeTests
         using var y32 = Rope.Forward(t32, default, 32767);
         using var y64 = Rope.Forward(t64, default, 32767);
         var reference = Array.ConvertAll(y64.ToDoubleArray(), v => (float)v);
-        Parity.AssertClose("rope cpu f32 vs f64 at t=32767", DType.F32, "[1,1,1,64]", reference, y32.ToArray());
+        Precision.AssertClose("rope cpu f32 vs f64 at t=32767", DType.F32, "[1,1,1,64]", reference, y32.ToArray());
     }
 
     [TestCaseSource(nameof(Configs))]

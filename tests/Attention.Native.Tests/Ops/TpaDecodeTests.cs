@@ -59,7 +59,7 @@ public class TpaDecodeTests
         var factors = sizes.Random(84);
         using var o64 = Run(sizes, factors, 65, DType.F64);
         using var o32 = Run(sizes, factors, 65, DType.F32);
-        Parity.AssertClose("tpadecode cpu f32 vs f64", DType.F32, "B=2 Tq=2 H=4 d=32 length=65", o64.ToArray(), o32.ToArray());
+        Precision.AssertClose("tpadecode cpu f32 vs f64", DType.F32, "B=2 Tq=2 H=4 d=32 length=65", o64.ToArray(), o32.ToArray());
     }
 
     [Test]

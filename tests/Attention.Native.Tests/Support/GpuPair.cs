@@ -48,3 +48,73 @@ internal sealed class GpuPair : IDisposable
         Gpu.Dispose();
     }
 }
+
+/// <summary>
+/// A gradient on both backends, checked by contribution (<see cref="Closeness.Added"/>): the CPU reference runs first, into
+/// zeros, which gives the reference contribution; <see cref="Start"/> then gives the GPU tensor starting values (normal, of
+/// the contribution's root-mean-square size, exactly representable in the storage type), the GPU op runs into it, and
+/// <see cref="Compare"/> checks what it added. For an op that writes rather than adds, the starting values are garbage it
+/// must replace and the comparison takes a zero start.
+/// </summary>
+internal sealed class GradientPair : IDisposable
+{
+    private readonly CudaBackend _gpu;
+    private readonly DType _dtype;
+    private readonly int _seed;
+    private float[]? _before;
+    private bool _adds;
+    private Tensor? _device;
+
+    private GradientPair(CudaBackend gpu, int seed, Shape shape, DType dtype)
+    {
+        _gpu = gpu;
+        _seed = seed;
+        _dtype = dtype;
+        Cpu = Backend.Cpu.Zeros(shape);
+    }
+
+    /// <summary>The CPU reference's gradient: zeros until the CPU op has run into it, then the reference contribution.</summary>
+    public Tensor Cpu { get; }
+
+    /// <summary>The GPU's gradient, holding the starting values once <see cref="Start"/> has run.</summary>
+    public Tensor Gpu => _device ?? throw new InvalidOperationException("GradientPair.Start must run after the CPU op and before the GPU one");
+
+    public static GradientPair Zeros(CudaBackend gpu, int seed, Shape shape, DType dtype) => new(gpu, seed, shape, dtype);
+
+    /// <summary>After the CPU op, before the GPU one: the GPU tensor's starting values (see the class).</summary>
+    /// <param name="adds">Whether the op adds into the gradient (false: it writes).</param>
+    public void Start(bool adds = true)
+    {
+        var contribution = Cpu.ToArray();
+        double squares = 0;
+        foreach (float c in contribution)
+        {
+            squares += (double)c * c;
+        }
+        double rms = contribution.Length == 0 ? 1 : Math.Sqrt(squares / contribution.Length);
+        var start = TestData.Representable(TestData.NormalSingle(_seed, contribution.Length, rms > 0 ? rms : 1), _dtype);
+        _device?.Dispose();
+        _device = _gpu.FromArray(start, Cpu.Shape, _dtype);
+        _before = start;
+        _adds = adds;
+    }
+
+    /// <summary><see cref="Start"/> for each non-null pair.</summary>
+    public static void Start(bool adds, params GradientPair?[] pairs)
+    {
+        foreach (var pair in pairs)
+        {
+            pair?.Start(adds);
+        }
+    }
+
+    /// <summary>What the GPU op added against the CPU's contribution (recorded for the parity report).</summary>
+    public void Compare(string op, DType dtype) =>
+        Parity.AssertAdded(op, dtype, Cpu.Shape.ToString(), _adds ? _before : null, Cpu.ToArray(), Gpu.ToArray());
+
+    public void Dispose()
+    {
+        Cpu.Dispose();
+        _device?.Dispose();
+    }
+}

@@ -16,6 +16,9 @@ internal static class GradientCheck
     {
         var random = new Random(seed);
         double worst = 0;
+        // The errors a backward that added nothing, or 0.9× the gradients, would have had on the probes (over every input:
+        // a degenerate shape may have an input whose gradient is exactly zero, e.g. dq with one key).
+        double nothing = 0, ninety = 0;
         for (int p = 0; p < inputs.Length; p++)
         {
             if (analytic[p] is null)
@@ -37,7 +40,14 @@ internal static class GradientCheck
                 double numeric = (plus - minus) / (2 * Step);
                 double error = Math.Abs(numeric - analytic[p][i]) / (1 + Math.Abs(analytic[p][i]));
                 worst = Math.Max(worst, error);
+                nothing = Math.Max(nothing, Math.Abs(numeric));
+                ninety = Math.Max(ninety, Math.Abs(numeric - (0.9 * analytic[p][i])) / (1 + Math.Abs(0.9 * analytic[p][i])));
             }
+        }
+        // A check that could not tell those from the right gradients proves nothing: it fails.
+        if (nothing <= Tolerance || ninety <= Tolerance)
+        {
+            Assert.Fail($"insensitive gradient check (a backward adding nothing would err {nothing:E2}, one adding 0.9× {ninety:E2}; tolerance {Tolerance:E0})");
         }
         return worst;
     }

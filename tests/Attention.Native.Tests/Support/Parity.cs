@@ -3,9 +3,9 @@ using System.Globalization;
 namespace Attention.Native.Tests.Support;
 
 /// <summary>
-/// GPU-vs-CPU comparison with the tolerances of design.md: fp32 max|err| ≤ 1e-4·(1 + max|ref|); bf16/fp16
-/// storage with fp32 accumulation ≤ 2e-2·(1 + max|ref|). Each comparison is reported on the test output and,
-/// when <c>ATTENTION_NATIVE_PARITY_LOG</c> names a file, appended there (one tab-separated line).
+/// GPU-vs-CPU comparisons (<see cref="Closeness"/>'s rules), reported on the test output and kept for the parity report
+/// (<see cref="Gpu.ParityReport"/>); when <c>ATTENTION_NATIVE_PARITY_LOG</c> names a file, each is also appended there (one
+/// tab-separated line). CPU-vs-CPU comparisons use <see cref="Precision"/>, which keeps nothing.
 /// </summary>
 internal static class Parity
 {
@@ -14,7 +14,10 @@ internal static class Parity
     private static readonly Lock LogGate = new();
     private static readonly List<Record> s_records = [];
 
-    /// <summary>One comparison: the op or variant tag, storage type, shape, max|err|, the tolerance and max|err| / (1 + max|ref|).</summary>
+    /// <summary>
+    /// One comparison: the op or variant tag, storage type, shape, max|err|, the bound it was held to, the relative error
+    /// (outputs: max|err| / (1 + max|ref|); gradients: max|err| / max|reference contribution|) and the tolerance factor.
+    /// </summary>
     public sealed record Record(string Op, DType DType, string Shape, double MaxError, double Tolerance, double RelativeError, double ToleranceFactor);
 
     /// <summary>Every comparison made so far in this run.</summary>
@@ -29,33 +32,38 @@ internal static class Parity
         }
     }
 
-    public static double ToleranceFactor(DType dtype) => dtype == DType.F32 ? 1e-4 : 2e-2;
-
+    /// <summary>An output of the GPU against the CPU's (design.md's rule).</summary>
     public static void AssertClose(string op, DType dtype, string shape, float[] reference, float[] actual)
     {
         Assert.That(actual, Has.Length.EqualTo(reference.Length), $"{op}: output length");
-        double maxRef = 0, maxErr = 0;
-        for (int i = 0; i < reference.Length; i++)
-        {
-            maxRef = Math.Max(maxRef, Math.Abs(reference[i]));
-            double err = Math.Abs((double)reference[i] - actual[i]);
-            if (double.IsNaN(err))
-            {
-                err = double.PositiveInfinity;
-            }
-            maxErr = Math.Max(maxErr, err);
-        }
-        double tolerance = ToleranceFactor(dtype) * (1 + maxRef);
-        string line = string.Create(CultureInfo.InvariantCulture, $"{op}\t{dtype}\t{shape}\t{maxErr:E3}\t{tolerance:E3}\t{maxErr / (1 + maxRef):E3}");
+        var r = Closeness.Output(reference, actual, dtype);
+        Keep(new Record(op, dtype, shape, r.MaxError, r.Tolerance, r.Relative, r.Factor));
+        Precision.AssertOutput(op, dtype, shape, r, "gpu − cpu");
+    }
+
+    /// <summary>
+    /// A gradient the GPU op added into <paramref name="before"/> (null: wrote from zero) against the CPU's contribution
+    /// (<see cref="Closeness.Added"/>).
+    /// </summary>
+    public static void AssertAdded(string op, DType dtype, string shape, float[]? before, float[] contribution, float[] after)
+    {
+        Assert.That(after, Has.Length.EqualTo(contribution.Length), $"{op}: gradient length");
+        var r = Closeness.Added(before, contribution, after, dtype);
+        Keep(new Record(op, dtype, shape, r.MaxError, r.Bound, r.Relative, r.Factor));
+        Precision.AssertAdded(op, dtype, shape, r, "gpu − cpu");
+    }
+
+    private static void Keep(Record record)
+    {
+        string line = string.Create(CultureInfo.InvariantCulture, $"{record.Op}\t{record.DType}\t{record.Shape}\t{record.MaxError:E3}\t{record.Tolerance:E3}\t{record.RelativeError:E3}");
         TestContext.Out.WriteLine("[parity] " + line);
         lock (LogGate)
         {
-            s_records.Add(new Record(op, dtype, shape, maxErr, tolerance, maxErr / (1 + maxRef), ToleranceFactor(dtype)));
+            s_records.Add(record);
             if (Environment.GetEnvironmentVariable(LogVariable) is { Length: > 0 } path)
             {
                 File.AppendAllText(path, line + Environment.NewLine);
             }
         }
-        Assert.That(maxErr, Is.LessThanOrEqualTo(tolerance), $"{op} {dtype} {shape}: max |gpu − cpu| = {maxErr:E3} > {tolerance:E3}");
     }
 }
