@@ -16,7 +16,7 @@ public class GpuAttentionTests
 
     private static Problem Full(int b, int t, int h, int g, int dqk, int dv, bool causal) => new(b, t, h, g, dqk, dv, causal, t, t, false);
 
-    private static readonly Problem[] Cases =
+    internal static readonly Problem[] Cases =
     [
         Full(1, 1, 1, 1, 8, 8, false),
         Full(2, 7, 4, 2, 64, 64, true),
@@ -47,7 +47,11 @@ public class GpuAttentionTests
         from c in Cases
         select new TestCaseData(dtype, c).SetName($"Attention {dtype} {c}");
 
-    private static GpuPair Keys(CudaBackend gpu, int seed, Problem c, int width, DType dtype)
+    private static GpuPair Keys(CudaBackend gpu, int seed, Problem c, int width, DType dtype) =>
+        GpuPair.Of(gpu, KeyValues(seed, c, width), new Shape(c.B, c.Tk, c.G, width), dtype);
+
+    /// <summary>Keys or values <c>[B, T_k, G, width]</c>: normal, with garbage (1000) at the positions at or past Length.</summary>
+    internal static float[] KeyValues(int seed, Problem c, int width)
     {
         var values = TestData.NormalSingle(seed, (long)c.B * c.Tk * c.G * width);
         // Positions at or past Length hold garbage the kernels must never read into the result.
@@ -58,7 +62,7 @@ public class GpuAttentionTests
                 values[at] = 1000f;
             }
         }
-        return GpuPair.Of(gpu, values, new Shape(c.B, c.Tk, c.G, width), dtype);
+        return values;
     }
 
     [TestCaseSource(nameof(CaseData))]

@@ -28,7 +28,7 @@ public class GpuLinearAttentionTests
 
     // T ∈ {1, 7, 129, 1000}, widths {8, 64, 128} and one 256, H ∈ {1, 4}; T = 1 runs the decode-step kernel; 70 heads
     // launch in two groups of at most 64; T = 33 and 65 end in partial blocks of the 32-token chunk.
-    private static readonly Dims[] LightningShapes =
+    internal static readonly Dims[] LightningShapes =
     [
         new(1, 1, 1, 8, 8, 1.0),
         new(2, 1, 4, 128, 128),
@@ -43,7 +43,7 @@ public class GpuLinearAttentionTests
     ];
 
     /// <summary>λ per head: one head takes the shape's λ; four span fast decay to none; more repeat a pattern with λ = 1 in it.</summary>
-    private static double[] Decays(Dims s) => s.H switch
+    internal static double[] Decays(Dims s) => s.H switch
     {
         1 => [s.Lambda],
         4 => [0.5, 0.9, 0.999, 1.0],
@@ -248,7 +248,7 @@ public class GpuLinearAttentionTests
         GpuPair.StorageTypes.Select(d => new TestCaseData(d).SetName($"Lightning decode steps equal the chunked forward {d}"));
 
     // T ∈ {1, 7, 129, 1000} (and 4100: more than 64 chunks of 64 tokens), widths {8, 64, 128} and one 256, H ∈ {1, 4}.
-    private static readonly Dims[] FlattenShapes =
+    internal static readonly Dims[] FlattenShapes =
     [
         new(1, 1, 1, 8, 8),
         new(2, 7, 4, 64, 64),

@@ -85,18 +85,23 @@ internal sealed class GradientPair : IDisposable
     /// <param name="adds">Whether the op adds into the gradient (false: it writes).</param>
     public void Start(bool adds = true)
     {
-        var contribution = Cpu.ToArray();
+        var start = StartingValues(_seed, Cpu.ToArray(), _dtype);
+        _device?.Dispose();
+        _device = _gpu.FromArray(start, Cpu.Shape, _dtype);
+        _before = start;
+        _adds = adds;
+    }
+
+    /// <summary>Normal values of the contribution's root-mean-square size, exactly representable in <paramref name="dtype"/>.</summary>
+    public static float[] StartingValues(int seed, float[] contribution, DType dtype)
+    {
         double squares = 0;
         foreach (float c in contribution)
         {
             squares += (double)c * c;
         }
         double rms = contribution.Length == 0 ? 1 : Math.Sqrt(squares / contribution.Length);
-        var start = TestData.Representable(TestData.NormalSingle(_seed, contribution.Length, rms > 0 ? rms : 1), _dtype);
-        _device?.Dispose();
-        _device = _gpu.FromArray(start, Cpu.Shape, _dtype);
-        _before = start;
-        _adds = adds;
+        return TestData.Representable(TestData.NormalSingle(seed, contribution.Length, rms > 0 ? rms : 1), dtype);
     }
 
     /// <summary><see cref="Start"/> for each non-null pair.</summary>
