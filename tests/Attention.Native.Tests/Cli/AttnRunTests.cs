@@ -2,11 +2,15 @@ using Attention.Cli;
 using Attention.Native.IO;
 using Attention.Native.Tests.Support;
 using Attention.Native.Tests.Runtime;
+using Attention.Native.Tests.Variants;
 using Attention.Native.Variants;
 
 namespace Attention.Native.Tests.Cli;
 
-/// <summary><c>attn run</c> end to end on files, against the library called directly.</summary>
+/// <summary>
+/// <c>attn run</c> end to end on files, against the independent F64 formulas of variants.md (Variants/Formulas): y against the
+/// formula, every gradient against the formula's directional derivative (so neither side is the library under test).
+/// </summary>
 public class AttnRunTests
 {
     /// <summary>The small configs of variants.md (agent and flatten at T = 6 to keep the run short).</summary>
@@ -82,10 +86,32 @@ public class AttnRunTests
     private static double RelativeError(Tensor expected, Tensor actual)
     {
         Assert.That(actual.Shape, Is.EqualTo(expected.Shape));
-        var e = expected.ToDoubleArray();
-        var a = actual.ToDoubleArray();
-        double scale = 1 + e.Select(Math.Abs).DefaultIfEmpty().Max();
-        return e.Zip(a, (x, y) => Math.Abs(x - y)).DefaultIfEmpty().Max() / scale;
+        return RelativeError(expected.ToDoubleArray(), actual.ToDoubleArray());
+    }
+
+    private static double RelativeError(double[] expected, double[] actual)
+    {
+        Assert.That(actual, Has.Length.EqualTo(expected.Length));
+        double scale = 1 + expected.Select(Math.Abs).DefaultIfEmpty().Max();
+        return expected.Zip(actual, (x, y) => Math.Abs(x - y)).DefaultIfEmpty().Max() / scale;
+    }
+
+    /// <summary>
+    /// A written gradient g of the loss Σ dy ⊙ formula(…) against the formula's central difference along a random direction e:
+    /// |⟨g, e⟩ − (L(+he) − L(−he)) / 2h| ≤ 1e-4 · Σ|g ⊙ e| + 1e-6 · Σ|e|. The F32 run's rounding is ~1e-7 of the first scale, and
+    /// the second admits F32 noise of 1e-6 per element where the true gradient is zero (agent's key bias: softmax ignores a
+    /// shift shared by a row). A gradient 0.9× too small, of another tensor, or of a wrong formula moves ⟨g, e⟩ by far more
+    /// (⟨g, e⟩ is ~Σ|g ⊙ e| / sqrt(n) for random e). A small step keeps SAS's ReLU kinks from bending the difference.
+    /// </summary>
+    private static void AssertDirectionalDerivative(string what, double[] gradient, double[] point, Func<double[], double> loss, int seed)
+    {
+        var e = TestData.Normal(seed, point.Length);
+        const double H = 1e-6;
+        double Along(double step) => loss([.. point.Select((p, i) => p + (step * e[i]))]);
+        double numeric = (Along(H) - Along(-H)) / (2 * H);
+        double analytic = gradient.Zip(e, (g, d) => g * d).Sum();
+        double bound = (1e-4 * gradient.Zip(e, (g, d) => Math.Abs(g * d)).Sum()) + (1e-6 * e.Sum(Math.Abs));
+        Assert.That(Math.Abs(analytic - numeric), Is.LessThanOrEqualTo(bound), $"{what}: ⟨g, e⟩ = {analytic:E6}, the formula's derivative {numeric:E6}");
     }
 
     [TestCaseSource(typeof(LayerConfig), nameof(LayerConfig.Variants))]
@@ -95,19 +121,28 @@ public class AttnRunTests
         var (code, _, error) = Run(files.Args("--grad", files.Grad));
         Assert.That(code, Is.Zero, error);
         using var result = SafeTensors.Read(files.Out);
-        using var y = files.Layer.Forward(files.X);
-        using var pass = files.Layer.ForwardForTraining(files.X);
-        using var grads = pass.Backward(files.Dy);
-        var expectedNames = new[] { "y", "dx" }.Concat(grads.Parameters.Keys.Select(k => $"grad.{k}"));
-        Assert.That(result.Names, Is.EquivalentTo(expectedNames));
-        Assert.That(grads.Parameters.Keys, Is.EquivalentTo(files.Layer.ParameterSpecs.Where(s => s.Learnable).Select(s => s.Name)));
-        Assert.That(RelativeError(y, result["y"]), Is.LessThanOrEqualTo(1e-6));
-        Assert.That(RelativeError(grads.Input, result["dx"]), Is.LessThanOrEqualTo(1e-6));
-        foreach (var (name, g) in grads.Parameters)
-        {
-            Assert.That(RelativeError(g, result[$"grad.{name}"]), Is.LessThanOrEqualTo(1e-6), name);
-        }
+        var learnable = files.Layer.ParameterSpecs.Where(s => s.Learnable).Select(s => s.Name).ToArray();
+        Assert.That(result.Names, Is.EquivalentTo(new[] { "y", "dx" }.Concat(learnable.Select(k => $"grad.{k}"))));
         Assert.That(result.Metadata["variant"], Is.EqualTo(variant));
+
+        var config = files.Layer.Config;
+        int batch = files.X.Shape[0], tokens = files.X.Shape[1];
+        var weights = FormulaKit.Weights(files.Layer);
+        var x = files.X.ToDoubleArray();
+        var dy = files.Dy.ToDoubleArray();
+        double Loss(IReadOnlyDictionary<string, double[]> w, double[] input) =>
+            FormulaKit.ForwardOf(config, w, input, batch, tokens).Zip(dy, (a, b) => a * b).Sum();
+        Assert.That(RelativeError(FormulaKit.ForwardOf(config, weights, x, batch, tokens), result["y"].ToDoubleArray()), Is.LessThanOrEqualTo(1e-4), "y against the formula");
+        Assert.Multiple(() =>
+        {
+            AssertDirectionalDerivative("dx", result["dx"].ToDoubleArray(), x, input => Loss(weights, input), 31);
+            int seed = 32;
+            foreach (string name in learnable)
+            {
+                AssertDirectionalDerivative($"grad.{name}", result[$"grad.{name}"].ToDoubleArray(), weights[name],
+                    values => Loss(new Dictionary<string, double[]>(weights) { [name] = values }, x), seed++);
+            }
+        });
     }
 
     [TestCase("mha")]
@@ -123,9 +158,9 @@ public class AttnRunTests
         var (code, _, error) = Run(files.Args("--decode"));
         Assert.That(code, Is.Zero, error);
         using var result = SafeTensors.Read(files.Out);
-        using var y = files.Layer.Forward(files.X);
         Assert.That(result.Metadata["mode"], Is.EqualTo("decode"));
-        Assert.That(RelativeError(y, result["y"]), Is.LessThanOrEqualTo(1e-12));
+        var formula = FormulaKit.ForwardOf(files.Layer.Config, FormulaKit.Weights(files.Layer), files.X.ToDoubleArray(), files.X.Shape[0], files.X.Shape[1]);
+        Assert.That(RelativeError(formula, result["y"].ToDoubleArray()), Is.LessThanOrEqualTo(1e-12), "decoded y against the formula");
     }
 
     /// <summary><c>attn run --backend cuda</c> meets the same contract as on the CPU: y, dx and every gradient, and decode.</summary>

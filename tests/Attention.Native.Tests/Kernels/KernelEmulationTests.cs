@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.RegularExpressions;
 
 namespace Attention.Native.Tests.Kernels;
 
@@ -10,16 +11,52 @@ namespace Attention.Native.Tests.Kernels;
 /// Needs the source tree and g++ (C++20, x86-64).
 /// </summary>
 [Category("Kernels")]
-public class KernelEmulationTests
+public partial class KernelEmulationTests
 {
+    /// <summary>
+    /// Every kernel file is emulated: each cuda/*.cu is included by a harness (as its .emu.cpp), and each of its
+    /// <c>__global__</c> functions is launched by name in some harness. Needs only the source tree.
+    /// </summary>
     [Test]
-    public void Attention_kernels_match_the_reference_under_cpu_emulation()
+    public void Every_kernel_of_every_kernel_file_has_an_emulation_harness()
+    {
+        string root = SourceRoot() ?? throw new IgnoreException("no source tree above the test assembly (a deployed bundle)");
+        var harnesses = Directory.GetFiles(Path.Combine(root, "tests", "emulation"), "*_harness.cpp").Select(File.ReadAllText).ToArray();
+        var kernelFiles = Directory.GetFiles(Path.Combine(root, "cuda"), "*.cu");
+        Assert.That(kernelFiles, Is.Not.Empty);
+        Assert.Multiple(() =>
+        {
+            foreach (string file in kernelFiles)
+            {
+                string name = Path.GetFileNameWithoutExtension(file);
+                Assert.That(harnesses.Any(h => h.Contains($"#include \"{name}.emu.cpp\"", StringComparison.Ordinal)), Is.True, $"cuda/{name}.cu is included by no harness");
+                foreach (Match m in KernelName().Matches(File.ReadAllText(file)))
+                {
+                    string kernel = m.Groups[1].Value;
+                    var call = new Regex($@"\b{Regex.Escape(kernel)}\s*(<[^;()]*>)?\s*\(");
+                    Assert.That(harnesses.Any(h => call.IsMatch(h)), Is.True, $"cuda/{name}.cu: kernel {kernel} is launched by no harness");
+                }
+            }
+        });
+    }
+
+    private static string? SourceRoot()
     {
         string? root = AppContext.BaseDirectory;
         while (root is not null && !File.Exists(Path.Combine(root, "Attention.Native.sln")))
         {
             root = Path.GetDirectoryName(root);
         }
+        return root;
+    }
+
+    [GeneratedRegex(@"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\(")]
+    private static partial Regex KernelName();
+
+    [Test]
+    public void Attention_kernels_match_the_reference_under_cpu_emulation()
+    {
+        string? root = SourceRoot();
         if (root is null)
         {
             Assert.Ignore("no source tree above the test assembly (a deployed bundle): tests/emulation/run.sh not found");

@@ -85,6 +85,19 @@ internal static class FormulaKit
         return y;
     }
 
+    /// <summary>The formula of <paramref name="config"/>'s variant: y of x [batch, tokens, d_model] with the weights <paramref name="w"/>.</summary>
+    public static double[] ForwardOf(LayerConfig config, IReadOnlyDictionary<string, double[]> w, double[] x, int batch, int tokens) => config switch
+    {
+        GqaConfig c => GqaFormula.Forward(c, w, x, batch, tokens),
+        MlaConfig c => MlaFormula.Forward(c, w, x, batch, tokens),
+        TpaConfig c => TpaFormula.Forward(c, w, x, batch, tokens),
+        SasConfig c => SasLayerFormula.Forward(c, w, x, batch, tokens),
+        AgentConfig c => AgentFormula.Forward(c, w, x, batch),
+        FlattenConfig c => FlattenFormula.Forward(c, w, x, batch),
+        TransNormerConfig c => TransNormerFormula.Forward(c, w, x, batch, tokens),
+        _ => throw new ArgumentException($"no formula for {config.GetType().Name}", nameof(config)),
+    };
+
     /// <summary>Asserts max|actual − formula| ≤ <see cref="Tolerance"/> · (1 + max|formula|).</summary>
     public static void AssertMatches(double[] actual, double[] formula, string what)
     {
