@@ -36,12 +36,14 @@ else
   harnesses=()
   for h in "$here"/*_harness.cpp; do harnesses+=("$(basename "$h" _harness.cpp)"); done
 fi
-flags=(-std=c++20 -O1 -Wno-unknown-pragmas -I "$work" -I "$here")
+options=(-std=c++20 -O1 -Wno-unknown-pragmas)
+flags=("${options[@]}" -I "$work" -I "$here")
 
-# Compile (two at a time), reusing a binary whose sources are unchanged.
+# Compile (two at a time), reusing a binary whose sources are unchanged. The key leaves out the include paths: $work is a
+# fresh temporary folder each run, and with it in the key no binary was ever reused.
 compile() {
   local name="$1" key
-  key=$( { cat "$here/${name}_harness.cpp" "$here"/*.h "$work"/*.emu.cpp "$work"/*.cuh; echo "${flags[*]}"; g++ --version | head -1; } | sha256sum | cut -c1-16)
+  key=$( { cat "$here/${name}_harness.cpp" "$here"/*.h "$work"/*.emu.cpp "$work"/*.cuh; echo "${options[*]}"; g++ --version | head -1; } | sha256sum | cut -c1-16)
   if [ ! -x "$cache/$name-$key" ]; then
     rm -f "$cache/$name"-*
     g++ "${flags[@]}" -o "$cache/$name-$key.tmp" "$here/${name}_harness.cpp" && mv "$cache/$name-$key.tmp" "$cache/$name-$key"

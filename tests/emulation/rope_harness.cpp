@@ -1,0 +1,77 @@
+// cuda/rope.cu (forward and backward, half and interleaved pairs, a rotated slice with the rest copied, in place) in fp32,
+// bf16 and fp16 under the emulation of cuda_shim.h, against variants.md's RoPE in double on the same rounded inputs: a single
+// pair, odd head counts and sequence lengths, a slice in the middle of the row, more pairs than threads (the pair loop runs
+// twice), a row wider than the block (the copy loop runs three times), positions past 10^5 (angles in double).
+#include "cuda_shim.h"
+#include "bf16_check.h"
+#include "rope.emu.cpp"
+#include "launch_plans.h"
+
+struct P { int B, T, H, width, offset, rotary; bool interleaved, in_place; int position_offset; };
+
+// variants.md: pair (a, b) at position p turns by p·θ_j, θ_j = base^(−2j/n); sign −1 turns back (the backward).
+static std::vector<double> rotate(const std::vector<double>& x, const P& p, double base, double sign)
+{
+    std::vector<double> y = x;
+    const int half = p.rotary / 2;
+    for (int b = 0; b < p.B; ++b) for (int t = 0; t < p.T; ++t) for (int h = 0; h < p.H; ++h) {
+        const size_t row = (((size_t)b * p.T + t) * p.H + h) * p.width;
+        for (int j = 0; j < half; ++j) {
+            const double angle = (double)(p.position_offset + t) * std::pow(base, -2.0 * j / p.rotary);
+            const double c = std::cos(angle), s = sign * std::sin(angle);
+            const size_t ia = row + p.offset + (p.interleaved ? 2 * j : j), ib = p.interleaved ? ia + 1 : ia + half;
+            y[ia] = x[ia] * c - x[ib] * s;
+            y[ib] = x[ib] * c + x[ia] * s;
+        }
+    }
+    return y;
+}
+
+template <typename T>
+int run(P p)
+{
+    std::mt19937 rng(p.B * 31 + p.T * 7 + p.width + p.offset);
+    const double base = 10000.0;
+    const size_t count = (size_t)p.B * p.T * p.H * p.width;
+    auto x = random_values<T>(rng, count), dy = random_values<T>(rng, count);
+    // RopeCuda.Apply: one block per (b, t); threads: the pairs, or the row when the rest is copied, rounded up to a warp,
+    // 32 … 256.
+    const bool copies = p.rotary < p.width && !p.in_place;
+    auto round32 = [](int n) { return (n + 31) / 32 * 32; };
+    const unsigned threads = (unsigned)std::clamp(round32(std::max(p.rotary / 2, copies ? p.width : 1)), 32, 256);
+    const dim3 grid{(unsigned)(p.B * p.T)};
+    printf("%s B%d T%d H%d width%d rotary%d at %d %s%s position %d, %u threads\n", type_name<T>(), p.B, p.T, p.H, p.width, p.rotary,
+           p.offset, p.interleaved ? "interleaved" : "half", p.in_place ? " in place" : "", p.position_offset, threads);
+    int fails = 0;
+
+    // Forward; y starts NaN (or is x itself): every element must be written, the copied ones too.
+    auto y = p.in_place ? x : filled<T>(count, NAN);
+    const T* xin = p.in_place ? y.data() : x.data();
+    emu_launch(grid, dim3{threads}, [&] {
+        rope_forward<T>(y.data(), xin, p.T, p.H, p.width, p.offset, p.rotary, p.interleaved, p.position_offset, base); });
+    fails += check_output("y", floats(y), rotate(doubles(x), p, base, 1.0), tolerance_of<T>());
+
+    // Backward: dx = dy turned back; it overwrites dx (garbage at the start, so its contribution counts from zero).
+    const auto dx_ref = rotate(doubles(dy), p, base, -1.0);
+    auto dx = p.in_place ? dy : starting_values<T>(rng, dx_ref);
+    const T* dyin = p.in_place ? dx.data() : dy.data();
+    emu_launch(grid, dim3{threads}, [&] {
+        rope_backward<T>(dx.data(), dyin, p.T, p.H, p.width, p.offset, p.rotary, p.interleaved, p.position_offset, base); });
+    fails += check_added<T>("dx", dx, std::vector<T>(count, from_float<T>(0.0f)), dx_ref);
+    return fails;
+}
+
+int main()
+{
+    int fails = 0;
+    auto run_all = [](P p) { return emu_cases([&] { return run<float>(p); }, [&] { return run<bf16_t>(p); }, [&] { return run<half_t>(p); }); };
+    fails += run_all({1, 1, 1, 2, 0, 2, false, false, 0});      // one pair at position 0
+    fails += run_all({2, 3, 3, 20, 0, 20, false, false, 5});    // the whole row, half pairs
+    fails += run_all({1, 5, 2, 40, 8, 24, true, false, 7});     // interleaved slice in the middle: columns on both sides copied
+    fails += run_all({2, 3, 3, 40, 16, 24, false, true, 3});    // trailing slice in place (MLA's d_r): nothing copied
+    fails += run_all({1, 2, 1, 600, 0, 600, false, false, 100000}); // 300 pairs on 256 threads, long-context angles
+    fails += run_all({1, 2, 3, 600, 40, 520, true, false, 11}); // copies: a 600-wide row on 256 threads
+    fails += run_all({1, 3, 1, 30, 0, 30, true, true, 0});      // interleaved in place, one head
+    printf("%d failing\n", fails);
+    return fails != 0;
+}
