@@ -4,9 +4,8 @@
 # (cuda/<name>.cu, turned into <name>.emu.cpp here) and runs them in bf16 and fp16 (and fp32 where the kernel has it).
 # No GPU needed. Each harness prints its checks and ends with "N failing".
 # Usage: tests/emulation/run.sh [harness…]   (names without _harness.cpp; default: all). Needs g++ with C++20 on x86-64.
-# By default (the test suite's run) the cases take the types in turn and the heavy cases are left out; EMU_FULL=1 runs
-# every case in every type (.ci/run does, after the test suite). Compiled harnesses are kept in artifacts/emulation, keyed
-# by a hash of their sources, so an unchanged harness is not compiled again.
+# Every case runs in every type it lists. Compiled harnesses are kept in artifacts/emulation, keyed by a hash of their
+# sources, so an unchanged harness is not compiled again.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
