@@ -1,13 +1,17 @@
-// cuda/tpa_decode.cu's all-heads kernel (tpa_decode_heads) and its combine, bf16 and fp16, under the emulation of cuda_shim.h,
+// cuda/tpa_decode.cu's two paths, the all-heads kernel (tpa_decode_heads) and the per-head one (tpa_decode_query, then
+// tpa_decode_split), each with the combine, in fp32, bf16 and fp16, under the emulation of cuda_shim.h,
 // against a double-precision reference from variants.md's TPA formulas (q, k, v materialised from the 16-bit-rounded
 // factors): causal query tokens at the end of a cache with garbage past the valid length, several splits (one empty),
-// partial key tiles, odd head counts and a width that is not a multiple of 4. Tolerance: design.md's 16-bit one.
+// partial key tiles, odd head counts and a width that is not a multiple of 4, query tokens in chunks (bt0 > 0) as
+// TpaDecodeCuda.Forward(…, maxChunk) launches them. o by design.md's tolerance for T; each split's partial log-sum-exp
+// (fp32) at 1e-4.
 #include "cuda_shim.h"
 #include "bf16_check.h"
+#include "split_check.h"
 #include "tpa_decode.emu.cpp"
 #include <random>
 
-struct P { int B, Tq, H, d, Rq, Rk, Rv, Cap, L, keys_per_split; };
+struct P { int B, Tq, H, d, Rq, Rk, Rv, Cap, L, keys_per_split, chunk; }; // chunk: query tokens per launch
 
 static size_t shared_floats(const P& p)
 {
@@ -32,6 +36,8 @@ int run(P p)
     auto F = [](const std::vector<T>& x, size_t i) { return (double)to_float(x[i]); };
     const double scale = 1.0 / std::sqrt((double)d);
     std::vector<double> o_ref((size_t)B * Tq * H * d);
+    const int splits_ref = (p.L + p.keys_per_split - 1) / p.keys_per_split + 1;
+    std::vector<double> split_ref((size_t)splits_ref * B * Tq * H);
     for (int b = 0; b < B; ++b) for (int t = 0; t < Tq; ++t) for (int h = 0; h < H; ++h) {
         const size_t bt = (size_t)b * Tq + t;
         const int vis = std::min(p.L, p.L - Tq + t + 1);
@@ -49,6 +55,7 @@ int run(P p)
             s[j] = dot * scale;
             m = std::max(m, s[j]);
         }
+        split_lse_ref(split_ref, (size_t)B * Tq * H, bt * H + h, s, p.keys_per_split, splits_ref);
         for (int j = 0; j < vis; ++j) { s[j] = std::exp(s[j] - m); sum += s[j]; }
         for (int j = 0; j < vis; ++j) {
             const size_t key = (size_t)b * Cap + j;
@@ -63,28 +70,54 @@ int run(P p)
     const int tokens = B * Tq;
     const int splits = (p.L + p.keys_per_split - 1) / p.keys_per_split + 1; // the last split lies past L: it sees nothing
     const size_t rows = (size_t)tokens * H;
-    std::vector<float> partial_o(splits * rows * d), partial_ml(splits * rows * 2);
     if (shared_floats(p) > (1u << 18)) { printf("shared memory too small\n"); return 1; }
     const float kscale = (float)(1.0 / (p.Rq * p.Rk * std::sqrt((double)d)));
-    emu_launch(dim3{(unsigned)splits, (unsigned)tokens}, dim3{SPLIT_THREADS}, [&] {
-        tpa_decode_heads<T>(partial_o.data(), partial_ml.data(), aq.data(), bq.data(), ak.data(), bk.data(), av.data(), bv.data(),
-                                 0, Tq, H, p.Rq, p.Rk, p.Rv, d, Cap, p.L, kscale, p.keys_per_split); });
-    std::vector<T> o(o_ref.size());
-    emu_launch(dim3{(unsigned)rows}, dim3{SPLIT_THREADS}, [&] {
-        tpa_decode_combine<T>(o.data(), partial_o.data(), partial_ml.data(), d, p.Rv, splits); });
-    std::vector<float> of(o.size());
-    for (size_t i = 0; i < o.size(); ++i) of[i] = to_float(o[i]);
-    printf("%s B%d Tq%d H%d d%d ranks %d/%d/%d Cap%d L%d splits%d\n", type_name<T>(), B, Tq, H, d, p.Rq, p.Rk, p.Rv, Cap, p.L, splits);
-    return check("o", of, o_ref) <= 2e-2 ? 0 : 1;
+    printf("%s B%d Tq%d H%d d%d ranks %d/%d/%d Cap%d L%d splits%d chunk%d\n", type_name<T>(), B, Tq, H, d, p.Rq, p.Rk, p.Rv, Cap, p.L, splits, p.chunk);
+    int fails = 0;
+    // Both of TpaDecodeCuda's paths, over the query tokens in chunks of p.chunk as its Forward(…, maxChunk) runs them: the
+    // partials hold one chunk's rows, and o is written from the chunk's first row on.
+    for (int all_heads = 1; all_heads >= 0; --all_heads) {
+        std::vector<T> o(o_ref.size());
+        std::vector<float> ml_all(splits * rows * 2);
+        for (int bt0 = 0; bt0 < tokens; bt0 += p.chunk) {
+            const int count = std::min(p.chunk, tokens - bt0);
+            const size_t crows = (size_t)count * H;
+            std::vector<float> partial_o(splits * crows * d), partial_ml(splits * crows * 2);
+            if (all_heads) {
+                emu_launch(dim3{(unsigned)splits, (unsigned)count}, dim3{SPLIT_THREADS}, [&] {
+                    tpa_decode_heads<T>(partial_o.data(), partial_ml.data(), aq.data(), bq.data(), ak.data(), bk.data(), av.data(), bv.data(),
+                                        bt0, Tq, H, p.Rq, p.Rk, p.Rv, d, Cap, p.L, kscale, p.keys_per_split); });
+            } else {
+                // The per-head path: q̃ per row on Elementwise.Grid (a 132-multiprocessor device), then a block per (split, token, head).
+                std::vector<float> qtilde(crows * d);
+                emu_launch(dim3{(unsigned)std::min<size_t>((crows * d + 255) / 256, 32 * 132)}, dim3{256}, [&] {
+                    tpa_decode_query<T>(qtilde.data(), aq.data() + (size_t)bt0 * H * p.Rq, bq.data() + (size_t)bt0 * p.Rq * d, count, H, p.Rq, d); });
+                emu_launch(dim3{(unsigned)splits, (unsigned)count, (unsigned)H}, dim3{SPLIT_THREADS}, [&] {
+                    tpa_decode_split<T>(partial_o.data(), partial_ml.data(), qtilde.data(), ak.data(), bk.data(), av.data(), bv.data(),
+                                        bt0, Tq, H, p.Rk, p.Rv, d, Cap, p.L, kscale, p.keys_per_split); });
+            }
+            emu_launch(dim3{(unsigned)crows}, dim3{SPLIT_THREADS}, [&] {
+                tpa_decode_combine<T>(o.data() + (size_t)bt0 * H * d, partial_o.data(), partial_ml.data(), d, p.Rv, splits); });
+            for (int sp = 0; sp < splits; ++sp) for (size_t r = 0; r < crows; ++r) for (int e = 0; e < 2; ++e)
+                ml_all[2 * (sp * rows + (size_t)bt0 * H + r) + e] = partial_ml[2 * (sp * crows + r) + e];
+        }
+        std::vector<float> of(o.size());
+        for (size_t i = 0; i < o.size(); ++i) of[i] = to_float(o[i]);
+        printf(" %s\n", all_heads ? "tpa_decode_heads" : "tpa_decode_query + tpa_decode_split");
+        fails += check("o", of, o_ref, tolerance_of<T>()) > tolerance_of<T>();
+        fails += check_split_lse("split", ml_all, split_ref);
+    }
+    return fails != 0;
 }
 
 int main()
 {
     int fails = 0;
-    auto run_both = [](P p) { return emu_cases([&] { return run<bf16_t>(p); }, [&] { return run<half_t>(p); }); };
-    fails += run_both({2, 2, 4, 16, 6, 2, 2, 80, 70, 32});   // the small config: causal pair of tokens, three splits + an empty one
-    fails += run_both({1, 1, 32, 64, 6, 2, 2, 120, 100, 64}); // the benchmark config's shape, a partial tile per split
-    fails += run_both({1, 3, 5, 18, 3, 1, 3, 40, 37, 256});   // odd heads, width not a multiple of 4, one split
+    auto run_all = [](P p) { return emu_cases([&] { return run<float>(p); }, [&] { return run<bf16_t>(p); }, [&] { return run<half_t>(p); }); };
+    fails += run_all({2, 2, 4, 16, 6, 2, 2, 80, 70, 32, 4});   // the small config: causal pair of tokens, three splits + an empty one
+    fails += run_all({1, 1, 32, 64, 6, 2, 2, 120, 100, 64, 1}); // the benchmark config's shape, a partial tile per split
+    fails += run_all({1, 3, 5, 18, 3, 1, 3, 40, 37, 256, 2});   // odd heads, width not a multiple of 4, one split, chunks of 2 and 1 tokens
+    fails += run_all({2, 1, 2, 40, 2, 2, 1, 1, 1, 32, 1});      // a cache of one key; width past one warp; one token per chunk
     printf("%d failing\n", fails);
-    return fails;
+    return fails != 0;
 }
