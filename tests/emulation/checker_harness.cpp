@@ -17,7 +17,7 @@ int run()
         for (size_t i = 0; i < c.size(); ++i) after[i] = from_float<T>((float)((overwrite ? 0.0 : (double)to_float(before[i])) + factor * c[i]));
         return after;
     };
-    printf("%s checker\n", type_name<T>());
+    printf("%s checker (\"right\" and \"out\" must pass; every other line is a wrong result and must print FAIL)\n", type_name<T>());
     int wrong = 0;
     wrong += check_added<T>("right", added(1.0, false), before, c) != 0;
     wrong += check_added<T>("none", added(0.0, false), before, c) != 1;
