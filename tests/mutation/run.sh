@@ -77,8 +77,14 @@ trap cleanup EXIT
 
 make_scratch() {
   scratch="$(mktemp -d "${TMPDIR:-/tmp}/attn-mutation.XXXXXX")"
-  # The working tree as it is (tracked and untracked files that git does not ignore), without build outputs.
-  (cd "$root" && git ls-files -z -co --exclude-standard | xargs -0 -r tar -cf - --no-recursion 2>/dev/null) | tar -xf - -C "$scratch"
+  # The working tree as it is (tracked and untracked files that git does not ignore), without build outputs; outside a
+  # git checkout, everything but bin, obj, artifacts and .git.
+  if git -C "$root" -c safe.directory="$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    (cd "$root" && git -c safe.directory="$root" ls-files -z -co --exclude-standard |
+      tar -cf - --null --no-recursion --ignore-failed-read -T - 2>/dev/null) | tar -xf - -C "$scratch"
+  else
+    (cd "$root" && tar -cf - --exclude=./.git --exclude=bin --exclude=obj --exclude=./artifacts .) | tar -xf - -C "$scratch"
+  fi
   [ -f "$scratch/Attention.Native.sln" ] || die "scratch copy failed"
 }
 
