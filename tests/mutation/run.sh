@@ -12,7 +12,7 @@
 # `MUTATION_CLEAN=1 tests/mutation/run.sh <id>` (the same run on the unmutated code) and check it SURVIVES there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-list="$root/tests/mutation/mutants.txt"
+list="${MUTATION_LIST:-$root/tests/mutation/mutants.txt}" # MUTATION_LIST: another list (to try the gate itself)
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 per_mutant_limit=${MUTATION_TIMEOUT:-600} # seconds; a run past it (a hang) counts as a kill
 
@@ -123,7 +123,8 @@ run_emulation() {
   last_output=$out
   if [ "$code" -eq 0 ]; then
     return 0
-  elif grep -q 'compiling the harnesses failed' <<< "$out"; then
+  elif grep -qE ': (fatal )?error:|compiling the harnesses failed' <<< "$out"; then
+    # (g++'s diagnostics are looked for too: run.sh may go on to run a harness whose compilation failed.)
     return 2
   fi
   return 1
