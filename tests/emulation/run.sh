@@ -45,7 +45,8 @@ compile() {
   key=$( { cat "$here/${name}_harness.cpp" "$here"/*.h "$work"/*.emu.cpp "$work"/*.cuh; echo "${options[*]}"; g++ --version | head -1; } | sha256sum | cut -c1-16)
   if [ ! -x "$cache/$name-$key" ]; then
     rm -f "$cache/$name"-*
-    g++ "${flags[@]}" -o "$cache/$name-$key.tmp" "$here/${name}_harness.cpp" && mv "$cache/$name-$key.tmp" "$cache/$name-$key"
+    g++ "${flags[@]}" -o "$cache/$name-$key.tmp" "$here/${name}_harness.cpp" || return 1
+    mv "$cache/$name-$key.tmp" "$cache/$name-$key"
   fi
   ln -sf "$cache/$name-$key" "$work/$name"
 }
