@@ -6,10 +6,22 @@ using Attention.Native.Tests.Support;
 
 namespace Attention.Native.Tests.Kernels;
 
+/// <summary>
+/// NVRTC compiles every kernel program for sm_80 and sm_90, two at a time. Compiled programs are kept in
+/// artifacts/kernel-compile-cache (the library's disk cache, keyed by the sources, options, target and NVRTC version), so a
+/// run on unchanged kernels reads them back; a fresh clone (CI) compiles every one. A hit carries the image, lowered names
+/// and log of that compilation, and is checked the same way.
+/// </summary>
 [Category("Kernels")]
+[Parallelizable(ParallelScope.Children)]
 public class KernelCompileTests
 {
-    private static TempDirectory? s_cache;
+    private static TempDirectory? s_scratch;
+    private static string? s_cache;
+
+    /// <summary>The fast kernels, whose fragments and accumulators must stay in registers.</summary>
+    private static readonly KernelProgram[] FastPrograms =
+        [SoftmaxAttentionTensorCoreCuda.Program, LightningCuda.TensorCoreProgram, SoftmaxAttentionDecodeCuda.Program, LatentAttentionCuda.TensorCoreProgram];
 
     private static IEnumerable<TestCaseData> ProgramsAndArchs() =>
         from program in KernelCatalog.All
@@ -17,48 +29,49 @@ public class KernelCompileTests
         select new TestCaseData(program, arch).SetName($"Compiles {program.SourceName} for {arch}");
 
     [OneTimeSetUp]
-    public void CreateCache() => s_cache = new TempDirectory();
+    public void CreateCache()
+    {
+        s_scratch = new TempDirectory();
+        string? root = AppContext.BaseDirectory;
+        while (root is not null && !File.Exists(Path.Combine(root, "Attention.Native.sln")))
+        {
+            root = Path.GetDirectoryName(root);
+        }
+        s_cache = root is null ? s_scratch.Path : Path.Combine(root, "artifacts", "kernel-compile-cache");
+        Directory.CreateDirectory(s_cache);
+    }
 
     [OneTimeTearDown]
-    public void DeleteCache() => s_cache?.Dispose();
+    public void DeleteCache() => s_scratch?.Dispose();
 
+    /// <summary>
+    /// Every program compiles without warnings to an ELF image with every name lowered; ptxas reports its registers (-v), and
+    /// the fast kernels (tensor-core attention and Lightning, memory-speed decode) spill none: a spill would put local-memory
+    /// traffic in the inner loops.
+    /// </summary>
     [TestCaseSource(nameof(ProgramsAndArchs))]
     public void Every_kernel_compiles_with_the_runtime_compiler(KernelProgram program, string arch)
     {
         Requires.Nvrtc();
-        // A fresh cache directory per run: this is a real NVRTC compilation, not a cache hit.
-        var compiler = new KernelCompiler(s_cache!.Path);
-        var compiled = compiler.Compile(program, arch);
+        var compiler = new KernelCompiler(s_cache!);
+        var compiled = compiler.Compile(program, arch, ["--ptxas-options=-v"]);
+        var lines = compiled.Log.Split('\n');
         Assert.Multiple(() =>
         {
-            Assert.That(compiled.Origin, Is.EqualTo(CompileOrigin.Compiled));
+            Assert.That(compiled.Origin, Is.AnyOf(CompileOrigin.Compiled, CompileOrigin.DiskCache));
             Assert.That(compiled.Target, Is.EqualTo(arch));
             Assert.That(compiled.Image, Has.Length.GreaterThan(1000));
             Assert.That(compiled.Image[..4], Is.EqualTo(new byte[] { 0x7F, (byte)'E', (byte)'L', (byte)'F' }), "CUBIN is an ELF image");
             Assert.That(compiled.LoweredNames.Keys, Is.EquivalentTo(program.NameExpressions));
-            Assert.That(compiled.Log, Does.Not.Contain("warning"), "kernels compile without warnings");
-        });
-    }
-
-    /// <summary>
-    /// The fast kernels (tensor-core attention and Lightning, memory-speed decode) keep their fragments and accumulators in
-    /// registers: ptxas reports no spill for any of them (a spill would put local-memory traffic in the inner loops).
-    /// </summary>
-    [TestCase("sm_80")]
-    [TestCase("sm_90")]
-    public void Fast_kernels_do_not_spill_registers(string arch)
-    {
-        Requires.Nvrtc();
-        var compiler = new KernelCompiler(s_cache!.Path);
-        foreach (var program in new[] { SoftmaxAttentionTensorCoreCuda.Program, LightningCuda.TensorCoreProgram, SoftmaxAttentionDecodeCuda.Program, LatentAttentionCuda.TensorCoreProgram })
-        {
-            var log = compiler.Compile(program, arch, ["--ptxas-options=-v"]).Log;
-            var lines = log.Split('\n');
+            Assert.That(lines.Where(line => line.Contains("warning", StringComparison.OrdinalIgnoreCase)), Is.Empty, "kernels compile without warnings");
             // One entry per kernel; functions the kernels call (e.g. pow's) report their properties too.
-            Assert.That(lines.Count(line => line.Contains("Compiling entry function", StringComparison.Ordinal)), Is.EqualTo(program.NameExpressions.Count), $"{program.SourceName}\n{log}");
-            var spills = lines.Where(line => line.Contains("spill stores", StringComparison.Ordinal)).ToList();
-            Assert.That(spills, Is.Not.Empty.And.All.Contains(" 0 bytes spill stores, 0 bytes spill loads"), $"{program.SourceName}\n{log}");
-        }
+            Assert.That(lines.Count(line => line.Contains("Compiling entry function", StringComparison.Ordinal)), Is.EqualTo(program.NameExpressions.Count), compiled.Log);
+            if (FastPrograms.Any(p => p.SourceName == program.SourceName))
+            {
+                var spills = lines.Where(line => line.Contains("spill stores", StringComparison.Ordinal)).ToList();
+                Assert.That(spills, Is.Not.Empty.And.All.Contains(" 0 bytes spill stores, 0 bytes spill loads"), $"{program.SourceName} spills registers\n{compiled.Log}");
+            }
+        });
     }
 
     [Test]
@@ -85,7 +98,7 @@ public class KernelCompileTests
         var sources = new KernelSources(
             new Dictionary<string, string> { ["broken.cu"] = "template <typename T> __global__ void k(T* p) { p[0] = undeclared_thing; }" },
             new Dictionary<string, string>());
-        var compiler = new KernelCompiler(s_cache!.Path, sources);
+        var compiler = new KernelCompiler(s_scratch!.Path, sources);
         var e = Assert.Throws<NvrtcException>(() => compiler.Compile(new KernelProgram("broken.cu", ["k<float>"]), "sm_80"));
         Assert.Multiple(() =>
         {
@@ -101,6 +114,6 @@ public class KernelCompileTests
     {
         Requires.Nvrtc();
         var program = KernelCatalog.All[0] with { NameExpressions = ["no_such_kernel<float>"] };
-        Assert.Throws<NvrtcException>(() => new KernelCompiler(s_cache!.Path).Compile(program, "sm_80"));
+        Assert.Throws<NvrtcException>(() => new KernelCompiler(s_scratch!.Path).Compile(program, "sm_80"));
     }
 }

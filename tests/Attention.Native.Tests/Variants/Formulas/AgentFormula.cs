@@ -77,28 +77,7 @@ internal static class AgentFormula
             }
         }
         // O = merge heads + DWC(v): a depthwise Conv1d over T per channel of C, zero padding (k-1)/2, with dwc_b
-        int kernel = c.DwcKernel, pad = (kernel - 1) / 2;
-        var dwcW = w["dwc_w"];
-        var dwcB = w["dwc_b"];
-        for (int b = 0; b < batch; b++)
-        {
-            for (int p = 0; p < t; p++)
-            {
-                for (int ch = 0; ch < dm; ch++)
-                {
-                    double sum = dwcB[ch];
-                    for (int j = 0; j < kernel; j++)
-                    {
-                        int at = p + j - pad;
-                        if (at >= 0 && at < t)
-                        {
-                            sum += dwcW[(ch * kernel) + j] * v[(((b * t) + at) * dm) + ch];
-                        }
-                    }
-                    o[(((b * t) + p) * dm) + ch] += sum;
-                }
-            }
-        }
+        FormulaKit.AddDepthwiseConv(o, v, batch, t, dm, w["dwc_w"], w["dwc_b"], c.DwcKernel, ch => ch);
         // y = O w_oᵀ + b_o
         return FormulaKit.Dense(o, n, dm, w["w_o"], w["b_o"], dm);
     }

@@ -83,29 +83,7 @@ internal static class FlattenFormula
             }
         }
         // O = merge heads + DWC(v): a depthwise Conv1d over T on each head's d channels, its d filters shared across heads
-        int kernel = c.DwcKernel, pad = (kernel - 1) / 2;
-        var dwcW = w["dwc_w"];
-        var dwcB = w["dwc_b"];
-        for (int b = 0; b < batch; b++)
-        {
-            for (int p = 0; p < t; p++)
-            {
-                for (int ch = 0; ch < dm; ch++)
-                {
-                    int filter = ch % d;
-                    double sum = dwcB[filter];
-                    for (int j = 0; j < kernel; j++)
-                    {
-                        int at = p + j - pad;
-                        if (at >= 0 && at < t)
-                        {
-                            sum += dwcW[(filter * kernel) + j] * v[(((b * t) + at) * dm) + ch];
-                        }
-                    }
-                    o[(((b * t) + p) * dm) + ch] += sum;
-                }
-            }
-        }
+        FormulaKit.AddDepthwiseConv(o, v, batch, t, dm, w["dwc_w"], w["dwc_b"], c.DwcKernel, ch => ch % d);
         // y = O w_oᵀ + b_o
         return FormulaKit.Dense(o, n, dm, w["w_o"], w["b_o"], dm);
     }

@@ -85,6 +85,35 @@ internal static class FormulaKit
         return y;
     }
 
+    /// <summary>
+    /// Adds a depthwise Conv1d over the tokens of v [batch, t, channels] into o: zero padding (k − 1)/2, channel ch through
+    /// filter <paramref name="filterOf"/>(ch) (its own, or one shared across heads) with that filter's bias.
+    /// </summary>
+    public static void AddDepthwiseConv(double[] o, double[] v, int batch, int t, int channels, double[] weight, double[] bias, int kernel, Func<int, int> filterOf)
+    {
+        int pad = (kernel - 1) / 2;
+        for (int b = 0; b < batch; b++)
+        {
+            for (int p = 0; p < t; p++)
+            {
+                for (int ch = 0; ch < channels; ch++)
+                {
+                    int filter = filterOf(ch);
+                    double sum = bias[filter];
+                    for (int j = 0; j < kernel; j++)
+                    {
+                        int at = p + j - pad;
+                        if (at >= 0 && at < t)
+                        {
+                            sum += weight[(filter * kernel) + j] * v[(((b * t) + at) * channels) + ch];
+                        }
+                    }
+                    o[(((b * t) + p) * channels) + ch] += sum;
+                }
+            }
+        }
+    }
+
     /// <summary>The formula of <paramref name="config"/>'s variant: y of x [batch, tokens, d_model] with the weights <paramref name="w"/>.</summary>
     public static double[] ForwardOf(LayerConfig config, IReadOnlyDictionary<string, double[]> w, double[] x, int batch, int tokens) => config switch
     {
