@@ -21,12 +21,28 @@ internal static class CompileCommand
             AllowMultipleArgumentsPerToken = true,
         };
         var cacheOption = new Option<string?>("--cache") { Description = $"cache folder (default: {KernelCompiler.CacheVariable} or the user cache)" };
-        var command = new Command("compile", "Compile every kernel with NVRTC into the kernel cache.");
+        var programOption = new Option<string[]>("--program")
+        {
+            Description = "kernel files to compile, e.g. attention_mma.cu (default: all)",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var command = new Command("compile", "Compile every kernel (or the named kernel files) with NVRTC into the kernel cache.");
         command.Options.Add(archOption);
         command.Options.Add(cacheOption);
+        command.Options.Add(programOption);
         command.SetAction(result =>
         {
             var error = result.InvocationConfiguration.Error;
+            var programs = KernelCatalog.All.ToList();
+            if (result.GetValue(programOption) is { Length: > 0 } names)
+            {
+                if (names.FirstOrDefault(n => programs.All(p => p.SourceName != n)) is { } unknown)
+                {
+                    error.WriteLine($"attn compile: --program: expected one of {string.Join(", ", programs.Select(p => p.SourceName))}, actual {unknown}");
+                    return 2;
+                }
+                programs = [.. programs.Where(p => names.Contains(p.SourceName))];
+            }
             if (!Nvrtc.IsAvailable)
             {
                 error.WriteLine($"attn compile: {Native.Interop.NativeLibraries.Get(Native.Interop.NativeLibraryKind.Nvrtc).Describe()}");
@@ -40,7 +56,7 @@ internal static class CompileCommand
             {
                 foreach (var arch in archs)
                 {
-                    foreach (var program in KernelCatalog.All)
+                    foreach (var program in programs)
                     {
                         var sw = Stopwatch.StartNew();
                         var compiled = compiler.Compile(program, arch);
