@@ -20,12 +20,13 @@ string Bin(string project, string assembly) =>
     root.CombineWithFilePath($"{project}/bin/{configuration}/net10.0/{assembly}").FullPath;
 
 // Runs a process, echoing its output as it comes, and returns the exit code and the lines.
-(int ExitCode, List<string> Lines) Run(string file, string arguments)
+(int ExitCode, List<string> Lines) Run(string file, string arguments, IDictionary<string, string> environment = null)
 {
     var lines = new List<string>();
     var settings = new ProcessSettings
     {
         Arguments = arguments,
+        EnvironmentVariables = environment ?? new Dictionary<string, string>(),
         RedirectStandardOutput = true,
         RedirectStandardError = true,
         RedirectedStandardOutputHandler = line => { if (line != null) { Console.WriteLine(line); lines.Add(line); } return null; },
@@ -56,7 +57,9 @@ Task("Test")
     var args = "--no-ansi --progress off"
         + (string.IsNullOrEmpty(testFilter) ? "" : $" --filter \"{testFilter}\"")
         + $" --results-directory \"{artifacts.Combine("TestResults").FullPath}\"";
-    var (code, lines) = Run("dotnet", $"\"{Bin("tests/Attention.Native.Tests", "Attention.Native.Tests.dll")}\" {args}");
+    // A whole-suite run starts the kernel emulation (a g++-built process) with the suite, beside the mostly single-threaded tests.
+    var environment = new Dictionary<string, string> { ["ATTENTION_NATIVE_EMULATION_EARLY"] = string.IsNullOrEmpty(testFilter) ? "1" : "0" };
+    var (code, lines) = Run("dotnet", $"\"{Bin("tests/Attention.Native.Tests", "Attention.Native.Tests.dll")}\" {args}", environment);
 
     int Count(string name)
     {

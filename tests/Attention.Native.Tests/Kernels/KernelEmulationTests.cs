@@ -40,7 +40,7 @@ public partial class KernelEmulationTests
         });
     }
 
-    private static string? SourceRoot()
+    internal static string? SourceRoot()
     {
         string? root = AppContext.BaseDirectory;
         while (root is not null && !File.Exists(Path.Combine(root, "Attention.Native.sln")))
@@ -65,17 +65,9 @@ public partial class KernelEmulationTests
         {
             Assert.Ignore("no g++ on PATH: the kernel emulation needs a C++20 compiler");
         }
-        var start = new ProcessStartInfo("bash", [Path.Combine(root, "tests", "emulation", "run.sh")])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        using var process = Process.Start(start)!;
-        var stderr = process.StandardError.ReadToEndAsync();
-        string output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
+        var (exitCode, output, error) = EmulationRun.Result(root);
         TestContext.Out.WriteLine(output);
-        Assert.That(process.ExitCode, Is.Zero, $"tests/emulation/run.sh exited {process.ExitCode}:\n{output}\n{stderr.Result}");
+        Assert.That(exitCode, Is.Zero, $"tests/emulation/run.sh exited {exitCode}:\n{output}\n{error}");
         // One section per harness file, each ending "0 failing", each running both 16-bit types (a case's heading starts with its type).
         string[] harnessFiles = Directory.GetFiles(Path.Combine(root, "tests", "emulation"), "*_harness.cpp");
         var sections = output.Split("== harness ", StringSplitOptions.RemoveEmptyEntries);
@@ -93,6 +85,36 @@ public partial class KernelEmulationTests
         });
     }
 
-    private static bool ExistsOnPath(string program) =>
+    internal static bool ExistsOnPath(string program) =>
         (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator).Any(dir => File.Exists(Path.Combine(dir, program)));
+}
+
+/// <summary>
+/// The run of tests/emulation/run.sh, once per test process. With <c>ATTENTION_NATIVE_EMULATION_EARLY=1</c> (the Test target
+/// sets it for a whole-suite run) it starts when the suite does, a separate process beside the mostly single-threaded tests,
+/// and the emulation test waits for its result; otherwise the test runs it when it comes.
+/// </summary>
+internal static class EmulationRun
+{
+    public const string EarlyVariable = "ATTENTION_NATIVE_EMULATION_EARLY";
+
+    private static Task<(int ExitCode, string Output, string Error)>? s_early;
+
+    public static void StartEarly(string root) => s_early ??= Task.Run(() => Run(root));
+
+    public static (int ExitCode, string Output, string Error) Result(string root) => s_early is { } early ? early.GetAwaiter().GetResult() : Run(root);
+
+    private static (int ExitCode, string Output, string Error) Run(string root)
+    {
+        var start = new ProcessStartInfo("bash", [Path.Combine(root, "tests", "emulation", "run.sh")])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var process = Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        return (process.ExitCode, output, stderr.Result);
+    }
 }
