@@ -73,7 +73,7 @@ struct EmuScheduler {
     std::vector<void*> sp;                     // each fiber's saved stack pointer
     std::vector<unsigned char> done;
     void* scheduler_sp = nullptr;
-    int current = -1, threads = 0, finished = 0;
+    int current = -1, finished = 0;
     unsigned long long progress = 0;           // arrivals, releases and exits: a round without any is a deadlock
     EmuBarrier block;
     std::vector<EmuBarrier> warps;
@@ -254,7 +254,7 @@ void emu_launch(dim3 grid, dim3 block, F&& kernel)
         e.warps.assign(nwarps, EmuBarrier{});
         for (int w = 0; w < nwarps; ++w) e.warps[w].expected = std::min(32, n - 32 * w);
         for (int t = 0; t < n; ++t) { e.sp[t] = emu_fresh_stack(e.stacks[t]); e.done[t] = 0; }
-        e.threads = n; e.finished = 0;
+        e.finished = 0;
         for (int round = 0; e.finished < n; ++round) {
             const unsigned long long before = e.progress;
             for (int i = 0; i < n; ++i) {
