@@ -1,5 +1,7 @@
-// Attention.Native: rotary position embedding (variants.md), forward and backward.
-// The backward is the same rotation by the opposite angle. In place (y == x) is allowed, so no __restrict__.
+// Attention.Native: rotary position embedding (variants.md), forward and backward, with optional YaRN scaling
+// ("RoPE scaling": the frequency ramp between θ⁰_j and θ⁰_j/factor over pairs low … high, and an amplitude on cos and sin).
+// The backward is the transpose: the same rotation by the opposite angle, same amplitude. In place (y == x) is allowed,
+// so no __restrict__.
 #include "common.cuh"
 
 // One block per (b, t): each thread owns coordinate pairs j, computes their angle once and rotates
@@ -7,18 +9,24 @@
 // where a float angle is off by ~1e-3 rad.
 template <typename T>
 __device__ __forceinline__ void rope_rotate(T* y, const T* x, int seq, int heads, int width, int offset, int rotary,
-                                            int interleaved, int position_offset, double base, double sign)
+                                            int interleaved, int position_offset, double base, int scaled, double factor,
+                                            double low, double high, double amplitude, double sign)
 {
     const index_t bt = blockIdx.x;
     const int t = (int)(bt % seq);
     const int half = rotary / 2;
     const double position = (double)(position_offset + t);
     for (int j = threadIdx.x; j < half; j += blockDim.x) {
-        const double inverse_frequency = pow(base, -2.0 * (double)j / (double)rotary);
+        double inverse_frequency = pow(base, -2.0 * (double)j / (double)rotary);
+        if (scaled) {
+            // RopeScaling.Interpolate: θ_j = θ⁰_j/factor · ramp_j + θ⁰_j · (1 − ramp_j).
+            const double ramp = fmin(fmax(((double)j - low) / (high - low), 0.0), 1.0);
+            inverse_frequency = inverse_frequency / factor * ramp + inverse_frequency * (1.0 - ramp);
+        }
         double s, c;
         sincos(position * inverse_frequency, &s, &c);
-        const float cf = (float)c;
-        const float sf = (float)(sign * s);
+        const float cf = (float)(amplitude * c);
+        const float sf = (float)(amplitude * (sign * s));
         const int ia = interleaved ? offset + 2 * j : offset + j;
         const int ib = interleaved ? ia + 1 : ia + half;
         for (int h = 0; h < heads; ++h) {
@@ -43,14 +51,18 @@ __device__ __forceinline__ void rope_rotate(T* y, const T* x, int seq, int heads
 
 template <typename T>
 __global__ void rope_forward(T* y, const T* x, int seq, int heads, int width, int offset, int rotary,
-                             int interleaved, int position_offset, double base)
+                             int interleaved, int position_offset, double base, int scaled,
+                             double factor, double low, double high, double amplitude)
 {
-    rope_rotate(y, x, seq, heads, width, offset, rotary, interleaved, position_offset, base, 1.0);
+    rope_rotate(y, x, seq, heads, width, offset, rotary, interleaved, position_offset, base, scaled, factor, low, high,
+                amplitude, 1.0);
 }
 
 template <typename T>
 __global__ void rope_backward(T* dx, const T* dy, int seq, int heads, int width, int offset, int rotary,
-                              int interleaved, int position_offset, double base)
+                              int interleaved, int position_offset, double base, int scaled,
+                              double factor, double low, double high, double amplitude)
 {
-    rope_rotate(dx, dy, seq, heads, width, offset, rotary, interleaved, position_offset, base, -1.0);
+    rope_rotate(dx, dy, seq, heads, width, offset, rotary, interleaved, position_offset, base, scaled, factor, low, high,
+                amplitude, -1.0);
 }

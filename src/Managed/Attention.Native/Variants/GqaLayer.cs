@@ -25,9 +25,10 @@ public sealed class GqaLayer : CausalAttentionLayer
     /// <inheritdoc/>
     public override long CacheElementsPerToken => 2L * Settings.KvHeads * Settings.HeadDim;
 
-    private RopeOptions RopeOptions => new(Settings.RopeStyle, Settings.RopeBase);
+    private RopeOptions RopeOptions => new(Settings.RopeStyle, Settings.RopeBase, Scaling: Settings.RopeScaling);
 
-    private double Scale => 1 / Math.Sqrt(Settings.HeadDim);
+    // YaRN multiplies the softmax scale by μ(s, m_a)² (variants.md "RoPE scaling").
+    private double Scale => 1 / Math.Sqrt(Settings.HeadDim) * LayerConfig.SoftmaxScaleFactor(Settings.RopeScaling);
 
     private protected override IEnumerable<ParameterSpec> Specs(LayerConfig config)
     {

@@ -47,6 +47,8 @@ public abstract record LayerConfig
                     case bool b: writer.WriteBooleanValue(b); break;
                     case int i: writer.WriteNumberValue(i); break;
                     case double d: writer.WriteNumberValue(d); break;
+                    case RopeScaling scaling: WriteScaling(writer, scaling); break;
+                    case DBNull: writer.WriteNullValue(); break;
                     default: writer.WriteStringValue(Convert.ToString(value, CultureInfo.InvariantCulture)); break;
                 }
             }
@@ -110,29 +112,70 @@ public abstract record LayerConfig
         Require(value <= int.MaxValue, key, $"{formula} ≤ {int.MaxValue} (one tensor axis)", value);
 
     private protected static string StyleName(RopeStyle style) => style == RopeStyle.Half ? "half" : "interleaved";
+
+    // rope_scaling (variants.md "RoPE scaling"), shared by every variant with RoPE: read with ConfigReader.Scaling, checked
+    // with ValidateScaling, written by listing ScalingKey in Keys().
+
+    /// <summary>The <c>rope_scaling</c> entry of <see cref="Keys"/>: the scaling object, or JSON null when there is none.</summary>
+    private protected static KeyValuePair<string, object> ScalingKey(RopeScaling? scaling) => new(RopeScaling.Key, (object?)scaling ?? DBNull.Value);
+
+    /// <summary>Checks a <c>rope_scaling</c> (when set) like every other key: the key named, expected and actual; it needs RoPE on.</summary>
+    private protected static void ValidateScaling(RopeScaling? scaling, bool rope = true)
+    {
+        Require(scaling is null || rope, RopeScaling.Key, "null when rope is false (nothing to scale)", "an object");
+        scaling?.Validate();
+    }
+
+    /// <summary>The softmax scale's factor under <paramref name="scaling"/>: μ(s, m_a)², or 1 without scaling.</summary>
+    internal static double SoftmaxScaleFactor(RopeScaling? scaling) => scaling?.SoftmaxScaleFactor ?? 1.0;
+
+    private static void WriteScaling(Utf8JsonWriter writer, RopeScaling scaling)
+    {
+        writer.WriteStartObject();
+        writer.WriteString("type", "yarn");
+        writer.WriteNumber("factor", scaling.Factor);
+        writer.WriteNumber("original_max_position_embeddings", scaling.OriginalMaxPositions);
+        writer.WriteNumber("beta_fast", scaling.BetaFast);
+        writer.WriteNumber("beta_slow", scaling.BetaSlow);
+        writer.WriteNumber("mscale", scaling.MScale);
+        writer.WriteNumber("mscale_all_dim", scaling.MScaleAllDim);
+        writer.WriteEndObject();
+    }
 }
 
 /// <summary>Reads typed keys from a config object, collecting every problem before reporting them together.</summary>
 internal sealed class ConfigReader
 {
     private readonly string _variant;
+    private readonly string _prefix;
     private readonly Dictionary<string, JsonElement> _values = new(StringComparer.Ordinal);
     private readonly HashSet<string> _read = new(StringComparer.Ordinal);
     private readonly List<string> _missing = [];
     private readonly List<string> _problems = [];
 
     public ConfigReader(string variant, JsonElement root)
+        : this(variant, root, prefix: "")
     {
-        _variant = variant;
         if (root.ValueKind != JsonValueKind.Object)
         {
             throw new ArgumentException($"json: expected a JSON object of {variant} config keys, actual a {root.ValueKind}");
+        }
+    }
+
+    // A nested object (rope_scaling): its keys are reported as "prefix.key"; the caller checks that root is an object.
+    private ConfigReader(string variant, JsonElement root, string prefix)
+    {
+        _variant = variant;
+        _prefix = prefix;
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            return;
         }
         foreach (var property in root.EnumerateObject())
         {
             if (!_values.TryAdd(property.Name, property.Value))
             {
-                _problems.Add($"key '{property.Name}' appears twice");
+                _problems.Add($"key '{prefix}{property.Name}' appears twice");
             }
         }
     }
@@ -147,7 +190,7 @@ internal sealed class ConfigReader
         {
             return result;
         }
-        _problems.Add($"{key}: expected an integer, actual {value.GetRawText()}");
+        _problems.Add($"{_prefix}{key}: expected an integer, actual {value.GetRawText()}");
         return 0;
     }
 
@@ -161,7 +204,7 @@ internal sealed class ConfigReader
         {
             return value.GetDouble();
         }
-        _problems.Add($"{key}: expected a number, actual {value.GetRawText()}");
+        _problems.Add($"{_prefix}{key}: expected a number, actual {value.GetRawText()}");
         return 0;
     }
 
@@ -175,7 +218,7 @@ internal sealed class ConfigReader
         {
             return value.GetBoolean();
         }
-        _problems.Add($"{key}: expected true or false, actual {value.GetRawText()}");
+        _problems.Add($"{_prefix}{key}: expected true or false, actual {value.GetRawText()}");
         return false;
     }
 
@@ -191,9 +234,48 @@ internal sealed class ConfigReader
             case "half": return RopeStyle.Half;
             case "interleaved": return RopeStyle.Interleaved;
             default:
-                _problems.Add($"{key}: expected \"half\" or \"interleaved\", actual {value.GetRawText()}");
+                _problems.Add($"{_prefix}{key}: expected \"half\" or \"interleaved\", actual {value.GetRawText()}");
                 return RopeStyle.Half;
         }
+    }
+
+    /// <summary>
+    /// <c>rope_scaling</c> (variants.md "RoPE scaling"): absent or null for none, else an object of type <c>"yarn"</c> (the key
+    /// <c>type</c>, or <c>rope_type</c> as Hugging Face configs spell it) with <c>factor</c>, <c>original_max_position_embeddings</c>
+    /// and the optional <c>beta_fast</c> (32), <c>beta_slow</c> (1), <c>mscale</c> (1), <c>mscale_all_dim</c> (0). Its problems
+    /// are reported with the others, as <c>rope_scaling.key</c>; the values are checked by <see cref="RopeScaling.Validate"/>.
+    /// </summary>
+    public RopeScaling? Scaling()
+    {
+        const string key = RopeScaling.Key;
+        if (!Take(key, out var value) || value.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+        if (value.ValueKind != JsonValueKind.Object)
+        {
+            _problems.Add($"{_prefix}{key}: expected null or an object {{\"type\": \"yarn\", \"factor\": …, \"original_max_position_embeddings\": …}}, actual {value.GetRawText()}");
+            return null;
+        }
+        var inner = new ConfigReader(_variant, value, $"{_prefix}{key}.");
+        string? type = inner.Text("type"), ropeType = inner.Text("rope_type");
+        if (type is null && ropeType is null)
+        {
+            inner._missing.Add($"{inner._prefix}type");
+        }
+        foreach (var (name, text) in new[] { ("type", type), ("rope_type", ropeType) })
+        {
+            if (text is not null and not "yarn")
+            {
+                inner._problems.Add($"{inner._prefix}{name}: expected \"yarn\" (the only scaling implemented), actual \"{text}\"");
+            }
+        }
+        var scaling = new RopeScaling(
+            inner.Double("factor"), inner.Int("original_max_position_embeddings"), inner.Double("beta_fast", 32), inner.Double("beta_slow", 1),
+            inner.Double("mscale", 1), inner.Double("mscale_all_dim", 0));
+        var problems = inner.Problems();
+        _problems.AddRange(problems);
+        return problems.Count == 0 ? scaling : null;
     }
 
     public bool Has(string key) => _values.ContainsKey(key);
@@ -201,21 +283,42 @@ internal sealed class ConfigReader
     /// <summary>Throws one <see cref="ArgumentException"/> listing missing keys, unknown keys and ill-typed values.</summary>
     public void Finish()
     {
+        var problems = Problems();
+        if (problems.Count > 0)
+        {
+            throw new ArgumentException($"config: invalid {_variant} config: {string.Join("; ", problems)}", "config");
+        }
+    }
+
+    private List<string> Problems()
+    {
         var problems = new List<string>();
         if (_missing.Count > 0)
         {
             problems.Add($"missing keys: {string.Join(", ", _missing)}");
         }
-        var unknown = _values.Keys.Where(k => !_read.Contains(k)).ToList();
+        var unknown = _values.Keys.Where(k => !_read.Contains(k)).Select(k => _prefix + k).ToList();
         if (unknown.Count > 0)
         {
             problems.Add($"unknown keys: {string.Join(", ", unknown)}");
         }
         problems.AddRange(_problems);
-        if (problems.Count > 0)
+        return problems;
+    }
+
+    // A string value, or null when absent (a non-string is reported).
+    private string? Text(string key)
+    {
+        if (!Take(key, out var value))
         {
-            throw new ArgumentException($"config: invalid {_variant} config: {string.Join("; ", problems)}", "config");
+            return null;
         }
+        if (value.ValueKind == JsonValueKind.String)
+        {
+            return value.GetString();
+        }
+        _problems.Add($"{_prefix}{key}: expected a string, actual {value.GetRawText()}");
+        return null;
     }
 
     private bool Take(string key, out JsonElement value)
@@ -231,7 +334,7 @@ internal sealed class ConfigReader
         {
             return f;
         }
-        _missing.Add(key);
+        _missing.Add(_prefix + key);
         return default;
     }
 }

@@ -26,7 +26,8 @@ public sealed class MlaLayer : CausalAttentionLayer
     /// <inheritdoc/>
     public override long CacheElementsPerToken => Settings.KvLoraRank + Settings.QkRopeHeadDim;
 
-    private double Scale => 1 / Math.Sqrt(Settings.QkNopeHeadDim + Settings.QkRopeHeadDim);
+    // 1/sqrt(d_n + d_r), times μ(s, m_a)² under YaRN (variants.md "RoPE scaling"); the absorbed decode uses it too.
+    private double Scale => 1 / Math.Sqrt(Settings.QkNopeHeadDim + Settings.QkRopeHeadDim) * LayerConfig.SoftmaxScaleFactor(Settings.RopeScaling);
 
     private protected override IEnumerable<ParameterSpec> Specs(LayerConfig config)
     {
@@ -76,7 +77,7 @@ public sealed class MlaLayer : CausalAttentionLayer
             ? graph.Linear(graph.RmsNorm(graph.Linear(x, Param(graph, "w_q_a")), Param(graph, "q_norm")), Param(graph, "w_q_b"))
             : graph.Linear(x, Param(graph, "w_q"));
         q = graph.Reshape(q, new Shape(b, t, c.Heads, qk));
-        return graph.Rope(q, new RopeOptions(c.RopeStyle, c.RopeBase, RotaryOffset: c.QkNopeHeadDim), position);
+        return graph.Rope(q, new RopeOptions(c.RopeStyle, c.RopeBase, RotaryOffset: c.QkNopeHeadDim, Scaling: c.RopeScaling), position);
     }
 
     // The normalised latent c [B,T,d_c] and the rotated shared key part k_pe [B,T,d_r].
@@ -85,7 +86,7 @@ public sealed class MlaLayer : CausalAttentionLayer
         var c = Settings;
         var kva = graph.Linear(x, Param(graph, "w_kv_a"));
         var latent = graph.RmsNorm(graph.Slice(kva, 0, c.KvLoraRank), Param(graph, "kv_norm"));
-        var kpe = graph.Rope(graph.Slice(kva, c.KvLoraRank, c.QkRopeHeadDim), new RopeOptions(c.RopeStyle, c.RopeBase), position);
+        var kpe = graph.Rope(graph.Slice(kva, c.KvLoraRank, c.QkRopeHeadDim), new RopeOptions(c.RopeStyle, c.RopeBase, Scaling: c.RopeScaling), position);
         return (latent, kpe);
     }
 

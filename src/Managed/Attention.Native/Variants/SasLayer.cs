@@ -29,9 +29,10 @@ public sealed class SasLayer : CausalAttentionLayer
     /// <inheritdoc/>
     public override long CacheElementsPerToken => (long)Settings.SimHeads * (Settings.SimHeadDim + Settings.HeadDim);
 
-    private RopeOptions RopeOptions => new(Settings.RopeStyle, Settings.RopeBase);
+    private RopeOptions RopeOptions => new(Settings.RopeStyle, Settings.RopeBase, Scaling: Settings.RopeScaling);
 
-    private double Scale => 1 / Math.Sqrt(Settings.SimHeadDim);
+    // YaRN multiplies the softmax scale by μ(s, m_a)² (variants.md "RoPE scaling").
+    private double Scale => 1 / Math.Sqrt(Settings.SimHeadDim) * LayerConfig.SoftmaxScaleFactor(Settings.RopeScaling);
 
     private protected override IEnumerable<ParameterSpec> Specs(LayerConfig config)
     {

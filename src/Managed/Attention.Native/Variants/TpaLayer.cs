@@ -27,7 +27,8 @@ public sealed class TpaLayer : CausalAttentionLayer
     /// <inheritdoc/>
     public override long CacheElementsPerToken => ((long)Settings.KRank + Settings.VRank) * ((long)Settings.Heads + Settings.HeadDim);
 
-    private double Scale => 1 / Math.Sqrt(Settings.HeadDim);
+    // YaRN multiplies the softmax scale by μ(s, m_a)² (variants.md "RoPE scaling").
+    private double Scale => 1 / Math.Sqrt(Settings.HeadDim) * LayerConfig.SoftmaxScaleFactor(Settings.RopeScaling);
 
     private protected override IEnumerable<ParameterSpec> Specs(LayerConfig config)
     {
@@ -67,7 +68,7 @@ public sealed class TpaLayer : CausalAttentionLayer
         var f = graph.Reshape(graph.Linear(x, Param(graph, $"w_b_{stream}")), new Shape(b, t, rank, c.HeadDim));
         if (rotate)
         {
-            f = graph.Rope(f, new RopeOptions(c.RopeStyle, c.RopeBase), position);
+            f = graph.Rope(f, new RopeOptions(c.RopeStyle, c.RopeBase, Scaling: c.RopeScaling), position);
         }
         return (a, f);
     }
@@ -103,6 +104,12 @@ public sealed class TpaLayer : CausalAttentionLayer
             var c = _layer.Settings;
             var input = graph.Input(x, requiresGrad: false);
             var (aq, bq) = _layer.Factors(graph, input, "q", c.QRank, c.Rope, position);
+            // TpaDecode's score has the fixed 1/(R_q·R_k·sqrt(d)); YaRN's μ(s, m_a)² goes onto the query head factor instead.
+            double scaleFactor = LayerConfig.SoftmaxScaleFactor(c.RopeScaling);
+            if (scaleFactor != 1)
+            {
+                aq = graph.Scale(aq, scaleFactor);
+            }
             var (ak, bk) = _layer.Factors(graph, input, "k", c.KRank, c.Rope, position);
             var (av, bv) = _layer.Factors(graph, input, "v", c.VRank, rotate: false, position);
             _keyHeads.Write(ak.Value, position);

@@ -9,21 +9,116 @@ public enum RopeStyle
     Interleaved,
 }
 
-/// <summary>RoPE settings: style, base, and which slice of the last axis rotates.</summary>
+/// <summary>RoPE settings: style, base, which slice of the last axis rotates, and an optional frequency scaling.</summary>
 /// <param name="Style">Pairing of coordinates.</param>
 /// <param name="Base">The base of the frequencies, θ_j = Base^(-2j/n).</param>
 /// <param name="RotaryOffset">First column of the rotated slice of the last axis (MLA rotates only the trailing d_r columns).</param>
 /// <param name="RotaryDim">Length n of the rotated slice (even); null rotates from <paramref name="RotaryOffset"/> to the end.</param>
+/// <param name="Scaling">YaRN scaling of the frequencies and of the rotated vectors (variants.md "RoPE scaling"); null for plain RoPE.</param>
 /// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
-public readonly record struct RopeOptions(RopeStyle Style = RopeStyle.Half, double Base = 10000.0, int RotaryOffset = 0, int? RotaryDim = null)
+public readonly record struct RopeOptions(RopeStyle Style = RopeStyle.Half, double Base = 10000.0, int RotaryOffset = 0, int? RotaryDim = null,
+    RopeScaling? Scaling = null)
 {
     /// <summary>The rotated length for a last axis of <paramref name="width"/>.</summary>
     public int RotaryWidth(int width) => RotaryDim ?? width - RotaryOffset;
+
+    /// <summary>
+    /// The angular frequencies θ_j, j = 0 … n/2 − 1, of a rotated slice of length <paramref name="rotary"/>: base^(-2j/n), or
+    /// YaRN's ramp between that and its 1/factor interpolation when <see cref="Scaling"/> is set. In double, as every backend uses them.
+    /// </summary>
+    public double[] Frequencies(int rotary)
+    {
+        var theta = new double[rotary / 2];
+        for (int j = 0; j < theta.Length; j++)
+        {
+            theta[j] = Scaling is { } s ? s.Frequency(j, rotary, Base) : Math.Pow(Base, -2.0 * j / rotary);
+        }
+        return theta;
+    }
+
+    /// <summary>The factor on cos and sin of every rotated pair: μ(s, m)/μ(s, m_a) under YaRN, else 1.</summary>
+    public double Amplitude => Scaling?.Amplitude ?? 1.0;
+}
+
+/// <summary>
+/// YaRN RoPE scaling as DeepSeek-V2/V3 use it (variants.md "RoPE scaling", config key <c>rope_scaling</c>). On a rotated
+/// width n and base b: <c>corr(r) = n·ln(L0/(2πr))/(2 ln b)</c>, <c>lo = max(floor(corr(β_fast)), 0)</c>,
+/// <c>hi = min(ceil(corr(β_slow)), n − 1)</c> (<c>hi += 0.001</c> when equal), <c>ramp_j = clamp((j − lo)/(hi − lo), 0, 1)</c>,
+/// <c>θ_j = θ⁰_j/s · ramp_j + θ⁰_j · (1 − ramp_j)</c>; cos and sin are multiplied by <see cref="Amplitude"/> = μ(s, m)/μ(s, m_a),
+/// and the variant's softmax scale by <see cref="SoftmaxScaleFactor"/> = μ(s, m_a)², with μ(s, a) = 0.1·a·ln(s) + 1 for s &gt; 1, else 1.
+/// </summary>
+/// <param name="Factor"><c>factor</c> s (≥ 1): how much longer the context is than <paramref name="OriginalMaxPositions"/>.</param>
+/// <param name="OriginalMaxPositions"><c>original_max_position_embeddings</c> L0, the context length the model was trained at.</param>
+/// <param name="BetaFast"><c>beta_fast</c> β_f (default 32): rotations over L0 above which a frequency is kept.</param>
+/// <param name="BetaSlow"><c>beta_slow</c> β_s (default 1): rotations over L0 below which a frequency is divided by s.</param>
+/// <param name="MScale"><c>mscale</c> m (default 1).</param>
+/// <param name="MScaleAllDim"><c>mscale_all_dim</c> m_a (default 0).</param>
+/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
+public sealed record RopeScaling(double Factor, int OriginalMaxPositions, double BetaFast = 32, double BetaSlow = 1, double MScale = 1, double MScaleAllDim = 0)
+{
+    /// <summary>The config key of the scaling object.</summary>
+    public const string Key = "rope_scaling";
+
+    /// <summary>The amplitude on the rotated vectors, μ(s, m)/μ(s, m_a).</summary>
+    public double Amplitude => Mu(Factor, MScale) / Mu(Factor, MScaleAllDim);
+
+    /// <summary>The factor on the variant's softmax scale, μ(s, m_a)².</summary>
+    public double SoftmaxScaleFactor => Mu(Factor, MScaleAllDim) * Mu(Factor, MScaleAllDim);
+
+    /// <summary>YaRN's magnitude correction μ(s, a) = 0.1·a·ln(s) + 1 for s &gt; 1, else 1.</summary>
+    public static double Mu(double factor, double mscale) => factor > 1 ? (0.1 * mscale * Math.Log(factor)) + 1 : 1;
+
+    /// <summary>The ramp's ends (lo, hi) for a rotated width <paramref name="rotary"/> and base <paramref name="ropeBase"/>.</summary>
+    public (double Low, double High) Ramp(int rotary, double ropeBase)
+    {
+        double Correction(double rotations) => rotary * Math.Log(OriginalMaxPositions / (2 * Math.PI * rotations)) / (2 * Math.Log(ropeBase));
+        double low = Math.Max(Math.Floor(Correction(BetaFast)), 0);
+        double high = Math.Min(Math.Ceiling(Correction(BetaSlow)), rotary - 1);
+        return (low, low == high ? high + 0.001 : high);
+    }
+
+    /// <summary>θ_j for pair <paramref name="j"/> of a rotated width <paramref name="rotary"/> and base <paramref name="ropeBase"/>.</summary>
+    public double Frequency(int j, int rotary, double ropeBase)
+    {
+        var (low, high) = Ramp(rotary, ropeBase);
+        return Interpolate(Math.Pow(ropeBase, -2.0 * j / rotary), j, Factor, low, high);
+    }
+
+    /// <summary>
+    /// Checks the values (variants.md: factor ≥ 1, a positive L0, 0 &lt; β_slow ≤ β_fast, finite non-negative mscales); throws an
+    /// <see cref="ArgumentException"/> naming the key (<c>rope_scaling.factor</c>, …) with expected and actual.
+    /// </summary>
+    public void Validate()
+    {
+        Require(Factor >= 1 && double.IsFinite(Factor), "factor", "a finite value ≥ 1", Factor);
+        Require(OriginalMaxPositions > 0, "original_max_position_embeddings", "a positive integer", OriginalMaxPositions);
+        Require(BetaSlow > 0 && double.IsFinite(BetaSlow), "beta_slow", "a finite value > 0", BetaSlow);
+        Require(BetaFast >= BetaSlow && double.IsFinite(BetaFast), "beta_fast", $"a finite value ≥ beta_slow {BetaSlow}", BetaFast);
+        Require(MScale >= 0 && double.IsFinite(MScale), "mscale", "a finite value ≥ 0", MScale);
+        Require(MScaleAllDim >= 0 && double.IsFinite(MScaleAllDim), "mscale_all_dim", "a finite value ≥ 0", MScaleAllDim);
+    }
+
+    // θ_j from θ⁰_j and the ramp's ends; cuda/rope.cu computes the same expression from the (low, high) passed to it.
+    internal static double Interpolate(double theta0, int j, double factor, double low, double high)
+    {
+        double ramp = Math.Clamp((j - low) / (high - low), 0.0, 1.0);
+        return (theta0 / factor * ramp) + (theta0 * (1 - ramp));
+    }
+
+    private static void Require(bool condition, string key, string expected, object actual)
+    {
+        if (!condition)
+        {
+            string name = $"{Key}.{key}";
+            throw new ArgumentException($"{name}: expected {expected}, actual {Convert.ToString(actual, System.Globalization.CultureInfo.InvariantCulture)}", name);
+        }
+    }
 }
 
 /// <summary>
 /// Rotary position embedding (variants.md): at position t, each coordinate pair (a, b) of the rotated
-/// slice becomes (a·cos tθ_j − b·sin tθ_j, b·cos tθ_j + a·sin tθ_j) with θ_j = base^(-2j/n). Input
+/// slice becomes (a·cos tθ_j − b·sin tθ_j, b·cos tθ_j + a·sin tθ_j) with θ_j = base^(-2j/n), or, with
+/// <see cref="RopeOptions.Scaling"/>, YaRN's θ_j and cos, sin multiplied by <see cref="RopeOptions.Amplitude"/>. Input
 /// <c>[B, T, H, d]</c> or <c>[B, T, d]</c>; the position of row t is <c>positionOffset + t</c> (in decode, the
 /// number of tokens already cached). Columns outside the rotated slice are copied unchanged. The output
 /// may be the input tensor itself (in place). Angles are computed in double precision on every backend.
@@ -46,7 +141,8 @@ public static class Rope
     }
 
     /// <summary>
-    /// The gradient: RoPE is a rotation, so <c>dx</c> is <paramref name="dy"/> rotated by the opposite angles.
+    /// The gradient: RoPE is a rotation (times the YaRN amplitude), so <c>dx</c> is <paramref name="dy"/> rotated by the
+    /// opposite angles, times the same amplitude.
     /// <paramref name="dx"/> may be <paramref name="dy"/> (in place).
     /// </summary>
     public static void Backward(Tensor dy, Tensor dx, RopeOptions options = default, int positionOffset = 0)
@@ -82,6 +178,7 @@ public static class Rope
         {
             throw new ArgumentOutOfRangeException(nameof(options), options.Base, $"options.Base: expected a finite value > 0, actual {options.Base}");
         }
+        options.Scaling?.Validate();
         ArgumentOutOfRangeException.ThrowIfNegative(positionOffset);
     }
 }

@@ -2,12 +2,12 @@ using System.Numerics;
 
 namespace Attention.Native.Ops;
 
-/// <summary>CPU reference of <see cref="Rope"/>, generic over float and double. Angles in double, as on the GPU.</summary>
+/// <summary>CPU reference of <see cref="Rope"/>, generic over float and double. Angles and the YaRN amplitude in double, as on the GPU.</summary>
 internal static class RopeCpu
 {
     /// <summary>
     /// Rotates each row of x [batch, seq, heads, width] into y (which may be x); <paramref name="inverse"/>
-    /// rotates by the opposite angles (the backward).
+    /// rotates by the opposite angles with the same amplitude (the backward, the transpose).
     /// </summary>
     public static void Apply<T>(PinnedBuffer<T> x, PinnedBuffer<T> y, int batch, int seq, int heads, int width, RopeOptions options, int positionOffset, bool inverse)
         where T : unmanaged, IFloatingPointIeee754<T>
@@ -15,11 +15,8 @@ internal static class RopeCpu
         int rotary = options.RotaryWidth(width);
         int offset = options.RotaryOffset;
         int half = rotary / 2;
-        var inverseFrequency = new double[half];
-        for (int j = 0; j < half; j++)
-        {
-            inverseFrequency[j] = Math.Pow(options.Base, -2.0 * j / rotary);
-        }
+        var inverseFrequency = options.Frequencies(rotary);
+        double amplitude = options.Amplitude;
         bool interleaved = options.Style == RopeStyle.Interleaved;
         bool copyPassThrough = rotary < width && !SameStorage(x, y);
         Parallel.For(0, batch * seq, bt =>
@@ -31,8 +28,8 @@ internal static class RopeCpu
             for (int j = 0; j < half; j++)
             {
                 var (s, c) = Math.SinCos(position * inverseFrequency[j]);
-                cos[j] = T.CreateTruncating(c);
-                sin[j] = T.CreateTruncating(inverse ? -s : s);
+                cos[j] = T.CreateTruncating(amplitude * c);
+                sin[j] = T.CreateTruncating(amplitude * (inverse ? -s : s));
             }
             for (int h = 0; h < heads; h++)
             {

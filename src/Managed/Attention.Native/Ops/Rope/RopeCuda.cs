@@ -23,7 +23,7 @@ internal static class RopeCuda
         }
         bool copies = rotary < width && !ReferenceEquals(x, y);
         int threads = Math.Clamp(RoundUp32(Math.Max(rotary / 2, copies ? width : 1)), 32, 256);
-        var args = new KernelArgs(stackalloc byte[96], stackalloc int[12]);
+        var args = new KernelArgs(stackalloc byte[160], stackalloc int[16]);
         args.Add(Ptr(y));
         args.Add(Ptr(x));
         args.Add(seq);
@@ -34,6 +34,13 @@ internal static class RopeCuda
         args.Add(options.Style == RopeStyle.Interleaved ? 1 : 0);
         args.Add(positionOffset);
         args.Add(options.Base);
+        // YaRN: the kernel computes θ_j from the ramp's ends as RopeScaling.Interpolate does; unscaled, θ_j = base^(-2j/n) as before.
+        var (low, high) = options.Scaling?.Ramp(rotary, options.Base) ?? (0.0, 1.0);
+        args.Add(options.Scaling is null ? 0 : 1);
+        args.Add(options.Scaling?.Factor ?? 1.0);
+        args.Add(low);
+        args.Add(high);
+        args.Add(options.Amplitude);
         var kernel = backend.Kernel(Program, (inverse ? BackwardKernel : ForwardKernel)[x.DType]);
         kernel.Launch(checked((uint)rows), (uint)threads, 0, backend.Stream, args);
     }

@@ -36,6 +36,9 @@ public sealed record GqaConfig : LayerConfig
     /// <summary><c>rope_style</c> (default half).</summary>
     public RopeStyle RopeStyle { get; init; } = RopeStyle.Half;
 
+    /// <summary><c>rope_scaling</c>: YaRN scaling of the RoPE frequencies (variants.md "RoPE scaling"); null (default) for none.</summary>
+    public RopeScaling? RopeScaling { get; init; }
+
     internal static GqaConfig Read(string variant, ConfigReader r)
     {
         int dModel = r.Int("d_model"), heads = r.Int("n_heads");
@@ -51,6 +54,7 @@ public sealed record GqaConfig : LayerConfig
             Rope = r.Bool("rope", true),
             RopeBase = r.Double("rope_base", 10000),
             RopeStyle = r.Style("rope_style"),
+            RopeScaling = r.Scaling(),
         };
     }
 
@@ -72,12 +76,13 @@ public sealed record GqaConfig : LayerConfig
         Axis("head_dim", "n_heads·head_dim", (Int128)Heads * HeadDim);
         Require(!Rope || HeadDim % 2 == 0, "head_dim", "an even width for RoPE", HeadDim);
         Require(RopeBase > 0 && double.IsFinite(RopeBase), "rope_base", "a finite value > 0", RopeBase);
+        ValidateScaling(RopeScaling, Rope);
     }
 
     /// <inheritdoc/>
     public override IEnumerable<KeyValuePair<string, object>> Keys() =>
     [
         new("d_model", DModel), new("n_heads", Heads), new("n_kv_heads", KvHeads), new("head_dim", HeadDim),
-        new("causal", Causal), new("rope", Rope), new("rope_base", RopeBase), new("rope_style", StyleName(RopeStyle)),
+        new("causal", Causal), new("rope", Rope), new("rope_base", RopeBase), new("rope_style", StyleName(RopeStyle)), ScalingKey(RopeScaling),
     ];
 }

@@ -33,6 +33,9 @@ public sealed record MlaConfig : LayerConfig
     /// <summary><c>rope_style</c> (default half).</summary>
     public RopeStyle RopeStyle { get; init; } = RopeStyle.Half;
 
+    /// <summary><c>rope_scaling</c>: YaRN scaling of the RoPE frequencies (variants.md "RoPE scaling"); null (default) for none.</summary>
+    public RopeScaling? RopeScaling { get; init; }
+
     internal static MlaConfig Read(ConfigReader r) => new()
     {
         DModel = r.Int("d_model"),
@@ -45,6 +48,7 @@ public sealed record MlaConfig : LayerConfig
         Causal = r.Bool("causal", true),
         RopeBase = r.Double("rope_base", 10000),
         RopeStyle = r.Style("rope_style"),
+        RopeScaling = r.Scaling(),
     };
 
     /// <inheritdoc/>
@@ -62,6 +66,7 @@ public sealed record MlaConfig : LayerConfig
         Require(QkRopeHeadDim % 2 == 0, "qk_rope_head_dim", "an even width for RoPE", QkRopeHeadDim);
         Positive(VHeadDim, "v_head_dim");
         Require(RopeBase > 0 && double.IsFinite(RopeBase), "rope_base", "a finite value > 0", RopeBase);
+        ValidateScaling(RopeScaling);
         Axis("qk_rope_head_dim", "n_heads·(qk_nope_head_dim + qk_rope_head_dim)", (Int128)Heads * ((long)QkNopeHeadDim + QkRopeHeadDim));
         Axis("v_head_dim", "n_heads·(qk_nope_head_dim + v_head_dim)", (Int128)Heads * ((long)QkNopeHeadDim + VHeadDim));
         Axis("kv_lora_rank", "kv_lora_rank + qk_rope_head_dim", (Int128)KvLoraRank + QkRopeHeadDim);
@@ -72,6 +77,6 @@ public sealed record MlaConfig : LayerConfig
     [
         new("d_model", DModel), new("n_heads", Heads), new("q_lora_rank", QLoraRank), new("kv_lora_rank", KvLoraRank),
         new("qk_nope_head_dim", QkNopeHeadDim), new("qk_rope_head_dim", QkRopeHeadDim), new("v_head_dim", VHeadDim),
-        new("causal", Causal), new("rope_base", RopeBase), new("rope_style", StyleName(RopeStyle)),
+        new("causal", Causal), new("rope_base", RopeBase), new("rope_style", StyleName(RopeStyle)), ScalingKey(RopeScaling),
     ];
 }

@@ -33,6 +33,9 @@ public sealed record SasConfig : LayerConfig
     /// <summary><c>rope_style</c> (default half).</summary>
     public RopeStyle RopeStyle { get; init; } = RopeStyle.Half;
 
+    /// <summary><c>rope_scaling</c>: YaRN scaling of the RoPE frequencies (variants.md "RoPE scaling"); null (default) for none.</summary>
+    public RopeScaling? RopeScaling { get; init; }
+
     internal static SasConfig Read(ConfigReader r) => new()
     {
         DModel = r.Int("d_model"),
@@ -45,6 +48,7 @@ public sealed record SasConfig : LayerConfig
         Rope = r.Bool("rope", true),
         RopeBase = r.Double("rope_base", 10000),
         RopeStyle = r.Style("rope_style"),
+        RopeScaling = r.Scaling(),
     };
 
     /// <inheritdoc/>
@@ -62,6 +66,7 @@ public sealed record SasConfig : LayerConfig
         Require(KernelSize > 0 && KernelSize % 2 == 1, "kernel_size", "an odd positive integer", KernelSize);
         Require(!Rope || SimHeadDim % 2 == 0, "sim_head_dim", "an even width for RoPE", SimHeadDim);
         Require(RopeBase > 0 && double.IsFinite(RopeBase), "rope_base", "a finite value > 0", RopeBase);
+        ValidateScaling(RopeScaling, Rope);
         // sim_heads is a multiple of n_heads, so n_heads·head_dim is at most sim_heads·head_dim.
         Axis("sim_heads", "sim_heads·head_dim", (Int128)SimHeads * HeadDim);
         Axis("sim_head_dim", "sim_heads·sim_head_dim", (Int128)SimHeads * SimHeadDim);
@@ -71,6 +76,6 @@ public sealed record SasConfig : LayerConfig
     public override IEnumerable<KeyValuePair<string, object>> Keys() =>
     [
         new("d_model", DModel), new("n_heads", Heads), new("head_dim", HeadDim), new("sim_heads", SimHeads), new("sim_head_dim", SimHeadDim),
-        new("kernel_size", KernelSize), new("causal", Causal), new("rope", Rope), new("rope_base", RopeBase), new("rope_style", StyleName(RopeStyle)),
+        new("kernel_size", KernelSize), new("causal", Causal), new("rope", Rope), new("rope_base", RopeBase), new("rope_style", StyleName(RopeStyle)), ScalingKey(RopeScaling),
     ];
 }

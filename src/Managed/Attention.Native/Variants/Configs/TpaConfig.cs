@@ -33,6 +33,9 @@ public sealed record TpaConfig : LayerConfig
     /// <summary><c>rope_style</c> (default half).</summary>
     public RopeStyle RopeStyle { get; init; } = RopeStyle.Half;
 
+    /// <summary><c>rope_scaling</c>: YaRN scaling of the RoPE frequencies (variants.md "RoPE scaling"); null (default) for none.</summary>
+    public RopeScaling? RopeScaling { get; init; }
+
     internal static TpaConfig Read(ConfigReader r) => new()
     {
         DModel = r.Int("d_model"),
@@ -45,6 +48,7 @@ public sealed record TpaConfig : LayerConfig
         Rope = r.Bool("rope", true),
         RopeBase = r.Double("rope_base", 10000),
         RopeStyle = r.Style("rope_style"),
+        RopeScaling = r.Scaling(),
     };
 
     /// <inheritdoc/>
@@ -61,6 +65,7 @@ public sealed record TpaConfig : LayerConfig
         Positive(VRank, "v_rank");
         Require(!Rope || HeadDim % 2 == 0, "head_dim", "an even width for RoPE", HeadDim);
         Require(RopeBase > 0 && double.IsFinite(RopeBase), "rope_base", "a finite value > 0", RopeBase);
+        ValidateScaling(RopeScaling, Rope);
         Axis("head_dim", "n_heads·head_dim", (Int128)Heads * HeadDim);
         foreach (var (key, rank) in new[] { ("q_rank", QRank), ("k_rank", KRank), ("v_rank", VRank) })
         {
@@ -73,6 +78,6 @@ public sealed record TpaConfig : LayerConfig
     public override IEnumerable<KeyValuePair<string, object>> Keys() =>
     [
         new("d_model", DModel), new("n_heads", Heads), new("head_dim", HeadDim), new("q_rank", QRank), new("k_rank", KRank),
-        new("v_rank", VRank), new("causal", Causal), new("rope", Rope), new("rope_base", RopeBase), new("rope_style", StyleName(RopeStyle)),
+        new("v_rank", VRank), new("causal", Causal), new("rope", Rope), new("rope_base", RopeBase), new("rope_style", StyleName(RopeStyle)), ScalingKey(RopeScaling),
     ];
 }
