@@ -59,6 +59,12 @@ public class GpuOpTests
             }
             yield return new TestCaseData(dtype, new Shape(2, 9, 4, 24), new RopeOptions(RopeStyle.Interleaved, RotaryOffset: 16, RotaryDim: 8), 3);
             yield return new TestCaseData(dtype, new Shape(1, 33, 2, 192), new RopeOptions(RopeStyle.Half, RotaryOffset: 128, RotaryDim: 64), 0);
+            // YaRN (variants.md "RoPE scaling"): DeepSeek-V3's values on MLA's q_pe and k_pe widths past L0; the default mscales
+            // (amplitude 1.37) on 300 pairs (more than the block's threads) at 10^5.
+            var deepSeekV3 = new RopeScaling(40, 4096, BetaFast: 32, BetaSlow: 1, MScale: 1, MScaleAllDim: 1);
+            yield return new TestCaseData(dtype, new Shape(2, 9, 16, 192), new RopeOptions(RopeStyle.Interleaved, RotaryOffset: 128, Scaling: deepSeekV3), 5000);
+            yield return new TestCaseData(dtype, new Shape(2, 129, 64), new RopeOptions(RopeStyle.Interleaved, Scaling: deepSeekV3), 163000);
+            yield return new TestCaseData(dtype, new Shape(1, 7, 2, 600), new RopeOptions(RopeStyle.Half, Scaling: new RopeScaling(40, 4096)), 100000);
         }
     }
 
@@ -66,7 +72,7 @@ public class GpuOpTests
     public void Rope_forward_and_backward(DType dtype, Shape shape, RopeOptions options, int positionOffset)
     {
         var gpu = Requires.CudaDevice();
-        string tag = $"rope {options.Style} off{options.RotaryOffset} dim{options.RotaryDim} pos{positionOffset}";
+        string tag = $"rope {options.Style} off{options.RotaryOffset} dim{options.RotaryDim} pos{positionOffset}{(options.Scaling is { } yarn ? $" yarn{yarn.Factor}/{yarn.OriginalMaxPositions}/{yarn.MScale}/{yarn.MScaleAllDim}" : "")}";
         using var x = GpuPair.Random(gpu, 11, shape, dtype);
         using var y = GpuPair.Random(gpu, 12, shape, dtype);
         Rope.Forward(x.Cpu, y.Cpu, options, positionOffset);

@@ -1,3 +1,4 @@
+using Attention.Native.Ops;
 using Attention.Native.Tests.Support;
 using Attention.Native.Tests.Variants;
 using Attention.Native.Variants;
@@ -26,6 +27,12 @@ public class GpuVariantTests
         yield return new("gqa d32", new GqaConfig { Kind = "gqa", DModel = 128, Heads = 4, KvHeads = 2, HeadDim = 32 }, 2, lengths);
         yield return new("mqa d32", new GqaConfig { Kind = "mqa", DModel = 128, Heads = 4, KvHeads = 1, HeadDim = 32 }, 2, lengths);
         yield return new("mla small", new MlaConfig { DModel = 128, Heads = 4, QLoraRank = 64, KvLoraRank = 32, QkNopeHeadDim = 16, QkRopeHeadDim = 8, VHeadDim = 16 }, 2, lengths);
+        // DeepSeek-V3's YaRN rope_scaling (factor 40, L0 4096, β 32/1, mscale 1/1) and interleaved pairs on its d_r 64.
+        yield return new("mla yarn", new MlaConfig
+        {
+            DModel = 128, Heads = 4, QLoraRank = 64, KvLoraRank = 32, QkNopeHeadDim = 16, QkRopeHeadDim = 64, VHeadDim = 16, RopeStyle = RopeStyle.Interleaved,
+            RopeScaling = new RopeScaling(40, 4096, BetaFast: 32, BetaSlow: 1, MScale: 1, MScaleAllDim: 1),
+        }, 2, lengths);
         yield return new("tpa small", new TpaConfig { DModel = 128, Heads = 4, HeadDim = 32, QRank = 6, KRank = 2, VRank = 2 }, 2, lengths);
         yield return new("sas small", new SasConfig { DModel = 128, Heads = 4, HeadDim = 32, SimHeads = 8, SimHeadDim = 48, KernelSize = 3 }, 2, lengths);
         yield return new("transnormer small", new TransNormerConfig { DModel = 128, Heads = 4, HeadDim = 32, LayerIndex = 1, NumLayers = 4 }, 2, lengths);

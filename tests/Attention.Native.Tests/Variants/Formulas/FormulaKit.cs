@@ -178,10 +178,13 @@ internal static class FormulaKit
     /// <summary>
     /// RoPE in place on every row of data [batch, tokens, rows, width]: the n columns from <paramref name="offset"/> of the row
     /// of token t turn by position t, θ_j = base^(−2j/n); <c>half</c> pairs (j, j+n/2), <c>interleaved</c> pairs (2j, 2j+1):
-    /// y_a = x_a cos(tθ_j) − x_b sin(tθ_j), y_b = x_b cos(tθ_j) + x_a sin(tθ_j).
+    /// y_a = x_a cos(tθ_j) − x_b sin(tθ_j), y_b = x_b cos(tθ_j) + x_a sin(tθ_j). With <paramref name="scaling"/>, YaRN's θ_j
+    /// and cos, sin times its amplitude (<see cref="RopeFrequencies"/>).
     /// </summary>
-    public static void Rope(double[] data, int batch, int tokens, int rows, int width, int offset, int n, double ropeBase, RopeStyle style)
+    public static void Rope(double[] data, int batch, int tokens, int rows, int width, int offset, int n, double ropeBase, RopeStyle style,
+        RopeScaling? scaling = null)
     {
+        var (theta, amplitude) = RopeFrequencies(n, ropeBase, scaling);
         for (int b = 0; b < batch; b++)
         {
             for (int t = 0; t < tokens; t++)
@@ -191,17 +194,56 @@ internal static class FormulaKit
                     int start = (((((b * tokens) + t) * rows) + r) * width) + offset;
                     for (int j = 0; j < n / 2; j++)
                     {
-                        double angle = t * Math.Pow(ropeBase, -2.0 * j / n);
+                        double angle = t * theta[j];
                         int ia = style == RopeStyle.Half ? start + j : start + (2 * j);
                         int ib = style == RopeStyle.Half ? ia + (n / 2) : ia + 1;
                         double xa = data[ia], xb = data[ib];
-                        data[ia] = (xa * Math.Cos(angle)) - (xb * Math.Sin(angle));
-                        data[ib] = (xb * Math.Cos(angle)) + (xa * Math.Sin(angle));
+                        data[ia] = amplitude * ((xa * Math.Cos(angle)) - (xb * Math.Sin(angle)));
+                        data[ib] = amplitude * ((xb * Math.Cos(angle)) + (xa * Math.Sin(angle)));
                     }
                 }
             }
         }
     }
+
+    /// <summary>
+    /// The RoPE frequencies θ_j (j &lt; n/2) on a rotated width n and the amplitude on cos and sin, from variants.md "RoPE scaling"
+    /// alone: θ⁰_j = base^(−2j/n) and amplitude 1 without scaling; with YaRN (s, L0, β_f, β_s, m, m_a),
+    /// corr(r) = n·ln(L0/(2πr))/(2 ln base), lo = max(floor(corr(β_f)), 0), hi = min(ceil(corr(β_s)), n−1) (+0.001 if equal),
+    /// ramp_j = clamp((j − lo)/(hi − lo), 0, 1), θ_j = θ⁰_j/s · ramp_j + θ⁰_j · (1 − ramp_j), amplitude μ(s, m)/μ(s, m_a).
+    /// </summary>
+    public static (double[] Theta, double Amplitude) RopeFrequencies(int n, double ropeBase, RopeScaling? scaling)
+    {
+        var theta = new double[n / 2];
+        for (int j = 0; j < n / 2; j++)
+        {
+            theta[j] = Math.Pow(ropeBase, -2.0 * j / n);
+        }
+        if (scaling is null)
+        {
+            return (theta, 1.0);
+        }
+        double Correction(double rotations) => n * Math.Log(scaling.OriginalMaxPositions / (2 * Math.PI * rotations)) / (2 * Math.Log(ropeBase));
+        double lo = Math.Max(Math.Floor(Correction(scaling.BetaFast)), 0);
+        double hi = Math.Min(Math.Ceiling(Correction(scaling.BetaSlow)), n - 1);
+        if (lo == hi)
+        {
+            hi += 0.001;
+        }
+        for (int j = 0; j < n / 2; j++)
+        {
+            double ramp = Math.Clamp((j - lo) / (hi - lo), 0, 1);
+            theta[j] = (theta[j] / scaling.Factor * ramp) + (theta[j] * (1 - ramp));
+        }
+        return (theta, Mu(scaling.Factor, scaling.MScale) / Mu(scaling.Factor, scaling.MScaleAllDim));
+    }
+
+    /// <summary>The factor on a variant's softmax scale under YaRN: μ(s, m_a)² (1 without scaling).</summary>
+    public static double SoftmaxScaleFactor(RopeScaling? scaling) =>
+        scaling is null ? 1 : Mu(scaling.Factor, scaling.MScaleAllDim) * Mu(scaling.Factor, scaling.MScaleAllDim);
+
+    // μ(s, a) = 0.1·a·ln(s) + 1 if s > 1 else 1.
+    private static double Mu(double s, double a) => s > 1 ? (0.1 * a * Math.Log(s)) + 1 : 1;
 
     /// <summary>
     /// Softmax attention: q [batch, tokens, heads, dk], k [batch, tokens, kvHeads, dk], v [batch, tokens, kvHeads, dv]; query

@@ -16,12 +16,12 @@ internal static class GqaFormula
         if (c.Rope)
         {
             // q, k = RoPE(q), RoPE(k): each head's d-vector turns by its token's position.
-            FormulaKit.Rope(q, batch, tokens, h, d, 0, d, c.RopeBase, c.RopeStyle);
-            FormulaKit.Rope(k, batch, tokens, g, d, 0, d, c.RopeBase, c.RopeStyle);
+            FormulaKit.Rope(q, batch, tokens, h, d, 0, d, c.RopeBase, c.RopeStyle, c.RopeScaling);
+            FormulaKit.Rope(k, batch, tokens, g, d, 0, d, c.RopeBase, c.RopeStyle, c.RopeScaling);
         }
-        // head i uses kv head g(i) = floor(i / (H/G));  o_i = softmax(q_i k_g(i)ᵀ / sqrt(d) + mask) v_g(i)
+        // head i uses kv head g(i) = floor(i / (H/G));  o_i = softmax(q_i k_g(i)ᵀ / sqrt(d) · μ(s, m_a)² + mask) v_g(i)
         int groupSize = h / g;
-        var o = FormulaKit.SoftmaxAttention(q, k, v, batch, tokens, h, g, d, d, i => i / groupSize, 1 / Math.Sqrt(d), c.Causal);
+        var o = FormulaKit.SoftmaxAttention(q, k, v, batch, tokens, h, g, d, d, i => i / groupSize, 1 / Math.Sqrt(d) * FormulaKit.SoftmaxScaleFactor(c.RopeScaling), c.Causal);
         // y = concat_i(o_i) w_oᵀ
         return FormulaKit.Dense(o, n, h * d, w["w_o"], null, c.DModel);
     }

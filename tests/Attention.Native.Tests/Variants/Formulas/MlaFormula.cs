@@ -24,9 +24,9 @@ internal static class MlaFormula
             Array.Copy(kva, (r * (dc + dr)) + dc, kpe, r * dr, dr);
         }
         latent = FormulaKit.RmsNorm(latent, n, dc, w["kv_norm"]);
-        // q_pe = RoPE(q_pe);  k_pe = RoPE(k_pe)   (RoPE over the d_r columns only)
-        FormulaKit.Rope(q, batch, tokens, h, qk, dn, dr, c.RopeBase, c.RopeStyle);
-        FormulaKit.Rope(kpe, batch, tokens, 1, dr, 0, dr, c.RopeBase, c.RopeStyle);
+        // q_pe = RoPE(q_pe);  k_pe = RoPE(k_pe)   (RoPE over the d_r columns only; rope_scaling on n = d_r)
+        FormulaKit.Rope(q, batch, tokens, h, qk, dn, dr, c.RopeBase, c.RopeStyle, c.RopeScaling);
+        FormulaKit.Rope(kpe, batch, tokens, 1, dr, 0, dr, c.RopeBase, c.RopeStyle, c.RopeScaling);
         // c w_kv_bᵀ → [B,T,H,d_n+d_v]; per head [k_nope | v];  k_i = [k_nope_i | k_pe]
         var kvb = FormulaKit.Dense(latent, n, dc, w["w_kv_b"], null, h * (dn + dv));
         var k = new double[n * h * qk];
@@ -41,8 +41,8 @@ internal static class MlaFormula
                 Array.Copy(kvb, from + dn, v, ((r * h) + head) * dv, dv);
             }
         }
-        // o_i = softmax(q_i k_iᵀ / sqrt(d_n+d_r) + mask) v_i;   y = concat_i(o_i) w_oᵀ
-        var o = FormulaKit.SoftmaxAttention(q, k, v, batch, tokens, h, h, qk, dv, i => i, 1 / Math.Sqrt(qk), c.Causal);
+        // o_i = softmax(q_i k_iᵀ / sqrt(d_n+d_r) · μ(s, m_a)² + mask) v_i;   y = concat_i(o_i) w_oᵀ
+        var o = FormulaKit.SoftmaxAttention(q, k, v, batch, tokens, h, h, qk, dv, i => i, 1 / Math.Sqrt(qk) * FormulaKit.SoftmaxScaleFactor(c.RopeScaling), c.Causal);
         return FormulaKit.Dense(o, n, h * dv, w["w_o"], null, c.DModel);
     }
 }

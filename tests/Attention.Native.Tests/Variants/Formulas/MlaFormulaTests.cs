@@ -39,4 +39,44 @@ public class MlaFormulaTests
             FormulaKit.AssertMatches(FormulaKit.Decode(cached, x, Batch, Tokens, prompt: 3), expected, "absorbed prefill 3, then decode");
         }
     }
+
+    /// <summary>DeepSeek-V3's <c>rope_scaling</c> (its config.json): factor 40, L0 4096, β 32/1, mscale 1, mscale_all_dim 1.</summary>
+    internal static readonly RopeScaling DeepSeekV3 = new(40, 4096, BetaFast: 32, BetaSlow: 1, MScale: 1, MScaleAllDim: 1);
+
+    // V3's d_r 64 (so the ramp runs over pairs 10 … 23 and neither end is clamped) with the small other widths above, interleaved
+    // as DeepSeek pairs. "mscale 1/0.5" has an amplitude μ(40, 1)/μ(40, 0.5) = 1.16 on the rotated parts too (V3's is 1).
+    private static MlaConfig YarnConfig(int qLora, string scaling) => new()
+    {
+        DModel = DModel, Heads = 2, QLoraRank = qLora, KvLoraRank = 6, QkNopeHeadDim = 3, QkRopeHeadDim = 64, VHeadDim = 5, RopeStyle = RopeStyle.Interleaved,
+        RopeScaling = scaling == "DeepSeek-V3" ? DeepSeekV3 : DeepSeekV3 with { MScaleAllDim = 0.5 },
+    };
+
+    [TestCase(6, "DeepSeek-V3")]
+    [TestCase(0, "DeepSeek-V3")]
+    [TestCase(0, "mscale 1/0.5")]
+    public void Yarn_forward_and_absorbed_decode_equal_the_formula(int qLora, string scaling)
+    {
+        // 40 tokens, the last 8 decoded one by one after a 32-token prefill: positions up to 39, where the interpolated pairs
+        // (θ⁰_j/40 for j ≥ 23) already turn 40 times less than unscaled.
+        const int tokens = 40;
+        var config = YarnConfig(qLora, scaling);
+        using var layer = FormulaKit.Layer(config);
+        var x = TestData.Normal(37, tokens * DModel);
+        var weights = FormulaKit.Weights(layer);
+        var expected = MlaFormula.Forward(config, weights, x, 1, tokens);
+        FormulaKit.AssertMatches(FormulaKit.Forward(layer, x, 1, tokens), expected, "forward");
+        FormulaKit.AssertMatches(FormulaKit.Decode((CausalAttentionLayer)layer, x, 1, tokens, prompt: 32), expected, "absorbed prefill 32, then decode");
+        // The scaling is not a no-op at these sizes: without it (or without its softmax factor) the formula moves well past the tolerance.
+        var unscaled = MlaFormula.Forward(config with { RopeScaling = null }, weights, x, 1, tokens);
+        double moved = expected.Zip(unscaled, (a, b) => Math.Abs(a - b)).Max() / (1 + expected.Max(Math.Abs));
+        Assert.That(moved, Is.GreaterThan(1e-4), "rope_scaling changes y");
+    }
+
+    [TestCase(6, "DeepSeek-V3", 2, 5)]
+    [TestCase(0, "mscale 1/0.5", 1, 6)]
+    public void Yarn_gradients_match_finite_differences(int qLora, string scaling, int batch, int tokens)
+    {
+        using var layer = VariantTestKit.Layer(YarnConfig(qLora, scaling));
+        GradientCheck.AssertClose($"mla yarn {scaling} q_lora={qLora} B={batch} T={tokens}", VariantTestKit.GradientError(layer, batch, tokens));
+    }
 }

@@ -20,11 +20,11 @@ internal static class SasLayerFormula
         if (c.Rope)
         {
             // q̃, k̃ = RoPE(q̃), RoPE(k̃) on the expanded D'-vectors
-            FormulaKit.Rope(q, batch, tokens, hs, ds, 0, ds, c.RopeBase, c.RopeStyle);
-            FormulaKit.Rope(k, batch, tokens, hs, ds, 0, ds, c.RopeBase, c.RopeStyle);
+            FormulaKit.Rope(q, batch, tokens, hs, ds, 0, ds, c.RopeBase, c.RopeStyle, c.RopeScaling);
+            FormulaKit.Rope(k, batch, tokens, hs, ds, 0, ds, c.RopeBase, c.RopeStyle, c.RopeScaling);
         }
         // o_h = softmax(q̃_h k̃_hᵀ / sqrt(D') + mask) ṽ_h for h = 0 … H'-1  → [B,T,H',D]
-        var o = FormulaKit.SoftmaxAttention(q, k, v, batch, tokens, hs, hs, ds, d, i => i, 1 / Math.Sqrt(ds), c.Causal);
+        var o = FormulaKit.SoftmaxAttention(q, k, v, batch, tokens, hs, hs, ds, d, i => i, 1 / Math.Sqrt(ds) * FormulaKit.SoftmaxScaleFactor(c.RopeScaling), c.Causal);
         // PEAA: group g = heads g·H … g·H+H-1, O_g = concat(o_gH … o_gH+H-1);  y = ((1/r) Σ_g O_g) w_oᵀ + b_o
         var aggregated = new double[n * h * d];
         for (int row = 0; row < n; row++)

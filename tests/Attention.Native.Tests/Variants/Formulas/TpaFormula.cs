@@ -17,7 +17,7 @@ internal static class TpaFormula
             var f = FormulaKit.Dense(x, n, c.DModel, w[$"w_b_{s}"], null, rank * d);
             if (rotate)
             {
-                FormulaKit.Rope(f, batch, tokens, rank, d, 0, d, c.RopeBase, c.RopeStyle);
+                FormulaKit.Rope(f, batch, tokens, rank, d, 0, d, c.RopeBase, c.RopeStyle, c.RopeScaling);
             }
             var y = new double[n * h * d];
             for (int r = 0; r < n; r++)
@@ -41,7 +41,7 @@ internal static class TpaFormula
         var k = Contract("k", c.KRank, c.Rope);
         var v = Contract("v", c.VRank, false);
         // o_h = softmax(q_h k_hᵀ / sqrt(d) + mask) v_h;   y = concat_h(o_h) w_oᵀ
-        var o = FormulaKit.SoftmaxAttention(q, k, v, batch, tokens, h, h, d, d, i => i, 1 / Math.Sqrt(d), c.Causal);
+        var o = FormulaKit.SoftmaxAttention(q, k, v, batch, tokens, h, h, d, d, i => i, 1 / Math.Sqrt(d) * FormulaKit.SoftmaxScaleFactor(c.RopeScaling), c.Causal);
         return FormulaKit.Dense(o, n, h * d, w["w_o"], null, c.DModel);
     }
 }
