@@ -72,6 +72,8 @@ public class RopeScalingConfigTests
     [TestCase("{\"type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": 2048, \"beta_fast\": 0.5}", "rope_scaling.beta_fast: expected a finite value ≥ beta_slow 1", "actual 0.5")]
     [TestCase("{\"type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": 2048, \"mscale\": -1}", "rope_scaling.mscale: expected a finite value ≥ 0", "actual -1")]
     [TestCase("{\"type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": 2048, \"mscale_all_dim\": -0.5}", "rope_scaling.mscale_all_dim: expected a finite value ≥ 0", "actual -0.5")]
+    [TestCase("{\"type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": 2048, \"mscale_all_dim\": 1e300}", "rope_scaling.mscale_all_dim: expected a value with (0.1·mscale_all_dim·ln(factor) + 1)² finite", "actual 1E+300")]
+    [TestCase("{\"type\": \"yarn\", \"factor\": 1e300, \"original_max_position_embeddings\": 2048, \"mscale\": 1e307}", "rope_scaling.mscale: expected a value with 0.1·mscale·ln(factor) + 1 finite", "actual 1E+307")]
     public void Bad_rope_scaling_is_refused_naming_the_key(string scaling, string expected, string actual)
     {
         string message = Message("mla", "{" + Mla + ", \"rope_scaling\": " + scaling + "}");

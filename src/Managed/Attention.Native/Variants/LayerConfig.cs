@@ -259,7 +259,7 @@ internal sealed class ConfigReader
         }
         var inner = new ConfigReader(_variant, value, $"{_prefix}{key}.");
         string? type = inner.Text("type"), ropeType = inner.Text("rope_type");
-        if (type is null && ropeType is null)
+        if (!inner.Has("type") && !inner.Has("rope_type"))
         {
             inner._missing.Add($"{inner._prefix}type");
         }

@@ -96,6 +96,9 @@ public sealed record RopeScaling(double Factor, int OriginalMaxPositions, double
         Require(BetaFast >= BetaSlow && double.IsFinite(BetaFast), "beta_fast", $"a finite value ≥ beta_slow {BetaSlow}", BetaFast);
         Require(MScale >= 0 && double.IsFinite(MScale), "mscale", "a finite value ≥ 0", MScale);
         Require(MScaleAllDim >= 0 && double.IsFinite(MScaleAllDim), "mscale_all_dim", "a finite value ≥ 0", MScaleAllDim);
+        // μ grows with the mscales: keep the amplitude and the softmax scale finite (μ ≥ 1, so the amplitude is then finite too).
+        Require(double.IsFinite(Mu(Factor, MScale)), "mscale", "a value with 0.1·mscale·ln(factor) + 1 finite", MScale);
+        Require(double.IsFinite(SoftmaxScaleFactor), "mscale_all_dim", "a value with (0.1·mscale_all_dim·ln(factor) + 1)² finite", MScaleAllDim);
     }
 
     // θ_j from θ⁰_j and the ramp's ends; cuda/rope.cu computes the same expression from the (low, high) passed to it.
