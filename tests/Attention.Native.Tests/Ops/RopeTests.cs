@@ -162,8 +162,10 @@ public class RopeTests
         LinearTests.AssertArgument(() => Rope.Forward(odd), "options", "even rotary width", "7");
         LinearTests.AssertArgument(() => Rope.Forward(x, new RopeOptions(RotaryOffset: 4, RotaryDim: 6)), "options", "even rotary width", "6");
         Assert.Throws<ArgumentOutOfRangeException>(() => Rope.Forward(x, default, -1));
-        LinearTests.AssertArgument(() => Rope.Forward(x, new RopeOptions(Scaling: new RopeScaling(0.5, 4096))), "rope_scaling.factor", "≥ 1", "0.5");
-        LinearTests.AssertArgument(() => Rope.Backward(x, x, new RopeOptions(Scaling: new RopeScaling(40, 0))), "rope_scaling.original_max_position_embeddings", "positive", "0");
-        LinearTests.AssertArgument(() => Rope.Forward(x, new RopeOptions(Scaling: new RopeScaling(40, 4096, BetaFast: 1, BetaSlow: 32))), "rope_scaling.beta_fast", "≥ beta_slow 32", "1");
+        LinearTests.AssertArgument(() => Rope.Forward(x, new RopeOptions(Scaling: new RopeScaling(0.5, 4096))), "options", "options.Scaling: rope_scaling.factor: expected a finite value ≥ 1", "0.5");
+        LinearTests.AssertArgument(() => Rope.Backward(x, x, new RopeOptions(Scaling: new RopeScaling(40, 0))), "options", "rope_scaling.original_max_position_embeddings: expected a positive integer", "0");
+        LinearTests.AssertArgument(() => Rope.Forward(x, new RopeOptions(Scaling: new RopeScaling(40, 4096, BetaFast: 1, BetaSlow: 32))), "options", "rope_scaling.beta_fast: expected a finite value ≥ beta_slow 32", "1");
+        var e = Assert.Throws<ArgumentException>(() => new RopeScaling(40, 4096, MScale: -1).Validate());
+        Assert.That(e!.ParamName, Is.EqualTo("rope_scaling.mscale"));
     }
 }

@@ -90,15 +90,36 @@ public sealed record RopeScaling(double Factor, int OriginalMaxPositions, double
     /// </summary>
     public void Validate()
     {
-        Require(Factor >= 1 && double.IsFinite(Factor), "factor", "a finite value ≥ 1", Factor);
-        Require(OriginalMaxPositions > 0, "original_max_position_embeddings", "a positive integer", OriginalMaxPositions);
-        Require(BetaSlow > 0 && double.IsFinite(BetaSlow), "beta_slow", "a finite value > 0", BetaSlow);
-        Require(BetaFast >= BetaSlow && double.IsFinite(BetaFast), "beta_fast", $"a finite value ≥ beta_slow {BetaSlow}", BetaFast);
-        Require(MScale >= 0 && double.IsFinite(MScale), "mscale", "a finite value ≥ 0", MScale);
-        Require(MScaleAllDim >= 0 && double.IsFinite(MScaleAllDim), "mscale_all_dim", "a finite value ≥ 0", MScaleAllDim);
-        // μ grows with the mscales: keep the amplitude and the softmax scale finite (μ ≥ 1, so the amplitude is then finite too).
-        Require(double.IsFinite(Mu(Factor, MScale)), "mscale", "a value with 0.1·mscale·ln(factor) + 1 finite", MScale);
-        Require(double.IsFinite(SoftmaxScaleFactor), "mscale_all_dim", "a value with (0.1·mscale_all_dim·ln(factor) + 1)² finite", MScaleAllDim);
+        if (Problem() is { } problem)
+        {
+            throw new ArgumentException(problem.Message, problem.Key);
+        }
+    }
+
+    /// <summary>The first bad value as (<c>rope_scaling.key</c>, "key: expected …, actual …"), or null when all are valid.</summary>
+    internal (string Key, string Message)? Problem()
+    {
+        // μ grows with the mscales: the amplitude and the softmax scale must stay finite (μ ≥ 1, so the amplitude is then finite too).
+        (bool Ok, string Key, string Expected, object Actual)[] checks =
+        [
+            (Factor >= 1 && double.IsFinite(Factor), "factor", "a finite value ≥ 1", Factor),
+            (OriginalMaxPositions > 0, "original_max_position_embeddings", "a positive integer", OriginalMaxPositions),
+            (BetaSlow > 0 && double.IsFinite(BetaSlow), "beta_slow", "a finite value > 0", BetaSlow),
+            (BetaFast >= BetaSlow && double.IsFinite(BetaFast), "beta_fast", $"a finite value ≥ beta_slow {BetaSlow}", BetaFast),
+            (MScale >= 0 && double.IsFinite(MScale), "mscale", "a finite value ≥ 0", MScale),
+            (MScaleAllDim >= 0 && double.IsFinite(MScaleAllDim), "mscale_all_dim", "a finite value ≥ 0", MScaleAllDim),
+            (double.IsFinite(Mu(Factor, MScale)), "mscale", "a value with 0.1·mscale·ln(factor) + 1 finite", MScale),
+            (double.IsFinite(SoftmaxScaleFactor), "mscale_all_dim", "a value with (0.1·mscale_all_dim·ln(factor) + 1)² finite", MScaleAllDim),
+        ];
+        foreach (var (ok, key, expected, actual) in checks)
+        {
+            if (!ok)
+            {
+                string name = $"{Key}.{key}";
+                return (name, $"{name}: expected {expected}, actual {Convert.ToString(actual, System.Globalization.CultureInfo.InvariantCulture)}");
+            }
+        }
+        return null;
     }
 
     // θ_j from θ⁰_j and the ramp's ends; cuda/rope.cu computes the same expression from the (low, high) passed to it.
@@ -106,15 +127,6 @@ public sealed record RopeScaling(double Factor, int OriginalMaxPositions, double
     {
         double ramp = Math.Clamp((j - low) / (high - low), 0.0, 1.0);
         return (theta0 / factor * ramp) + (theta0 * (1 - ramp));
-    }
-
-    private static void Require(bool condition, string key, string expected, object actual)
-    {
-        if (!condition)
-        {
-            string name = $"{Key}.{key}";
-            throw new ArgumentException($"{name}: expected {expected}, actual {Convert.ToString(actual, System.Globalization.CultureInfo.InvariantCulture)}", name);
-        }
     }
 }
 
@@ -181,7 +193,10 @@ public static class Rope
         {
             throw new ArgumentOutOfRangeException(nameof(options), options.Base, $"options.Base: expected a finite value > 0, actual {options.Base}");
         }
-        options.Scaling?.Validate();
+        if (options.Scaling?.Problem() is { } problem)
+        {
+            throw new ArgumentException($"options.Scaling: {problem.Message}", nameof(options));
+        }
         ArgumentOutOfRangeException.ThrowIfNegative(positionOffset);
     }
 }
