@@ -33,6 +33,15 @@ public sealed record TpaConfig : LayerConfig
     /// <summary><c>rope_style</c> (default half).</summary>
     public RopeStyle RopeStyle { get; init; } = RopeStyle.Half;
 
+    /// <summary>
+    /// <c>subln</c> (default false): T6's optional per-head RMSNorm of the attention output (its <c>using_groupnorm</c>),
+    /// <c>o_h ← RMSNorm(o_h; subln)</c> with ε = 1e-5 and one gain <c>subln [d]</c> shared by the heads, before <c>w_o</c>.
+    /// </summary>
+    public bool Subln { get; init; }
+
+    /// <summary>The ε of T6's <c>subln</c> RMSNorm.</summary>
+    public const float SublnEpsilon = 1e-5f;
+
     internal static TpaConfig Read(ConfigReader r) => new()
     {
         DModel = r.Int("d_model"),
@@ -45,6 +54,7 @@ public sealed record TpaConfig : LayerConfig
         Rope = r.Bool("rope", true),
         RopeBase = r.Double("rope_base", 10000),
         RopeStyle = r.Style("rope_style"),
+        Subln = r.Bool("subln", false),
     };
 
     /// <inheritdoc/>
@@ -74,5 +84,6 @@ public sealed record TpaConfig : LayerConfig
     [
         new("d_model", DModel), new("n_heads", Heads), new("head_dim", HeadDim), new("q_rank", QRank), new("k_rank", KRank),
         new("v_rank", VRank), new("causal", Causal), new("rope", Rope), new("rope_base", RopeBase), new("rope_style", StyleName(RopeStyle)),
+        new("subln", Subln),
     ];
 }
