@@ -176,6 +176,11 @@ public abstract class CheckpointLayout
             if (unexpected.Count > 0)
             {
                 parts.Add($"unexpected: {Ops.Check.Listing(unexpected)}");
+                if (unexpected.Any(n => n.EndsWith(".weight_scale_inv", StringComparison.Ordinal)))
+                {
+                    // DeepSeek-V3's released weights are fp8 with 128×128 block scales.
+                    parts.Add("fp8 block-quantised weights (*.weight_scale_inv) are not read: dequantise them to bf16 or fp32 first");
+                }
             }
             if (misshapen.Count > 0)
             {
