@@ -102,7 +102,7 @@ public abstract class CheckpointLayout
             {
                 throw new ArgumentException($"json: expected the JSON object of a {Name} config, actual a {document.RootElement.ValueKind}", nameof(json));
             }
-            var official = new OfficialConfig(Name, document.RootElement);
+            var official = new OfficialConfig(Name, ConfigRoot(document.RootElement));
             var (variant, specKeys) = TranslateConfig(official, layerIndex);
             official.Finish();
             return LayerConfig.Parse(variant, specKeys);
@@ -143,6 +143,9 @@ public abstract class CheckpointLayout
 
     /// <summary>Convention problems of <paramref name="config"/> (its variant fits).</summary>
     private protected virtual IEnumerable<string> ConventionMisfits(LayerConfig config) => [];
+
+    /// <summary>The object holding the attention layer's keys (a multimodal config nests them, e.g. under <c>text_config</c>).</summary>
+    private protected virtual System.Text.Json.JsonElement ConfigRoot(System.Text.Json.JsonElement root) => root;
 
     /// <summary>The variant and the spec config JSON of an official config.</summary>
     private protected abstract (string Variant, string Json) TranslateConfig(OfficialConfig official, int layerIndex);
