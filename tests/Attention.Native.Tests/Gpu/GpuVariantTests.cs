@@ -27,6 +27,8 @@ public class GpuVariantTests
         yield return new("mqa d32", new GqaConfig { Kind = "mqa", DModel = 128, Heads = 4, KvHeads = 1, HeadDim = 32 }, 2, lengths);
         yield return new("mla small", new MlaConfig { DModel = 128, Heads = 4, QLoraRank = 64, KvLoraRank = 32, QkNopeHeadDim = 16, QkRopeHeadDim = 8, VHeadDim = 16 }, 2, lengths);
         yield return new("tpa small", new TpaConfig { DModel = 128, Heads = 4, HeadDim = 32, QRank = 6, KRank = 2, VRank = 2 }, 2, lengths);
+        // T6's layout: k and v share one rank, and the per-head output RMSNorm subln (ε 1e-5).
+        yield return new("tpa t6 subln", new TpaConfig { DModel = 128, Heads = 4, HeadDim = 32, QRank = 6, KRank = 2, VRank = 2, Subln = true }, 2, lengths);
         yield return new("sas small", new SasConfig { DModel = 128, Heads = 4, HeadDim = 32, SimHeads = 8, SimHeadDim = 48, KernelSize = 3 }, 2, lengths);
         yield return new("transnormer small", new TransNormerConfig { DModel = 128, Heads = 4, HeadDim = 32, LayerIndex = 1, NumLayers = 4 }, 2, lengths);
         // Agent and FLatten fix the sequence length in their config.
