@@ -30,7 +30,10 @@ public sealed record MfaConfig : LayerConfig
     /// <summary><c>rope_style</c> (default half).</summary>
     public RopeStyle RopeStyle { get; init; } = RopeStyle.Half;
 
-    /// <summary><c>norm_eps</c> (default 1e-5): the epsilon of the query RMSNorm.</summary>
+    /// <summary>
+    /// <c>norm_eps</c> (default 1e-5): the epsilon of the query RMSNorm. It reaches the RMSNorm op as a float, as the
+    /// other variants' 1e-6 does: in F64 a value not exact in binary32 moves by its rounding (1e-5 by 2.5e-13).
+    /// </summary>
     public double NormEpsilon { get; init; } = DefaultNormEpsilon;
 
     internal static MfaConfig Read(ConfigReader r) => new()
