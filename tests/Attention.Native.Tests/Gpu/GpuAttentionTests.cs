@@ -103,7 +103,7 @@ public class GpuAttentionTests
 
     /// <summary>
     /// 16-bit heads of widths 64/64, 128/128, MLA's 192/128 and SAS's 256/128 take the tensor-core forward and backward
-    /// (so the cases above test them); fp32 heads and other widths do not.
+    /// (so the cases above test them); fp32 heads and other widths (MFA's 256/256: the CUDA-core kernels) do not.
     /// </summary>
     [Test]
     public void Sixteen_bit_heads_take_the_tensor_core_kernels()
@@ -115,6 +115,7 @@ public class GpuAttentionTests
         {
             (DType.BF16, 64, 64, true, true), (DType.F16, 128, 128, true, true), (DType.BF16, 192, 128, true, true),
             (DType.F16, 256, 128, true, true), (DType.F32, 128, 128, false, false), (DType.BF16, 96, 64, false, false),
+            (DType.BF16, 256, 256, false, false),
         })
         {
             using var q = gpu.Zeros(new Shape(1, 70, 4, qk), dtype);
