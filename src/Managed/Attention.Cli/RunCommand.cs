@@ -134,7 +134,7 @@ internal static class RunCommand
         using var layer = AttentionLayer.Create(config, backend, xFile.DType);
         if (decode && layer is not CausalAttentionLayer { IsCausal: true })
         {
-            throw new ArgumentException($"--decode: expected a causal variant (mha, gqa, mqa, mla, tpa, sas, transnormer with causal: true), actual {variant}{(layer is CausalAttentionLayer ? " with causal: false" : "")}");
+            throw new ArgumentException($"--decode: expected a causal variant (mha, gqa, mqa, mla, tpa, sas, transnormer, mfa with causal: true), actual {variant}{(layer is CausalAttentionLayer ? " with causal: false" : "")}");
         }
         layer.LoadParameters(weights.Tensors, checkpoint.Layout, checkpoint.Prefix);
         using var xd = xFile.To(backend);

@@ -96,6 +96,7 @@ public abstract class AttentionLayer : IDisposable
             AgentConfig c => new AgentLayer(c, backend, dtype),
             FlattenConfig c => new FlattenLayer(c, backend, dtype),
             TransNormerConfig c => new TransNormerLayer(c, backend, dtype),
+            MfaConfig c => new MfaLayer(c, backend, dtype),
             _ => throw new ArgumentException($"config: expected a config of a supported variant, actual {config.Variant}", nameof(config)),
         };
     }
