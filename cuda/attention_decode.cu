@@ -32,7 +32,9 @@ __device__ __forceinline__ void unpack8(float (&f)[8], const chunk16& c)
 // partial_o[split, row, :DV] and (running max in natural-log units, sum) to partial_ml[split, row], with row = (b·H + h)·Tq + i
 // as attention_combine reads them.
 // LANES lanes share a cache row (16 bytes each per chunk), so a warp holds 32 / LANES rows ("slots") at once and UNROLL of
-// them per slot per step: with widths of 128 a lane has 2·UNROLL loads of 16 bytes in flight.
+// them per slot per step: with widths of 128 a lane has 2·UNROLL loads of 16 bytes in flight. Rows of 256 and 256 (MFA's
+// one wide head) take a whole warp per row, so a lane holds 8 columns of each accumulator, as with 128 and 128; with 16
+// lanes its 8 rows' accumulators (128 floats) would not fit the register cap below.
 // At least 3 blocks per SM: caps registers at 170, which keeps every instantiation free of spills (left alone, ptxas
 // spills a few bytes of the one-row kernel on sm_80).
 template <typename T, int DQK, int DV, int ROWS>
@@ -40,7 +42,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 3)
 attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, const T* __restrict__ q, const T* __restrict__ k,
                  const T* __restrict__ v, AttentionShape s, int keys_per_split)
 {
-    constexpr int LANES = DQK % 128 == 0 && DV % 128 == 0 ? 16 : 8;
+    constexpr int LANES = DQK % 256 == 0 && DV % 256 == 0 ? 32 : DQK % 128 == 0 && DV % 128 == 0 ? 16 : 8;
     constexpr int SLOTS = 32 / LANES;
     constexpr int KC = DQK / 8 / LANES, VC = DV / 8 / LANES; // chunks per lane of a K row, of a V row
     constexpr int UNROLL = ROWS >= 8 ? 2 : 4;                  // 8 rows' accumulators leave room for fewer rows in flight

@@ -170,6 +170,35 @@ def sas_rows(rows, t, tokens, d_model=2048, heads=16, d=128, sim_heads=32, sim_d
     rows.append(row("layer forward", "sas", True, t, timed(forward), "torch-plain", flops))
 
 
+def rope_half(z, base=10000.0):
+    """RoPE, variants.md's "half" style, on the last axis of z [B, T, heads, n], token t turning by position t."""
+    t, n = z.shape[1], z.shape[-1]
+    theta = base ** (-2.0 * torch.arange(n // 2, device="cuda", dtype=torch.float32) / n)
+    angle = torch.arange(t, device="cuda", dtype=torch.float32)[:, None] * theta  # [T, n/2]
+    cos, sin = angle.cos()[None, :, None, :].to(z.dtype), angle.sin()[None, :, None, :].to(z.dtype)
+    z1, z2 = z[..., : n // 2], z[..., n // 2:]
+    return torch.cat((z1 * cos - z2 * sin, z2 * cos + z1 * sin), dim=-1)
+
+
+def mfa_rows(rows, t, tokens, d_model=4096, heads=64, d=256, q_lora=2048, eps=1e-5):
+    """variants.md §8 (Step-3): a normalised low-rank query into H wide heads, one shared KV head, SDPA with enable_gqa."""
+    b = max(1, tokens // t)
+    x = torch.randn(b, t, d_model, device="cuda", dtype=DTYPE)
+    w = linear_weights({"q_a": (q_lora, d_model), "q_b": (heads * d, q_lora), "k": (d, d_model), "v": (d, d_model), "o": (d_model, heads * d)})
+    gain = torch.ones(q_lora, device="cuda", dtype=DTYPE)
+
+    def forward():
+        qa = x @ w["q_a"].T
+        qa = qa * torch.rsqrt(qa.float().pow(2).mean(dim=-1, keepdim=True) + eps).to(qa.dtype) * gain
+        q = rope_half((qa @ w["q_b"].T).view(b, t, heads, d))
+        k = rope_half((x @ w["k"].T).view(b, t, 1, d))
+        v = (x @ w["v"].T).view(b, t, 1, d)
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True)
+        return o.transpose(1, 2).reshape(b, t, heads * d) @ w["o"].T
+
+    rows.append(row("layer forward", "mfa", True, t, timed(forward), "torch-plain", attention_flops(b, heads, t, d, True)))
+
+
 def agent_rows(rows, tokens, c=512, heads=8, agents=49, t=3136, kernel=3):
     """variants.md §5 (non-causal, T fixed at 3136)."""
     b = max(1, tokens // t)
@@ -252,6 +281,7 @@ def main():
         lightning_rows(rows, t, a.tokens)
         tpa_rows(rows, t, a.tokens)
         sas_rows(rows, t, a.tokens)
+        mfa_rows(rows, t, a.tokens)
         print(f"T={t}: {len(rows)} rows", file=sys.stderr, flush=True)
     agent_rows(rows, a.tokens)
     flatten_rows(rows, a.tokens)

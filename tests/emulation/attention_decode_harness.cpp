@@ -1,15 +1,18 @@
 // cuda/attention_decode.cu (bf16 and fp16) and the split-KV combine of cuda/attention.cu under the emulation of cuda_shim.h, against a
 // double-precision reference on the same 16-bit-rounded inputs: o and lse for decode-shaped problems (a few query rows, a long
 // cache with garbage past L), packed GQA rows, row blocks (more packed rows than a block takes), causal rows with different
-// key limits, an empty split, and SAS's widths. o by design.md's 16-bit tolerance, 2e-2·(1 + max|ref|); lse and each split's
-// partial log-sum-exp (fp32) at fp32's, 1e-4.
+// key limits, an empty split, SAS's widths, and MFA's one wide head (256, 256) shared by a group of many heads, launched as
+// the C# launcher plans it (launch_plans.h: rows per block and splits for an H200). o by design.md's 16-bit tolerance,
+// 2e-2·(1 + max|ref|); lse and each split's partial log-sum-exp (fp32) at fp32's, 1e-4.
 #include "cuda_shim.h"
 #include "bf16_check.h"
+#include "launch_plans.h"
 #include "split_check.h"
 #include "attention.emu.cpp"
 #include "attention_decode.emu.cpp"
 #include <random>
 
+// keys_per_split 0: the C# launcher's plan for an H200 (no empty split); otherwise that split length plus one split past L.
 struct P { int B, Tq, H, G, D, Dv, Tk, L; bool causal; int keys_per_split; };
 
 template <typename T, int DQK, int DV, int ROWS>
@@ -19,6 +22,21 @@ static void launch(std::vector<float>& partial_o, std::vector<float>& partial_ml
     const int packed = s.tq * (s.heads / s.kv_heads), row_blocks = (packed + ROWS - 1) / ROWS;
     emu_launch(dim3{(unsigned)splits, (unsigned)(s.kv_heads * row_blocks), (unsigned)s.batch}, dim3{DEC_THREADS}, [&] {
         attention_decode<T, DQK, DV, ROWS>(partial_o.data(), partial_ml.data(), q.data(), k.data(), v.data(), s, keys_per_split); });
+}
+
+// The instantiation the C# launcher picks: widths (d_qk, d_v) and rows per block.
+template <typename T>
+static bool launch_planned(int D, int Dv, int rows, std::vector<float>& partial_o, std::vector<float>& partial_ml, const std::vector<T>& q,
+                           const std::vector<T>& k, const std::vector<T>& v, AttentionShape s, int splits, int keys_per_split)
+{
+#define DECODE_CASE(DQK, DV, ROWS) \
+    if (D == DQK && Dv == DV && rows == ROWS) { launch<T, DQK, DV, ROWS>(partial_o, partial_ml, q, k, v, s, splits, keys_per_split); return true; }
+    DECODE_CASE(128, 128, 1) DECODE_CASE(128, 128, 4) DECODE_CASE(128, 128, 8)
+    DECODE_CASE(64, 64, 4) DECODE_CASE(64, 64, 8)
+    DECODE_CASE(256, 128, 1)
+    DECODE_CASE(256, 256, 1) DECODE_CASE(256, 256, 4) DECODE_CASE(256, 256, 8)
+#undef DECODE_CASE
+    return false;
 }
 
 template <typename T>
@@ -36,7 +54,12 @@ int run(P p)
     const float scale = 1.0f / std::sqrt((float)D);
     auto F = [](const std::vector<T>& x, size_t i) { return (double)to_float(x[i]); };
     std::vector<double> o_ref((size_t)p.B * p.Tq * H * Dv), lse_ref((size_t)p.B * H * p.Tq);
-    const int splits = (p.L + p.keys_per_split - 1) / p.keys_per_split + 1; // the last split lies past L: it sees nothing
+    const int packed = p.Tq * group, rows_per_block = decode_rows_per_block(packed);
+    const long long blocks = (long long)p.B * G * ((packed + rows_per_block - 1) / rows_per_block);
+    const DecodeSplits plan = p.keys_per_split > 0
+        ? DecodeSplits{(p.L + p.keys_per_split - 1) / p.keys_per_split + 1, p.keys_per_split} // the last split lies past L: it sees nothing
+        : decode_plan_splits(h200_sms, blocks, p.L);
+    const int splits = plan.splits, keys_per_split = plan.keys_per_split;
     std::vector<double> split_ref((size_t)splits * lse_ref.size());
     for (int b = 0; b < p.B; ++b) for (int h = 0; h < H; ++h) for (int i = 0; i < p.Tq; ++i) {
         const int g = h / group, vis = p.causal ? std::min(p.L, p.L - p.Tq + i + 1) : p.L;
@@ -49,7 +72,7 @@ int run(P p)
             s[j] = d * scale;
             m = std::max(m, s[j]);
         }
-        split_lse_ref(split_ref, lse_ref.size(), ((size_t)b * H + h) * p.Tq + i, s, p.keys_per_split, splits);
+        split_lse_ref(split_ref, lse_ref.size(), ((size_t)b * H + h) * p.Tq + i, s, keys_per_split, splits);
         for (int j = 0; j < vis; ++j) { s[j] = std::exp(s[j] - m); sum += s[j]; }
         lse_ref[((size_t)b * H + h) * p.Tq + i] = m + std::log(sum);
         for (int j = 0; j < vis; ++j) for (int c = 0; c < Dv; ++c)
@@ -59,20 +82,18 @@ int run(P p)
     AttentionShape sh{p.B, p.Tq, H, D, p.Tk, G, Dv, p.L, scale, p.causal ? 1 : 0};
     const size_t rows = (size_t)p.B * H * p.Tq;
     std::vector<float> partial_o(splits * rows * Dv), partial_ml(splits * rows * 2);
-    const int packed = p.Tq * group;
-    if (D == 128 && packed == 1) launch<T, 128, 128, 1>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
-    else if (D == 128 && packed <= 4) launch<T, 128, 128, 4>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
-    else if (D == 128) launch<T, 128, 128, 8>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
-    else if (D == 64 && packed <= 4) launch<T, 64, 64, 4>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
-    else if (D == 64) launch<T, 64, 64, 8>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
-    else launch<T, 256, 128, 1>(partial_o, partial_ml, q, k, v, sh, splits, p.keys_per_split);
+    if (!launch_planned<T>(D, Dv, rows_per_block, partial_o, partial_ml, q, k, v, sh, splits, keys_per_split)) {
+        printf("no decode instantiation for D%d Dv%d rows %d\n", D, Dv, rows_per_block);
+        return 1;
+    }
     std::vector<T> o(o_ref.size());
     std::vector<float> lse(lse_ref.size());
     emu_launch(dim3{(unsigned)((rows + ATTN_WARPS - 1) / ATTN_WARPS)}, dim3{ATTN_THREADS}, [&] {
         attention_combine<T>(o.data(), lse.data(), partial_o.data(), partial_ml.data(), sh, splits); });
     std::vector<float> of(o.size());
     for (size_t i = 0; i < o.size(); ++i) of[i] = to_float(o[i]);
-    printf("%s B%d Tq%d H%d G%d D%d Dv%d Tk%d L%d causal%d splits%d\n", type_name<T>(), p.B, p.Tq, H, G, D, Dv, p.Tk, p.L, p.causal, splits);
+    printf("%s B%d Tq%d H%d G%d D%d Dv%d Tk%d L%d causal%d splits%d×%d rows/block %d\n", type_name<T>(), p.B, p.Tq, H, G, D, Dv, p.Tk, p.L,
+           p.causal, splits, keys_per_split, rows_per_block);
     int fails = check("o", of, o_ref, tolerance_of<T>()) > tolerance_of<T>();
     fails += check("lse", lse, lse_ref, 1e-4) > 1e-4; // fp32 whatever T
     fails += check_split_lse("split", partial_ml, split_ref);
@@ -90,6 +111,10 @@ int main()
     fails += run_both({2, 2, 6, 2, 64, 64, 200, 150, false, 512});     // non-causal, one split, group of 3
     fails += run_both({1, 1, 4, 4, 256, 128, 333, 333, true, 192});    // SAS widths
     fails += run_both({1, 1, 2, 1, 128, 128, 5, 3, true, 64});         // a cache shorter than one step
+    fails += run_both({1, 1, 64, 1, 256, 256, 700, 650, true, 0});     // MFA (Step-3): 64 heads on one KV head, 8 row blocks, H200 plan
+    fails += run_both({2, 2, 4, 1, 256, 256, 300, 270, true, 0});      // MFA widths: 2 queries × group 4, 8 packed rows, causal limits
+    fails += run_both({1, 1, 1, 1, 256, 256, 200, 77, true, 64});      // MFA widths, one row per block, an empty split
+    fails += run_both({1, 1, 3, 1, 256, 256, 300, 260, false, 0});     // MFA widths, non-causal, group of 3 in a block of 4
     printf("%d failing\n", fails);
     return fails != 0;
 }

@@ -1,5 +1,5 @@
-// The launch shapes of the C# launchers of the elementwise and column-sum kernels (Ops/Elementwise.cs, Ops/ColumnSum.cs),
-// for their harnesses, and the harnesses' small helpers. `sms` stands for the device's multiprocessor count, which the
+// The launch shapes of the C# launchers of the elementwise, column-sum and decode-attention kernels (Ops/Elementwise.cs,
+// Ops/ColumnSum.cs, Ops/Attention/SoftmaxAttentionDecodeCuda.cs), for their harnesses, and the harnesses' small helpers. `sms` stands for the device's multiprocessor count, which the
 // shapes depend on: 132 (an H200) in most cases; 1 in a case that wants the grid clamped, so a grid-stride loop runs more
 // than once, or one row chunk.
 #pragma once
@@ -31,6 +31,20 @@ inline dim3 column_sum_grid(int n, int chunks) { return dim3{(unsigned)((n + 31)
 constexpr dim3 column_sum_block{32, 8}; // ColumnSum.TileX, TileY (reduce.cuh's COLUMN_SUM_TILE_X, _Y)
 inline dim3 finalize_grid(int n) { return dim3{(unsigned)((n + 255) / 256)}; }
 constexpr unsigned finalize_threads = 256;
+
+// Ops/Attention/SoftmaxAttentionDecodeCuda.cs: RowsPerBlock takes the smallest instantiated row count (1, 4, 8) that holds
+// a KV head's packed rows, else 8; PlanSplits cuts the keys so about four blocks run per multiprocessor, each split at
+// least 128 keys (MinKeysPerSplit) and a multiple of 64 (KeyGranule). The grid is (splits, G · row blocks, B).
+inline int decode_rows_per_block(int packed) { return packed <= 1 ? 1 : packed <= 4 ? 4 : 8; }
+struct DecodeSplits { int splits, keys_per_split; };
+inline DecodeSplits decode_plan_splits(int sms, long long blocks, int keys)
+{
+    const long long wanted = 4LL * sms;
+    const long long splits = std::clamp((wanted + blocks - 1) / blocks, 1LL, std::max(1LL, (long long)keys / 128));
+    int per_split = (int)((keys + splits - 1) / splits);
+    per_split = (per_split + 63) / 64 * 64;
+    return {(keys + per_split - 1) / per_split, per_split};
+}
 
 // Normal values stored in T (the reference reads the stored, rounded values back).
 template <typename T, typename Rng>

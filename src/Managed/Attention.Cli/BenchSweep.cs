@@ -111,6 +111,7 @@ internal static class BenchSweep
         MlaConfig c => AttentionFlops(batch, t, c.Heads, c.QkNopeHeadDim + c.QkRopeHeadDim, c.VHeadDim, causal),
         TpaConfig c => AttentionFlops(batch, t, c.Heads, c.HeadDim, c.HeadDim, causal),
         SasConfig c => AttentionFlops(batch, t, c.SimHeads, c.SimHeadDim, c.HeadDim, causal),
+        MfaConfig c => AttentionFlops(batch, t, c.Heads, c.HeadDim, c.HeadDim, causal),
         _ => null,
     };
 

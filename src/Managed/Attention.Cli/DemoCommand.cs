@@ -160,6 +160,7 @@ internal static class DemoCommand
         new AgentConfig { DModel = 256, Heads = 8, Agents = 16, SeqLen = tokens },
         new FlattenConfig { DModel = 256, Heads = 8, SeqLen = tokens, FocusingFactor = 3 },
         new TransNormerConfig { DModel = 256, Heads = 8, HeadDim = 32, LayerIndex = 0, NumLayers = 2 },
+        new MfaConfig { DModel = 256, Heads = 8, HeadDim = 64, QLoraDim = 128 },
     ];
 
     /// <summary>The benchmark configs of variants.md (agent and flatten at their own seq_len 3136).</summary>
@@ -174,6 +175,7 @@ internal static class DemoCommand
         new AgentConfig { DModel = 512, Heads = 8, Agents = 49, SeqLen = tokens == 2048 ? 3136 : tokens },
         new FlattenConfig { DModel = 512, Heads = 8, SeqLen = tokens == 2048 ? 3136 : tokens, FocusingFactor = 3 },
         new TransNormerConfig { DModel = 2048, Heads = 16, HeadDim = 128, LayerIndex = 0, NumLayers = 24 },
+        new MfaConfig { DModel = 4096, Heads = 64, HeadDim = 256, QLoraDim = 2048 },
     ];
 
     private static string Describe(LayerConfig config) => config switch
@@ -185,6 +187,7 @@ internal static class DemoCommand
         AgentConfig c => $"d {c.DModel}, h {c.Heads}, n {c.Agents}, T {c.SeqLen}",
         FlattenConfig c => $"d {c.DModel}, h {c.Heads}, T {c.SeqLen}, p {c.FocusingFactor}",
         TransNormerConfig c => $"d {c.DModel}, H {c.Heads}, d_h {c.HeadDim}, l {c.LayerIndex}/{c.NumLayers}",
+        MfaConfig c => $"d {c.DModel}, H {c.Heads}, G 1, d_h {c.HeadDim}, C_q {c.QLoraDim}",
         _ => config.Variant,
     };
 

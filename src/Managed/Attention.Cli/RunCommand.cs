@@ -20,17 +20,20 @@ internal static class RunCommand
 
     public static Command Create()
     {
-        var variant = new Option<string>("--variant") { Description = $"one of {string.Join(", ", LayerConfig.Variants)}", Required = true };
+        var variant = new Option<string?>("--variant") { Description = $"one of {string.Join(", ", LayerConfig.Variants)} (optional with a --layout of one variant, or an official config)" };
+        var layout = new Option<string>("--layout") { Description = $"checkpoint layout of --weights: {string.Join(", ", CheckpointLayout.All.Select(l => l.Name))}", DefaultValueFactory = _ => "spec" };
+        var prefix = new Option<string>("--prefix") { Description = "read only the weights whose names start with this (e.g. model.layers.0.self_attn.)", DefaultValueFactory = _ => "" };
+        var layerIndex = new Option<int>("--layer-index") { Description = "the layer's index, for an official config whose layers differ (transnormer's decay and LRPE)", DefaultValueFactory = _ => 0 };
         // Paths are strings, not FileInfo: an empty one is then our one-line error rather than a parse failure with the help text.
-        var config = new Option<string>("--config") { Description = "JSON file of the variant's config keys", Required = true };
+        var config = new Option<string>("--config") { Description = "JSON file of the variant's config keys (variants.md), or with --layout the official config (e.g. HF config.json)", Required = true };
         var weights = new Option<string>("--weights") { Description = "safetensors file of the layer's parameters", Required = true };
         var input = new Option<string>("--input") { Description = "safetensors file holding x [B, T, d_model]", Required = true };
-        var output = new Option<string>("--out") { Description = "safetensors file to write (y; with --grad also dx and grad.<parameter>)", Required = true };
+        var output = new Option<string>("--out") { Description = "safetensors file to write (y; with --grad also dx and grad.<parameter name in the layout>)", Required = true };
         var grad = new Option<string?>("--grad") { Description = "safetensors file holding dy [B, T, d_model]: also run the backward" };
         var decode = new Option<bool>("--decode") { Description = "compute y token by token through the KV cache (causal variants)" };
         var backendOption = AttnCli.BackendOption();
         var command = new Command("run", "Run one attention layer from a config, weights and input files; write its output (and gradients).");
-        foreach (var option in new Option[] { variant, config, weights, input, output, grad, decode, backendOption })
+        foreach (var option in new Option[] { variant, layout, prefix, layerIndex, config, weights, input, output, grad, decode, backendOption })
         {
             command.Options.Add(option);
         }
@@ -39,7 +42,8 @@ internal static class RunCommand
             var files = new RunFiles(result.GetValue(config)!, result.GetValue(weights)!, result.GetValue(input)!, result.GetValue(output)!, result.GetValue(grad));
             files.Check();
             var backend = AttnCli.SelectBackend(result.GetValue(backendOption)!);
-            Run(result.GetValue(variant)!, files, result.GetValue(decode), backend);
+            var checkpoint = new Checkpoint(CheckpointLayout.Get(result.GetValue(layout)!), result.GetValue(prefix)!, result.GetValue(layerIndex));
+            Run(result.GetValue(variant), files, result.GetValue(decode), backend, checkpoint);
             return 0;
         }));
         return command;
@@ -90,9 +94,21 @@ internal static class RunCommand
         }
     }
 
-    public static void Run(string variant, RunFiles files, bool decode, Backend backend)
+    /// <summary>How the weights file is laid out: the layout, the name prefix of the layer's tensors, and the layer's index.</summary>
+    internal sealed record Checkpoint(CheckpointLayout Layout, string Prefix, int LayerIndex)
     {
-        var config = LayerConfig.Parse(variant, ReadConfig(files.Config));
+        public static Checkpoint Spec { get; } = new(CheckpointLayout.Spec, "", 0);
+    }
+
+    public static void Run(string? variant, RunFiles files, bool decode, Backend backend, Checkpoint? checkpoint = null)
+    {
+        checkpoint ??= Checkpoint.Spec;
+        if (checkpoint.LayerIndex < 0)
+        {
+            throw new ArgumentException($"--layer-index: expected a layer index ≥ 0, actual {checkpoint.LayerIndex}");
+        }
+        var config = ReadLayerConfig(variant, ReadConfig(files.Config), checkpoint);
+        variant = config.Variant;
         // Headers only: the run is sized, and refused if it cannot fit, before any tensor data is read.
         var x = Single(SafeTensors.ReadHeader(files.Input), "x", files.Input);
         if (files.Grad is not null)
@@ -103,7 +119,8 @@ internal static class RunCommand
                 throw new ArgumentException($"--grad: expected dy of shape {x.Shape} (as x), actual {dy.Shape}");
             }
         }
-        long parameterElements = SafeTensors.ReadHeader(files.Weights).Entries.Sum(e => e.Shape.ElementCount);
+        long parameterElements = SafeTensors.ReadHeader(files.Weights).Entries
+            .Where(e => e.Name.StartsWith(checkpoint.Prefix, StringComparison.Ordinal)).Sum(e => e.Shape.ElementCount);
         // With both --decode and --grad, y is decoded and then a training pass runs: each must fit.
         var modes = new[] { decode ? RunMode.Decode : RunMode.Forward }.Concat(files.Grad is not null ? [RunMode.Training] : []);
         foreach (var mode in modes)
@@ -117,9 +134,9 @@ internal static class RunCommand
         using var layer = AttentionLayer.Create(config, backend, xFile.DType);
         if (decode && layer is not CausalAttentionLayer { IsCausal: true })
         {
-            throw new ArgumentException($"--decode: expected a causal variant (mha, gqa, mqa, mla, tpa, sas, transnormer with causal: true), actual {variant}{(layer is CausalAttentionLayer ? " with causal: false" : "")}");
+            throw new ArgumentException($"--decode: expected a causal variant (mha, gqa, mqa, mla, tpa, sas, transnormer, mfa with causal: true), actual {variant}{(layer is CausalAttentionLayer ? " with causal: false" : "")}");
         }
-        layer.LoadParameters(weights.Tensors);
+        layer.LoadParameters(weights.Tensors, checkpoint.Layout, checkpoint.Prefix);
         using var xd = xFile.To(backend);
         var results = new List<KeyValuePair<string, Tensor>>();
         try
@@ -132,9 +149,14 @@ internal static class RunCommand
                 using var pass = layer.ForwardForTraining(xd);
                 var gradients = pass.Backward(dy);
                 results.Add(new("dx", gradients.Input));
-                foreach (var (name, tensor) in gradients.Parameters)
+                // Under the checkpoint's own names (and prefix), so they line up with the official module's parameters.
+                foreach (var (name, tensor) in checkpoint.Layout.ExportGradients(layer, gradients.Parameters))
                 {
-                    results.Add(new($"grad.{name}", tensor));
+                    results.Add(new($"grad.{checkpoint.Prefix}{name}", tensor));
+                }
+                foreach (var tensor in gradients.Parameters.Values)
+                {
+                    tensor.Dispose();
                 }
             }
             SafeTensors.Write(Path.GetFullPath(files.Out), results, new Dictionary<string, string>
@@ -142,6 +164,7 @@ internal static class RunCommand
                 ["variant"] = variant,
                 ["backend"] = backend.Name,
                 ["mode"] = decode ? "decode" : "forward",
+                ["layout"] = checkpoint.Layout.Name,
             });
         }
         finally
@@ -150,6 +173,65 @@ internal static class RunCommand
             {
                 tensor.Dispose();
             }
+        }
+    }
+
+    /// <summary>
+    /// The layer config: variants.md's keys (with a layout, its conventions fill the keys the file leaves out, and a key that
+    /// contradicts them is refused), or with a layout and no <c>d_model</c> key, the official config read by the layout.
+    /// </summary>
+    internal static LayerConfig ReadLayerConfig(string? variant, string json, Checkpoint checkpoint)
+    {
+        var layout = checkpoint.Layout;
+        bool specKeys;
+        using (var document = ParseJson(json))
+        {
+            specKeys = document.RootElement.ValueKind != System.Text.Json.JsonValueKind.Object || document.RootElement.TryGetProperty("d_model", out _);
+        }
+        if (!specKeys && layout != CheckpointLayout.Spec)
+        {
+            var official = layout.ReadConfig(json, checkpoint.LayerIndex);
+            if (variant is not null && variant != official.Variant)
+            {
+                throw new ArgumentException($"--variant: expected {official.Variant} (what the {layout.Name} config describes) or none, actual {variant}");
+            }
+            return official;
+        }
+        variant ??= layout.Variants.Count == 1 && layout != CheckpointLayout.Spec
+            ? layout.Variants[0]
+            : throw new ArgumentException($"--variant: expected one of {string.Join(", ", layout.Variants)}, actual none");
+        var config = LayerConfig.Parse(variant, json);
+        var conventional = layout.WithConventions(config);
+        var stated = new HashSet<string>(StringComparer.Ordinal);
+        using (var document = ParseJson(json))
+        {
+            foreach (var property in document.RootElement.EnumerateObject())
+            {
+                stated.Add(property.Name);
+            }
+        }
+        var before = config.Keys().ToDictionary(k => k.Key, k => k.Value);
+        foreach (var (key, value) in conventional.Keys())
+        {
+            if (stated.Contains(key) && !Equals(before[key], value))
+            {
+                throw new ArgumentException($"--config: {key}: expected {Format(value)} (the {layout.Name} layout's convention) or no {key} key, actual {Format(before[key])}");
+            }
+        }
+        return conventional;
+
+        static string Format(object value) => value is bool b ? (b ? "true" : "false") : System.Convert.ToString(value, CultureInfo.InvariantCulture)!;
+    }
+
+    private static System.Text.Json.JsonDocument ParseJson(string json)
+    {
+        try
+        {
+            return System.Text.Json.JsonDocument.Parse(json);
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new ArgumentException($"--config: expected a JSON object, actual invalid JSON ({e.Message})", e);
         }
     }
 

@@ -39,6 +39,8 @@ public class AttnCliTests
             Assert.That(output, Does.Not.Contain("n/a"), "every variant runs on the CPU");
             // mha at width 256 caches 2·256 bf16 values per token; mqa an eighth of that.
             Assert.That(output, Does.Contain("1,024").And.Contain("12.5 % of 1,024 B"));
+            // mfa caches one key/value head of width 64 whatever its 8 query heads: 2·64 bf16 values, a quarter of mha's.
+            Assert.That(output, Does.Contain("25.0 % of 1,024 B"));
         });
     }
 

@@ -25,6 +25,8 @@ public class AttnRunTests
         ["agent"] = """{"d_model": 64, "n_heads": 4, "n_agents": 8, "seq_len": 6}""",
         ["flatten"] = """{"d_model": 64, "n_heads": 4, "seq_len": 6, "focusing_factor": 3}""",
         ["transnormer"] = """{"d_model": 64, "n_heads": 4, "head_dim": 16, "layer_idx": 0, "num_layers": 2}""",
+        // norm_eps 2⁻⁶: not the default, and exact as the float the RmsNorm op takes (decode is checked to 1e-12).
+        ["mfa"] = """{"d_model": 64, "n_heads": 8, "head_dim": 16, "q_lora_dim": 32, "norm_eps": 0.015625}""",
     };
 
     internal static (int Code, string Output, string Error) Run(params string[] args)
@@ -152,6 +154,7 @@ public class AttnRunTests
     [TestCase("tpa")]
     [TestCase("sas")]
     [TestCase("transnormer")]
+    [TestCase("mfa")]
     public void Decode_computes_y_token_by_token_equal_to_the_forward(string variant)
     {
         using var files = new Files(variant, DType.F64);

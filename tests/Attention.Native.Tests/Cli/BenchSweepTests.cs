@@ -52,6 +52,9 @@ public class BenchSweepTests
         // SAS attends over H' heads of width D' (scores) and D (values).
         var sas = new SasConfig { DModel = 2048, Heads = 16, HeadDim = 128, SimHeads = 32, SimHeadDim = 256, KernelSize = 3 };
         Assert.That(BenchSweep.CoreFlops(sas, 1, 512, true), Is.EqualTo(2.0 * 32 * 512 * 512 * (256 + 128) / 2));
+        // MFA: all H query heads of width d attend (the one KV head is shared, not fewer FLOPs).
+        var mfa = new MfaConfig { DModel = 4096, Heads = 64, HeadDim = 256, QLoraDim = 2048 };
+        Assert.That(BenchSweep.CoreFlops(mfa, 1, 512, true), Is.EqualTo(2.0 * 64 * 512 * 512 * (256 + 256) / 2));
         Assert.That(BenchSweep.CoreFlops(new FlattenConfig { DModel = 64, Heads = 4, SeqLen = 32 }, 1, 32, false), Is.Null);
     }
 

@@ -23,7 +23,7 @@ public partial class ReadmeExampleTests
         using var dy = backend.Zeros(pass.Output.Shape);
         using var grads = pass.Backward(dy);                  // grads.Input = dx; grads.Parameters["w_q"], …
 
-        var causal = (CausalAttentionLayer)layer;             // mha, gqa, mqa, mla, tpa, sas, transnormer
+        var causal = (CausalAttentionLayer)layer;             // mha, gqa, mqa, mla, tpa, sas, transnormer, mfa
         using var cache = causal.CreateCache(batch: 2, new CacheOptions(MaxLength: 4096));  // or grow by doubling
         using var prompt = cache.Prefill(x);                  // outputs of the prompt, cache filled
         using var next = cache.DecodeStep(backend.Zeros(new Shape(2, 1, 64)));              // one token; equals the full forward's row

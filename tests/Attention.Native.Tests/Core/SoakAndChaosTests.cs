@@ -24,6 +24,7 @@ public class SoakAndChaosTests
         new AgentConfig { DModel = 16, Heads = 2, SeqLen = 9, Agents = 4, DwcKernel = 3 },
         new FlattenConfig { DModel = 16, Heads = 2, SeqLen = 9, DwcKernel = 3 },
         new TransNormerConfig { DModel = 16, Heads = 2, HeadDim = 8, LayerIndex = 1, NumLayers = 4 },
+        new MfaConfig { DModel = 16, Heads = 4, HeadDim = 4, QLoraDim = 8 },
     ];
 
     // Values a careless or hostile config file holds: overflowing products, limits, wrong types.

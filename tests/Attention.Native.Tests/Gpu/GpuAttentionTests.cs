@@ -40,6 +40,10 @@ public class GpuAttentionTests
         // 16-bit decode (attention_decode.cu): MQA's 16 packed rows in two row blocks; SAS's expanded widths, batched.
         new(1, 1, 16, 1, 128, 128, true, 3000, 2900, false),
         new(2, 1, 4, 4, 256, 128, true, 700, 650, false),
+        // MFA (Step-3): 64 query heads of width 256 on one KV head, one decode row: 64 packed rows in 8 row blocks; two
+        // speculative rows of a smaller group, causal limits per row.
+        new(1, 1, 64, 1, 256, 256, true, 2048, 2000, false),
+        new(2, 2, 8, 1, 256, 256, true, 600, 550, false),
     ];
 
     private static IEnumerable<TestCaseData> CaseData() =>
@@ -99,7 +103,7 @@ public class GpuAttentionTests
 
     /// <summary>
     /// 16-bit heads of widths 64/64, 128/128, MLA's 192/128 and SAS's 256/128 take the tensor-core forward and backward
-    /// (so the cases above test them); fp32 heads and other widths do not.
+    /// (so the cases above test them); fp32 heads and other widths (MFA's 256/256: the CUDA-core kernels) do not.
     /// </summary>
     [Test]
     public void Sixteen_bit_heads_take_the_tensor_core_kernels()
@@ -111,6 +115,7 @@ public class GpuAttentionTests
         {
             (DType.BF16, 64, 64, true, true), (DType.F16, 128, 128, true, true), (DType.BF16, 192, 128, true, true),
             (DType.F16, 256, 128, true, true), (DType.F32, 128, 128, false, false), (DType.BF16, 96, 64, false, false),
+            (DType.BF16, 256, 256, false, false),
         })
         {
             using var q = gpu.Zeros(new Shape(1, 70, 4, qk), dtype);
@@ -136,6 +141,8 @@ public class GpuAttentionTests
             (DType.BF16, 1, 32, 32, 256, 128, false, true), (DType.BF16, 1, 16, 4, 128, 128, true, false),
             (DType.F32, 1, 16, 4, 128, 128, false, false), (DType.BF16, 1, 16, 1, 192, 128, false, false),
             (DType.BF16, 64, 16, 4, 128, 128, false, false), (DType.BF16, 8, 64, 1, 64, 64, false, false),
+            (DType.BF16, 1, 64, 1, 256, 256, false, true), (DType.F16, 1, 64, 1, 256, 256, false, true),
+            (DType.BF16, 2, 64, 1, 256, 256, false, false),
         })
         {
             using var q = gpu.Zeros(new Shape(1, tq, heads, qk), dtype);

@@ -34,8 +34,11 @@ public class GpuVariantTests
             RopeScaling = new RopeScaling(40, 4096, BetaFast: 32, BetaSlow: 1, MScale: 1, MScaleAllDim: 1),
         }, 2, lengths);
         yield return new("tpa small", new TpaConfig { DModel = 128, Heads = 4, HeadDim = 32, QRank = 6, KRank = 2, VRank = 2 }, 2, lengths);
+        // T6's layout: k and v share one rank, and the per-head output RMSNorm subln (ε 1e-5).
+        yield return new("tpa t6 subln", new TpaConfig { DModel = 128, Heads = 4, HeadDim = 32, QRank = 6, KRank = 2, VRank = 2, Subln = true }, 2, lengths);
         yield return new("sas small", new SasConfig { DModel = 128, Heads = 4, HeadDim = 32, SimHeads = 8, SimHeadDim = 48, KernelSize = 3 }, 2, lengths);
         yield return new("transnormer small", new TransNormerConfig { DModel = 128, Heads = 4, HeadDim = 32, LayerIndex = 1, NumLayers = 4 }, 2, lengths);
+        yield return new("mfa small", new MfaConfig { DModel = 128, Heads = 8, HeadDim = 32, QLoraDim = 64 }, 2, lengths);
         // Agent and FLatten fix the sequence length in their config.
         foreach (int t in new[] { 7, 129 })
         {
@@ -49,6 +52,9 @@ public class GpuVariantTests
         yield return new("tpa d128", new TpaConfig { DModel = 1024, Heads = 8, HeadDim = 128, QRank = 6, KRank = 2, VRank = 2 }, 1, [1000]);
         // SAS's backward runs on data whose ReLU inputs keep clear of 0 (SasFormula.KinkFreeInput; see ParityInput).
         yield return new("sas d256", new SasConfig { DModel = 512, Heads = 4, HeadDim = 128, SimHeads = 8, SimHeadDim = 256, KernelSize = 3 }, 1, [1000]);
+        // Step-3's attention shape: 64 query heads of width 256 on one KV head (decode: the (256, 256) decode kernel, 8 row
+        // blocks in one launch; forward and backward: the CUDA-core kernels, which the tensor-core widths do not cover).
+        yield return new("mfa step3 widths", new MfaConfig { DModel = 512, Heads = 64, HeadDim = 256, QLoraDim = 256 }, 1, [512]);
         yield return new("transnormer d128", new TransNormerConfig { DModel = 1024, Heads = 8, HeadDim = 128, LayerIndex = 0, NumLayers = 2 }, 1, [1000]);
         yield return new("agent d128", new AgentConfig { DModel = 1024, Heads = 8, Agents = 49, SeqLen = 1000 }, 1, [1000]);
         yield return new("flatten d128", new FlattenConfig { DModel = 1024, Heads = 8, SeqLen = 1000, FocusingFactor = 3 }, 1, [1000]);

@@ -65,6 +65,17 @@ public class SoftmaxAttentionSplitTests
         Assert.That(4L * splits, Is.InRange(2L * 132, 5L * 132));
     }
 
+    [Test]
+    public void An_mfa_decode_step_plans_as_its_emulation_case_launches()
+    {
+        // Step-3's decode step: 64 query heads on one KV head of width 256, one query row: 64 packed rows in 8 row blocks of
+        // 8, one launch. tests/emulation/attention_decode_harness.cpp launches these plans (launch_plans.h) for an H200.
+        Assert.That(SoftmaxAttentionDecodeCuda.Widths, Does.Contain((256, 256)));
+        Assert.That(SoftmaxAttentionDecodeCuda.RowsPerBlock(64), Is.EqualTo(8));
+        Assert.That(SoftmaxAttentionDecodeCuda.PlanSplits(132, 8, 650), Is.EqualTo((4, 192)));
+        Assert.That(SoftmaxAttentionDecodeCuda.PlanSplits(132, 2, 270), Is.EqualTo((2, 192)));
+    }
+
     [TestCase(1, 1)]
     [TestCase(2, 4)]
     [TestCase(4, 4)]

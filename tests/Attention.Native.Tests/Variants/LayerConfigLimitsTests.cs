@@ -15,6 +15,7 @@ public class LayerConfigLimitsTests
     [TestCase("sas", """{"d_model": 64, "n_heads": 4, "head_dim": 536870912, "sim_heads": 8, "sim_head_dim": 32}""", "sim_heads", "sim_heads·head_dim")]
     [TestCase("transnormer", """{"d_model": 64, "n_heads": 65536, "head_dim": 65536, "layer_idx": 0, "num_layers": 2}""", "head_dim", "n_heads·head_dim")]
     [TestCase("transnormer", """{"d_model": 64, "n_heads": 1, "head_dim": 1073741824, "layer_idx": 0, "num_layers": 2, "lrpe": true}""", "head_dim", "2·head_dim")]
+    [TestCase("mfa", """{"d_model": 64, "n_heads": 65536, "head_dim": 65536, "q_lora_dim": 32}""", "head_dim", "n_heads·head_dim")]
     public void Overflowing_products_are_refused_naming_the_key_and_the_limit(string variant, string json, string key, string formula)
     {
         var e = Assert.Throws<ArgumentException>(() => LayerConfig.Parse(variant, json))!;

@@ -24,11 +24,25 @@ public class RopeScalingConfigTests
         Assert.That(LayerConfig.Parse("mla", json), Is.EqualTo(config));
     }
 
+    [Test]
+    public void DeepSeek_V3_config_json_through_the_deepseek_layout_keeps_its_yarn()
+    {
+        var config = (MlaConfig)CheckpointLayout.DeepSeek.ReadConfig("""
+            {"architectures": ["DeepseekV3ForCausalLM"], "hidden_size": 7168, "num_attention_heads": 128, "num_key_value_heads": 128,
+             "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+             "rope_theta": 10000, "rms_norm_eps": 1e-06, "attention_bias": false, "max_position_embeddings": 163840,
+             "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0, "mscale_all_dim": 1.0, "original_max_position_embeddings": 4096, "type": "yarn"}}
+            """);
+        Assert.That(config.RopeScaling, Is.EqualTo(new RopeScaling(40, 4096, BetaFast: 32, BetaSlow: 1, MScale: 1, MScaleAllDim: 1)));
+        Assert.That(config.RopeStyle, Is.EqualTo(RopeStyle.Interleaved));
+    }
+
     [TestCase("mha", "\"d_model\": 16, \"n_heads\": 2, \"head_dim\": 8")]
     [TestCase("gqa", "\"d_model\": 16, \"n_heads\": 4, \"n_kv_heads\": 2, \"head_dim\": 8")]
     [TestCase("mqa", "\"d_model\": 16, \"n_heads\": 4, \"head_dim\": 8")]
     [TestCase("mla", Mla)]
     [TestCase("tpa", "\"d_model\": 16, \"n_heads\": 2, \"head_dim\": 8, \"q_rank\": 2, \"k_rank\": 2, \"v_rank\": 2")]
+    [TestCase("mfa", "\"d_model\": 16, \"n_heads\": 2, \"head_dim\": 8, \"q_lora_dim\": 4")]
     [TestCase("sas", "\"d_model\": 16, \"n_heads\": 2, \"head_dim\": 4, \"sim_heads\": 4, \"sim_head_dim\": 8")]
     public void Every_rope_variant_reads_defaults_and_writes_it_back(string variant, string keys)
     {
@@ -54,6 +68,7 @@ public class RopeScalingConfigTests
         MlaConfig c => c.RopeScaling,
         TpaConfig c => c.RopeScaling,
         SasConfig c => c.RopeScaling,
+        MfaConfig c => c.RopeScaling,
         _ => throw new ArgumentException($"{config.Variant} has no RoPE", nameof(config)),
     };
 

@@ -11,7 +11,7 @@ namespace Attention.Native.Variants;
 /// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call.</remarks>
 public sealed class AgentLayer : AttentionLayer
 {
-    /// <summary>Creates the layer with zero parameters (fill them with <see cref="AttentionLayer.InitializeParameters"/> or <see cref="AttentionLayer.LoadParameters"/>).</summary>
+    /// <summary>Creates the layer with zero parameters (fill them with <see cref="AttentionLayer.InitializeParameters"/> or <see cref="AttentionLayer.LoadParameters(IReadOnlyDictionary{string, Tensor})"/>).</summary>
     public AgentLayer(AgentConfig config, Backend? backend = null, DType dtype = DType.F32)
         : base(config, backend, dtype)
     {

@@ -27,7 +27,7 @@ public sealed record ParameterSpec(string Name, Shape Shape, ParameterInit Init 
 /// written once against the op API. <see cref="ForwardForTraining"/> returns a pass whose backward gives <c>dx</c> and the
 /// gradient of every learnable parameter.
 /// </summary>
-/// <remarks>Thread safety: safe to share between threads (measured: concurrent forward and training passes give bitwise the results of the same calls made alone): forward, <see cref="ForwardForTraining"/> and the caches only read the parameters. Writing parameters (<see cref="LoadParameters"/>, <see cref="InitializeParameters"/>, copies into <see cref="Parameters"/>) must not overlap any call; a pass whose parameters were written before its backward throws. On CUDA the calls are serialised per backend.</remarks>
+/// <remarks>Thread safety: safe to share between threads (measured: concurrent forward and training passes give bitwise the results of the same calls made alone): forward, <see cref="ForwardForTraining"/> and the caches only read the parameters. Writing parameters (<see cref="LoadParameters(IReadOnlyDictionary{string, Tensor})"/>, <see cref="InitializeParameters"/>, copies into <see cref="Parameters"/>) must not overlap any call; a pass whose parameters were written before its backward throws. On CUDA the calls are serialised per backend.</remarks>
 public abstract class AttentionLayer : IDisposable
 {
     private readonly Dictionary<string, Tensor> _parameters = new(StringComparer.Ordinal);
@@ -96,6 +96,7 @@ public abstract class AttentionLayer : IDisposable
             AgentConfig c => new AgentLayer(c, backend, dtype),
             FlattenConfig c => new FlattenLayer(c, backend, dtype),
             TransNormerConfig c => new TransNormerLayer(c, backend, dtype),
+            MfaConfig c => new MfaLayer(c, backend, dtype),
             _ => throw new ArgumentException($"config: expected a config of a supported variant, actual {config.Variant}", nameof(config)),
         };
     }
@@ -129,36 +130,25 @@ public abstract class AttentionLayer : IDisposable
     /// be present with its shape and nothing else may be: one <see cref="ArgumentException"/> lists every missing, unexpected
     /// and wrongly shaped tensor.
     /// </summary>
-    public void LoadParameters(IReadOnlyDictionary<string, Tensor> tensors)
+    public void LoadParameters(IReadOnlyDictionary<string, Tensor> tensors) => LoadParameters(tensors, CheckpointLayout.Spec);
+
+    /// <summary>
+    /// Copies parameters from a checkpoint under <paramref name="layout"/>'s official names (converting dtype and backend as
+    /// needed, and undoing the layout's documented transforms exactly). With a <paramref name="prefix"/> (e.g.
+    /// <c>model.layers.3.self_attn.</c>) only the tensors whose names start with it are read, without it. One
+    /// <see cref="ArgumentException"/> lists every problem: a layout that does not fit this layer's variant or conventions,
+    /// and every missing, unexpected and wrongly shaped tensor.
+    /// </summary>
+    public void LoadParameters(IReadOnlyDictionary<string, Tensor> tensors, CheckpointLayout layout, string prefix = "")
     {
         ArgumentNullException.ThrowIfNull(tensors);
+        ArgumentNullException.ThrowIfNull(layout);
+        ArgumentNullException.ThrowIfNull(prefix);
         ThrowIfDisposed();
-        var missing = ParameterSpecs.Where(s => !tensors.ContainsKey(s.Name)).Select(s => s.Name).ToList();
-        var unexpected = tensors.Keys.Where(k => !_parameters.ContainsKey(k)).Order(StringComparer.Ordinal).ToList();
-        var misshapen = ParameterSpecs.Where(s => tensors.TryGetValue(s.Name, out var t) && t.Shape != s.Shape)
-            .Select(s => $"{s.Name} expected {s.Shape} actual {tensors[s.Name].Shape}").ToList();
-        if (missing.Count + unexpected.Count + misshapen.Count > 0)
-        {
-            var parts = new List<string>();
-            if (missing.Count > 0)
-            {
-                parts.Add($"missing: {string.Join(", ", missing)}");
-            }
-            if (unexpected.Count > 0)
-            {
-                parts.Add($"unexpected: {Ops.Check.Listing(unexpected)}");
-            }
-            if (misshapen.Count > 0)
-            {
-                parts.Add($"wrong shape: {string.Join("; ", misshapen)}");
-            }
-            throw new ArgumentException($"tensors: the weights do not match the {Variant} layer ({string.Join(" | ", parts)})", nameof(tensors));
-        }
+        var values = layout.Import(this, tensors, prefix);
         foreach (var spec in ParameterSpecs)
         {
-            var source = tensors[spec.Name];
-            var values = source.ToDoubleArray();
-            _parameters[spec.Name].CopyFrom(values);
+            _parameters[spec.Name].CopyFrom(values[spec.Name]);
         }
     }
 

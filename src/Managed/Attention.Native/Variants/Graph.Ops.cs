@@ -22,10 +22,10 @@ internal sealed partial class Graph
         }, x);
     }
 
-    public Node RmsNorm(Node x, Node? gain)
+    public Node RmsNorm(Node x, Node? gain, float epsilon = Ops.RmsNorm.DefaultEpsilon)
     {
-        var y = Ops.RmsNorm.Forward(x.Value, gain?.Value);
-        return Result(y, out_ => Ops.RmsNorm.Backward(x.Value, gain?.Value, GradOf(out_), GradOf(x), GradIfNeeded(gain), accumulate: true), x, gain);
+        var y = Ops.RmsNorm.Forward(x.Value, gain?.Value, epsilon);
+        return Result(y, out_ => Ops.RmsNorm.Backward(x.Value, gain?.Value, GradOf(out_), GradOf(x), GradIfNeeded(gain), epsilon, accumulate: true), x, gain);
     }
 
     public Node Attention(Node q, Node k, Node v, AttentionOptions options, Node? bias = null)

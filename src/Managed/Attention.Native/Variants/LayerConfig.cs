@@ -21,7 +21,7 @@ public abstract record LayerConfig
     public required int Heads { get; init; }
 
     /// <summary>The variant names <see cref="Parse"/> understands.</summary>
-    public static IReadOnlyList<string> Variants { get; } = ["mha", "gqa", "mqa", "mla", "tpa", "sas", "agent", "flatten", "transnormer"];
+    public static IReadOnlyList<string> Variants { get; } = ["mha", "gqa", "mqa", "mla", "tpa", "sas", "agent", "flatten", "transnormer", "mfa"];
 
     /// <summary>
     /// KV-cache elements per token per layer by the formula of variants.md: null for the non-causal variants (no cache), 0 for
@@ -86,6 +86,7 @@ public abstract record LayerConfig
                 "agent" => AgentConfig.Read(reader),
                 "flatten" => FlattenConfig.Read(reader),
                 "transnormer" => TransNormerConfig.Read(reader),
+                "mfa" => MfaConfig.Read(reader),
                 _ => throw new ArgumentException($"variant: expected one of {string.Join(", ", Variants)}, actual '{variant}'", nameof(variant)),
             };
             reader.Finish();

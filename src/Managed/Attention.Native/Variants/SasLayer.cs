@@ -13,7 +13,7 @@ public sealed class SasLayer : CausalAttentionLayer
 {
     private static readonly string[] Streams = ["q", "k", "v"];
 
-    /// <summary>Creates the layer with zero parameters (fill them with <see cref="AttentionLayer.InitializeParameters"/> or <see cref="AttentionLayer.LoadParameters"/>).</summary>
+    /// <summary>Creates the layer with zero parameters (fill them with <see cref="AttentionLayer.InitializeParameters"/> or <see cref="AttentionLayer.LoadParameters(IReadOnlyDictionary{string, Tensor})"/>).</summary>
     public SasLayer(SasConfig config, Backend? backend = null, DType dtype = DType.F32)
         : base(config, backend, dtype)
     {

@@ -11,7 +11,7 @@ namespace Attention.Native.Variants;
 /// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call.</remarks>
 public sealed class TpaLayer : CausalAttentionLayer
 {
-    /// <summary>Creates the layer with zero parameters (fill them with <see cref="AttentionLayer.InitializeParameters"/> or <see cref="AttentionLayer.LoadParameters"/>).</summary>
+    /// <summary>Creates the layer with zero parameters (fill them with <see cref="AttentionLayer.InitializeParameters"/> or <see cref="AttentionLayer.LoadParameters(IReadOnlyDictionary{string, Tensor})"/>).</summary>
     public TpaLayer(TpaConfig config, Backend? backend = null, DType dtype = DType.F32)
         : base(config, backend, dtype)
     {
@@ -33,6 +33,7 @@ public sealed class TpaLayer : CausalAttentionLayer
     private protected override IEnumerable<ParameterSpec> Specs(LayerConfig config)
     {
         var c = (TpaConfig)config;
+        ParameterSpec[] subln = c.Subln ? [new("subln", new Shape(c.HeadDim), ParameterInit.Ones)] : [];
         return
         [
             new("w_a_q", new Shape(c.Heads * c.QRank, c.DModel)), new("w_a_k", new Shape(c.Heads * c.KRank, c.DModel)),
@@ -40,6 +41,7 @@ public sealed class TpaLayer : CausalAttentionLayer
             new("w_b_q", new Shape(c.QRank * c.HeadDim, c.DModel)), new("w_b_k", new Shape(c.KRank * c.HeadDim, c.DModel)),
             new("w_b_v", new Shape(c.VRank * c.HeadDim, c.DModel)),
             new("w_o", new Shape(c.DModel, c.Heads * c.HeadDim)),
+            .. subln,
         ];
     }
 
@@ -76,6 +78,11 @@ public sealed class TpaLayer : CausalAttentionLayer
     private Node Output(Graph graph, Node o)
     {
         int b = o.Shape[0], t = o.Shape[1];
+        if (Settings.Subln)
+        {
+            // T6's subln: each head's output vector normalised over head_dim, one gain for all heads.
+            o = graph.RmsNorm(o, Param(graph, "subln"), TpaConfig.SublnEpsilon);
+        }
         return graph.Linear(graph.Reshape(o, new Shape(b, t, o.Shape[2] * o.Shape[3])), Param(graph, "w_o"));
     }
 

@@ -114,6 +114,12 @@ internal static class WorkingMemory
             case FlattenConfig c:
                 // q, k (and + pos_enc), v, two focused maps, o, dwc, sum, y; the k·v state per sequence.
                 return (10 * dm, h * c.HeadDim * (double)c.HeadDim, 0);
+            case MfaConfig c:
+            {
+                double hd = h * c.HeadDim, d = c.HeadDim;
+                // Query path (down, norm; up, rope), k, v, rope(k); o; lse; y.
+                return ((2.0 * c.QLoraDim) + (3 * hd) + (3 * d) + h + dm, 0, 2 * hd);
+            }
             case TransNormerConfig c:
             {
                 double hd = h * c.HeadDim;
@@ -127,7 +133,7 @@ internal static class WorkingMemory
 
     // Each CPU worker holds one score block (and the backward a second); the GPU kernels keep theirs on chip.
     private static double ScoreBlocks(LayerConfig config, double tokens, double work, bool cpu) =>
-        cpu && config is GqaConfig or MlaConfig or TpaConfig or SasConfig or AgentConfig
+        cpu && config is GqaConfig or MlaConfig or TpaConfig or SasConfig or AgentConfig or MfaConfig
             ? Environment.ProcessorCount * ScoreRows * tokens * Math.Max(work, 4)
             : 0;
 }

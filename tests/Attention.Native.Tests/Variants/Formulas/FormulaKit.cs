@@ -124,6 +124,7 @@ internal static class FormulaKit
         AgentConfig c => AgentFormula.Forward(c, w, x, batch),
         FlattenConfig c => FlattenFormula.Forward(c, w, x, batch),
         TransNormerConfig c => TransNormerFormula.Forward(c, w, x, batch, tokens),
+        MfaConfig c => MfaFormula.Forward(c, w, x, batch, tokens),
         _ => throw new ArgumentException($"no formula for {config.GetType().Name}", nameof(config)),
     };
 
@@ -155,8 +156,11 @@ internal static class FormulaKit
         return y;
     }
 
-    /// <summary>RMSNorm(x; g) = x · g / sqrt(mean(x²) + 1e-6) over each row of [n, width]; SRMSNorm when g is null.</summary>
-    public static double[] RmsNorm(double[] rows, int n, int width, double[]? gain)
+    /// <summary>
+    /// RMSNorm(x; g) = x · g / sqrt(mean(x²) + ε) over each row of [n, width], ε = 1e-6 unless given (mfa's norm_eps);
+    /// SRMSNorm when g is null.
+    /// </summary>
+    public static double[] RmsNorm(double[] rows, int n, int width, double[]? gain, double epsilon = 1e-6)
     {
         var y = new double[n * width];
         for (int r = 0; r < n; r++)
@@ -166,7 +170,7 @@ internal static class FormulaKit
             {
                 squares += rows[(r * width) + i] * rows[(r * width) + i];
             }
-            double inverse = 1 / Math.Sqrt((squares / width) + 1e-6);
+            double inverse = 1 / Math.Sqrt((squares / width) + epsilon);
             for (int i = 0; i < width; i++)
             {
                 y[(r * width) + i] = rows[(r * width) + i] * inverse * (gain is null ? 1 : gain[i]);

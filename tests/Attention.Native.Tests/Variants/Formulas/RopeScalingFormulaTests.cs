@@ -21,6 +21,7 @@ public class RopeScalingFormulaTests
         yield return new TestCaseData(new GqaConfig { Kind = "mqa", DModel = DModel, Heads = 2, KvHeads = 1, HeadDim = 16, RopeStyle = RopeStyle.Interleaved, RopeScaling = Yarn }).SetName("mqa yarn interleaved");
         // TPA's decode scores from the factors with a fixed 1/(R_q R_k sqrt(d)): the layer puts μ² on A_q there.
         yield return new TestCaseData(new TpaConfig { DModel = DModel, Heads = 3, HeadDim = 16, QRank = 2, KRank = 3, VRank = 2, RopeScaling = Yarn }).SetName("tpa yarn");
+        yield return new TestCaseData(new MfaConfig { DModel = DModel, Heads = 3, HeadDim = 16, QLoraDim = 6, RopeStyle = RopeStyle.Interleaved, RopeScaling = Yarn }).SetName("mfa yarn");
         yield return new TestCaseData(new SasConfig { DModel = 8, Heads = 2, HeadDim = 4, SimHeads = 4, SimHeadDim = 16, KernelSize = 3, RopeScaling = Yarn }).SetName("sas yarn");
     }
 
@@ -38,6 +39,7 @@ public class RopeScalingFormulaTests
             GqaConfig c => c with { RopeScaling = null },
             TpaConfig c => c with { RopeScaling = null },
             SasConfig c => c with { RopeScaling = null },
+            MfaConfig c => c with { RopeScaling = null },
             _ => throw new ArgumentException("not a RoPE variant", nameof(config)),
         };
         var plain = FormulaKit.ForwardOf(unscaled, weights, x, 1, Tokens);

@@ -5,9 +5,10 @@ namespace Attention.Native.Ops;
 
 /// <summary>
 /// The memory-speed decode launcher of <see cref="SoftmaxAttention"/> (cuda/attention_decode.cu): a few query rows against a
-/// long bf16/fp16 cache, without a bias, for head widths (d_qk, d_v) of (64, 64), (128, 128) and (256, 128) (SAS's expanded
-/// cache). Flash-decoding: the cache is cut into splits, one block each, whose warps stream cache rows with 16-byte loads and
-/// score all the KV group's heads against each row as it passes (the group reads its cache once); the split-KV combine of
+/// long bf16/fp16 cache, without a bias, for head widths (d_qk, d_v) of (64, 64), (128, 128), (256, 128) (SAS's expanded
+/// cache) and (256, 256) (MFA's one wide KV head). Flash-decoding: the cache is cut into splits, one block each, whose warps stream cache rows with 16-byte loads and
+/// score all the KV group's heads against each row as it passes (the group reads its cache once; a large group, such as MFA's
+/// 64 query heads on one KV head, is tiled over row blocks of 8 packed rows in the same launch); the split-KV combine of
 /// attention.cu merges the blocks' partials into o and the log-sum-exp. <see cref="SoftmaxAttentionCuda"/> sends other
 /// problems to the tensor-core or CUDA-core kernels.
 /// </summary>
@@ -20,7 +21,7 @@ internal static class SoftmaxAttentionDecodeCuda
     private const int KeyGranule = 64;     // splits start on a multiple of the widest step (DEC_WARPS · slots · unroll)
 
     /// <summary>Head widths (d_qk, d_v) with instantiations.</summary>
-    public static IReadOnlyList<(int Qk, int V)> Widths { get; } = [(64, 64), (128, 128), (256, 128)];
+    public static IReadOnlyList<(int Qk, int V)> Widths { get; } = [(64, 64), (128, 128), (256, 128), (256, 256)];
 
     /// <summary>Packed rows per block the kernel is instantiated for; a problem takes the smallest that fits, or the largest.</summary>
     private static readonly int[] RowCounts = [1, 4, 8];

@@ -36,6 +36,15 @@ public sealed record TpaConfig : LayerConfig
     /// <summary><c>rope_scaling</c>: YaRN scaling of the RoPE frequencies (variants.md "RoPE scaling"); null (default) for none.</summary>
     public RopeScaling? RopeScaling { get; init; }
 
+    /// <summary>
+    /// <c>subln</c> (default false): T6's optional per-head RMSNorm of the attention output (its <c>using_groupnorm</c>),
+    /// <c>o_h ← RMSNorm(o_h; subln)</c> with ε = 1e-5 and one gain <c>subln [d]</c> shared by the heads, before <c>w_o</c>.
+    /// </summary>
+    public bool Subln { get; init; }
+
+    /// <summary>The ε of T6's <c>subln</c> RMSNorm.</summary>
+    public const float SublnEpsilon = 1e-5f;
+
     internal static TpaConfig Read(ConfigReader r) => new()
     {
         DModel = r.Int("d_model"),
@@ -49,6 +58,7 @@ public sealed record TpaConfig : LayerConfig
         RopeBase = r.Double("rope_base", 10000),
         RopeStyle = r.Style("rope_style"),
         RopeScaling = r.Scaling(),
+        Subln = r.Bool("subln", false),
     };
 
     /// <inheritdoc/>
@@ -79,5 +89,6 @@ public sealed record TpaConfig : LayerConfig
     [
         new("d_model", DModel), new("n_heads", Heads), new("head_dim", HeadDim), new("q_rank", QRank), new("k_rank", KRank),
         new("v_rank", VRank), new("causal", Causal), new("rope", Rope), new("rope_base", RopeBase), new("rope_style", StyleName(RopeStyle)), ScalingKey(RopeScaling),
+        new("subln", Subln),
     ];
 }
