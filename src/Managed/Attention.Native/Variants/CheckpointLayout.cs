@@ -36,8 +36,11 @@ public abstract class CheckpointLayout
     /// <summary>TransNormerLLM's NormLinearAttention (transnormer): fused <c>qkvu_proj</c>, <c>out_proj</c>, <c>lrpe.theta</c>.</summary>
     public static CheckpointLayout TransNormer { get; } = new TransNormerLayout();
 
+    /// <summary>StepFun Step-3's attention (mfa): <c>q_proj, inter_norm, wq, k_proj, v_proj, o_proj</c>.</summary>
+    public static CheckpointLayout Step3 { get; } = new Step3Layout();
+
     /// <summary>Every layout, <see cref="Spec"/> first.</summary>
-    public static IReadOnlyList<CheckpointLayout> All { get; } = [Spec, Llama, DeepSeek, T6, Sas, TransNormer];
+    public static IReadOnlyList<CheckpointLayout> All { get; } = [Spec, Llama, DeepSeek, T6, Sas, TransNormer, Step3];
 
     /// <summary>The layout's name (<c>spec</c>, <c>llama</c>, <c>deepseek</c>, <c>t6</c>, <c>sas</c>, <c>transnormer</c>, <c>step3</c>).</summary>
     public abstract string Name { get; }

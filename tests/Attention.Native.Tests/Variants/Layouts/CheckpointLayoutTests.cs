@@ -246,7 +246,7 @@ public class CheckpointLayoutTests
     public void Unknown_layout_names_list_the_known_ones()
     {
         var e = Assert.Throws<ArgumentException>(() => CheckpointLayout.Get("mistral"))!;
-        Assert.That(e.Message, Does.Contain("expected one of spec, llama, deepseek, t6, sas, transnormer").And.Contain("actual 'mistral'"));
+        Assert.That(e.Message, Does.Contain("expected one of spec, llama, deepseek, t6, sas, transnormer, step3").And.Contain("actual 'mistral'"));
     }
 
     internal static void LoadOfficial(AttentionLayer layer, CheckpointLayout layout, IReadOnlyDictionary<string, double[]> official, DType dtype = DType.F64)

@@ -144,6 +144,15 @@ internal sealed record LayoutCase(
                 }
                 return spec;
             });
+        foreach (bool nested in new[] { false, true })
+        {
+            string text = """{"hidden_size": 12, "num_attention_heads": 4, "head_dim": 8, "share_q_dim": 6, "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "num_attention_groups": 1, "max_position_embedding": 65536, "moe_num_experts": 48}""";
+            yield return new($"step3{(nested ? " (text_config of the VL config.json)" : "")}", CheckpointLayout.Step3,
+                nested ? $$"""{"model_type": "step3_vl", "vision_config": {"hidden_size": 1792}, "text_config": {{text}}}""" : text,
+                0, (w, x, b, t) => OfficialModules.Step3(w, x, b, t, 12, 4, 8, 6, 500000, 1e-5),
+                (_, w) => Renamed(w, ("q_proj.weight", "w_q_a"), ("inter_norm.weight", "q_norm"), ("wq.weight", "w_q_b"), ("k_proj.weight", "w_k"),
+                    ("v_proj.weight", "w_v"), ("o_proj.weight", "w_o")));
+        }
         foreach (var (heads, lrpe, layer, layers) in new[] { (3, true, 1, 4), (4, false, 0, 2) })
         {
             string list = lrpe ? "[0, 1, 0, 0]" : "[0, 0]";

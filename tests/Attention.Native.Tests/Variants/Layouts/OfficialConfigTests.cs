@@ -49,6 +49,22 @@ public class OfficialConfigTests
         Assert.That((sas.DModel, sas.Heads, sas.HeadDim, sas.SimHeads, sas.SimHeadDim, sas.KernelSize, sas.Rope), Is.EqualTo((64, 4, 16, 8, 32, 3, false)));
     }
 
+    [Test]
+    public void Step3_vl_config_json_gives_mfa_from_its_text_config()
+    {
+        var config = (MfaConfig)CheckpointLayout.Step3.ReadConfig("""
+            {"architectures": ["Step3VLForConditionalGeneration"], "model_type": "step3_vl",
+             "vision_config": {"hidden_size": 1792, "num_attention_heads": 16},
+             "text_config": {"hidden_size": 7168, "num_attention_heads": 64, "num_attention_groups": 1, "head_dim": 256, "share_q_dim": 2048,
+                             "rope_theta": 500000, "rms_norm_eps": 1e-5, "max_position_embedding": 65536, "moe_num_experts": 48, "vocab_size": 128815}}
+            """);
+        Assert.That((config.DModel, config.Heads, config.HeadDim, config.QLoraDim, config.RopeBase, config.NormEpsilon, config.RopeStyle),
+            Is.EqualTo((7168, 64, 256, 2048, 500000.0, 1e-5, RopeStyle.Half)));
+        Assert.That(config.CacheElementsPerToken, Is.EqualTo(512), "one KV head of 256: 2·d");
+    }
+
+    [TestCase("step3", """{"hidden_size": 64, "num_attention_heads": 4, "head_dim": 16, "share_q_dim": 32, "num_attention_groups": 2}""",
+        "num_attention_groups: expected 1", null)]
     [TestCase("llama", """{"hidden_size": 64, "num_attention_heads": 4, "attention_bias": true, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}""",
         "attention_bias: expected false", "rope_scaling: expected null or a {\"type\": \"yarn\"")]
     [TestCase("deepseek", """{"hidden_size": 64, "num_attention_heads": 4, "qk_nope_head_dim": 8, "v_head_dim": 8}""",
