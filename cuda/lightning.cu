@@ -5,12 +5,14 @@
 // One kernel serves the forward and all of the backward (see LightningCuda): dq is this recurrence over (dO, v, k) and,
 // run backwards in time, dv over (k, q, dO) and dk over (v, dO, q). A single token (the decode step) has its own small
 // kernel, lightning_decode_step: out = λ q·S + (q·k) v, S ← λ S + kᵀ v.
-// Layouts: inputs [B, T, H, width], state [B, H, dqk, dv] fp32-in-storage-type; the output is sliced by LIGHTNING_DV columns
-// per block (state columns are independent). The table λ^0 … λ^BT is computed in double from the double λ and rounded to
+// Layouts: inputs [B, T, H, width], states [B, H, dqk, dv] in fp32 whatever the storage type T (a 16-bit state would drift
+// over long decodes; TransNormerLLM keeps it in fp32 too); the output is sliced by LIGHTNING_DV columns per block (state
+// columns are independent). The table λ^0 … λ^BT is computed in double from the double λ and rounded to
 // float once, as the CPU reference builds its table (no power of λ is ever divided by another).
 // lightning_mma.cu is the same recurrence on tensor cores (bf16/fp16, inner widths 64 and 128).
 #include "common.cuh"
 #include "lightning_decay.cuh"
+#include "lightning_state.cuh"
 
 #define LIGHTNING_BT 32      // tokens per block of the chunked algorithm
 #define LIGHTNING_DV 32      // output (and state) columns per thread block
@@ -18,11 +20,13 @@
 
 // grid (B · heads_in_group, ceil(dv / LIGHTNING_DV)), block LIGHTNING_THREADS, dynamic shared memory
 // (dqk·LIGHTNING_DV + 2·LIGHTNING_BT·(dqk+1) + LIGHTNING_BT·LIGHTNING_DV + LIGHTNING_BT·(LIGHTNING_BT+1) + LIGHTNING_BT + 1) floats.
-// reverse: token t' of the sweep is T−1−t'. accumulate: out += instead of out =. States may alias (read before written).
+// reverse: token t' of the sweep is T−1−t'. accumulate: out += instead of out =. out may be null (only the final state is
+// wanted). state_mode: LIGHTNING_STATE_* flags (lightning_state.cuh). States may alias (read before written).
 template <typename T>
 __global__ void __launch_bounds__(LIGHTNING_THREADS)
-lightning_forward(T* out, T* final_state, const T* initial_state, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                  LightningDecay decay, int head_offset, int heads_in_group, int seq, int heads, int dqk, int dv, int reverse, int accumulate)
+lightning_forward(T* out, float* final_state, const float* initial_state, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                  LightningDecay decay, int head_offset, int heads_in_group, int seq, int heads, int dqk, int dv, int reverse, int accumulate,
+                  int state_mode)
 {
     extern __shared__ float smem[];
     const int qstride = dqk + 1;
@@ -43,8 +47,10 @@ lightning_forward(T* out, T* final_state, const T* initial_state, const T* __res
     }
     for (int e = threadIdx.x; e < dqk * LIGHTNING_DV; e += LIGHTNING_THREADS) {
         const int i = e / LIGHTNING_DV, jj = e % LIGHTNING_DV;
-        state[e] = initial_state != nullptr && jj < width ? to_float(initial_state[state_base + (index_t)i * dv + j0 + jj]) : 0.0f;
+        state[e] = initial_state != nullptr && jj < width ? initial_state[state_base + lightning_state_offset(state_mode, i, j0 + jj, dqk, dv)] : 0.0f;
     }
+    // 1 while the initial state still enters one power of λ early (LIGHTNING_STATE_AT_FIRST), i.e. until the first block.
+    int shift = (state_mode & LIGHTNING_STATE_AT_FIRST) != 0 ? 1 : 0;
 
     for (int t0 = 0; t0 < seq; t0 += LIGHTNING_BT) {
         const int n = seq - t0 < LIGHTNING_BT ? seq - t0 : LIGHTNING_BT;
@@ -78,7 +84,7 @@ lightning_forward(T* out, T* final_state, const T* initial_state, const T* __res
         // out_a = λ^(a+1) q_a·S + Σ_c A[a][c] v_c.
         for (int e = threadIdx.x; e < LIGHTNING_BT * LIGHTNING_DV; e += LIGHTNING_THREADS) {
             const int a = e / LIGHTNING_DV, jj = e % LIGHTNING_DV;
-            if (a >= n || jj >= width) {
+            if (out == nullptr || a >= n || jj >= width) {
                 continue;
             }
             float inter = 0.0f;
@@ -91,26 +97,30 @@ lightning_forward(T* out, T* final_state, const T* initial_state, const T* __res
             }
             const int t = reverse ? seq - 1 - (t0 + a) : t0 + a;
             T* target = out + (((index_t)b * seq + t) * heads + h) * dv + j0 + jj;
-            const float value = powers[a + 1] * inter + intra;
+            const float value = powers[a + 1 - shift] * inter + intra;
             *target = from_float<T>(accumulate ? to_float(*target) + value : value);
         }
         __syncthreads(); // every read of the state is done before it advances
         // S ← λ^n S + Σ_c λ^(n−1−c) k_cᵀ v_c.
         for (int e = threadIdx.x; e < dqk * LIGHTNING_DV; e += LIGHTNING_THREADS) {
             const int i = e / LIGHTNING_DV, jj = e % LIGHTNING_DV;
-            float sum = powers[n] * state[e];
+            float sum = powers[n - shift] * state[e];
             for (int c = 0; c < n; ++c) {
                 sum += powers[n - 1 - c] * ks[c * qstride + i] * vs[c * LIGHTNING_DV + jj];
             }
             state[e] = sum;
         }
+        shift = 0;
     }
     __syncthreads();
     if (final_state != nullptr) {
+        // LIGHTNING_STATE_ADD_FINAL: the state one step past the sweep, λ·S (S itself while the initial state is pending).
+        const float next = shift != 0 ? 1.0f : powers[1];
         for (int e = threadIdx.x; e < dqk * LIGHTNING_DV; e += LIGHTNING_THREADS) {
             const int i = e / LIGHTNING_DV, jj = e % LIGHTNING_DV;
             if (jj < width) {
-                final_state[state_base + (index_t)i * dv + j0 + jj] = from_float<T>(state[e]);
+                float* target = final_state + state_base + (index_t)i * dv + j0 + jj;
+                *target = (state_mode & LIGHTNING_STATE_ADD_FINAL) != 0 ? *target + next * state[e] : state[e];
             }
         }
     }
@@ -125,7 +135,7 @@ lightning_forward(T* out, T* final_state, const T* initial_state, const T* __res
 // initial_state (in-place update). The per-warp partial sums of q·S are added in warp order (deterministic).
 template <typename T>
 __global__ void __launch_bounds__(32 * LIGHTNING_STEP_WARPS)
-lightning_decode_step(T* __restrict__ out, T* final_state, const T* initial_state, const T* __restrict__ q, const T* __restrict__ k,
+lightning_decode_step(T* __restrict__ out, float* final_state, const float* initial_state, const T* __restrict__ q, const T* __restrict__ k,
                       const T* __restrict__ v, LightningDecay decay, int head_offset, int heads_in_group, int heads, int dqk, int dv)
 {
     __shared__ float partial[LIGHTNING_STEP_WARPS][32];
@@ -144,10 +154,10 @@ lightning_decode_step(T* __restrict__ out, T* final_state, const T* initial_stat
     if (live) {
         for (int i = warp; i < dqk; i += LIGHTNING_STEP_WARPS) {
             const index_t at = state_base + (index_t)i * dv + j;
-            const float s = initial_state != nullptr ? to_float(initial_state[at]) : 0.0f;
+            const float s = initial_state != nullptr ? initial_state[at] : 0.0f;
             acc += to_float(qt[i]) * s;
             if (final_state != nullptr) {
-                final_state[at] = from_float<T>(lambda * s + to_float(kt[i]) * vj);
+                final_state[at] = lambda * s + to_float(kt[i]) * vj;
             }
         }
     }

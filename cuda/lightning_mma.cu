@@ -1,6 +1,7 @@
 // Attention.Native: the Lightning Attention-2 recurrence of lightning.cu on tensor cores (bf16/fp16 storage, fp32
-// accumulation and fp32 state; sm_80+), for inner widths 64 and 128 and output widths that are multiples of 64. Same
-// arguments and results as lightning_forward, so it serves the forward and the three backward sweeps alike:
+// accumulation and fp32 state, stored in fp32; sm_80+), for inner widths 64 and 128 and output widths that are multiples
+// of 64. Same arguments and results as lightning_forward (state_mode included, lightning_state.cuh), so it serves the
+// forward and the three backward sweeps alike:
 //   out_a (+)= λ^(a+1) a_a·S + Σ_{c≤a} λ^(a−c) (a_a·b_c) c_c,    S ← λ^n S + Σ_c λ^(n−1−c) b_cᵀ c_c
 // over blocks of 64 tokens (in sweep order; reverse runs T−1 … 0). Per block, four products on mma.sync: the intra scores
 // A·Bᵀ (16 rows × 64 per warp), the inter term A·S against a 16-bit copy of the state (scaled by a power of two), the
@@ -10,6 +11,7 @@
 #include "mma.cuh"
 #include "mma_tiles.cuh"
 #include "lightning_decay.cuh"
+#include "lightning_state.cuh"
 
 #define LMMA_BT 64      // tokens per block
 #define LMMA_DV 64      // output (and state) columns per thread block
@@ -63,9 +65,9 @@ __device__ __forceinline__ int lmma_state_exponent(float max_abs)
 // (2·64·INNER + 64·64 + INNER·64)·sizeof(T) + 65 floats. inner = INNER (the a/b width), width = c's width.
 template <typename T, int INNER>
 __global__ void __launch_bounds__(LMMA_THREADS)
-lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* __restrict__ a, const T* __restrict__ bm,
+lightning_forward_mma(T* out, float* final_state, const float* initial_state, const T* __restrict__ a, const T* __restrict__ bm,
                       const T* __restrict__ cm, LightningDecay decay, int head_offset, int heads_in_group, int seq, int heads,
-                      int inner, int width, int reverse, int accumulate)
+                      int inner, int width, int reverse, int accumulate, int state_mode)
 {
     extern __shared__ float smem[];
     T* as = reinterpret_cast<T*>(smem);  // [64][INNER]
@@ -93,11 +95,13 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int row = warp * (INNER / 4) + m * 16 + gq + (e >> 1) * 8, col = n * 8 + tq * 2 + (e & 1);
-                st[m][n].c[e] = initial_state != nullptr ? to_float(initial_state[state_base + (index_t)row * width + j0 + col]) : 0.0f;
+                st[m][n].c[e] = initial_state != nullptr ? initial_state[state_base + lightning_state_offset(state_mode, row, j0 + col, inner, width)] : 0.0f;
             }
         }
     }
 
+    // 1 while the initial state still enters one power of λ early (LIGHTNING_STATE_AT_FIRST), i.e. until the first block.
+    int shift = (state_mode & LIGHTNING_STATE_AT_FIRST) != 0 ? 1 : 0;
     float mx = lmma_state_max(st);
     if (lane == 0) {
         state_max[warp] = mx;
@@ -158,7 +162,7 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
             for (int e = 0; e < 4; ++e) {
                 const int row = warp * 16 + gq + (e >> 1) * 8, col = nb * 8 + tq * 2 + (e & 1);
                 sc[nb].c[e] = col <= row && row < n ? sc[nb].c[e] * powers[row - col] : 0.0f;
-                o[nb].c[e] *= powers[row + 1 < LMMA_BT ? row + 1 : LMMA_BT] * unscale;
+                o[nb].c[e] *= powers[row + 1 - shift] * unscale; // row < LMMA_BT: within the table
             }
         }
         frag_a pa[LMMA_BT / 16];
@@ -170,7 +174,7 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int row = warp * 16 + gq + half * 8;
-            if (row >= n) {
+            if (out == nullptr || row >= n) {
                 continue;
             }
             const int t = reverse ? seq - 1 - (t0 + row) : t0 + row;
@@ -198,7 +202,7 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
             for (int nb = 0; nb < LMMA_DV / 8; ++nb) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    st[m][nb].c[e] *= powers[n];
+                    st[m][nb].c[e] *= powers[n - shift];
                 }
             }
             const int dim0 = warp * (INNER / 4) + m * 16;
@@ -214,9 +218,12 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
             state_max[warp] = mx; // every thread read the previous values before the barrier after the loads
         }
         __syncthreads(); // the tiles are free for the next block, and state_max holds the new state's
+        shift = 0;
     }
 
     if (final_state != nullptr) {
+        // LIGHTNING_STATE_ADD_FINAL: the state one step past the sweep, λ·S (S itself while the initial state is pending).
+        const float next = shift != 0 ? 1.0f : powers[1];
 #pragma unroll
         for (int m = 0; m < M; ++m) {
 #pragma unroll
@@ -224,7 +231,8 @@ lightning_forward_mma(T* out, T* final_state, const T* initial_state, const T* _
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int row = warp * (INNER / 4) + m * 16 + gq + (e >> 1) * 8, col = nb * 8 + tq * 2 + (e & 1);
-                    final_state[state_base + (index_t)row * width + j0 + col] = from_float<T>(st[m][nb].c[e]);
+                    float* target = final_state + state_base + (index_t)row * width + j0 + col;
+                    *target = (state_mode & LIGHTNING_STATE_ADD_FINAL) != 0 ? *target + next * st[m][nb].c[e] : st[m][nb].c[e];
                 }
             }
         }

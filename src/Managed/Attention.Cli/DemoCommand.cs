@@ -97,7 +97,8 @@ internal static class DemoCommand
                 versus = "—";
                 break;
             case 0:
-                long state = ((TransNormerConfig)config).StateElements * 2;
+                // The state is F32 in a 16-bit layer (Lightning.StateDType).
+                long state = ((TransNormerConfig)config).StateElements * 4;
                 cache = $"0 (state {state:N0} B/seq)";
                 versus = "constant";
                 break;

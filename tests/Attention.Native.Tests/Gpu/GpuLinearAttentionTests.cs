@@ -68,7 +68,10 @@ public class GpuLinearAttentionTests
         using var q = GpuPair.Random(gpu, 1, s.Keys, dtype, scale);
         using var k = GpuPair.Random(gpu, 2, s.Keys, dtype, scale);
         using var v = GpuPair.Random(gpu, 3, s.Values, dtype);
-        using var initial = GpuPair.Random(gpu, 4, s.States, dtype, 0.1);
+        // States are F32 for 16-bit inputs (Lightning.StateDType); compared at the inputs' tolerance (the tensor-core kernel
+        // builds the state from 16-bit products).
+        var stateType = Lightning.StateDType(dtype);
+        using var initial = GpuPair.Random(gpu, 4, s.States, stateType, 0.1);
 
         // No state: the returning overload.
         using (var o = GpuPair.Wrap(Lightning.Forward(q.Cpu, k.Cpu, v.Cpu, decay), Lightning.Forward(q.Gpu, k.Gpu, v.Gpu, decay)))
@@ -81,7 +84,7 @@ public class GpuLinearAttentionTests
         {
             string tag = $"lightning {s} initial={withInitial} final={withFinal}";
             using var o = GpuPair.Random(gpu, 5, s.Values, dtype, 100);
-            using var final = GpuPair.Random(gpu, 6, s.States, dtype, 100);
+            using var final = GpuPair.Random(gpu, 6, s.States, stateType, 100);
             Lightning.Forward(q.Cpu, k.Cpu, v.Cpu, decay, o.Cpu, withInitial ? initial.Cpu : null, withFinal ? final.Cpu : null);
             Lightning.Forward(q.Gpu, k.Gpu, v.Gpu, decay, o.Gpu, withInitial ? initial.Gpu : null, withFinal ? final.Gpu : null);
             o.Compare(tag + " o", dtype);
@@ -92,7 +95,7 @@ public class GpuLinearAttentionTests
         }
 
         // The state updated in place (initialState == finalState), as the transnormer cache does.
-        using (var state = GpuPair.Random(gpu, 4, s.States, dtype, 0.1))
+        using (var state = GpuPair.Random(gpu, 4, s.States, stateType, 0.1))
         using (var o = GpuPair.Zeros(gpu, s.Values, dtype))
         {
             Lightning.Forward(q.Cpu, k.Cpu, v.Cpu, decay, o.Cpu, state.Cpu, state.Cpu);
@@ -145,6 +148,46 @@ public class GpuLinearAttentionTests
         }
     }
 
+    /// <summary>
+    /// The backward of a forward with an initial state S0 whose final state has a gradient G (training through a carried
+    /// state): dq (from S0ᵀ), dk and dv (from G) and dS0 (F32 for 16-bit inputs) added into starting values, against the
+    /// CPU; then dS0 alone (the dv sweep run for the state only).
+    /// </summary>
+    [TestCaseSource(nameof(LightningBackwardCases))]
+    public void Lightning_backward_with_states_adds_into_the_gradients(DType dtype, Dims s)
+    {
+        var gpu = Requires.CudaDevice();
+        double[] decay = Decays(s);
+        double scale = 1.0 / Math.Sqrt(s.Dk);
+        var stateType = Lightning.StateDType(dtype);
+        using var q = GpuPair.Random(gpu, 71, s.Keys, dtype, scale);
+        using var k = GpuPair.Random(gpu, 72, s.Keys, dtype, scale);
+        using var v = GpuPair.Random(gpu, 73, s.Values, dtype);
+        using var dO = GpuPair.Random(gpu, 74, s.Values, dtype);
+        using var s0 = GpuPair.Random(gpu, 75, s.States, stateType, 0.5);
+        using var g = GpuPair.Random(gpu, 76, s.States, stateType, 0.5);
+        using (var dq = GradientPair.Zeros(gpu, 77, s.Keys, dtype))
+        using (var dk = GradientPair.Zeros(gpu, 78, s.Keys, dtype))
+        using (var dv = GradientPair.Zeros(gpu, 79, s.Values, dtype))
+        using (var ds0 = GradientPair.Zeros(gpu, 80, s.States, stateType))
+        {
+            Lightning.Backward(q.Cpu, k.Cpu, v.Cpu, decay, dO.Cpu, dq.Cpu, dk.Cpu, dv.Cpu, s0.Cpu, ds0.Cpu, g.Cpu);
+            GradientPair.Start(true, dq, dk, dv, ds0);
+            Lightning.Backward(q.Gpu, k.Gpu, v.Gpu, decay, dO.Gpu, dq.Gpu, dk.Gpu, dv.Gpu, s0.Gpu, ds0.Gpu, g.Gpu);
+            dq.Compare($"lightning {s} dq with S0", dtype);
+            dk.Compare($"lightning {s} dk with G", dtype);
+            dv.Compare($"lightning {s} dv with G", dtype);
+            ds0.Compare($"lightning {s} dS0", dtype);
+        }
+        using (var ds0 = GradientPair.Zeros(gpu, 81, s.States, stateType))
+        {
+            Lightning.Backward(q.Cpu, k.Cpu, v.Cpu, decay, dO.Cpu, null, null, null, s0.Cpu, ds0.Cpu, g.Cpu);
+            GradientPair.Start(true, ds0);
+            Lightning.Backward(q.Gpu, k.Gpu, v.Gpu, decay, dO.Gpu, null, null, null, s0.Gpu, ds0.Gpu, g.Gpu);
+            ds0.Compare($"lightning {s} dS0 alone", dtype);
+        }
+    }
+
     public sealed record DecodeDims(int B, int H, int Dk, int Dv, int Prefill)
     {
         public override string ToString() => $"B{B} H{H} dk{Dk} dv{Dv} prefill{Prefill}";
@@ -167,7 +210,8 @@ public class GpuLinearAttentionTests
         double[] decay = Decays(new Dims(s.B, 1, s.H, s.Dk, s.Dv, 0.97));
         double scale = 1.0 / Math.Sqrt(s.Dk);
         var states = new Shape(s.B, s.H, s.Dk, s.Dv);
-        using var state = s.Prefill == 0 ? GpuPair.Random(gpu, 21, states, dtype, 0.1) : GpuPair.Zeros(gpu, states, dtype);
+        var stateType = Lightning.StateDType(dtype);
+        using var state = s.Prefill == 0 ? GpuPair.Random(gpu, 21, states, stateType, 0.1) : GpuPair.Zeros(gpu, states, stateType);
         if (s.Prefill > 0)
         {
             var prefill = new Dims(s.B, s.Prefill, s.H, s.Dk, s.Dv);
@@ -215,7 +259,7 @@ public class GpuLinearAttentionTests
         float[] reference = oCpu.ToArray();
         var rows = new float[reference.Length];
 
-        using var state = gpu.Zeros(s.States, dtype);
+        using var state = gpu.Zeros(s.States, Lightning.StateDType(dtype));
         var one = new Dims(s.B, 1, s.H, s.Dk, s.Dv);
         for (int t = 0; t < s.T; t++)
         {

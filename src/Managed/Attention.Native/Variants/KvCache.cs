@@ -200,9 +200,12 @@ public abstract class KvCache : IDisposable
         return buffer;
     }
 
-    /// <summary>A constant-size state tensor of <paramref name="shape"/> ([Batch, …]), zero-filled, with the same errors as <see cref="Buffer"/>.</summary>
-    private protected Tensor State(Shape shape) =>
-        AllocateOrExplain(() => Layer.Backend.Zeros(shape, Layer.DType), shape.ElementCount / Math.Max(1, Batch));
+    /// <summary>
+    /// A constant-size state tensor of <paramref name="shape"/> ([Batch, …]), zero-filled, with the same errors as
+    /// <see cref="Buffer"/>; of the layer's dtype unless <paramref name="dtype"/> says otherwise.
+    /// </summary>
+    private protected Tensor State(Shape shape, DType? dtype = null) =>
+        AllocateOrExplain(() => Layer.Backend.Zeros(shape, dtype ?? Layer.DType), shape.ElementCount / Math.Max(1, Batch));
 
     private T AllocateOrExplain<T>(Func<T> allocate, long elementsPerSequence)
     {

@@ -30,7 +30,7 @@ public sealed class TransNormerLayer : CausalAttentionLayer
     /// <inheritdoc/>
     public override long CacheElementsPerToken => 0;
 
-    /// <summary>Elements of the decode state per sequence, H·d'·d (d' = 2d with LRPE).</summary>
+    /// <summary>Elements of the decode state per sequence, H·d'·d (d' = 2d with LRPE), of dtype <see cref="Lightning.StateDType"/> (F32 in a 16-bit layer).</summary>
     public long StateElements => Settings.StateElements;
 
     /// <summary>
@@ -107,7 +107,11 @@ public sealed class TransNormerLayer : CausalAttentionLayer
         return graph.Linear(graph.Multiply(u, graph.RmsNorm(merged, null)), Param(graph, "w_o"));
     }
 
-    /// <summary>The transnormer cache: the state <c>kv</c> [B, H, d', d], constant in the number of tokens.</summary>
+    /// <summary>
+    /// The transnormer cache: the state <c>kv</c> [B, H, d', d], constant in the number of tokens, of dtype
+    /// <see cref="Lightning.StateDType"/>: F32 in a 16-bit layer, as TransNormerLLM keeps it (a bf16 state, rounded at
+    /// every step, drifts from the full forward over a long decode).
+    /// </summary>
     private sealed class Cache : KvCache
     {
         private readonly TransNormerLayer _layer;
@@ -118,7 +122,7 @@ public sealed class TransNormerLayer : CausalAttentionLayer
         {
             _layer = layer;
             var c = layer.Settings;
-            _state = State(new Shape(batch, c.Heads, c.StateKeyDim, c.HeadDim));
+            _state = State(new Shape(batch, c.Heads, c.StateKeyDim, c.HeadDim), Lightning.StateDType(layer.DType));
         }
 
         public override long ByteCount => base.ByteCount + _state.ByteCount;

@@ -55,9 +55,11 @@ internal static class WorkingMemory
         if (mode == RunMode.Decode)
         {
             double cache = config.CacheElementsPerToken is > 0 and { } perTokenCache ? b * t * perTokenCache : b * perSequence;
+            // transnormer's state is F32 in a 16-bit layer (Lightning.StateDType): count it at its own size.
+            double cacheElement = config is TransNormerConfig ? Math.Max(work, Ops.Lightning.StateDType(dtype).SizeInBytes()) : work;
             // The decode loop stages x and y as double arrays, and y is rebuilt on the backend from them.
             host += (16 * b * t * dm) + (b * t * dm * e);
-            backend = parameters + (cache * work) + (b * t * dm * e) + (b * perToken * work) + ScoreBlocks(config, t, work, cpu);
+            backend = parameters + (cache * cacheElement) + (b * t * dm * e) + (b * perToken * work) + ScoreBlocks(config, t, work, cpu);
         }
         else
         {

@@ -7,11 +7,20 @@ namespace Attention.Native.Ops;
 /// <c>o_t = Σ_{s≤t} λ^(t−s) (q_t · k_s) v_s</c> (no scale, no normaliser); equivalently the recurrence
 /// <c>state_t = λ·state_{t−1} + k_tᵀ v_t</c>, <c>o_t = q_t·state_t</c>, with <c>state_{−1}</c> the optional initial
 /// state (zero when absent). Layouts: <c>q, k [B, T, H, dk]</c>, <c>v [B, T, H, dv]</c>, <c>o [B, T, H, dv]</c>,
-/// states <c>[B, H, dk, dv]</c>. Backward passes <b>add</b> into the gradients they are given and skip a null one.
+/// states <c>[B, H, dk, dv]</c> of dtype <see cref="StateDType"/> (F32 for BF16/F16 inputs: a 16-bit state drifts over a
+/// long decode, and TransNormerLLM keeps its state in fp32 too). Backward passes <b>add</b> into the gradients they are
+/// given and skip a null one.
 /// </summary>
 /// <remarks>Thread safety: the entries are stateless. On the CPU backend calls may run on many threads at once as long as no two write the same tensor; the CUDA backend's ops share one stream and scratch buffer, so calls of these ops on one CUDA backend must come from one thread at a time (layer calls are serialised for you).</remarks>
 public static class Lightning
 {
+    /// <summary>
+    /// The dtype of the states (initial, final and their gradients) for inputs of <paramref name="dtype"/>: F32 for BF16 and
+    /// F16, the input dtype otherwise.
+    /// </summary>
+    /// <param name="dtype">The dtype of q, k and v.</param>
+    public static DType StateDType(DType dtype) => dtype.IsHalfPrecision() ? DType.F32 : dtype;
+
     /// <summary>
     /// Returns <c>o_t = Σ_{s≤t} λ_h^(t−s) (q_t · k_s) v_s</c> (plus <c>λ_h^(t+1) q_t·S0</c> with an initial state S0) as a
     /// new tensor <c>[B, T, H, dv]</c>.
@@ -76,7 +85,8 @@ public static class Lightning
     /// Adds the gradients of the forward without initial state, given <paramref name="dO"/>:
     /// <c>dq_t = Σ_{s≤t} λ^(t−s) (dO_t·v_s) k_s</c>, <c>dk_s = Σ_{t≥s} λ^(t−s) (dO_t·v_s) q_t</c>,
     /// <c>dv_s = Σ_{t≥s} λ^(t−s) (q_t·k_s) dO_t</c>, with the two-sweep chunked algorithm of Lightning Attention-2.
-    /// Any gradient may be null (not computed); the gradients must be distinct from the inputs.
+    /// Any gradient may be null (not computed); the gradients must be distinct from the inputs. The overload with states
+    /// covers a forward that had an initial state or whose final state was used.
     /// </summary>
     /// <param name="q">Queries <c>[B, T, H, dk]</c>.</param>
     /// <param name="k">Keys <c>[B, T, H, dk]</c>.</param>
@@ -96,7 +106,70 @@ public static class Lightning
         ValidateGradient(q, k, v, dO, dq, q.Shape, nameof(dq));
         ValidateGradient(q, k, v, dO, dk, k.Shape, nameof(dk));
         ValidateGradient(q, k, v, dO, dv, v.Shape, nameof(dv));
-        q.Backend.LightningBackward(q, k, v, decay.ToArray(), dO, dq, dk, dv, blockSize);
+        q.Backend.LightningBackward(q, k, v, decay.ToArray(), dO, dq, dk, dv, null, null, null, blockSize);
+    }
+
+    /// <summary>
+    /// Adds the gradients of the forward with initial state S0 (<paramref name="initialState"/>, or none) and a final state
+    /// S_{T−1} that itself has the gradient G (<paramref name="dFinalState"/>: chunked or truncated training through a carried
+    /// state), given <paramref name="dO"/>. With <c>D_s = Σ_{t≥s} λ^(t−s) q_tᵀ dO_t + λ^(T−1−s) G</c> (the gradient of
+    /// the state after token s): <c>dq_t = dO_t·S_tᵀ</c> with <c>S_t = λ^(t+1) S0 + Σ_{s≤t} λ^(t−s) k_sᵀ v_s</c>,
+    /// <c>dk_s = D_s v_s</c>, <c>dv_s = k_s D_s</c> and <c>dS0 = λ·D_0</c> (G when T = 0). Any gradient may be null (not
+    /// computed), as may the states; the gradients must be distinct from the inputs.
+    /// </summary>
+    /// <param name="q">Queries <c>[B, T, H, dk]</c>.</param>
+    /// <param name="k">Keys <c>[B, T, H, dk]</c>.</param>
+    /// <param name="v">Values <c>[B, T, H, dv]</c>.</param>
+    /// <param name="decay">λ_h per head, each in (0, 1].</param>
+    /// <param name="dO">Gradient of the output <c>[B, T, H, dv]</c>.</param>
+    /// <param name="dq">Receives (adds) the gradient of <paramref name="q"/>, or null.</param>
+    /// <param name="dk">Receives (adds) the gradient of <paramref name="k"/>, or null.</param>
+    /// <param name="dv">Receives (adds) the gradient of <paramref name="v"/>, or null.</param>
+    /// <param name="initialState">The forward's initial state S0 <c>[B, H, dk, dv]</c>, or null (zero).</param>
+    /// <param name="dInitialState">Receives (adds) the gradient of S0 <c>[B, H, dk, dv]</c>, or null.</param>
+    /// <param name="dFinalState">The gradient of the forward's final state <c>[B, H, dk, dv]</c>, or null (zero).</param>
+    /// <param name="blockSize">Block length of the chunked algorithm (≥ 1); the result does not depend on it.</param>
+    public static void Backward(Tensor q, Tensor k, Tensor v, ReadOnlySpan<double> decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState, int blockSize = 64)
+    {
+        ValidateInputs(q, k, v, decay, blockSize);
+        var s = q.Shape;
+        Check.Compatible(q, nameof(q), dO, nameof(dO));
+        Check.Shape(dO, new Shape(s[0], s[1], s[2], v.Shape[-1]), nameof(dO));
+        ValidateGradient(q, k, v, dO, dq, q.Shape, nameof(dq));
+        ValidateGradient(q, k, v, dO, dk, k.Shape, nameof(dk));
+        ValidateGradient(q, k, v, dO, dv, v.Shape, nameof(dv));
+        ValidateState(q, v, initialState, nameof(initialState));
+        ValidateState(q, v, dFinalState, nameof(dFinalState));
+        ValidateState(q, v, dInitialState, nameof(dInitialState));
+        if (dInitialState is not null)
+        {
+            // dS0 is accumulated while the inputs and the other gradients are still being read or written.
+            Tensor?[] others = [q, k, v, dO, dq, dk, dv, initialState, dFinalState];
+            string[] names = [nameof(q), nameof(k), nameof(v), nameof(dO), nameof(dq), nameof(dk), nameof(dv), nameof(initialState), nameof(dFinalState)];
+            for (int i = 0; i < others.Length; i++)
+            {
+                if (others[i] is { } other)
+                {
+                    Check.Distinct(dInitialState, nameof(dInitialState), other, names[i]);
+                }
+            }
+        }
+        foreach (var (gradient, name) in new[] { (dq, nameof(dq)), (dk, nameof(dk)), (dv, nameof(dv)) })
+        {
+            if (gradient is null)
+            {
+                continue;
+            }
+            if (initialState is not null)
+            {
+                Check.Distinct(gradient, name, initialState, nameof(initialState));
+            }
+            if (dFinalState is not null)
+            {
+                Check.Distinct(gradient, name, dFinalState, nameof(dFinalState));
+            }
+        }
+        q.Backend.LightningBackward(q, k, v, decay.ToArray(), dO, dq, dk, dv, initialState, dInitialState, dFinalState, blockSize);
     }
 
     private static void ValidateInputs(Tensor q, Tensor k, Tensor v, ReadOnlySpan<double> decay, int blockSize)
@@ -136,17 +209,28 @@ public static class Lightning
 
     private static void ValidateStates(Tensor q, Tensor v, Tensor? initialState, Tensor? finalState)
     {
-        var stateShape = new Shape(q.Shape[0], q.Shape[2], q.Shape[3], v.Shape[3]);
-        if (initialState is not null)
+        ValidateState(q, v, initialState, nameof(initialState));
+        ValidateState(q, v, finalState, nameof(finalState));
+    }
+
+    // A state (or its gradient): q's backend, dtype StateDType(q), shape [B, H, dk, dv].
+    private static void ValidateState(Tensor q, Tensor v, Tensor? state, string name)
+    {
+        if (state is null)
         {
-            Check.Compatible(q, nameof(q), initialState, nameof(initialState));
-            Check.Shape(initialState, stateShape, nameof(initialState));
+            return;
         }
-        if (finalState is not null)
+        Check.Usable(state, name);
+        if (!ReferenceEquals(state.Backend, q.Backend))
         {
-            Check.Compatible(q, nameof(q), finalState, nameof(finalState));
-            Check.Shape(finalState, stateShape, nameof(finalState));
+            throw new ArgumentException($"{name}: expected a tensor on backend {q.Backend.Name} (as q), actual {Check.BackendOf(state, q.Backend)}", name);
         }
+        var dtype = StateDType(q.DType);
+        if (state.DType != dtype)
+        {
+            throw new ArgumentException($"{name}: expected dtype {dtype} (the state dtype for {q.DType} q), actual {state.DType}", name);
+        }
+        Check.Shape(state, new Shape(q.Shape[0], q.Shape[2], q.Shape[3], v.Shape[3]), name);
     }
 
     private static void ValidateGradient(Tensor q, Tensor k, Tensor v, Tensor dO, Tensor? gradient, Shape expected, string name)

@@ -17,13 +17,16 @@ namespace Attention.Native.Ops;
 /// <item>forward: <c>o_a = λ^(a+1) q_a·KV</c> (inter) <c>+ Σ_{c≤a} λ^(a−c) (q_a·k_c) v_c</c> (intra, the mask M);
 /// then <c>KV ← λ^n KV + Σ_c λ^(n−1−c) k_cᵀ v_c</c>.</item>
 /// <item>backward, forward sweep: <c>dq_a = dO_a·S_aᵀ = λ^(a+1) dO_a·KVᵀ + Σ_{c≤a} λ^(a−c) (dO_a·v_c) k_c</c>,
-/// with KV carried as in the forward (no initial state).</item>
-/// <item>backward, reverse sweep: with <c>D_s = Σ_{t≥s} λ^(t−s) q_tᵀ dO_t</c>, <c>dk_s = D_s v_s</c> and
-/// <c>dv_s = k_s D_s</c>. The carried dKV is <c>λ·D</c> at the start of the next block, i.e.
-/// <c>dKV = Σ_{t ≥ t0+n} λ^(t−(t0+n)+1) q_tᵀ dO_t</c>, so <c>D_{t0+c} = Σ_{a≥c} λ^(a−c) q_aᵀ dO_a + λ^(n−1−c) dKV</c>:
+/// with KV carried as in the forward (from S0).</item>
+/// <item>backward, reverse sweep: with G the gradient of the final state S_{T−1} (zero when absent) and
+/// <c>D_s = ∂L/∂S_s = Σ_{t≥s} λ^(t−s) q_tᵀ dO_t + λ^(T−1−s) G</c>, <c>dk_s = D_s v_s</c> and <c>dv_s = k_s D_s</c>.
+/// The carried dKV is <c>λ·D</c> at the start of the next block, i.e.
+/// <c>dKV = Σ_{t ≥ t0+n} λ^(t−(t0+n)+1) q_tᵀ dO_t + λ^(T−t0−n) G</c> (G itself before the last block), so
+/// <c>D_{t0+c} = Σ_{a≥c} λ^(a−c) q_aᵀ dO_a + λ^(n−1−c) dKV</c>:
 /// <c>dk_c = Σ_{a≥c} λ^(a−c) (dO_a·v_c) q_a + λ^(n−1−c) dKV·v_c</c>,
 /// <c>dv_c = Σ_{a≥c} λ^(a−c) (q_a·k_c) dO_a + λ^(n−1−c) k_c·dKV</c>;
-/// then <c>dKV ← λ^n dKV + Σ_a λ^(a+1) q_aᵀ dO_a</c>.</item>
+/// then <c>dKV ← λ^n dKV + Σ_a λ^(a+1) q_aᵀ dO_a</c>. After the first block dKV = λ·D_0 = ∂L/∂S0 (S0 enters S_t as
+/// λ^(t+1) S0), the gradient of the initial state.</item>
 /// </list>
 /// Every exponent uses the current block's own length n, so the partial last block needs no special case.
 /// Powers are taken from a table of λ^0 … λ^B (no division by powers of λ, which could underflow).
@@ -68,7 +71,7 @@ internal static class LightningCpu
         });
     }
 
-    public static void Backward<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> v, double[] decay, PinnedBuffer<T> dO, PinnedBuffer<T> dq, PinnedBuffer<T> dk, PinnedBuffer<T> dv, Dimensions dims, int blockSize)
+    public static void Backward<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> v, double[] decay, PinnedBuffer<T> dO, PinnedBuffer<T> dq, PinnedBuffer<T> dk, PinnedBuffer<T> dv, PinnedBuffer<T> initialState, PinnedBuffer<T> dInitialState, PinnedBuffer<T> dFinalState, Dimensions dims, int blockSize)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int block = dims.EffectiveBlock(blockSize);
@@ -86,6 +89,10 @@ internal static class LightningCpu
             var sum = new T[Math.Max(dims.KeyWidth, dims.ValueWidth)];
             if (!dq.IsEmpty)
             {
+                if (!initialState.IsEmpty)
+                {
+                    initialState.Slice((long)bh * stateSize, stateSize).CopyTo(state);
+                }
                 var dqRows = dims.KeyRows(dq, b, h);
                 var row = sum.AsSpan(0, dims.KeyWidth);
                 for (int t0 = 0; t0 < dims.Seq; t0 += block)
@@ -101,13 +108,17 @@ internal static class LightningCpu
                     AdvanceState(state, kRows, vRows, t0, n, powers);
                 }
             }
-            if ((dk.IsEmpty && dv.IsEmpty) || dims.Seq == 0)
+            if (dk.IsEmpty && dv.IsEmpty && dInitialState.IsEmpty)
             {
                 return;
             }
             var dkRows = dims.KeyRows(dk, b, h);
             var dvRows = dims.ValueRows(dv, b, h);
             Array.Clear(state);
+            if (!dFinalState.IsEmpty)
+            {
+                dFinalState.Slice((long)bh * stateSize, stateSize).CopyTo(state);
+            }
             for (int t0 = (dims.Seq - 1) / block * block; t0 >= 0; t0 -= block)
             {
                 int n = Math.Min(block, dims.Seq - t0), last = t0 + n - 1;
@@ -137,6 +148,12 @@ internal static class LightningCpu
                 {
                     AddOuter(state, qRows[a], dORows[a], powers[a - t0 + 1]);
                 }
+            }
+            if (!dInitialState.IsEmpty)
+            {
+                // dKV is now λ·D_0 = ∂L/∂S0 (G itself when T = 0).
+                var target = dInitialState.Slice((long)bh * stateSize, stateSize);
+                TensorPrimitives.Add(target, state, target);
             }
         });
     }

@@ -8,8 +8,10 @@ namespace Attention.Native.Ops
     /// CUDA launcher of <see cref="Lightning"/> (cuda/lightning.cu; cuda/lightning_mma.cu on tensor cores for bf16/fp16 heads of
     /// 64 or 128, with the same arguments). One kernel, the Lightning-2 chunked recurrence with its
     /// state slice in shared memory across blocks, serves every pass:
-    /// forward <c>o = rec(q, k, v)</c>; backward, forward sweep <c>dq += rec(dO, v, k)</c>; reverse sweeps
-    /// <c>dv += rec←(k, q, dO)</c> and <c>dk += rec←(v, dO, q)</c> (the state of the reverse sweep is D of the CPU reference).
+    /// forward <c>o = rec(q, k, v)</c>; backward, forward sweep <c>dq += rec(dO, v, k)</c> from S0ᵀ; reverse sweeps
+    /// <c>dv += rec←(k, q, dO)</c> and <c>dk += rec←(v, dO, q)</c> from the final state's gradient G (Gᵀ for dk), the state of
+    /// the reverse sweep being D of the CPU reference, and <c>dS0 += λ·D_0</c> from the dv sweep's last state
+    /// (cuda/include/lightning_state.cuh). States are fp32 whatever the storage type.
     /// A single token (T = 1, the decode step, usually with the state updated in place) runs the small recurrent-step kernel
     /// <c>lightning_decode_step</c> instead: <c>o = λ q·S + (q·k) v</c>, <c>S ← λ S + kᵀ v</c>.
     /// </summary>
@@ -23,6 +25,11 @@ namespace Attention.Native.Ops
         private const int Threads = 256;
         private const int MaxHeadsPerLaunch = 64;  // LIGHTNING_MAX_HEADS
         private const int StepWarps = 8;           // LIGHTNING_STEP_WARPS
+
+        // LIGHTNING_STATE_* of cuda/include/lightning_state.cuh.
+        private const int StateTransposed = 1;
+        private const int StateAtFirst = 2;
+        private const int StateAddFinal = 4;
 
         private static readonly KernelNames Kernel = new("lightning_forward");
         private static readonly KernelNames StepKernel = new("lightning_decode_step");
@@ -40,7 +47,7 @@ namespace Attention.Native.Ops
         // The tensor-core recurrence applies to 16-bit tensors with an inner width of 64 or 128 and an output width that is a
         // multiple of 64, on sm_80+, the tensors cp.async reads and the output 16-byte aligned (states are read and written
         // element by element); ATTENTION_NATIVE_TENSOR_CORES=0 turns it off.
-        private static bool TensorCoresFit(CudaBackend backend, Tensor output, Tensor a, Tensor b, Tensor c)
+        private static bool TensorCoresFit(CudaBackend backend, Tensor? output, Tensor a, Tensor b, Tensor c)
         {
             int inner = a.Shape[3], width = c.Shape[3];
             return SoftmaxAttentionTensorCoreCuda.Enabled
@@ -48,7 +55,7 @@ namespace Attention.Native.Ops
                 && inner is 64 or 128
                 && width % TensorCoreColumns == 0
                 && backend.Device.ComputeCapabilityMajor >= 8
-                && SoftmaxAttentionTensorCoreCuda.Aligned(output) && SoftmaxAttentionTensorCoreCuda.Aligned(a)
+                && (output is null || SoftmaxAttentionTensorCoreCuda.Aligned(output)) && SoftmaxAttentionTensorCoreCuda.Aligned(a)
                 && SoftmaxAttentionTensorCoreCuda.Aligned(b) && SoftmaxAttentionTensorCoreCuda.Aligned(c);
         }
 
@@ -67,28 +74,31 @@ namespace Attention.Native.Ops
                 DecodeStep(backend, o, finalState, initialState, q, k, v, decay);
                 return;
             }
-            Recurrence(backend, o, finalState, initialState, q, k, v, decay, reverse: false, accumulate: false);
+            Recurrence(backend, o, finalState, initialState, q, k, v, decay, reverse: false, accumulate: false, stateMode: 0);
         }
 
-        public static void Backward(CudaBackend backend, Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv)
+        public static void Backward(CudaBackend backend, Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState)
         {
             CheckWidths(q, v);
             if (dq is not null)
             {
-                Recurrence(backend, dq, null, null, dO, v, k, decay, reverse: false, accumulate: true);
+                // Its state is Σ v_sᵀ k_s = Sᵀ: it starts from S0ᵀ.
+                Recurrence(backend, dq, null, initialState, dO, v, k, decay, reverse: false, accumulate: true, stateMode: StateTransposed);
             }
-            if (dv is not null)
+            if (dv is not null || dInitialState is not null)
             {
-                Recurrence(backend, dv, null, null, k, q, dO, decay, reverse: true, accumulate: true);
+                // Its state is D (Σ q_tᵀ dO_t, decayed): from G, and λ·D_0 added into dS0; without dv it runs for dS0 alone.
+                Recurrence(backend, dv, dInitialState, dFinalState, k, q, dO, decay, reverse: true, accumulate: true, stateMode: StateAtFirst | StateAddFinal);
             }
             if (dk is not null)
             {
-                Recurrence(backend, dk, null, null, v, dO, q, decay, reverse: true, accumulate: true);
+                Recurrence(backend, dk, null, dFinalState, v, dO, q, decay, reverse: true, accumulate: true, stateMode: StateAtFirst | StateTransposed);
             }
         }
 
-        // out (+)= Σ_{s ≤ t in sweep order} λ^(t−s) (a_t·b_s) c_s (+ λ^(t+1) a_t·S0), over tensors [B, T, H, width].
-        private static void Recurrence(CudaBackend backend, Tensor output, Tensor? finalState, Tensor? initialState, Tensor a, Tensor b, Tensor c, double[] decay, bool reverse, bool accumulate)
+        // out (+)= Σ_{s ≤ t in sweep order} λ^(t−s) (a_t·b_s) c_s (+ λ^(t+1) a_t·S0), over tensors [B, T, H, width]; stateMode
+        // changes how the states enter and leave (LIGHTNING_STATE_*). A null output computes only the final state.
+        private static void Recurrence(CudaBackend backend, Tensor? output, Tensor? finalState, Tensor? initialState, Tensor a, Tensor b, Tensor c, double[] decay, bool reverse, bool accumulate, int stateMode)
         {
             var s = a.Shape;
             int batch = s[0], seq = s[1], heads = s[2], inner = s[3], width = c.Shape[3];
@@ -129,6 +139,7 @@ namespace Attention.Native.Ops
                 args.Add(width);
                 args.Add(reverse ? 1 : 0);
                 args.Add(accumulate ? 1 : 0);
+                args.Add(stateMode);
                 var grid = Dim3.Grid((long)batch * group, Dim3.CeilDiv(width, tensorCores ? TensorCoreColumns : Columns), 1, nameof(c), "batch × heads of a launch", "column slices", "one block");
                 kernel.Launch(grid, (uint)(tensorCores ? TensorCoreThreads : Threads), (uint)shared, backend.Stream, args);
             }
@@ -200,7 +211,7 @@ namespace Attention.Native
         internal override void LightningForward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState, int blockSize) =>
             LightningCuda.Forward(this, q, k, v, decay, o, initialState, finalState);
 
-        internal override void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, int blockSize) =>
-            LightningCuda.Backward(this, q, k, v, decay, dO, dq, dk, dv);
+        internal override void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState, int blockSize) =>
+            LightningCuda.Backward(this, q, k, v, decay, dO, dq, dk, dv, initialState, dInitialState, dFinalState);
     }
 }

@@ -7,7 +7,7 @@ public abstract partial class Backend
 {
     internal virtual void LightningForward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState, int blockSize) => throw Unsupported(nameof(Lightning));
 
-    internal virtual void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, int blockSize) => throw Unsupported(nameof(Lightning));
+    internal virtual void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState, int blockSize) => throw Unsupported(nameof(Lightning));
 }
 
 public sealed partial class CpuBackend
@@ -16,9 +16,10 @@ public sealed partial class CpuBackend
     {
         if (q.DType.IsHalfPrecision())
         {
-            // The initial state is widened (copied) before any work, so an in-place final state reads it intact.
+            // The states are F32 already (Lightning.StateDType): they pass as they are; LightningCpu copies the initial state
+            // before writing the final one, so an in-place update reads it intact.
             using var w = new Widening(this);
-            LightningForward(w.In(q), w.In(k), w.In(v), decay, w.Out(o, keepContents: false), w.InOptional(initialState), w.OutOptional(finalState, keepContents: false), blockSize);
+            LightningForward(w.In(q), w.In(k), w.In(v), decay, w.Out(o, keepContents: false), initialState, finalState, blockSize);
             return;
         }
         var dims = LightningDimensions(q, v);
@@ -32,22 +33,23 @@ public sealed partial class CpuBackend
         }
     }
 
-    internal override void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, int blockSize)
+    internal override void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState, int blockSize)
     {
         if (q.DType.IsHalfPrecision())
         {
+            // The states and dS0 are F32 already (Lightning.StateDType).
             using var w = new Widening(this);
-            LightningBackward(w.In(q), w.In(k), w.In(v), decay, w.In(dO), w.OutOptional(dq, keepContents: true), w.OutOptional(dk, keepContents: true), w.OutOptional(dv, keepContents: true), blockSize);
+            LightningBackward(w.In(q), w.In(k), w.In(v), decay, w.In(dO), w.OutOptional(dq, keepContents: true), w.OutOptional(dk, keepContents: true), w.OutOptional(dv, keepContents: true), initialState, dInitialState, dFinalState, blockSize);
             return;
         }
         var dims = LightningDimensions(q, v);
         if (q.DType == DType.F64)
         {
-            LightningCpu.Backward(P<double>(q), P<double>(k), P<double>(v), decay, P<double>(dO), P<double>(dq), P<double>(dk), P<double>(dv), dims, blockSize);
+            LightningCpu.Backward(P<double>(q), P<double>(k), P<double>(v), decay, P<double>(dO), P<double>(dq), P<double>(dk), P<double>(dv), P<double>(initialState), P<double>(dInitialState), P<double>(dFinalState), dims, blockSize);
         }
         else
         {
-            LightningCpu.Backward(P<float>(q), P<float>(k), P<float>(v), decay, P<float>(dO), P<float>(dq), P<float>(dk), P<float>(dv), dims, blockSize);
+            LightningCpu.Backward(P<float>(q), P<float>(k), P<float>(v), decay, P<float>(dO), P<float>(dq), P<float>(dk), P<float>(dv), P<float>(initialState), P<float>(dInitialState), P<float>(dFinalState), dims, blockSize);
         }
     }
 
