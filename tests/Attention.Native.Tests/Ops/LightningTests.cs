@@ -187,14 +187,154 @@ public class LightningTests
     public void Bfloat16_path_with_an_in_place_state_agrees_with_double()
     {
         var p = Problem.Random(1, 12, 2, 4, 3, seed: 800).RoundedTo(DType.BF16);
-        var s0 = Round(TestData.Normal(801, p.StateShape.ElementCount), DType.BF16);
+        var s0 = Round(TestData.Normal(801, p.StateShape.ElementCount), DType.F32);
         using var q = Cpu.FromArray(p.Q, p.KeyShape, DType.BF16);
         using var k = Cpu.FromArray(p.K, p.KeyShape, DType.BF16);
         using var v = Cpu.FromArray(p.V, p.ValueShape, DType.BF16);
-        using var state = Cpu.FromArray(s0, p.StateShape, DType.BF16);
+        // The state of 16-bit inputs is F32: computed in F32 from the rounded inputs, it meets F32's tolerance.
+        Assert.That(Lightning.StateDType(DType.BF16), Is.EqualTo(DType.F32));
+        using var state = Cpu.FromArray(s0, p.StateShape, DType.F32);
         using var o = Lightning.Forward(q, k, v, p.Decay, state, state, blockSize: 5);
         AssertClose("BF16 o", o.ToDoubleArray(), NaiveOutput(p, s0), 2e-2);
-        AssertClose("BF16 final state", state.ToDoubleArray(), NaiveFinalState(p, s0), 2e-2);
+        AssertClose("BF16 final state (F32)", state.ToDoubleArray(), NaiveFinalState(p, s0), 1e-4);
+    }
+
+    [TestCase(1, 1, 1)]
+    [TestCase(2, 7, 3)]
+    [TestCase(1, 20, 8)]
+    [TestCase(2, 9, 64)]
+    [TestCase(1, 0, 4)]
+    public void Gradients_with_states_match_finite_differences(int batch, int seq, int blockSize)
+    {
+        // Inputs q, k, v and S0; the output is o followed by the final state, so the upstream gradient carries dO and G.
+        const int Heads = 3, Dk = 3, Dv = 2;
+        var decay = Decays(Heads);
+        var keyShape = new Shape(batch, seq, Heads, Dk);
+        var valueShape = new Shape(batch, seq, Heads, Dv);
+        var stateShape = new Shape(batch, Heads, Dk, Dv);
+        // With T = 0 nothing depends on S0 but the final state: only the case with G can tell a wrong dS0.
+        foreach (bool finalGradient in seq == 0 ? new[] { true } : [true, false])
+        {
+            double error = OpGradientCheck.MaxError(
+                [keyShape, keyShape, valueShape, stateShape],
+                t =>
+                {
+                    using var final = Cpu.Zeros(stateShape, DType.F64);
+                    using var o = Lightning.Forward(t[0], t[1], t[2], decay, t[3], final, blockSize);
+                    double[] all = finalGradient ? [.. o.ToDoubleArray(), .. final.ToDoubleArray()] : o.ToDoubleArray();
+                    return Cpu.FromArray(all, new Shape(all.Length), DType.F64);
+                },
+                (t, dy, g) =>
+                {
+                    double[] all = dy.ToDoubleArray();
+                    int n = (int)valueShape.ElementCount;
+                    using var dO = Cpu.FromArray(all.AsSpan(0, n).ToArray(), valueShape, DType.F64);
+                    using var dFinal = finalGradient ? Cpu.FromArray(all.AsSpan(n).ToArray(), stateShape, DType.F64) : null;
+                    Lightning.Backward(t[0], t[1], t[2], decay, dO, g[0], g[1], g[2], t[3], g[3], dFinal, blockSize);
+                },
+                seed: 40 + seq);
+            GradientCheck.AssertClose($"lightning with S0{(finalGradient ? " and G" : string.Empty)} B={batch} T={seq} block={blockSize}", error);
+        }
+    }
+
+    [TestCase(2, 150, 3, 6, 5, 32)]
+    [TestCase(1, 67, 2, 4, 4, 1)]
+    [TestCase(1, 0, 2, 3, 2, 8)]
+    public void Backward_with_states_equals_the_naive_gradients(int batch, int seq, int heads, int dk, int dv, int blockSize)
+    {
+        var p = Problem.Random(batch, seq, heads, dk, dv, seed: 520 + seq);
+        var dOValues = TestData.Normal(621, p.ValueShape.ElementCount);
+        var s0 = TestData.Normal(622, p.StateShape.ElementCount);
+        var g = TestData.Normal(623, p.StateShape.ElementCount);
+        using var q = Problem.Make(p.Q, p.KeyShape);
+        using var k = Problem.Make(p.K, p.KeyShape);
+        using var v = Problem.Make(p.V, p.ValueShape);
+        using var dO = Problem.Make(dOValues, p.ValueShape);
+        using var initial = Problem.Make(s0, p.StateShape);
+        using var dFinal = Problem.Make(g, p.StateShape);
+        var expected = NaiveGradients(p, dOValues, s0, g);
+        string[] names = ["dq", "dk", "dv", "dS0"];
+        Shape[] shapes = [p.KeyShape, p.KeyShape, p.ValueShape, p.StateShape];
+        // All four together, then each alone (the others null: the sweeps they need still run for it).
+        var all = shapes.Select(shape => Cpu.Zeros(shape, DType.F64)).ToArray();
+        Lightning.Backward(q, k, v, p.Decay, dO, all[0], all[1], all[2], initial, all[3], dFinal, blockSize);
+        for (int i = 0; i < 4; i++)
+        {
+            AssertClose($"{names[i]} with S0 and G", all[i].ToDoubleArray(), expected[i], 1e-11);
+            all[i].Dispose();
+            var start = TestData.Normal(630 + i, shapes[i].ElementCount);
+            using var alone = Problem.Make(start, shapes[i]);
+            Lightning.Backward(q, k, v, p.Decay, dO, i == 0 ? alone : null, i == 1 ? alone : null, i == 2 ? alone : null, initial, i == 3 ? alone : null, dFinal, blockSize);
+            AssertClose($"{names[i]} alone, added to its contents", alone.ToDoubleArray(), start.Zip(expected[i], (a, b) => a + b).ToArray(), 1e-11);
+        }
+    }
+
+    [Test]
+    public void Backward_with_states_in_float_and_16_bit_agrees_with_double_by_contribution()
+    {
+        var p = Problem.Random(2, 45, 3, 4, 5, seed: 720);
+        var dOValues = TestData.Normal(721, p.ValueShape.ElementCount);
+        var s0 = TestData.Normal(722, p.StateShape.ElementCount);
+        var g = TestData.Normal(723, p.StateShape.ElementCount);
+        string[] names = ["dq", "dk", "dv", "dS0"];
+        foreach (var dtype in new[] { DType.F32, DType.BF16, DType.F16 })
+        {
+            // The reference in F64 on the inputs rounded as the run under test sees them (states: F32 for every dtype here).
+            var rounded = p.RoundedTo(dtype);
+            var dORounded = Round(dOValues, dtype);
+            var s0Rounded = Round(s0, DType.F32);
+            var gRounded = Round(g, DType.F32);
+            var reference = NaiveGradients(rounded, dORounded, s0Rounded, gRounded);
+            var stateType = Lightning.StateDType(dtype);
+            using var q = Cpu.FromArray(rounded.Q, p.KeyShape, dtype);
+            using var k = Cpu.FromArray(rounded.K, p.KeyShape, dtype);
+            using var v = Cpu.FromArray(rounded.V, p.ValueShape, dtype);
+            using var dO = Cpu.FromArray(dORounded, p.ValueShape, dtype);
+            using var initial = Cpu.FromArray(s0Rounded, p.StateShape, stateType);
+            using var dFinal = Cpu.FromArray(gRounded, p.StateShape, stateType);
+            Shape[] shapes = [p.KeyShape, p.KeyShape, p.ValueShape, p.StateShape];
+            DType[] types = [dtype, dtype, dtype, stateType];
+            // Gradients start from values of the contribution's size, so a backward that overwrote or added 0.9× would fail.
+            var before = new float[4][];
+            var grads = new Tensor[4];
+            for (int i = 0; i < 4; i++)
+            {
+                before[i] = TestData.Representable(TestData.NormalSingle(730 + i, shapes[i].ElementCount, Rms(reference[i])), types[i]);
+                grads[i] = Cpu.FromArray(before[i], shapes[i], types[i]);
+            }
+            Lightning.Backward(q, k, v, p.Decay, dO, grads[0], grads[1], grads[2], initial, grads[3], dFinal, blockSize: 16);
+            for (int i = 0; i < 4; i++)
+            {
+                Precision.AssertAdded($"lightning cpu {dtype} vs f64 {names[i]} with S0 and G", types[i], "[2,45,3,4]x[2,45,3,5]", before[i], reference[i].Select(x => (float)x).ToArray(), grads[i].ToArray());
+                grads[i].Dispose();
+            }
+        }
+    }
+
+    [Test]
+    public void States_must_have_the_state_dtype()
+    {
+        var keyShape = new Shape(1, 3, 2, 4);
+        using var q = Cpu.Zeros(keyShape, DType.BF16);
+        using var k = Cpu.Zeros(keyShape, DType.BF16);
+        using var v = Cpu.Zeros(new Shape(1, 3, 2, 5), DType.BF16);
+        using var o = Cpu.Zeros(new Shape(1, 3, 2, 5), DType.BF16);
+        using var bf16State = Cpu.Zeros(new Shape(1, 2, 4, 5), DType.BF16);
+        using var f32State = Cpu.Zeros(new Shape(1, 2, 4, 5), DType.F32);
+        using var wrongShape = Cpu.Zeros(new Shape(1, 2, 5, 4), DType.F32);
+        double[] decay = [0.5, 0.9];
+        Assert.That(Lightning.StateDType(DType.F16), Is.EqualTo(DType.F32));
+        Assert.That(Lightning.StateDType(DType.F32), Is.EqualTo(DType.F32));
+        Assert.That(Lightning.StateDType(DType.F64), Is.EqualTo(DType.F64));
+        LinearTests.AssertArgument(() => Lightning.Forward(q, k, v, decay, bf16State), "initialState", "F32", "BF16");
+        LinearTests.AssertArgument(() => Lightning.Forward(q, k, v, decay, o, f32State, bf16State), "finalState", "F32", "BF16");
+        LinearTests.AssertArgument(() => Lightning.Backward(q, k, v, decay, o, null, null, null, bf16State, null, null), "initialState", "F32", "BF16");
+        LinearTests.AssertArgument(() => Lightning.Backward(q, k, v, decay, o, null, null, null, null, bf16State, null), "dInitialState", "F32", "BF16");
+        LinearTests.AssertArgument(() => Lightning.Backward(q, k, v, decay, o, null, null, null, null, null, bf16State), "dFinalState", "F32", "BF16");
+        LinearTests.AssertArgument(() => Lightning.Backward(q, k, v, decay, o, null, null, null, null, wrongShape, null), "dInitialState", "[1, 2, 4, 5]", "[1, 2, 5, 4]");
+        LinearTests.AssertArgument(() => Lightning.Backward(q, k, v, decay, o, null, null, null, f32State, f32State, null), "dInitialState", "distinct from initialState", "same tensor");
+        using var output = Lightning.Forward(q, k, v, decay, f32State, f32State);
+        Assert.That(output.DType, Is.EqualTo(DType.BF16));
     }
 
     [Test]
@@ -247,7 +387,7 @@ public class LightningTests
         using var q = Cpu.FromArray(p.Q, p.KeyShape, dtype);
         using var k = Cpu.FromArray(p.K, p.KeyShape, dtype);
         using var v = Cpu.FromArray(p.V, p.ValueShape, dtype);
-        using var state = Cpu.FromArray(s0, p.StateShape, dtype);
+        using var state = Cpu.FromArray(s0, p.StateShape, Lightning.StateDType(dtype));
         using var o = Lightning.Forward(q, k, v, p.Decay, state, state, blockSize: 16);
         using var dO = Cpu.FromArray(dOValues, p.ValueShape, dtype);
         using var dq = Cpu.Zeros(p.KeyShape, dtype);
@@ -322,6 +462,44 @@ public class LightningTests
         }
         return state;
     }
+
+    /// <summary>
+    /// The gradients with an initial state S0 and a final-state gradient G, term by term: o_t's term λ^(t+1) q_t·S0 sends
+    /// λ^(t+1) dO_t·S0ᵀ to dq_t and λ^(t+1) q_tᵀ dO_t to dS0; the final state's terms λ^(T−1−s) k_sᵀ v_s and λ^T S0 send
+    /// λ^(T−1−s) G v_s to dk_s, λ^(T−1−s) k_s G to dv_s and λ^T G to dS0. Returns dq, dk, dv, dS0.
+    /// </summary>
+    private static double[][] NaiveGradients(Problem p, double[] dO, double[] s0, double[] g)
+    {
+        var (dq, dk, dv) = NaiveGradients(p, dO);
+        var ds0 = new double[p.StateShape.ElementCount];
+        for (int b = 0; b < p.B; b++)
+        {
+            for (int h = 0; h < p.H; h++)
+            {
+                double lambda = p.Decay[h];
+                for (int i = 0; i < p.Dk; i++)
+                {
+                    for (int j = 0; j < p.Dv; j++)
+                    {
+                        int at = p.StateIndex(b, h, i, j);
+                        ds0[at] += Math.Pow(lambda, p.T) * g[at];
+                        for (int t = 0; t < p.T; t++)
+                        {
+                            double w = Math.Pow(lambda, t + 1);
+                            dq[p.Index(b, t, h, p.Dk, i)] += w * dO[p.Index(b, t, h, p.Dv, j)] * s0[at];
+                            ds0[at] += w * p.Q[p.Index(b, t, h, p.Dk, i)] * dO[p.Index(b, t, h, p.Dv, j)];
+                            double wg = Math.Pow(lambda, p.T - 1 - t);
+                            dk[p.Index(b, t, h, p.Dk, i)] += wg * g[at] * p.V[p.Index(b, t, h, p.Dv, j)];
+                            dv[p.Index(b, t, h, p.Dv, j)] += wg * p.K[p.Index(b, t, h, p.Dk, i)] * g[at];
+                        }
+                    }
+                }
+            }
+        }
+        return [dq, dk, dv, ds0];
+    }
+
+    private static float Rms(double[] values) => values.Length == 0 ? 1f : (float)Math.Max(1e-30, Math.Sqrt(values.Sum(x => x * x) / values.Length));
 
     /// <summary>The gradients of the naive form, term by term: each term w·(q_t·k_s)·v_s sends its share back.</summary>
     private static (double[] Dq, double[] Dk, double[] Dv) NaiveGradients(Problem p, double[] dO)
