@@ -1,55 +1,69 @@
 // cuda/lightning.cu (the CUDA-core Lightning recurrence lightning_forward, and the decode step lightning_decode_step) in fp32,
 // bf16 and fp16 under the emulation of cuda_shim.h, against the recurrence written out in double on the same rounded inputs,
 // one token at a time in sweep order: S ← λS + b_tᵀ c_t, out_t (+)= a_t·S (so out_t = λ^(t+1) a_t·S0 + Σ_{s≤t} λ^(t−s)
-// (a_t·b_s) c_s), and the final state. Launches as LightningCuda (src/Managed/Attention.Native/Ops/Lightning/LightningCuda.cs):
+// (a_t·b_s) c_s), and the final state; the state modes of lightning_state.cuh (S0 read transposed, S0 entering with the first
+// token, λ·S added into the final state). Launches as LightningCuda (src/Managed/Attention.Native/Ops/Lightning/LightningCuda.cs):
 // Recurrence on (B · heads of a launch, ceil(width / 32)) × 256 threads with its shared-memory formula, heads in launches of
 // `group` (64 there: a smaller group here exercises head_offset as 65+ heads would); DecodeStep on the same grid × (32, 8).
-// out and the states (stored in T) by design.md's tolerance for T; an accumulating sweep's out (the backward's dq, dv, dk)
-// by check_added from starting values of the contribution's size; a non-accumulating one starts from garbage.
+// out by design.md's tolerance for T; the states are fp32 whatever T (built in fp32 from the rounded inputs): fp32's
+// tolerance. An accumulating sweep's out (the backward's dq, dv, dk) and an added final state (dS0) by check_added from
+// starting values of the contribution's size; a non-accumulating one starts from garbage.
+// backward(): the three sweeps exactly as LightningCuda.Backward composes them, with S0 and the final state's gradient G,
+// against the gradients written out term by term (dq, dk, dv, dS0).
 #include "cuda_shim.h"
 #include "bf16_check.h"
 #include "lightning.emu.cpp"
 #include <random>
 #include <algorithm>
 
-// step: run lightning_decode_step (T must be 1); in_place: its final state written over the initial one.
-struct P { int B, T, H, inner, width; double lambda; bool reverse, accumulate, state, final_state; int group; bool step = false, in_place = false; };
+// step: run lightning_decode_step (T must be 1); in_place: its final state written over the initial one; mode:
+// LIGHTNING_STATE_* flags.
+struct P { int B, T, H, inner, width; double lambda; bool reverse, accumulate, state, final_state; int group; bool step = false, in_place = false; int mode = 0; };
 
 template <typename T>
 int run(P p)
 {
-    std::mt19937 rng(p.B * 31 + p.T * 7 + p.inner + p.width + p.H);
+    std::mt19937 rng(p.B * 31 + p.T * 7 + p.inner + p.width + p.H + p.mode);
     std::normal_distribution<float> nd;
     const float s = 1.0f / std::sqrt((float)p.inner);
     auto vec = [&](size_t n, float scale) { std::vector<T> v(n); for (auto& x : v) x = from_float<T>(nd(rng) * scale); return v; };
+    auto floats_of = [&](size_t n, float scale) { std::vector<float> v(n); for (auto& x : v) x = nd(rng) * scale; return v; };
     auto F = [](const std::vector<T>& x, size_t i) { return (double)to_float(x[i]); };
     auto floats = [](const std::vector<T>& x) { std::vector<float> f(x.size()); for (size_t i = 0; i < x.size(); ++i) f[i] = to_float(x[i]); return f; };
     auto a = vec((size_t)p.B * p.T * p.H * p.inner, s), b = vec(a.size(), s), c = vec((size_t)p.B * p.T * p.H * p.width, 1);
-    const auto init = vec((size_t)p.B * p.H * p.inner * p.width, 1);
+    const auto init = floats_of((size_t)p.B * p.H * p.inner * p.width, 1);
+    const bool transposed = (p.mode & LIGHTNING_STATE_TRANSPOSED) != 0, at_first = (p.mode & LIGHTNING_STATE_AT_FIRST) != 0;
+    const bool add_final = (p.mode & LIGHTNING_STATE_ADD_FINAL) != 0;
     std::vector<double> lam(p.H);
     for (int h = 0; h < p.H; ++h) lam[h] = std::pow(p.lambda, 1.0 + 0.5 * h);
     std::vector<double> out_c(c.size()), fin_ref(init.size());
     for (int bb = 0; bb < p.B; ++bb) for (int h = 0; h < p.H; ++h) {
         const size_t sb = ((size_t)bb * p.H + h) * p.inner * p.width;
         std::vector<double> S((size_t)p.inner * p.width);
-        for (size_t e = 0; e < S.size(); ++e) S[e] = p.state ? F(init, sb + e) : 0.0;
+        for (int i = 0; i < p.inner; ++i) for (int j = 0; j < p.width; ++j)
+            S[(size_t)i * p.width + j] = p.state ? init[sb + (transposed ? (size_t)j * p.inner + i : (size_t)i * p.width + j)] : 0.0;
         for (int step = 0; step < p.T; ++step) {
             const int t = p.reverse ? p.T - 1 - step : step;
             const size_t at = ((size_t)bb * p.T + t) * p.H + h;
+            const double decay = at_first && step == 0 ? 1.0 : lam[h]; // AT_FIRST: S0 joins the first token's term undecayed
             for (int i = 0; i < p.inner; ++i) for (int j = 0; j < p.width; ++j)
-                S[(size_t)i * p.width + j] = lam[h] * S[(size_t)i * p.width + j] + F(b, at * p.inner + i) * F(c, at * p.width + j);
+                S[(size_t)i * p.width + j] = decay * S[(size_t)i * p.width + j] + F(b, at * p.inner + i) * F(c, at * p.width + j);
             for (int j = 0; j < p.width; ++j) {
                 double sum = 0;
                 for (int i = 0; i < p.inner; ++i) sum += F(a, at * p.inner + i) * S[(size_t)i * p.width + j];
                 out_c[at * p.width + j] = sum;
             }
         }
-        for (size_t e = 0; e < S.size(); ++e) fin_ref[sb + e] = S[e];
+        const double next = at_first && p.T == 0 ? 1.0 : lam[h]; // ADD_FINAL adds the state one step on
+        for (size_t e = 0; e < S.size(); ++e) fin_ref[sb + e] = add_final ? next * S[e] : S[e];
     }
     const std::vector<T> out0 = p.accumulate ? starting_values<T>(rng, out_c) : vec(c.size(), 1);
-    std::vector<T> out = out0, fin = vec(init.size(), 1), state = init; // fin: garbage the kernel overwrites
-    T* final_state = !p.final_state ? nullptr : p.in_place ? state.data() : fin.data();
-    const T* initial_state = p.state ? state.data() : nullptr;
+    // fin: garbage the kernel overwrites, or starting values it adds into.
+    const std::vector<float> fin0 = add_final ? starting_values<float>(rng, fin_ref) : floats_of(init.size(), 1);
+    std::vector<T> out = out0;
+    std::vector<float> fin = fin0, state = init;
+    float* final_state = !p.final_state ? nullptr : p.in_place ? state.data() : fin.data();
+    const float* initial_state = p.state ? state.data() : nullptr;
     for (int first = 0; first < p.H; first += p.group) {
         const int group = std::min(p.group, p.H - first);
         LightningDecay decay{};
@@ -61,14 +75,82 @@ int run(P p)
         } else {
             emu_launch(grid, dim3{LIGHTNING_THREADS}, [&] {
                 lightning_forward<T>(out.data(), final_state, initial_state, a.data(), b.data(), c.data(), decay, first, group, p.T, p.H, p.inner,
-                                     p.width, p.reverse, p.accumulate); });
+                                     p.width, p.reverse, p.accumulate, p.mode); });
         }
     }
-    printf("%s %s B%d T%d H%d (launches of %d) inner%d width%d lambda%.4f reverse%d accumulate%d state%d final%d%s\n", type_name<T>(),
+    printf("%s %s B%d T%d H%d (launches of %d) inner%d width%d lambda%.4f reverse%d accumulate%d state%d final%d mode%d%s\n", type_name<T>(),
            p.step ? "lightning_decode_step" : "lightning_forward", p.B, p.T, p.H, p.group, p.inner, p.width, p.lambda, p.reverse, p.accumulate,
-           p.state, p.final_state, p.in_place ? " in place" : "");
-    int fails = p.accumulate ? check_added<T>("out", out, out0, out_c) : check("out", floats(out), out_c, tolerance_of<T>()) > tolerance_of<T>();
-    if (p.final_state) fails += check("state", floats(p.in_place ? state : fin), fin_ref, tolerance_of<T>()) > tolerance_of<T>();
+           p.state, p.final_state, p.mode, p.in_place ? " in place" : "");
+    int fails = 0;
+    if (p.T > 0) { // no token: only the state
+        fails += p.accumulate ? check_added<T>("out", out, out0, out_c) : check("out", floats(out), out_c, tolerance_of<T>()) > tolerance_of<T>();
+    }
+    if (p.final_state) {
+        if (add_final) fails += check_added<float>("state", fin, fin0, fin_ref);
+        else fails += check("state", p.in_place ? state : fin, fin_ref, tolerance_of<float>()) > tolerance_of<float>();
+    }
+    return fails != 0;
+}
+
+// The backward with S0 and G: dq += rec(dO, v, k) from S0ᵀ; dv += rec←(k, q, dO) from G with λ·D_0 added into dS0; dk +=
+// rec←(v, dO, q) from Gᵀ. with_dv false: the dv sweep runs with a null out, for dS0 alone.
+template <typename T>
+int backward(int B, int Tn, int H, int dk, int dv, double lambda, bool with_dv = true)
+{
+    std::mt19937 rng(B * 13 + Tn * 5 + dk + dv);
+    std::normal_distribution<float> nd;
+    const float s = 1.0f / std::sqrt((float)dk);
+    auto vec = [&](size_t n, float scale) { std::vector<T> v(n); for (auto& x : v) x = from_float<T>(nd(rng) * scale); return v; };
+    auto floats_of = [&](size_t n, float scale) { std::vector<float> v(n); for (auto& x : v) x = nd(rng) * scale; return v; };
+    auto F = [](const std::vector<T>& x, size_t i) { return (double)to_float(x[i]); };
+    auto q = vec((size_t)B * Tn * H * dk, s), k = vec(q.size(), s), v = vec((size_t)B * Tn * H * dv, 1), dO = vec(v.size(), 1);
+    const auto s0 = floats_of((size_t)B * H * dk * dv, 1), g = floats_of(s0.size(), 1);
+    std::vector<double> lam(H);
+    for (int h = 0; h < H; ++h) lam[h] = std::pow(lambda, 1.0 + h);
+    auto key = [&](int b, int t, int h, int i) { return (((size_t)b * Tn + t) * H + h) * dk + i; };
+    auto val = [&](int b, int t, int h, int j) { return (((size_t)b * Tn + t) * H + h) * dv + j; };
+    auto st = [&](int b, int h, int i, int j) { return (((size_t)b * H + h) * dk + i) * dv + j; };
+    // Term by term: o_t = Σ_{s≤t} λ^(t−s) (q_t·k_s) v_s + λ^(t+1) q_t·S0, final S = Σ_s λ^(T−1−s) k_sᵀ v_s + λ^T S0.
+    std::vector<double> rq(q.size()), rk(k.size()), rv(v.size()), rs(s0.size());
+    for (int b = 0; b < B; ++b) for (int h = 0; h < H; ++h) {
+        for (int t = 0; t < Tn; ++t) for (int u = 0; u <= t; ++u) {
+            const double w = std::pow(lam[h], t - u);
+            double score = 0, dscore = 0;
+            for (int i = 0; i < dk; ++i) score += F(q, key(b, t, h, i)) * F(k, key(b, u, h, i));
+            for (int j = 0; j < dv; ++j) { dscore += F(dO, val(b, t, h, j)) * F(v, val(b, u, h, j)); rv[val(b, u, h, j)] += w * score * F(dO, val(b, t, h, j)); }
+            for (int i = 0; i < dk; ++i) { rq[key(b, t, h, i)] += w * dscore * F(k, key(b, u, h, i)); rk[key(b, u, h, i)] += w * dscore * F(q, key(b, t, h, i)); }
+        }
+        for (int i = 0; i < dk; ++i) for (int j = 0; j < dv; ++j) {
+            const size_t at = st(b, h, i, j);
+            rs[at] += std::pow(lam[h], Tn) * g[at];
+            for (int t = 0; t < Tn; ++t) {
+                const double w = std::pow(lam[h], t + 1), wg = std::pow(lam[h], Tn - 1 - t);
+                rq[key(b, t, h, i)] += w * F(dO, val(b, t, h, j)) * s0[at];
+                rs[at] += w * F(q, key(b, t, h, i)) * F(dO, val(b, t, h, j));
+                rk[key(b, t, h, i)] += wg * g[at] * F(v, val(b, t, h, j));
+                rv[val(b, t, h, j)] += wg * F(k, key(b, t, h, i)) * g[at];
+            }
+        }
+    }
+    const auto dq0 = starting_values<T>(rng, rq), dk0 = starting_values<T>(rng, rk), dv0 = starting_values<T>(rng, rv);
+    const auto ds00 = starting_values<float>(rng, rs);
+    auto dq = dq0, dkg = dk0, dvg = dv0;
+    auto ds0 = ds00;
+    LightningDecay decay{};
+    for (int h = 0; h < H; ++h) decay.lambda[h] = lam[h];
+    auto grid = [&](int width) { return dim3{(unsigned)(B * H), (unsigned)((width + 31) / 32)}; };
+    emu_launch(grid(dk), dim3{LIGHTNING_THREADS}, [&] {
+        lightning_forward<T>(dq.data(), nullptr, s0.data(), dO.data(), v.data(), k.data(), decay, 0, H, Tn, H, dv, dk, 0, 1, LIGHTNING_STATE_TRANSPOSED); });
+    emu_launch(grid(dv), dim3{LIGHTNING_THREADS}, [&] {
+        lightning_forward<T>(with_dv ? dvg.data() : nullptr, ds0.data(), g.data(), k.data(), q.data(), dO.data(), decay, 0, H, Tn, H, dk, dv, 1, 1,
+                             LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_ADD_FINAL); });
+    emu_launch(grid(dk), dim3{LIGHTNING_THREADS}, [&] {
+        lightning_forward<T>(dkg.data(), nullptr, g.data(), v.data(), dO.data(), q.data(), decay, 0, H, Tn, H, dv, dk, 1, 1,
+                             LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_TRANSPOSED); });
+    printf("%s backward with S0 and G: B%d T%d H%d dk%d dv%d lambda%.4f%s\n", type_name<T>(), B, Tn, H, dk, dv, lambda, with_dv ? "" : " (no dv)");
+    int fails = check_added<T>("dq", dq, dq0, rq) + check_added<T>("dk", dkg, dk0, rk) + check_added<float>("dS0", ds0, ds00, rs);
+    if (with_dv) fails += check_added<T>("dv", dvg, dv0, rv);
+    else fails += std::memcmp(dvg.data(), dv0.data(), dv0.size() * sizeof(T)) != 0; // dv untouched (not passed)
     return fails != 0;
 }
 
@@ -83,6 +165,18 @@ int main()
     fails += run_all({2, 1, 3, 20, 40, 0.9, false, false, true, true, 2, true});    // the decode step: state in, state out, head groups
     fails += run_all({1, 1, 2, 36, 33, 0.97, false, false, true, true, 64, true, true}); // the decode step in place
     fails += run_all({1, 1, 1, 8, 8, 0.9, false, false, false, true, 64, true});    // the decode step from no state
+    // The state modes alone: the dq sweep from S0ᵀ; the dv sweep from G (at first) adding λ·D_0 into dS0; the dk sweep from
+    // Gᵀ (at first); no token at all (dS0 += G).
+    fails += run_all({2, 45, 2, 12, 40, 0.95, false, true, true, false, 64, false, false, LIGHTNING_STATE_TRANSPOSED});
+    fails += run_all({1, 70, 3, 20, 24, 0.99, true, true, true, true, 2, false, false, LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_ADD_FINAL});
+    fails += run_all({1, 33, 2, 24, 12, 0.9, true, true, true, false, 64, false, false, LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_TRANSPOSED});
+    fails += run_all({2, 0, 2, 8, 8, 0.9, true, true, true, true, 64, false, false, LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_ADD_FINAL});
+    auto back_all = [](int B, int T, int H, int dk, int dv, double lambda, bool with_dv) {
+        return emu_cases([&] { return backward<float>(B, T, H, dk, dv, lambda, with_dv); }, [&] { return backward<bf16_t>(B, T, H, dk, dv, lambda, with_dv); },
+                         [&] { return backward<half_t>(B, T, H, dk, dv, lambda, with_dv); }); };
+    fails += back_all(2, 45, 2, 12, 20, 0.95, true);  // two chunks (the last partial), dk ≠ dv
+    fails += back_all(1, 70, 1, 40, 8, 0.99, true);   // three chunks, two column slices of dq/dk
+    fails += back_all(1, 20, 2, 8, 12, 0.9, false);   // dS0 alone: the dv sweep with a null out
     printf("%d failing\n", fails);
     return fails != 0;
 }
