@@ -60,9 +60,11 @@ inline double added_error(const std::vector<T>& after, const std::vector<T>& bef
 // size, from starting_values, keep that term small). Normalising by the contribution, not by 1 + max, is what makes a small
 // gradient count. The check checks itself on every call: a kernel that added nothing, and one that added 0.9× the
 // contribution, must both fail this bound (else the case could not tell them from a right one, and it fails as
-// "insensitive"). Returns 1 on failure.
+// "insensitive"). Returns 1 on failure. `tolerance`: tol for a result stored in T but computed from inputs of lower precision
+// (an fp32 state built from 16-bit products passes the 16-bit factor).
 template <typename T>
-inline int check_added(const char* name, const std::vector<T>& after, const std::vector<T>& before, const std::vector<double>& ref_c)
+inline int check_added(const char* name, const std::vector<T>& after, const std::vector<T>& before, const std::vector<double>& ref_c,
+                       double tolerance = tolerance_of<T>())
 {
     double scale = 0, sum_max = 0;
     for (size_t i = 0; i < ref_c.size(); ++i) {
@@ -70,7 +72,7 @@ inline int check_added(const char* name, const std::vector<T>& after, const std:
         scale = std::max(scale, std::fabs(ref_c[i]));
         sum_max = std::max(sum_max, std::fabs((double)to_float(before[i]) + ref_c[i]));
     }
-    const double bound = tolerance_of<T>() * scale + unit_roundoff<T>() * sum_max;
+    const double bound = tolerance * scale + unit_roundoff<T>() * sum_max;
     size_t mismatched_nan = 0, unused = 0;
     const double err = added_error(after, before, ref_c, mismatched_nan);
     // The two wrong kernels, stored as a kernel would store them: after = before (nothing added), after = before + 0.9·ref_c.

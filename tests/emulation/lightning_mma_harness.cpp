@@ -1,7 +1,11 @@
 // cuda/lightning_mma.cu (bf16 and fp16) under the emulation of cuda_shim.h + mma_shim.h against the recurrence written out in double
 // on the same 16-bit-rounded inputs: out_t (+)= λ^(t+1) a_t·S0 + Σ_{s≤t} λ^(t−s) (a_t·b_s) c_s in sweep order, and the final
-// state λ^T S0 + Σ_s λ^(T−1−s) b_sᵀ c_s. out and the state (stored in T) by design.md's 16-bit tolerance; an accumulating
-// sweep's out (the backward's gradients) by check_added, from starting values of the contribution's size.
+// state λ^T S0 + Σ_s λ^(T−1−s) b_sᵀ c_s; the state modes of lightning_state.cuh (S0 read transposed, S0 entering with the
+// first token, λ·S added into the final state). out by design.md's 16-bit tolerance; the states are fp32 in memory but built
+// from 16-bit products on the tensor cores (b scaled by λ^(n−1−c) and rounded to T), so they pass the 16-bit factor too.
+// An accumulating sweep's out (the backward's gradients) and an added final state (dS0) by check_added, from starting
+// values of the contribution's size. backward(): the three sweeps as LightningCuda.Backward composes them, with S0 and the
+// final state's gradient G, against the gradients written out term by term (dq, dk, dv, dS0).
 #include "cuda_shim.h"
 #include "mma_shim.h"
 #include "bf16_check.h"
@@ -9,28 +13,31 @@
 #include <random>
 #include <algorithm>
 
-// Inputs: a ~ a_scale·N(0, 1/inner), b ~ b_mean + N(0, 1/inner), c ~ c_mean + N(0, 1); final_state false: none written.
-struct P { int B, T, H, inner, width; double lambda; bool reverse, accumulate, state; float a_scale = 1, b_mean = 0, c_mean = 0; bool final_state = true; };
+// Inputs: a ~ a_scale·N(0, 1/inner), b ~ b_mean + N(0, 1/inner), c ~ c_mean + N(0, 1); final_state false: none written;
+// mode: LIGHTNING_STATE_* flags.
+struct P { int B, T, H, inner, width; double lambda; bool reverse, accumulate, state; float a_scale = 1, b_mean = 0, c_mean = 0; bool final_state = true; int mode = 0; };
 
-template <typename T, int INNER>
-static void launch(std::vector<T>& out, std::vector<T>* fin, const std::vector<T>* init, const std::vector<T>& a,
-                   const std::vector<T>& b, const std::vector<T>& c, LightningDecay decay, const P& p)
+template <typename T>
+static void launch(T* out, float* fin, const float* init, const std::vector<T>& a, const std::vector<T>& b, const std::vector<T>& c,
+                   LightningDecay decay, int B, int Tn, int H, int inner, int width, int reverse, int accumulate, int mode)
 {
-    emu_launch(dim3{(unsigned)(p.B * p.H), (unsigned)(p.width / LMMA_DV)}, dim3{LMMA_THREADS}, [&] {
-        lightning_forward_mma<T, INNER>(out.data(), fin ? fin->data() : nullptr, init ? init->data() : nullptr, a.data(), b.data(),
-                                             c.data(), decay, 0, p.H, p.T, p.H, p.inner, p.width, p.reverse, p.accumulate); });
+    emu_launch(dim3{(unsigned)(B * H), (unsigned)(width / LMMA_DV)}, dim3{LMMA_THREADS}, [&] {
+        if (inner == 64) lightning_forward_mma<T, 64>(out, fin, init, a.data(), b.data(), c.data(), decay, 0, H, Tn, H, inner, width, reverse, accumulate, mode);
+        else lightning_forward_mma<T, 128>(out, fin, init, a.data(), b.data(), c.data(), decay, 0, H, Tn, H, inner, width, reverse, accumulate, mode); });
 }
 
 template <typename T>
 int run(P p)
 {
-    std::mt19937 rng(p.B * 31 + p.T * 7 + p.inner + p.width);
+    std::mt19937 rng(p.B * 31 + p.T * 7 + p.inner + p.width + p.mode);
     std::normal_distribution<float> nd;
     float s = 1.0f / std::sqrt((float)p.inner);
     auto vec = [&](size_t n, float scale, float mean = 0) { std::vector<T> v(n); for (auto& x : v) x = from_float<T>(mean + nd(rng) * scale); return v; };
+    auto floats_of = [&](size_t n, float scale) { std::vector<float> v(n); for (auto& x : v) x = nd(rng) * scale; return v; };
     auto a = vec((size_t)p.B * p.T * p.H * p.inner, s * p.a_scale), b = vec(a.size(), s, p.b_mean), c = vec((size_t)p.B * p.T * p.H * p.width, 1, p.c_mean);
-    auto init = vec((size_t)p.B * p.H * p.inner * p.width, 1);
-    std::vector<T> fin(init.size());
+    auto init = floats_of((size_t)p.B * p.H * p.inner * p.width, 1);
+    const bool transposed = (p.mode & LIGHTNING_STATE_TRANSPOSED) != 0, at_first = (p.mode & LIGHTNING_STATE_AT_FIRST) != 0;
+    const bool add_final = (p.mode & LIGHTNING_STATE_ADD_FINAL) != 0;
     LightningDecay decay{};
     std::vector<double> lam(p.H);
     for (int h = 0; h < p.H; ++h) { lam[h] = std::pow(p.lambda, 1.0 + h); decay.lambda[h] = lam[h]; }
@@ -39,11 +46,13 @@ int run(P p)
     for (int bb = 0; bb < p.B; ++bb) for (int h = 0; h < p.H; ++h) {
         std::vector<double> S((size_t)p.inner * p.width);
         size_t sb = ((size_t)bb * p.H + h) * p.inner * p.width;
-        for (size_t e = 0; e < S.size(); ++e) S[e] = p.state ? F(init, sb + e) : 0.0;
+        for (int i = 0; i < p.inner; ++i) for (int j = 0; j < p.width; ++j)
+            S[(size_t)i * p.width + j] = p.state ? init[sb + (transposed ? (size_t)j * p.inner + i : (size_t)i * p.width + j)] : 0.0;
         for (int step = 0; step < p.T; ++step) {  // the recurrence one token at a time: S ← λS + b_tᵀ c_t after out_t = a_t·(λS) + (a_t·b_t) c_t
             int t = p.reverse ? p.T - 1 - step : step;
             size_t at = (((size_t)bb * p.T + t) * p.H + h);
-            for (size_t e = 0; e < S.size(); ++e) S[e] *= lam[h];
+            const double d = at_first && step == 0 ? 1.0 : lam[h]; // AT_FIRST: S0 joins the first token's term undecayed
+            for (size_t e = 0; e < S.size(); ++e) S[e] *= d;
             for (int i = 0; i < p.inner; ++i) for (int j = 0; j < p.width; ++j) S[(size_t)i * p.width + j] += F(b, at * p.inner + i) * F(c, at * p.width + j);
             for (int j = 0; j < p.width; ++j) {
                 double sum = 0;
@@ -51,22 +60,85 @@ int run(P p)
                 out_ref[at * p.width + j] += sum;
             }
         }
-        for (size_t e = 0; e < S.size(); ++e) fin_ref[sb + e] = S[e];
+        const double next = at_first && p.T == 0 ? 1.0 : lam[h]; // ADD_FINAL adds the state one step on
+        for (size_t e = 0; e < S.size(); ++e) fin_ref[sb + e] = add_final ? next * S[e] : S[e];
     }
     // Accumulating (the backward's dq, dv, dk), the kernel adds into out: starting values of the contribution's size.
-    // Otherwise out starts as garbage the kernel must overwrite.
+    // Otherwise out starts as garbage the kernel must overwrite; likewise the final state.
     const std::vector<T> out0 = p.accumulate ? starting_values<T>(rng, out_ref) : vec(c.size(), 1);
+    const std::vector<float> fin0 = add_final ? starting_values<float>(rng, fin_ref) : floats_of(init.size(), 1);
     std::vector<T> out = out0;
-    std::vector<T>* final_state = p.final_state ? &fin : nullptr;
-    if (p.inner == 64) launch<T, 64>(out, final_state, p.state ? &init : nullptr, a, b, c, decay, p);
-    else launch<T, 128>(out, final_state, p.state ? &init : nullptr, a, b, c, decay, p);
+    std::vector<float> fin = fin0;
+    launch<T>(out.data(), p.final_state ? fin.data() : nullptr, p.state ? init.data() : nullptr, a, b, c, decay, p.B, p.T, p.H, p.inner, p.width,
+              p.reverse, p.accumulate, p.mode);
     double max_state = 0;
     for (double e : fin_ref) max_state = std::max(max_state, std::fabs(e));
-    printf("%s B%d T%d H%d inner%d width%d lambda%.4f reverse%d accumulate%d state%d (max|S| %.3g)\n", type_name<T>(), p.B, p.T, p.H, p.inner,
-           p.width, p.lambda, p.reverse, p.accumulate, p.state, max_state);
+    printf("%s B%d T%d H%d inner%d width%d lambda%.4f reverse%d accumulate%d state%d mode%d (max|S| %.3g)\n", type_name<T>(), p.B, p.T, p.H, p.inner,
+           p.width, p.lambda, p.reverse, p.accumulate, p.state, p.mode, max_state);
     auto floats = [](const std::vector<T>& x) { std::vector<float> f(x.size()); for (size_t i = 0; i < x.size(); ++i) f[i] = to_float(x[i]); return f; };
-    int fails = p.accumulate ? check_added<T>("out", out, out0, out_ref) : check("out", floats(out), out_ref, tolerance_of<T>()) > tolerance_of<T>();
-    if (p.final_state) fails += check("state", floats(fin), fin_ref, tolerance_of<T>()) > tolerance_of<T>(); // stored in T
+    int fails = 0;
+    if (p.T > 0) { // no token: only the state
+        fails += p.accumulate ? check_added<T>("out", out, out0, out_ref) : check("out", floats(out), out_ref, tolerance_of<T>()) > tolerance_of<T>();
+    }
+    if (p.final_state) {
+        if (add_final) fails += check_added<float>("state", fin, fin0, fin_ref, tolerance_of<T>());
+        else fails += check("state", fin, fin_ref, tolerance_of<T>()) > tolerance_of<T>();
+    }
+    return fails != 0;
+}
+
+// The backward with S0 and G: dq += rec(dO, v, k) from S0ᵀ; dv += rec←(k, q, dO) from G with λ·D_0 added into dS0; dk +=
+// rec←(v, dO, q) from Gᵀ (dk, dv ∈ {64, 128}: every sweep on the tensor cores).
+template <typename T>
+int backward(int B, int Tn, int H, int dk, int dv, double lambda)
+{
+    std::mt19937 rng(B * 13 + Tn * 5 + dk + dv);
+    std::normal_distribution<float> nd;
+    const float s = 1.0f / std::sqrt((float)dk);
+    auto vec = [&](size_t n, float scale) { std::vector<T> v(n); for (auto& x : v) x = from_float<T>(nd(rng) * scale); return v; };
+    auto floats_of = [&](size_t n, float scale) { std::vector<float> v(n); for (auto& x : v) x = nd(rng) * scale; return v; };
+    auto F = [](const std::vector<T>& x, size_t i) { return (double)to_float(x[i]); };
+    auto q = vec((size_t)B * Tn * H * dk, s), k = vec(q.size(), s), v = vec((size_t)B * Tn * H * dv, 1), dO = vec(v.size(), 1);
+    auto s0 = floats_of((size_t)B * H * dk * dv, 1), g = floats_of(s0.size(), 1);
+    std::vector<double> lam(H);
+    for (int h = 0; h < H; ++h) lam[h] = std::pow(lambda, 1.0 + h);
+    auto key = [&](int b, int t, int h, int i) { return (((size_t)b * Tn + t) * H + h) * dk + i; };
+    auto val = [&](int b, int t, int h, int j) { return (((size_t)b * Tn + t) * H + h) * dv + j; };
+    auto st = [&](int b, int h, int i, int j) { return (((size_t)b * H + h) * dk + i) * dv + j; };
+    // Term by term: o_t = Σ_{s≤t} λ^(t−s) (q_t·k_s) v_s + λ^(t+1) q_t·S0, final S = Σ_s λ^(T−1−s) k_sᵀ v_s + λ^T S0.
+    std::vector<double> rq(q.size()), rk(k.size()), rv(v.size()), rs(s0.size());
+    for (int b = 0; b < B; ++b) for (int h = 0; h < H; ++h) {
+        for (int t = 0; t < Tn; ++t) for (int u = 0; u <= t; ++u) {
+            const double w = std::pow(lam[h], t - u);
+            double score = 0, dscore = 0;
+            for (int i = 0; i < dk; ++i) score += F(q, key(b, t, h, i)) * F(k, key(b, u, h, i));
+            for (int j = 0; j < dv; ++j) { dscore += F(dO, val(b, t, h, j)) * F(v, val(b, u, h, j)); rv[val(b, u, h, j)] += w * score * F(dO, val(b, t, h, j)); }
+            for (int i = 0; i < dk; ++i) { rq[key(b, t, h, i)] += w * dscore * F(k, key(b, u, h, i)); rk[key(b, u, h, i)] += w * dscore * F(q, key(b, t, h, i)); }
+        }
+        for (int i = 0; i < dk; ++i) for (int j = 0; j < dv; ++j) {
+            const size_t at = st(b, h, i, j);
+            rs[at] += std::pow(lam[h], Tn) * g[at];
+            for (int t = 0; t < Tn; ++t) {
+                const double w = std::pow(lam[h], t + 1), wg = std::pow(lam[h], Tn - 1 - t);
+                rq[key(b, t, h, i)] += w * F(dO, val(b, t, h, j)) * s0[at];
+                rs[at] += w * F(q, key(b, t, h, i)) * F(dO, val(b, t, h, j));
+                rk[key(b, t, h, i)] += wg * g[at] * F(v, val(b, t, h, j));
+                rv[val(b, t, h, j)] += wg * F(k, key(b, t, h, i)) * g[at];
+            }
+        }
+    }
+    const auto dq0 = starting_values<T>(rng, rq), dk0 = starting_values<T>(rng, rk), dv0 = starting_values<T>(rng, rv);
+    const auto ds00 = starting_values<float>(rng, rs);
+    auto dq = dq0, dkg = dk0, dvg = dv0;
+    auto ds0 = ds00;
+    LightningDecay decay{};
+    for (int h = 0; h < H; ++h) decay.lambda[h] = lam[h];
+    launch<T>(dq.data(), nullptr, s0.data(), dO, v, k, decay, B, Tn, H, dv, dk, 0, 1, LIGHTNING_STATE_TRANSPOSED);
+    launch<T>(dvg.data(), ds0.data(), g.data(), k, q, dO, decay, B, Tn, H, dk, dv, 1, 1, LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_ADD_FINAL);
+    launch<T>(dkg.data(), nullptr, g.data(), v, dO, q, decay, B, Tn, H, dv, dk, 1, 1, LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_TRANSPOSED);
+    printf("%s backward with S0 and G: B%d T%d H%d dk%d dv%d lambda%.4f\n", type_name<T>(), B, Tn, H, dk, dv, lambda);
+    int fails = check_added<T>("dq", dq, dq0, rq) + check_added<T>("dk", dkg, dk0, rk) + check_added<T>("dv", dvg, dv0, rv)
+              + check_added<float>("dS0", ds0, ds00, rs, tolerance_of<T>());
     return fails != 0;
 }
 
@@ -80,8 +152,18 @@ int main()
     fails += run_both({1, 64, 2, 128, 128, 0.999, false, false, false}); // exactly one block
     fails += run_both({1, 100, 2, 64, 64, 0.97, false, true, false, 1, 0, 0, false}); // the backward's dq sweep: forward, accumulating, no states
     // A long sequence with λ near 1 and b, c of one sign: the state passes fp16's 65,504 (its 16-bit copy must not overflow);
-    // small a keeps the outputs in range. The final state itself would not fit fp16 storage: not written.
-    fails += run_both({1, 512, 1, 64, 64, 0.9999, false, false, false, 0.01f, 4, 64, false});
+    // small a keeps the outputs in range. The final state is fp32 in memory: written and checked.
+    fails += run_both({1, 512, 1, 64, 64, 0.9999, false, false, false, 0.01f, 4, 64, true});
+    // The state modes: the dq sweep from S0ᵀ; the dv sweep from G (at first) adding λ·D_0 into dS0; the dk sweep from Gᵀ;
+    // no token (dS0 += G).
+    fails += run_both({1, 100, 2, 64, 128, 0.97, false, true, true, 1, 0, 0, false, LIGHTNING_STATE_TRANSPOSED});
+    fails += run_both({1, 130, 2, 128, 64, 0.99, true, true, true, 1, 0, 0, true, LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_ADD_FINAL});
+    fails += run_both({1, 70, 1, 64, 128, 0.95, true, true, true, 1, 0, 0, false, LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_TRANSPOSED});
+    fails += run_both({1, 0, 1, 64, 64, 0.9, true, true, true, 1, 0, 0, true, LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_ADD_FINAL});
+    auto back_both = [](int B, int T, int H, int dk, int dv, double lambda) {
+        return emu_cases([&] { return backward<bf16_t>(B, T, H, dk, dv, lambda); }, [&] { return backward<half_t>(B, T, H, dk, dv, lambda); }); };
+    fails += back_both(1, 100, 2, 64, 128, 0.97); // two blocks (the last partial), dk ≠ dv
+    fails += back_both(1, 70, 1, 128, 64, 0.995);
     printf("%d failing\n", fails);
     return fails != 0;
 }
