@@ -59,6 +59,8 @@ public class GpuLinearAttentionTests
 
     private static IEnumerable<TestCaseData> LightningBackwardCases() => LightningCases("Lightning backward");
 
+    private static IEnumerable<TestCaseData> LightningBackwardWithStatesCases() => LightningCases("Lightning backward with states");
+
     [TestCaseSource(nameof(LightningForwardCases))]
     public void Lightning_forward_with_and_without_states(DType dtype, Dims s)
     {
@@ -153,7 +155,7 @@ public class GpuLinearAttentionTests
     /// state): dq (from S0ᵀ), dk and dv (from G) and dS0 (F32 for 16-bit inputs) added into starting values, against the
     /// CPU; then dS0 alone (the dv sweep run for the state only).
     /// </summary>
-    [TestCaseSource(nameof(LightningBackwardCases))]
+    [TestCaseSource(nameof(LightningBackwardWithStatesCases))]
     public void Lightning_backward_with_states_adds_into_the_gradients(DType dtype, Dims s)
     {
         var gpu = Requires.CudaDevice();
