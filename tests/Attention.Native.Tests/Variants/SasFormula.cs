@@ -125,21 +125,40 @@ internal static class SasFormula
     {
         var random = new Random(seed);
         var values = new float[batch * tokens * c.DModel];
-        var token = new float[c.DModel];
+        // Candidates are drawn in the generator's order and judged many at a time on all cores; row after row takes the next
+        // candidate that passes, so the result is the one-at-a-time loop's.
+        var candidates = new List<float[]>();
+        var passes = new List<bool>();
+        int next = 0;
         for (int row = 0; row < batch * tokens; row++)
         {
-            do
+            while (true)
             {
-                for (int i = 0; i < token.Length; i++)
+                if (next == candidates.Count)
                 {
-                    // Box–Muller, as TestData.
-                    double u1 = 1.0 - random.NextDouble(), u2 = random.NextDouble();
-                    token[i] = (float)(Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2.0 * Math.PI * u2));
+                    var chunk = new float[64][];
+                    for (int n = 0; n < chunk.Length; n++)
+                    {
+                        var token = new float[c.DModel];
+                        for (int i = 0; i < token.Length; i++)
+                        {
+                            // Box–Muller, as TestData.
+                            double u1 = 1.0 - random.NextDouble(), u2 = random.NextDouble();
+                            token[i] = (float)(Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2.0 * Math.PI * u2));
+                        }
+                        chunk[n] = TestData.Representable(token, dtype);
+                    }
+                    var verdicts = new bool[chunk.Length];
+                    Parallel.For(0, chunk.Length, n => verdicts[n] = KinkMargin(c, w, Array.ConvertAll(chunk[n], v => (double)v)) >= ParityMargin);
+                    candidates.AddRange(chunk);
+                    passes.AddRange(verdicts);
                 }
-                token = TestData.Representable(token, dtype);
+                if (passes[next++])
+                {
+                    candidates[next - 1].CopyTo(values, row * c.DModel);
+                    break;
+                }
             }
-            while (KinkMargin(c, w, Array.ConvertAll(token, v => (double)v)) < ParityMargin);
-            token.CopyTo(values, row * c.DModel);
         }
         return values;
     }
