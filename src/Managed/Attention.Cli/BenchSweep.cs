@@ -26,7 +26,7 @@ internal static class BenchSweep
     internal sealed record Options(int Tokens, int[] Lengths, int Repeats, IReadOnlyCollection<string> Variants, int DecodeCache = 32768);
 
     /// <summary>The reduced sweep the CPU backend runs (the full one would take hours there).</summary>
-    internal static Options CpuOptions(Options full) => full with { Tokens = 256, Lengths = [64, 128], Repeats = Math.Min(full.Repeats, 3), DecodeCache = 256 };
+    internal static Options CpuOptions(Options full) => full with { Tokens = 128, Lengths = [64, 128], Repeats = Math.Min(full.Repeats, 3), DecodeCache = 256 };
 
     private const int CoreHeads = 16, CoreWidth = 128;
     private static readonly bool[] CausalModes = [false, true];
