@@ -134,6 +134,7 @@ internal static class FormulaKit
         Assert.That(actual, Has.Length.EqualTo(formula.Length), what);
         double scale = 1 + formula.Max(Math.Abs);
         double error = actual.Zip(formula, (a, e) => Math.Abs(a - e)).Max() / scale;
+        TestContext.Out.WriteLine($"{what}: max |layer − formula| / (1 + max|formula|) = {error:E2}");
         Assert.That(error, Is.LessThanOrEqualTo(Tolerance), $"{what}: max |layer − formula| / (1 + max|formula|)");
     }
 

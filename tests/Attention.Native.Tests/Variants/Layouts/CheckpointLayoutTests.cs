@@ -63,11 +63,13 @@ public class CheckpointLayoutTests
                     return Loss(w, x);
                 });
                 double analytic = gradient.ToDoubleArray().Zip(direction, (g, d) => g * d).Sum();
+                TestContext.Out.WriteLine($"{c.Name}: {tensor}: |analytic − directional| / (1 + |directional|) = {Math.Abs(analytic - derivative) / (1 + Math.Abs(derivative)):E2}");
                 Assert.That(analytic, Is.EqualTo(derivative).Within(1e-6 * (1 + Math.Abs(derivative))), $"{c.Name}: d loss along a random direction of {tensor}");
             }
             var dxDirection = TestData.Normal(seed, x.Length);
             double dxDerivative = Directional(h => Loss(official, x.Zip(dxDirection, (a, d) => a + (h * d)).ToArray()));
             double dxAnalytic = grads.Input.ToDoubleArray().Zip(dxDirection, (g, d) => g * d).Sum();
+            TestContext.Out.WriteLine($"{c.Name}: x: |analytic − directional| / (1 + |directional|) = {Math.Abs(dxAnalytic - dxDerivative) / (1 + Math.Abs(dxDerivative)):E2}");
             Assert.That(dxAnalytic, Is.EqualTo(dxDerivative).Within(1e-6 * (1 + Math.Abs(dxDerivative))), $"{c.Name}: d loss along a random direction of x");
         }
         finally
