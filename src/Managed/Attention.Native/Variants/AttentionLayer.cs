@@ -208,6 +208,13 @@ public abstract class AttentionLayer : IDisposable
     /// <summary>The variant's forward on the graph: returns y [B, T, d_model].</summary>
     internal abstract Node Build(Graph graph, Node x);
 
+    /// <summary>The heads of an attention output o [B,T,H,d] merged and projected by <c>w_o</c>: y [B,T,d_model].</summary>
+    internal Node MergeHeads(Graph graph, Node o)
+    {
+        int b = o.Shape[0], t = o.Shape[1];
+        return graph.Linear(graph.Reshape(o, new Shape(b, t, o.Shape[2] * o.Shape[3])), Param(graph, "w_o"));
+    }
+
     /// <summary>The parameter as a graph node (its gradient is reported under its name).</summary>
     internal Node Param(Graph graph, string name)
     {

@@ -45,10 +45,11 @@ public sealed class GqaLayer : CausalAttentionLayer
     {
         var (q, k, v) = Project(graph, x, position: 0);
         var o = graph.Attention(q, k, v, new AttentionOptions(Scale, Settings.Causal));
-        return Output(graph, o);
+        return MergeHeads(graph, o);
     }
 
-    private protected override KvCache NewCache(int batch, CacheOptions options) => new Cache(this, batch, options);
+    private protected override KvCache NewCache(int batch, CacheOptions options) =>
+        new KvHeadsCache(this, batch, options, Settings.KvHeads, Settings.HeadDim, Scale, Project, (graph, o) => MergeHeads(graph, o));
 
     // q [B,T,H,d], k and v [B,T,G,d], rotated for positions position…
     private (Node Q, Node K, Node V) Project(Graph graph, Node x, int position)
@@ -64,37 +65,5 @@ public sealed class GqaLayer : CausalAttentionLayer
             k = graph.Rope(k, RopeOptions, position);
         }
         return (q, k, v);
-    }
-
-    private Node Output(Graph graph, Node o)
-    {
-        int b = o.Shape[0], t = o.Shape[1];
-        return graph.Linear(graph.Reshape(o, new Shape(b, t, o.Shape[2] * o.Shape[3])), Param(graph, "w_o"));
-    }
-
-    /// <summary>The cache of mha/gqa/mqa: rotated k and v, [B, capacity, G, d] each.</summary>
-    private sealed class Cache : KvCache
-    {
-        private readonly GqaLayer _layer;
-        private readonly CacheBuffer _k;
-        private readonly CacheBuffer _v;
-
-        public Cache(GqaLayer layer, int batch, CacheOptions options)
-            : base(layer, batch, options)
-        {
-            _layer = layer;
-            _k = Buffer(new Shape(layer.Settings.KvHeads, layer.Settings.HeadDim));
-            _v = Buffer(new Shape(layer.Settings.KvHeads, layer.Settings.HeadDim));
-        }
-
-        private protected override Tensor Append(Graph graph, Tensor x, int position)
-        {
-            var (q, k, v) = _layer.Project(graph, graph.Input(x, requiresGrad: false), position);
-            _k.Write(k.Value, position);
-            _v.Write(v.Value, position);
-            var options = new AttentionOptions(_layer.Scale, Causal: true, KeyLength: position + x.Shape[1]);
-            var o = graph.Attention(q, graph.Input(_k.Tensor, false), graph.Input(_v.Tensor, false), options);
-            return _layer.Output(graph, o).Value;
-        }
     }
 }

@@ -63,7 +63,7 @@ public sealed class MlaLayer : CausalAttentionLayer
         // k_i = [k_nope_i | k_pe]: the one rotated k_pe row of each token feeds all H heads.
         var k = graph.Concat(new Shape(b, t, c.Heads, c.QkNopeHeadDim + c.QkRopeHeadDim), kNope, kpe);
         var o = graph.Attention(q, k, v, new AttentionOptions(Scale, c.Causal));
-        return Output(graph, o);
+        return MergeHeads(graph, o);
     }
 
     private protected override KvCache NewCache(int batch, CacheOptions options) => new Cache(this, batch, options);
@@ -90,12 +90,6 @@ public sealed class MlaLayer : CausalAttentionLayer
         return (latent, kpe);
     }
 
-    private Node Output(Graph graph, Node o)
-    {
-        int b = o.Shape[0], t = o.Shape[1];
-        return graph.Linear(graph.Reshape(o, new Shape(b, t, o.Shape[2] * o.Shape[3])), Param(graph, "w_o"));
-    }
-
     /// <summary>The MLA cache: <c>[c | k_pe]</c> per token, [B, capacity, d_c + d_r].</summary>
     private sealed class Cache : KvCache
     {
@@ -118,7 +112,7 @@ public sealed class MlaLayer : CausalAttentionLayer
             var entry = graph.Concat(new Shape(x.Shape[0], x.Shape[1], c.KvLoraRank + c.QkRopeHeadDim), latent, kpe);
             _latent.Write(entry.Value, position);
             var o = graph.Own(LatentAttention.Decode(q.Value, _latent.Tensor, _layer.Parameters["w_kv_b"], c.QkNopeHeadDim, position + x.Shape[1], _layer.Scale));
-            return _layer.Output(graph, graph.Input(o, requiresGrad: false)).Value;
+            return _layer.MergeHeads(graph, graph.Input(o, requiresGrad: false)).Value;
         }
     }
 }

@@ -77,13 +77,12 @@ public sealed class TpaLayer : CausalAttentionLayer
 
     private Node Output(Graph graph, Node o)
     {
-        int b = o.Shape[0], t = o.Shape[1];
         if (Settings.Subln)
         {
             // T6's subln: each head's output vector normalised over head_dim, one gain for all heads.
             o = graph.RmsNorm(o, Param(graph, "subln"), TpaConfig.SublnEpsilon);
         }
-        return graph.Linear(graph.Reshape(o, new Shape(b, t, o.Shape[2] * o.Shape[3])), Param(graph, "w_o"));
+        return MergeHeads(graph, o);
     }
 
     /// <summary>The TPA cache: the factors A_k [H, R_k], RoPE(B_k) [R_k, d], A_v [H, R_v] and B_v [R_v, d] per token, never k or v.</summary>
