@@ -13,6 +13,7 @@
 #include "cuda_shim.h"
 #include "bf16_check.h"
 #include "lightning.emu.cpp"
+#include "lightning_reference.h"
 #include <random>
 #include <algorithm>
 
@@ -102,36 +103,12 @@ int backward(int B, int Tn, int H, int dk, int dv, double lambda, bool with_dv =
     const float s = 1.0f / std::sqrt((float)dk);
     auto vec = [&](size_t n, float scale) { std::vector<T> v(n); for (auto& x : v) x = from_float<T>(nd(rng) * scale); return v; };
     auto floats_of = [&](size_t n, float scale) { std::vector<float> v(n); for (auto& x : v) x = nd(rng) * scale; return v; };
-    auto F = [](const std::vector<T>& x, size_t i) { return (double)to_float(x[i]); };
     auto q = vec((size_t)B * Tn * H * dk, s), k = vec(q.size(), s), v = vec((size_t)B * Tn * H * dv, 1), dO = vec(v.size(), 1);
     const auto s0 = floats_of((size_t)B * H * dk * dv, 1), g = floats_of(s0.size(), 1);
     std::vector<double> lam(H);
     for (int h = 0; h < H; ++h) lam[h] = std::pow(lambda, 1.0 + h);
-    auto key = [&](int b, int t, int h, int i) { return (((size_t)b * Tn + t) * H + h) * dk + i; };
-    auto val = [&](int b, int t, int h, int j) { return (((size_t)b * Tn + t) * H + h) * dv + j; };
-    auto st = [&](int b, int h, int i, int j) { return (((size_t)b * H + h) * dk + i) * dv + j; };
-    // Term by term: o_t = Σ_{s≤t} λ^(t−s) (q_t·k_s) v_s + λ^(t+1) q_t·S0, final S = Σ_s λ^(T−1−s) k_sᵀ v_s + λ^T S0.
-    std::vector<double> rq(q.size()), rk(k.size()), rv(v.size()), rs(s0.size());
-    for (int b = 0; b < B; ++b) for (int h = 0; h < H; ++h) {
-        for (int t = 0; t < Tn; ++t) for (int u = 0; u <= t; ++u) {
-            const double w = std::pow(lam[h], t - u);
-            double score = 0, dscore = 0;
-            for (int i = 0; i < dk; ++i) score += F(q, key(b, t, h, i)) * F(k, key(b, u, h, i));
-            for (int j = 0; j < dv; ++j) { dscore += F(dO, val(b, t, h, j)) * F(v, val(b, u, h, j)); rv[val(b, u, h, j)] += w * score * F(dO, val(b, t, h, j)); }
-            for (int i = 0; i < dk; ++i) { rq[key(b, t, h, i)] += w * dscore * F(k, key(b, u, h, i)); rk[key(b, u, h, i)] += w * dscore * F(q, key(b, t, h, i)); }
-        }
-        for (int i = 0; i < dk; ++i) for (int j = 0; j < dv; ++j) {
-            const size_t at = st(b, h, i, j);
-            rs[at] += std::pow(lam[h], Tn) * g[at];
-            for (int t = 0; t < Tn; ++t) {
-                const double w = std::pow(lam[h], t + 1), wg = std::pow(lam[h], Tn - 1 - t);
-                rq[key(b, t, h, i)] += w * F(dO, val(b, t, h, j)) * s0[at];
-                rs[at] += w * F(q, key(b, t, h, i)) * F(dO, val(b, t, h, j));
-                rk[key(b, t, h, i)] += wg * g[at] * F(v, val(b, t, h, j));
-                rv[val(b, t, h, j)] += wg * F(k, key(b, t, h, i)) * g[at];
-            }
-        }
-    }
+    const auto reference = lightning_reference_backward(q, k, v, dO, s0, g, lam, B, Tn, H, dk, dv);
+    const auto &rq = reference.dq, &rk = reference.dk, &rv = reference.dv, &rs = reference.ds0;
     const auto dq0 = starting_values<T>(rng, rq), dk0 = starting_values<T>(rng, rk), dv0 = starting_values<T>(rng, rv);
     const auto ds00 = starting_values<float>(rng, rs);
     auto dq = dq0, dkg = dk0, dvg = dv0;
