@@ -97,17 +97,8 @@ public static class Lightning
     /// <param name="dk">Receives (adds) the gradient of <paramref name="k"/>, or null.</param>
     /// <param name="dv">Receives (adds) the gradient of <paramref name="v"/>, or null.</param>
     /// <param name="blockSize">Block length of the chunked algorithm (≥ 1); the result does not depend on it.</param>
-    public static void Backward(Tensor q, Tensor k, Tensor v, ReadOnlySpan<double> decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, int blockSize = 64)
-    {
-        ValidateInputs(q, k, v, decay, blockSize);
-        var s = q.Shape;
-        Check.Compatible(q, nameof(q), dO, nameof(dO));
-        Check.Shape(dO, new Shape(s[0], s[1], s[2], v.Shape[-1]), nameof(dO));
-        ValidateGradient(q, k, v, dO, dq, q.Shape, nameof(dq));
-        ValidateGradient(q, k, v, dO, dk, k.Shape, nameof(dk));
-        ValidateGradient(q, k, v, dO, dv, v.Shape, nameof(dv));
-        q.Backend.LightningBackward(q, k, v, decay.ToArray(), dO, dq, dk, dv, null, null, null, blockSize);
-    }
+    public static void Backward(Tensor q, Tensor k, Tensor v, ReadOnlySpan<double> decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, int blockSize = 64) =>
+        Backward(q, k, v, decay, dO, dq, dk, dv, initialState: null, dInitialState: null, dFinalState: null, blockSize);
 
     /// <summary>
     /// Adds the gradients of the forward with initial state S0 (<paramref name="initialState"/>, or none) and a final state
