@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json;
 
 namespace Attention.Native.Variants;
 
@@ -337,96 +338,40 @@ internal sealed class OfficialConfig
 
     public int? Int(string key, bool required = true)
     {
-        if (!Has(key))
+        if (!Has(key) && required)
         {
-            if (required)
-            {
-                _missing.Add(key);
-            }
-            return null;
+            _missing.Add(key);
         }
-        var v = _root.GetProperty(key);
-        if (v.ValueKind == System.Text.Json.JsonValueKind.Number && v.TryGetInt32(out int i))
-        {
-            return i;
-        }
-        _problems.Add($"{key}: expected an integer, actual {v.GetRawText()}");
-        return null;
+        return Read<int?>(key, "an integer", v => v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i : null);
     }
 
-    public double? Double(string key)
+    public double? Double(string key) => Read<double?>(key, "a number", v => v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null);
+
+    public bool? Bool(string key) => Read<bool?>(key, "true or false", v => v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : null);
+
+    public string? String(string key) => Read<string?>(key, "a string", v => v.ValueKind == JsonValueKind.String ? v.GetString() : null);
+
+    public IReadOnlyList<int>? IntList(string key) => Read<IReadOnlyList<int>?>(key, "a list of integers", v =>
+        v.ValueKind == JsonValueKind.Array && v.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out _))
+            ? v.EnumerateArray().Select(e => e.GetInt32()).ToList()
+            : (IReadOnlyList<int>?)null);
+
+    public JsonElement? Object(string key) => Read<JsonElement?>(key, "an object", v => v.ValueKind == JsonValueKind.Object ? v : (JsonElement?)null);
+
+    // The value of a present, non-null key as convert reads it; a value convert refuses is recorded as a problem.
+    private TValue? Read<TValue>(string key, string expected, Func<JsonElement, TValue?> convert)
     {
         if (!Has(key))
         {
-            return null;
+            return default;
         }
-        var v = _root.GetProperty(key);
-        if (v.ValueKind == System.Text.Json.JsonValueKind.Number)
+        var value = _root.GetProperty(key);
+        var result = convert(value);
+        if (result is null)
         {
-            return v.GetDouble();
+            _problems.Add($"{key}: expected {expected}, actual {value.GetRawText()}");
         }
-        _problems.Add($"{key}: expected a number, actual {v.GetRawText()}");
-        return null;
-    }
-
-    public bool? Bool(string key)
-    {
-        if (!Has(key))
-        {
-            return null;
-        }
-        var v = _root.GetProperty(key);
-        if (v.ValueKind is System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False)
-        {
-            return v.GetBoolean();
-        }
-        _problems.Add($"{key}: expected true or false, actual {v.GetRawText()}");
-        return null;
-    }
-
-    public string? String(string key)
-    {
-        if (!Has(key))
-        {
-            return null;
-        }
-        var v = _root.GetProperty(key);
-        if (v.ValueKind == System.Text.Json.JsonValueKind.String)
-        {
-            return v.GetString();
-        }
-        _problems.Add($"{key}: expected a string, actual {v.GetRawText()}");
-        return null;
-    }
-
-    public IReadOnlyList<int>? IntList(string key)
-    {
-        if (!Has(key))
-        {
-            return null;
-        }
-        var v = _root.GetProperty(key);
-        if (v.ValueKind == System.Text.Json.JsonValueKind.Array && v.EnumerateArray().All(e => e.ValueKind == System.Text.Json.JsonValueKind.Number && e.TryGetInt32(out _)))
-        {
-            return v.EnumerateArray().Select(e => e.GetInt32()).ToList();
-        }
-        _problems.Add($"{key}: expected a list of integers, actual {v.GetRawText()}");
-        return null;
-    }
-
-    public System.Text.Json.JsonElement? Object(string key)
-    {
-        if (!Has(key))
-        {
-            return null;
-        }
-        var v = _root.GetProperty(key);
-        if (v.ValueKind == System.Text.Json.JsonValueKind.Object)
-        {
-            return v;
-        }
-        _problems.Add($"{key}: expected an object, actual {v.GetRawText()}");
-        return null;
+        return result;
     }
 
     /// <summary>Records that the official module would honour <paramref name="key"/>'s value but this library cannot.</summary>

@@ -29,9 +29,12 @@ public readonly record struct RopeOptions(RopeStyle Style = RopeStyle.Half, doub
     public double[] Frequencies(int rotary)
     {
         var theta = new double[rotary / 2];
+        // The ramp's ends depend on the width and base only: computed once, not per pair.
+        var (low, high) = Scaling?.Ramp(rotary, Base) ?? (0.0, 1.0);
         for (int j = 0; j < theta.Length; j++)
         {
-            theta[j] = Scaling is { } s ? s.Frequency(j, rotary, Base) : Math.Pow(Base, -2.0 * j / rotary);
+            double theta0 = Math.Pow(Base, -2.0 * j / rotary);
+            theta[j] = Scaling is { } s ? RopeScaling.Interpolate(theta0, j, s.Factor, low, high) : theta0;
         }
         return theta;
     }
@@ -99,6 +102,13 @@ public sealed record RopeScaling(double Factor, int OriginalMaxPositions, double
     /// <summary>The first bad value as (<c>rope_scaling.key</c>, "key: expected …, actual …"), or null when all are valid.</summary>
     internal (string Key, string Message)? Problem()
     {
+        // Every Rope call checks its scaling: the valid case returns before any message (or boxing) is built.
+        if (Factor >= 1 && double.IsFinite(Factor) && OriginalMaxPositions > 0 && BetaSlow > 0 && double.IsFinite(BetaSlow)
+            && BetaFast >= BetaSlow && double.IsFinite(BetaFast) && MScale >= 0 && double.IsFinite(MScale) && MScaleAllDim >= 0
+            && double.IsFinite(MScaleAllDim) && double.IsFinite(Mu(Factor, MScale)) && double.IsFinite(SoftmaxScaleFactor))
+        {
+            return null;
+        }
         // μ grows with the mscales: the amplitude and the softmax scale must stay finite (μ ≥ 1, so the amplitude is then finite too).
         (bool Ok, string Key, string Expected, object Actual)[] checks =
         [
