@@ -184,9 +184,15 @@ internal static class RunCommand
     {
         var layout = checkpoint.Layout;
         bool specKeys;
+        var stated = new HashSet<string>(StringComparer.Ordinal);
         using (var document = ParseJson(json))
         {
-            specKeys = document.RootElement.ValueKind != System.Text.Json.JsonValueKind.Object || document.RootElement.TryGetProperty("d_model", out _);
+            var root = document.RootElement;
+            specKeys = root.ValueKind != System.Text.Json.JsonValueKind.Object || root.TryGetProperty("d_model", out _);
+            if (root.ValueKind == System.Text.Json.JsonValueKind.Object)
+            {
+                stated.UnionWith(root.EnumerateObject().Select(p => p.Name));
+            }
         }
         if (!specKeys && layout != CheckpointLayout.Spec)
         {
@@ -202,14 +208,6 @@ internal static class RunCommand
             : throw new ArgumentException($"--variant: expected one of {string.Join(", ", layout.Variants)}, actual none");
         var config = LayerConfig.Parse(variant, json);
         var conventional = layout.WithConventions(config);
-        var stated = new HashSet<string>(StringComparer.Ordinal);
-        using (var document = ParseJson(json))
-        {
-            foreach (var property in document.RootElement.EnumerateObject())
-            {
-                stated.Add(property.Name);
-            }
-        }
         var before = config.Keys().ToDictionary(k => k.Key, k => k.Value);
         foreach (var (key, value) in conventional.Keys())
         {
