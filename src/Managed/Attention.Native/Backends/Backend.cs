@@ -193,9 +193,9 @@ public abstract partial class Backend : IDisposable
 
     internal abstract void LinearBackward(Tensor x, Tensor weight, Tensor dy, Tensor? dx, Tensor? dweight, Tensor? dbias, bool accumulate);
 
-    internal abstract void RopeForward(Tensor x, Tensor y, RopeOptions options, int positionOffset);
+    internal abstract void RopeForward(Tensor x, Tensor y, RopeOptions options, TokenPositions positions);
 
-    internal abstract void RopeBackward(Tensor dy, Tensor dx, RopeOptions options, int positionOffset);
+    internal abstract void RopeBackward(Tensor dy, Tensor dx, RopeOptions options, TokenPositions positions);
 
     internal abstract void RmsNormForward(Tensor x, Tensor? gain, Tensor y, float epsilon);
 

@@ -68,30 +68,30 @@ public sealed partial class CpuBackend : Backend
         }
     }
 
-    internal override void RopeForward(Tensor x, Tensor y, RopeOptions options, int positionOffset) =>
-        RopeApply(x, y, options, positionOffset, inverse: false);
+    internal override void RopeForward(Tensor x, Tensor y, RopeOptions options, TokenPositions positions) =>
+        RopeApply(x, y, options, positions, inverse: false);
 
-    internal override void RopeBackward(Tensor dy, Tensor dx, RopeOptions options, int positionOffset) =>
-        RopeApply(dy, dx, options, positionOffset, inverse: true);
+    internal override void RopeBackward(Tensor dy, Tensor dx, RopeOptions options, TokenPositions positions) =>
+        RopeApply(dy, dx, options, positions, inverse: true);
 
-    private void RopeApply(Tensor x, Tensor y, RopeOptions options, int positionOffset, bool inverse)
+    private void RopeApply(Tensor x, Tensor y, RopeOptions options, TokenPositions positions, bool inverse)
     {
         if (x.DType.IsHalfPrecision())
         {
             using var w = new Widening(this);
             var xf = w.In(x);
-            RopeApply(xf, w.Out(y, keepContents: true), options, positionOffset, inverse);
+            RopeApply(xf, w.Out(y, keepContents: true), options, positions, inverse);
             return;
         }
         var s = x.Shape;
         int heads = s.Rank == 4 ? s[2] : 1;
         if (x.DType == DType.F64)
         {
-            RopeCpu.Apply(P<double>(x), P<double>(y), s[0], s[1], heads, s[-1], options, positionOffset, inverse);
+            RopeCpu.Apply(P<double>(x), P<double>(y), s[0], s[1], heads, s[-1], options, positions, inverse);
         }
         else
         {
-            RopeCpu.Apply(P<float>(x), P<float>(y), s[0], s[1], heads, s[-1], options, positionOffset, inverse);
+            RopeCpu.Apply(P<float>(x), P<float>(y), s[0], s[1], heads, s[-1], options, positions, inverse);
         }
     }
 
@@ -132,6 +132,34 @@ public sealed partial class CpuBackend : Backend
     }
 
     // The pinned view of a host tensor; an absent optional tensor is an empty view.
+    /// <summary>Rows [<paramref name="first"/>, +<paramref name="count"/>) of the token axis of a packed [1, N, …] tensor, as a view [1, count, …].</summary>
+    internal static Tensor TokenRows(Tensor t, int first, int count)
+    {
+        var dims = new int[t.Shape.Rank];
+        dims[0] = 1;
+        dims[1] = count;
+        long row = 1;
+        for (int i = 2; i < dims.Length; i++)
+        {
+            dims[i] = t.Shape[i];
+            row *= dims[i];
+        }
+        return ((HostTensor)t).View(first * row, new Shape(dims));
+    }
+
+    /// <summary>Row <paramref name="row"/> of the leading axis of <paramref name="t"/>, as a view with a leading axis of 1.</summary>
+    internal static Tensor LeadingRow(Tensor t, int row)
+    {
+        var dims = new int[t.Shape.Rank];
+        dims[0] = 1;
+        for (int i = 1; i < dims.Length; i++)
+        {
+            dims[i] = t.Shape[i];
+        }
+        var shape = new Shape(dims);
+        return ((HostTensor)t).View(row * shape.ElementCount, shape);
+    }
+
     private static PinnedBuffer<T> P<T>(Tensor? tensor)
         where T : unmanaged => tensor is null ? default : ((HostTensor)tensor).Pinned<T>();
 

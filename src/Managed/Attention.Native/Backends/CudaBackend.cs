@@ -149,11 +149,27 @@ public sealed partial class CudaBackend : Backend
     internal override void LinearBackward(Tensor x, Tensor weight, Tensor dy, Tensor? dx, Tensor? dweight, Tensor? dbias, bool accumulate) =>
         LinearCuda.Backward(this, x, weight, dy, dx, dweight, dbias, accumulate);
 
-    internal override void RopeForward(Tensor x, Tensor y, RopeOptions options, int positionOffset) =>
-        RopeCuda.Apply(this, x, y, options, positionOffset, inverse: false);
+    /// <summary>The position offset a kernel takes; per-token positions (a ragged batch) have no CUDA kernel yet.</summary>
+    internal static int PositionOffset(TokenPositions positions)
+    {
+        ThrowIfRagged(positions.PerToken is not null, "RoPE/LRPE");
+        return positions.Offset;
+    }
 
-    internal override void RopeBackward(Tensor dy, Tensor dx, RopeOptions options, int positionOffset) =>
-        RopeCuda.Apply(this, dy, dx, options, positionOffset, inverse: true);
+    /// <summary>Ragged batches whose CUDA kernels are not written yet are refused, naming the op.</summary>
+    internal static void ThrowIfRagged(bool ragged, string op)
+    {
+        if (ragged)
+        {
+            throw new NotSupportedException($"{op}: ragged batches (SequenceLayout) are not yet implemented on the CUDA backend; run them on the CPU backend");
+        }
+    }
+
+    internal override void RopeForward(Tensor x, Tensor y, RopeOptions options, TokenPositions positions) =>
+        RopeCuda.Apply(this, x, y, options, positions, inverse: false);
+
+    internal override void RopeBackward(Tensor dy, Tensor dx, RopeOptions options, TokenPositions positions) =>
+        RopeCuda.Apply(this, dy, dx, options, positions, inverse: true);
 
     internal override void RmsNormForward(Tensor x, Tensor? gain, Tensor y, float epsilon) => RmsNormCuda.Forward(this, x, gain, y, epsilon);
 

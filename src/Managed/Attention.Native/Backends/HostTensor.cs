@@ -8,6 +8,7 @@ namespace Attention.Native;
 public sealed class HostTensor : Tensor
 {
     private readonly HostStorage _storage;
+    private readonly int _byteOffset;
 
     internal HostTensor(CpuBackend backend, Shape shape, DType dtype)
         : base(shape, dtype)
@@ -22,11 +23,12 @@ public sealed class HostTensor : Tensor
         _storage = new HostStorage(GC.AllocateArray<byte>((int)bytes, pinned: true));
     }
 
-    private HostTensor(CpuBackend backend, HostStorage storage, Shape shape, DType dtype)
+    private HostTensor(CpuBackend backend, HostStorage storage, Shape shape, DType dtype, int byteOffset)
         : base(shape, dtype)
     {
         Backend = backend;
         _storage = storage;
+        _byteOffset = byteOffset;
     }
 
     /// <inheritdoc/>
@@ -55,7 +57,7 @@ public sealed class HostTensor : Tensor
         get
         {
             ThrowIfDisposed();
-            return _storage.Data.AsSpan(0, checked((int)ByteCount));
+            return _storage.Data.AsSpan(_byteOffset, checked((int)ByteCount));
         }
     }
 
@@ -122,7 +124,21 @@ public sealed class HostTensor : Tensor
         {
             throw new ArgumentException($"shape: expected {ElementCount} elements (from {Shape}), actual {shape.ElementCount} for {shape}", nameof(shape));
         }
-        return new HostTensor((CpuBackend)Backend, _storage.AsView(), shape, DType);
+        return new HostTensor((CpuBackend)Backend, _storage.AsView(), shape, DType, _byteOffset);
+    }
+
+    /// <summary>
+    /// The contiguous elements [<paramref name="elementOffset"/>, + shape's count) as a tensor of <paramref name="shape"/> sharing
+    /// this storage (one sequence of a ragged batch, one state row of a pool); writes through it are writes to this tensor.
+    /// </summary>
+    internal HostTensor View(long elementOffset, Shape shape)
+    {
+        ThrowIfDisposed();
+        if (elementOffset < 0 || elementOffset > ElementCount - shape.ElementCount)
+        {
+            throw new ArgumentOutOfRangeException(nameof(elementOffset), elementOffset, $"elementOffset: expected a range of {shape.ElementCount} elements inside the {ElementCount} of {Shape}, actual offset {elementOffset}");
+        }
+        return new HostTensor((CpuBackend)Backend, _storage.AsView(), shape, DType, _byteOffset + checked((int)(elementOffset * DType.SizeInBytes())));
     }
 
     /// <inheritdoc/>

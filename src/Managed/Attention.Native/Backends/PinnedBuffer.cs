@@ -47,6 +47,20 @@ internal readonly unsafe struct PinnedBuffer<T>
 
     public Span<T> Span => new(_data, checked((int)Length));
 
+    /// <summary>The elements [<paramref name="start"/>, +<paramref name="length"/>) as a buffer of their own (one sequence of a ragged batch); empty stays empty.</summary>
+    public PinnedBuffer<T> Part(long start, long length)
+    {
+        if (IsEmpty)
+        {
+            return this;
+        }
+        if (start < 0 || length < 0 || start > Length - length)
+        {
+            ThrowOutOfRange(start, length);
+        }
+        return new PinnedBuffer<T>(_data + start, length);
+    }
+
     private void ThrowOutOfRange(long start, long count) =>
         throw new ArgumentOutOfRangeException(nameof(start), $"range [{start}, {start + count}) outside buffer of {Length} elements");
 }

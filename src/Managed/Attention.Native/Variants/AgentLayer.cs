@@ -56,6 +56,9 @@ public sealed class AgentLayer : AttentionLayer
         return graph.Linear(mixed, Param(graph, "w_o"), Param(graph, "b_o"));
     }
 
+    /// <inheritdoc/>
+    public override bool AcceptsSequences => false;
+
     private protected override void CheckInput(Tensor x, string name)
     {
         base.CheckInput(x, name);

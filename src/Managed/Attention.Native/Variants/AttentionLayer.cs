@@ -24,10 +24,10 @@ public sealed record ParameterSpec(string Name, Shape Shape, ParameterInit Init 
 /// <summary>
 /// An attention layer of variants.md: input <c>x [B, T, d_model]</c>, output of the same shape. It owns its parameters
 /// (on <see cref="Backend"/>, in <see cref="DType"/>) and runs on whatever backend holds them: the variant's forward is
-/// written once against the op API. <see cref="ForwardForTraining"/> returns a pass whose backward gives <c>dx</c> and the
+/// written once against the op API. <see cref="ForwardForTraining(Tensor)"/> returns a pass whose backward gives <c>dx</c> and the
 /// gradient of every learnable parameter.
 /// </summary>
-/// <remarks>Thread safety: safe to share between threads (measured: concurrent forward and training passes give bitwise the results of the same calls made alone): forward, <see cref="ForwardForTraining"/> and the caches only read the parameters. Writing parameters (<see cref="LoadParameters(IReadOnlyDictionary{string, Tensor})"/>, <see cref="InitializeParameters"/>, copies into <see cref="Parameters"/>) must not overlap any call; a pass whose parameters were written before its backward throws. On CUDA the calls are serialised per backend.</remarks>
+/// <remarks>Thread safety: safe to share between threads (measured: concurrent forward and training passes give bitwise the results of the same calls made alone): forward, <see cref="ForwardForTraining(Tensor)"/> and the caches only read the parameters. Writing parameters (<see cref="LoadParameters(IReadOnlyDictionary{string, Tensor})"/>, <see cref="InitializeParameters"/>, copies into <see cref="Parameters"/>) must not overlap any call; a pass whose parameters were written before its backward throws. On CUDA the calls are serialised per backend.</remarks>
 public abstract class AttentionLayer : IDisposable
 {
     private readonly Dictionary<string, Tensor> _parameters = new(StringComparer.Ordinal);
@@ -162,12 +162,44 @@ public abstract class AttentionLayer : IDisposable
         return graph.Detach(y.Value);
     }
 
+    /// <summary>
+    /// The layer's output for a ragged batch: <paramref name="x"/> <c>[1, N, d_model]</c> packs the sequences of
+    /// <paramref name="sequences"/> (N their total length), and each row of the result equals that token's row of the layer
+    /// run on its sequence alone. Refused by the variants with a fixed <c>seq_len</c> (agent, flatten).
+    /// </summary>
+    public Tensor Forward(Tensor x, SequenceLayout sequences)
+    {
+        CheckPacked(x, nameof(x), sequences);
+        using var call = Backend.EnterCall();
+        using var graph = new Graph(Backend, record: false, sequences);
+        var y = Build(graph, graph.Input(x, requiresGrad: false));
+        return graph.Detach(y.Value);
+    }
+
     /// <summary>Runs the forward keeping what the backward needs; dispose the pass to free it.</summary>
     public LayerPass ForwardForTraining(Tensor x)
     {
         CheckInput(x, nameof(x));
+        return Train(x, null);
+    }
+
+    /// <summary>
+    /// Runs the forward of a ragged batch (see <see cref="Forward(Tensor, SequenceLayout)"/>) keeping what the backward needs:
+    /// its gradients are the sums of those of each sequence run alone.
+    /// </summary>
+    public LayerPass ForwardForTraining(Tensor x, SequenceLayout sequences)
+    {
+        CheckPacked(x, nameof(x), sequences);
+        return Train(x, sequences);
+    }
+
+    /// <summary>True when the variant accepts a ragged batch (<see cref="SequenceLayout"/>); false for a fixed <c>seq_len</c>.</summary>
+    public virtual bool AcceptsSequences => true;
+
+    private LayerPass Train(Tensor x, SequenceLayout? sequences)
+    {
         using var call = Backend.EnterCall();
-        var graph = new Graph(Backend, record: true);
+        var graph = new Graph(Backend, record: true, sequences);
         try
         {
             var input = graph.Input(x, requiresGrad: true);
@@ -225,6 +257,25 @@ public abstract class AttentionLayer : IDisposable
     /// <summary>Checks <paramref name="x"/> is [B, T, d_model] on this layer's backend and dtype.</summary>
     private protected virtual void CheckInput(Tensor x, string name) => CheckTokens(x, name, batch: null);
 
+    /// <summary>Checks <paramref name="x"/> is [1, N, d_model], N the tokens of <paramref name="sequences"/>, and that the variant takes ragged batches.</summary>
+    internal void CheckPacked(Tensor x, string name, SequenceLayout sequences)
+    {
+        ArgumentNullException.ThrowIfNull(sequences);
+        if (!AcceptsSequences)
+        {
+            throw new ArgumentException($"sequences: expected no ragged batch for {Variant}, whose sequences have the fixed seq_len of its config (pass [B, seq_len, d_model] instead), actual {sequences}", nameof(sequences));
+        }
+        if (!sequences.StartsAtZero)
+        {
+            throw new ArgumentException($"sequences: expected every sequence to start at position 0 (a prefix is continued through a cache), actual {sequences}", nameof(sequences));
+        }
+        CheckTokens(x, name, batch: 1);
+        if (x.Shape[1] != sequences.TokenCount)
+        {
+            throw new ArgumentException($"{name}: expected [1, {sequences.TokenCount}, {Config.DModel}] (the packed tokens of sequences {sequences}), actual {x.Shape}", name);
+        }
+    }
+
     /// <summary>Checks <paramref name="x"/> is [B, T ≥ 1, d_model] (B = <paramref name="batch"/> when given) on this layer's backend and dtype.</summary>
     internal void CheckTokens(Tensor x, string name, int? batch)
     {
@@ -247,7 +298,7 @@ public abstract class AttentionLayer : IDisposable
 }
 
 /// <summary>
-/// A forward pass kept for its backward (<see cref="AttentionLayer.ForwardForTraining"/>). Its <see cref="Backward"/> runs once,
+/// A forward pass kept for its backward (<see cref="AttentionLayer.ForwardForTraining(Tensor)"/>). Its <see cref="Backward"/> runs once,
 /// before <see cref="Dispose"/>, and only while the layer's parameters are those the forward used.
 /// </summary>
 /// <remarks>Thread safety: one thread at a time; a second <see cref="Backward"/> (concurrent or not) throws.</remarks>

@@ -53,6 +53,9 @@ public sealed class FlattenLayer : AttentionLayer
         return graph.Linear(mixed, Param(graph, "w_o"), Param(graph, "b_o"));
     }
 
+    /// <inheritdoc/>
+    public override bool AcceptsSequences => false;
+
     private protected override void CheckInput(Tensor x, string name)
     {
         base.CheckInput(x, name);

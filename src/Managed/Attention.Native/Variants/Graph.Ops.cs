@@ -11,13 +11,26 @@ internal sealed partial class Graph
         return Result(y, out_ => Ops.Linear.Backward(x.Value, weight.Value, GradOf(out_), GradIfNeeded(x), GradIfNeeded(weight), GradIfNeeded(bias), accumulate: true), x, weight, bias);
     }
 
+    /// <summary>RoPE at positions <paramref name="positionOffset"/>… (dense), or at each packed token's own position (<see cref="Sequences"/>, which then carries the offsets).</summary>
     public Node Rope(Node x, RopeOptions options, int positionOffset)
     {
-        var y = Ops.Rope.Forward(x.Value, options, positionOffset);
+        var sequences = Sequences;
+        if (sequences is not null && positionOffset != 0)
+        {
+            throw new InvalidOperationException("Rope: a ragged graph's positions come from its SequenceLayout's start positions, not an offset");
+        }
+        var y = sequences is null ? Ops.Rope.Forward(x.Value, options, positionOffset) : Ops.Rope.Forward(x.Value, options, sequences);
         return Result(y, out_ =>
         {
             using var dx = Backend.Zeros(x.Shape, x.Value.DType);
-            Ops.Rope.Backward(GradOf(out_), dx, options, positionOffset);
+            if (sequences is null)
+            {
+                Ops.Rope.Backward(GradOf(out_), dx, options, positionOffset);
+            }
+            else
+            {
+                Ops.Rope.Backward(GradOf(out_), dx, options, sequences);
+            }
             Ops.Pointwise.Forward(PointwiseOp.Add, GradOf(x), dx, GradOf(x));
         }, x);
     }
@@ -28,8 +41,13 @@ internal sealed partial class Graph
         return Result(y, out_ => Ops.RmsNorm.Backward(x.Value, gain?.Value, GradOf(out_), GradOf(x), GradIfNeeded(gain), epsilon, accumulate: true), x, gain);
     }
 
+    /// <summary>Softmax attention; in a ragged graph each sequence attends to its own tokens (unless the options name other layouts).</summary>
     public Node Attention(Node q, Node k, Node v, AttentionOptions options, Node? bias = null)
     {
+        if (Sequences is not null && options.Sequences is null)
+        {
+            options = options with { Sequences = Sequences };
+        }
         var o = SoftmaxAttention.Forward(q.Value, k.Value, v.Value, options, bias?.Value, out var lse);
         Own(lse);
         return Result(o, out_ => SoftmaxAttention.Backward(q.Value, k.Value, v.Value, options, bias?.Value, out_.Value, lse, GradOf(out_),

@@ -42,13 +42,19 @@ internal sealed partial class Graph : IDisposable
 
     /// <param name="backend">Where new tensors are allocated.</param>
     /// <param name="record">False for inference: no backward steps, and nothing requires a gradient.</param>
-    public Graph(Backend backend, bool record)
+    /// <param name="sequences">A ragged batch: the token axis of [1, N, …] inputs packs these sequences, and the ops that
+    /// relate tokens (RoPE and LRPE positions, attention masks, Lightning's recurrence) keep each sequence to itself.</param>
+    public Graph(Backend backend, bool record, SequenceLayout? sequences = null)
     {
         Backend = backend;
         Recording = record;
+        Sequences = sequences;
     }
 
     public Backend Backend { get; }
+
+    /// <summary>The ragged batch the token axis packs, or null for a dense [B, T, …] batch.</summary>
+    public SequenceLayout? Sequences { get; }
 
     public bool Recording { get; }
 

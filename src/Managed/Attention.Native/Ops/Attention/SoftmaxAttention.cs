@@ -5,8 +5,17 @@ namespace Attention.Native.Ops;
 /// <param name="Causal">Mask keys after the query's position. Query i sits at position <c>L − T_q + i</c>, L the number of valid keys, so a
 /// block of new queries attends to a cache that already holds earlier tokens.</param>
 /// <param name="KeyLength">Number of valid key positions L when k and v are preallocated caches longer than that; null uses all of them.</param>
+/// <param name="Sequences">A ragged batch: q is <c>[1, N_q, H, d_qk]</c>, the packed queries of these sequences, each attending only
+/// to its own keys (and lse is <c>[1, H, N_q]</c>); null for the dense <c>[B, T, …]</c> form. No bias or <paramref name="KeyLength"/> with it.</param>
+/// <param name="KeySequences">The keys' layout of a ragged batch, <c>[1, N_k, G, …]</c> with as many sequences as
+/// <paramref name="Sequences"/>; null when each sequence's keys are its queries' own tokens. With <paramref name="Causal"/>, query i of
+/// sequence s sits at position <c>L_k(s) − L_q(s) + i</c>, so a sequence's new queries attend to the keys of its earlier tokens too.</param>
 /// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
-public readonly record struct AttentionOptions(double Scale, bool Causal, int? KeyLength = null);
+public readonly record struct AttentionOptions(double Scale, bool Causal, int? KeyLength = null, SequenceLayout? Sequences = null, SequenceLayout? KeySequences = null)
+{
+    /// <summary>The keys' layout of a ragged batch: <see cref="KeySequences"/>, or <see cref="Sequences"/> when that is null.</summary>
+    public SequenceLayout? KeyLayout => KeySequences ?? Sequences;
+}
 
 /// <summary>
 /// Softmax attention, the core of mha/gqa/mqa/mla/tpa/sas and of agent attention's two softmaxes:
@@ -83,10 +92,16 @@ public static class SoftmaxAttention
 
     internal static DType LseType(DType dtype) => dtype == DType.F64 ? DType.F64 : DType.F32;
 
-    internal readonly record struct Dims(int B, int Tq, int H, int Dqk, int Tk, int G, int Dv, int Length);
+    /// <summary>The problem's sizes; <paramref name="LseStride"/> is the distance between heads in lse (T_q, or N_q for one sequence of a ragged batch).</summary>
+    internal readonly record struct Dims(int B, int Tq, int H, int Dqk, int Tk, int G, int Dv, int Length, int LseStride)
+    {
+        /// <summary>Sequence <paramref name="s"/> of a ragged batch as a dense problem of batch 1 (its parts are cut out by the caller).</summary>
+        public Dims Sequence(SequenceLayout queries, SequenceLayout keys, int s) =>
+            this with { B = 1, Tq = queries.Length(s), Tk = keys.Length(s), Length = keys.Length(s), LseStride = queries.TokenCount };
+    }
 
     internal static Dims DimsOf(Tensor q, Tensor k, Tensor v, AttentionOptions options) =>
-        new(q.Shape[0], q.Shape[1], q.Shape[2], q.Shape[3], k.Shape[1], k.Shape[2], v.Shape[3], options.KeyLength ?? k.Shape[1]);
+        new(q.Shape[0], q.Shape[1], q.Shape[2], q.Shape[3], k.Shape[1], k.Shape[2], v.Shape[3], options.KeyLength ?? k.Shape[1], q.Shape[1]);
 
     private static Dims Validate(Tensor q, Tensor k, Tensor v, Tensor? bias, AttentionOptions options)
     {
@@ -125,7 +140,53 @@ public static class SoftmaxAttention
             Check.Compatible(q, nameof(q), bias, nameof(bias));
             Check.Shape(bias, new Shape(d.H, d.Tq, d.Tk), nameof(bias));
         }
+        ValidateSequences(q, k, d, bias, options);
         return d;
+    }
+
+    // A ragged batch: [1, N, …] tensors whose token counts are the layouts', no bias or KeyLength, and (causal) no sequence
+    // with more queries than keys.
+    private static void ValidateSequences(Tensor q, Tensor k, Dims d, Tensor? bias, AttentionOptions options)
+    {
+        if (options.Sequences is not { } queries)
+        {
+            if (options.KeySequences is not null)
+            {
+                throw new ArgumentException("options: expected KeySequences only with Sequences (a ragged batch), actual KeySequences alone", nameof(options));
+            }
+            return;
+        }
+        var keys = options.KeyLayout!;
+        if (d.B != 1 || d.Tq != queries.TokenCount)
+        {
+            throw new ArgumentException($"q: expected shape [1, {queries.TokenCount}, {d.H}, {d.Dqk}] (the packed tokens of options.Sequences), actual {q.Shape}", nameof(q));
+        }
+        if (keys.Count != queries.Count)
+        {
+            throw new ArgumentException($"options: expected KeySequences of {queries.Count} sequences (as Sequences), actual {keys.Count}", nameof(options));
+        }
+        if (d.Tk != keys.TokenCount)
+        {
+            throw new ArgumentException($"k: expected {keys.TokenCount} packed key tokens (options.{(options.KeySequences is null ? "Sequences" : "KeySequences")}), actual {k.Shape[1]}", nameof(k));
+        }
+        if (options.KeyLength is not null)
+        {
+            throw new ArgumentException($"options: expected KeyLength null with a ragged batch (each sequence's keys are its own), actual {options.KeyLength}", nameof(options));
+        }
+        if (bias is not null)
+        {
+            throw new ArgumentException("bias: expected null with a ragged batch (a bias [H, T_q, T_k] has no per-sequence form), actual a tensor", nameof(bias));
+        }
+        if (options.Causal)
+        {
+            for (int s = 0; s < queries.Count; s++)
+            {
+                if (queries.Length(s) > keys.Length(s))
+                {
+                    throw new ArgumentException($"options: expected at most {keys.Length(s)} causal queries in sequence {s} (one per key), actual {queries.Length(s)}", nameof(options));
+                }
+            }
+        }
     }
 
     private static void CheckLse(Tensor q, Tensor logSumExp, Dims d)

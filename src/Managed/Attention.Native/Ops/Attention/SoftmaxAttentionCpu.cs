@@ -38,7 +38,7 @@ internal static class SoftmaxAttentionCpu
                 T sum = TensorPrimitives.Sum<T>(live);
                 TensorPrimitives.Divide<T>(live, sum, live);
                 row[visible..].Clear();
-                lse[(((long)b * d.H) + h) * d.Tq + r0 + i] = max + T.Log(sum);
+                lse[(((long)b * d.H) + h) * d.LseStride + r0 + i] = max + T.Log(sum);
             }
             // o = P v: rows of o for this head are H·d_v apart, rows of v for this KV head G·d_v apart.
             CpuGemm.Serial(false, false, rows, d.Dv, layout.Keys, T.One, scores, layout.Keys,
@@ -76,7 +76,7 @@ internal static class SoftmaxAttentionCpu
                 {
                     var row = p.Slice(i * n, n);
                     int visible = layout.Visible(i);
-                    T rowLse = lse[(((long)b * d.H) + h) * d.Tq + r0 + i];
+                    T rowLse = lse[(((long)b * d.H) + h) * d.LseStride + r0 + i];
                     TensorPrimitives.Subtract<T>(row[..visible], rowLse, row[..visible]);
                     TensorPrimitives.Exp<T>(row[..visible], row[..visible]);
                     row[visible..].Clear();
@@ -162,6 +162,49 @@ internal static class SoftmaxAttentionCpu
                 }
             }
         });
+    }
+
+    /// <summary>A ragged batch (<see cref="AttentionOptions.Sequences"/>): each sequence is a dense problem of batch 1 on its own parts.</summary>
+    public static void ForwardRagged<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> v, PinnedBuffer<T> o, PinnedBuffer<T> lse, SoftmaxAttention.Dims d, AttentionOptions options)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var (queries, keys) = (options.Sequences!, options.KeyLayout!);
+        for (int s = 0; s < queries.Count; s++)
+        {
+            var p = new RaggedParts(d, queries, keys, s);
+            Forward(p.Q(q), p.K(k), p.V(v), default, p.O(o), p.Lse(lse), p.Dims, options);
+        }
+    }
+
+    /// <summary>The backward of <see cref="ForwardRagged"/>, sequence by sequence.</summary>
+    public static void BackwardRagged<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> v, PinnedBuffer<T> o, PinnedBuffer<T> lse, PinnedBuffer<T> dO,
+        PinnedBuffer<T> dq, PinnedBuffer<T> dk, PinnedBuffer<T> dv, SoftmaxAttention.Dims d, AttentionOptions options)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var (queries, keys) = (options.Sequences!, options.KeyLayout!);
+        for (int s = 0; s < queries.Count; s++)
+        {
+            var p = new RaggedParts(d, queries, keys, s);
+            Backward(p.Q(q), p.K(k), p.V(v), default, p.O(o), p.Lse(lse), p.O(dO), p.Q(dq), p.K(dk), p.V(dv), default, p.Dims, options);
+        }
+    }
+
+    /// <summary>Where sequence s of a ragged batch lies in each packed tensor (lse [1, H, N_q]: its heads N_q apart).</summary>
+    private readonly struct RaggedParts(SoftmaxAttention.Dims d, SequenceLayout queries, SequenceLayout keys, int s)
+    {
+        private readonly int _q0 = queries.Start(s), _k0 = keys.Start(s);
+
+        public SoftmaxAttention.Dims Dims { get; } = d.Sequence(queries, keys, s);
+
+        public PinnedBuffer<T> Q<T>(PinnedBuffer<T> t) where T : unmanaged => t.Part((long)_q0 * d.H * d.Dqk, (long)Dims.Tq * d.H * d.Dqk);
+
+        public PinnedBuffer<T> O<T>(PinnedBuffer<T> t) where T : unmanaged => t.Part((long)_q0 * d.H * d.Dv, (long)Dims.Tq * d.H * d.Dv);
+
+        public PinnedBuffer<T> K<T>(PinnedBuffer<T> t) where T : unmanaged => t.Part((long)_k0 * d.G * d.Dqk, (long)Dims.Tk * d.G * d.Dqk);
+
+        public PinnedBuffer<T> V<T>(PinnedBuffer<T> t) where T : unmanaged => t.Part((long)_k0 * d.G * d.Dv, (long)Dims.Tk * d.G * d.Dv);
+
+        public PinnedBuffer<T> Lse<T>(PinnedBuffer<T> t) where T : unmanaged => t.Part(_q0, ((long)(d.H - 1) * d.Tq) + Dims.Tq);
     }
 
     // scale · q kᵀ (+ bias) for one row block, with masked entries set to −∞.

@@ -39,6 +39,7 @@ namespace Attention.Native.Ops
         {
             var d = SoftmaxAttention.DimsOf(q, k, v, options);
             CheckWidths(q, v);
+            ThrowIfRagged(options.Sequences is not null, "SoftmaxAttention");
             if (d.B == 0 || d.Tq == 0 || d.H == 0)
             {
                 return;
@@ -110,6 +111,7 @@ namespace Attention.Native.Ops
         {
             var d = SoftmaxAttention.DimsOf(q, k, v, options);
             CheckWidths(q, v);
+            ThrowIfRagged(options.Sequences is not null, "SoftmaxAttention");
             if (d.B == 0 || d.Tq == 0 || d.H == 0 || (dq is null && dk is null && dv is null && dbias is null))
             {
                 return;

@@ -23,6 +23,18 @@ public sealed partial class CpuBackend
             return;
         }
         var d = SoftmaxAttention.DimsOf(q, k, v, options);
+        if (options.Sequences is not null)
+        {
+            if (q.DType == DType.F64)
+            {
+                SoftmaxAttentionCpu.ForwardRagged(P<double>(q), P<double>(k), P<double>(v), P<double>(o), P<double>(lse), d, options);
+            }
+            else
+            {
+                SoftmaxAttentionCpu.ForwardRagged(P<float>(q), P<float>(k), P<float>(v), P<float>(o), P<float>(lse), d, options);
+            }
+            return;
+        }
         if (q.DType == DType.F64)
         {
             SoftmaxAttentionCpu.Forward(P<double>(q), P<double>(k), P<double>(v), P<double>(bias), P<double>(o), P<double>(lse), d, options);
@@ -43,6 +55,18 @@ public sealed partial class CpuBackend
             return;
         }
         var d = SoftmaxAttention.DimsOf(q, k, v, options);
+        if (options.Sequences is not null)
+        {
+            if (q.DType == DType.F64)
+            {
+                SoftmaxAttentionCpu.BackwardRagged(P<double>(q), P<double>(k), P<double>(v), P<double>(o), P<double>(lse), P<double>(dO), P<double>(dq), P<double>(dk), P<double>(dv), d, options);
+            }
+            else
+            {
+                SoftmaxAttentionCpu.BackwardRagged(P<float>(q), P<float>(k), P<float>(v), P<float>(o), P<float>(lse), P<float>(dO), P<float>(dq), P<float>(dk), P<float>(dv), d, options);
+            }
+            return;
+        }
         if (q.DType == DType.F64)
         {
             SoftmaxAttentionCpu.Backward(P<double>(q), P<double>(k), P<double>(v), P<double>(bias), P<double>(o), P<double>(lse), P<double>(dO), P<double>(dq), P<double>(dk), P<double>(dv), P<double>(dbias), d, options);

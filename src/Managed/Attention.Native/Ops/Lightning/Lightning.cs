@@ -78,7 +78,7 @@ public static class Lightning
             Check.Distinct(finalState, nameof(finalState), k, nameof(k));
             Check.Distinct(finalState, nameof(finalState), v, nameof(v));
         }
-        q.Backend.LightningForward(q, k, v, decay.ToArray(), o, initialState, finalState, blockSize);
+        q.Backend.LightningForward(q, k, v, decay.ToArray(), o, initialState, finalState, blockSize, null);
     }
 
     /// <summary>
@@ -160,7 +160,131 @@ public static class Lightning
                 Check.Distinct(gradient, name, dFinalState, nameof(dFinalState));
             }
         }
-        q.Backend.LightningBackward(q, k, v, decay.ToArray(), dO, dq, dk, dv, initialState, dInitialState, dFinalState, blockSize);
+        q.Backend.LightningBackward(q, k, v, decay.ToArray(), dO, dq, dk, dv, initialState, dInitialState, dFinalState, blockSize, null);
+    }
+
+    /// <summary>
+    /// The forward of a ragged batch: <paramref name="q"/>, <paramref name="k"/> <c>[1, N, H, dk]</c> and <paramref name="v"/>
+    /// <c>[1, N, H, dv]</c> hold the packed tokens of <paramref name="sequences"/>, each sequence its own recurrence. Sequence s
+    /// starts from row <c>slots[s]</c> of <paramref name="initialStates"/> (zero when null) and writes its final state to row
+    /// <c>slots[s]</c> of <paramref name="finalStates"/>; the state tensors are <c>[P, H, dk, dv]</c> of
+    /// <see cref="StateDType"/>, P ≥ the sequence count, and <paramref name="slots"/> (distinct rows in [0, P)) defaults to
+    /// 0 … S − 1. <paramref name="finalStates"/> may be <paramref name="initialStates"/> (each sequence's state updated in place,
+    /// as a serving pool decodes many sequences in one step). Returns o <c>[1, N, H, dv]</c>.
+    /// </summary>
+    /// <param name="q">Queries <c>[1, N, H, dk]</c>.</param>
+    /// <param name="k">Keys <c>[1, N, H, dk]</c>.</param>
+    /// <param name="v">Values <c>[1, N, H, dv]</c>.</param>
+    /// <param name="decay">λ_h per head, each in (0, 1].</param>
+    /// <param name="sequences">The packed sequences.</param>
+    /// <param name="initialStates">Optional states before each sequence's first token, <c>[P, H, dk, dv]</c>.</param>
+    /// <param name="finalStates">Optional <c>[P, H, dk, dv]</c> receiving each sequence's state after its last token.</param>
+    /// <param name="slots">The state row of each sequence, or empty for 0 … S − 1.</param>
+    /// <param name="blockSize">Block length of the chunked algorithm (≥ 1); the result does not depend on it.</param>
+    public static Tensor ForwardRagged(Tensor q, Tensor k, Tensor v, ReadOnlySpan<double> decay, SequenceLayout sequences, Tensor? initialStates = null, Tensor? finalStates = null,
+        ReadOnlySpan<int> slots = default, int blockSize = 64)
+    {
+        ValidateInputs(q, k, v, decay, blockSize);
+        var ragged = ValidateRagged(q, v, sequences, slots, initialStates, nameof(initialStates), finalStates, nameof(finalStates));
+        if (finalStates is not null)
+        {
+            Check.Distinct(finalStates, nameof(finalStates), q, nameof(q));
+            Check.Distinct(finalStates, nameof(finalStates), k, nameof(k));
+            Check.Distinct(finalStates, nameof(finalStates), v, nameof(v));
+        }
+        double[] decayCopy = decay.ToArray();
+        var s = q.Shape;
+        return q.Backend.Create(new Shape(s[0], s[1], s[2], v.Shape[-1]), q.DType, o => q.Backend.LightningForward(q, k, v, decayCopy, o, initialStates, finalStates, blockSize, ragged));
+    }
+
+    /// <summary>
+    /// Adds the gradients of the ragged forward (<see cref="ForwardRagged"/>),
+    /// each sequence as the overload with states computes them: its initial state is row <c>slots[s]</c> of
+    /// <paramref name="initialStates"/>, its final state's gradient row <c>slots[s]</c> of <paramref name="dFinalStates"/>, and
+    /// the gradient of its initial state is added into row <c>slots[s]</c> of <paramref name="dInitialStates"/>.
+    /// </summary>
+    /// <param name="q">Queries <c>[1, N, H, dk]</c>.</param>
+    /// <param name="k">Keys <c>[1, N, H, dk]</c>.</param>
+    /// <param name="v">Values <c>[1, N, H, dv]</c>.</param>
+    /// <param name="decay">λ_h per head, each in (0, 1].</param>
+    /// <param name="sequences">The packed sequences.</param>
+    /// <param name="dO">Gradient of the output <c>[1, N, H, dv]</c>.</param>
+    /// <param name="dq">Receives (adds) the gradient of <paramref name="q"/>, or null.</param>
+    /// <param name="dk">Receives (adds) the gradient of <paramref name="k"/>, or null.</param>
+    /// <param name="dv">Receives (adds) the gradient of <paramref name="v"/>, or null.</param>
+    /// <param name="initialStates">The forward's initial states <c>[P, H, dk, dv]</c>, or null (zero).</param>
+    /// <param name="dInitialStates">Receives (adds) the gradients of the initial states, or null.</param>
+    /// <param name="dFinalStates">The gradients of the final states <c>[P, H, dk, dv]</c>, or null (zero).</param>
+    /// <param name="slots">The state row of each sequence, or empty for 0 … S − 1.</param>
+    /// <param name="blockSize">Block length of the chunked algorithm (≥ 1); the result does not depend on it.</param>
+    public static void BackwardRagged(Tensor q, Tensor k, Tensor v, ReadOnlySpan<double> decay, SequenceLayout sequences, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv,
+        Tensor? initialStates = null, Tensor? dInitialStates = null, Tensor? dFinalStates = null, ReadOnlySpan<int> slots = default, int blockSize = 64)
+    {
+        ValidateInputs(q, k, v, decay, blockSize);
+        var s = q.Shape;
+        Check.Compatible(q, nameof(q), dO, nameof(dO));
+        Check.Shape(dO, new Shape(s[0], s[1], s[2], v.Shape[-1]), nameof(dO));
+        ValidateGradient(q, k, v, dO, dq, q.Shape, nameof(dq));
+        ValidateGradient(q, k, v, dO, dk, k.Shape, nameof(dk));
+        ValidateGradient(q, k, v, dO, dv, v.Shape, nameof(dv));
+        var ragged = ValidateRagged(q, v, sequences, slots, initialStates, nameof(initialStates), dFinalStates, nameof(dFinalStates));
+        ValidateRagged(q, v, sequences, slots, dInitialStates, nameof(dInitialStates), null, nameof(dFinalStates));
+        if (dInitialStates is not null)
+        {
+            Tensor?[] others = [q, k, v, dO, dq, dk, dv, initialStates, dFinalStates];
+            string[] names = [nameof(q), nameof(k), nameof(v), nameof(dO), nameof(dq), nameof(dk), nameof(dv), nameof(initialStates), nameof(dFinalStates)];
+            for (int i = 0; i < others.Length; i++)
+            {
+                if (others[i] is { } other)
+                {
+                    Check.Distinct(dInitialStates, nameof(dInitialStates), other, names[i]);
+                }
+            }
+        }
+        q.Backend.LightningBackward(q, k, v, decay.ToArray(), dO, dq, dk, dv, initialStates, dInitialStates, dFinalStates, blockSize, ragged);
+    }
+
+    // q [1, N, …] over the layout's tokens; states [P ≥ max slot + 1, H, dk, dv] of the state dtype; slots distinct and in range.
+    private static RaggedStates ValidateRagged(Tensor q, Tensor v, SequenceLayout sequences, ReadOnlySpan<int> slots, Tensor? first, string firstName, Tensor? second, string secondName)
+    {
+        ArgumentNullException.ThrowIfNull(sequences);
+        Rope.CheckPacked(q, nameof(q), sequences);
+        int[] rows = slots.IsEmpty ? Enumerable.Range(0, sequences.Count).ToArray() : slots.ToArray();
+        if (rows.Length != sequences.Count)
+        {
+            throw new ArgumentException($"slots: expected {sequences.Count} state rows (one per sequence) or none, actual {rows.Length}", nameof(slots));
+        }
+        int need = rows.Length == 0 ? 0 : rows.Max() + 1;
+        var seen = new HashSet<int>();
+        for (int s = 0; s < rows.Length; s++)
+        {
+            if (rows[s] < 0)
+            {
+                throw new ArgumentException($"slots[{s}]: expected a state row ≥ 0, actual {rows[s]}", nameof(slots));
+            }
+            if (!seen.Add(rows[s]))
+            {
+                throw new ArgumentException($"slots[{s}]: expected distinct state rows (two sequences cannot share a state), actual row {rows[s]} twice", nameof(slots));
+            }
+        }
+        foreach (var (state, name) in new[] { (first, firstName), (second, secondName) })
+        {
+            if (state is null)
+            {
+                continue;
+            }
+            Check.Usable(state, name);
+            if (!ReferenceEquals(state.Backend, q.Backend) || state.DType != StateDType(q.DType))
+            {
+                throw new ArgumentException($"{name}: expected a {StateDType(q.DType)} tensor on {q.Backend.Name} (the state dtype for {q.DType} q), actual {state.DType} on {Check.BackendOf(state, q.Backend)}", name);
+            }
+            var s = state.Shape;
+            if (s.Rank != 4 || s[0] < need || s[1] != q.Shape[2] || s[2] != q.Shape[3] || s[3] != v.Shape[3])
+            {
+                throw new ArgumentException($"{name}: expected shape [P ≥ {need}, {q.Shape[2]}, {q.Shape[3]}, {v.Shape[3]}] (a state row per slot), actual {s}", name);
+            }
+        }
+        return new RaggedStates(sequences, rows);
     }
 
     private static void ValidateInputs(Tensor q, Tensor k, Tensor v, ReadOnlySpan<double> decay, int blockSize)
@@ -239,3 +363,6 @@ public static class Lightning
         Check.Distinct(gradient, name, dO, nameof(dO));
     }
 }
+
+/// <summary>A ragged Lightning call: the packed sequences and the state row of each.</summary>
+internal sealed record RaggedStates(SequenceLayout Sequences, int[] Slots);

@@ -208,10 +208,16 @@ namespace Attention.Native
     // kernel uses its own fixed chunk of 32 tokens (the result does not depend on it).
     public sealed partial class CudaBackend
     {
-        internal override void LightningForward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState, int blockSize) =>
+        internal override void LightningForward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState, int blockSize, RaggedStates? ragged)
+        {
+            ThrowIfRagged(ragged is not null, "Lightning");
             LightningCuda.Forward(this, q, k, v, decay, o, initialState, finalState);
+        }
 
-        internal override void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState, int blockSize) =>
+        internal override void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState, int blockSize, RaggedStates? ragged)
+        {
+            ThrowIfRagged(ragged is not null, "Lightning");
             LightningCuda.Backward(this, q, k, v, decay, dO, dq, dk, dv, initialState, dInitialState, dFinalState);
+        }
     }
 }

@@ -35,6 +35,12 @@ public static class Lrpe
     public static void Backward(Tensor x, Tensor theta, Tensor dy, Tensor? dx, Tensor? dtheta, int positionOffset = 0)
     {
         Validate(x, theta, positionOffset);
+        ValidateGradients(x, theta, dy, dx, dtheta);
+        x.Backend.LrpeBackward(x, theta, dy, dx, dtheta, positionOffset);
+    }
+
+    private static void ValidateGradients(Tensor x, Tensor theta, Tensor dy, Tensor? dx, Tensor? dtheta)
+    {
         var s = x.Shape;
         Check.Compatible(x, nameof(x), dy, nameof(dy));
         Check.Shape(dy, new Shape(s[0], s[1], s[2], 2 * s[3]), nameof(dy));
@@ -52,7 +58,36 @@ public static class Lrpe
             // dtheta is accumulated while theta is still read for the angles.
             Check.Distinct(dtheta, nameof(dtheta), theta, nameof(theta));
         }
-        x.Backend.LrpeBackward(x, theta, dy, dx, dtheta, positionOffset);
+    }
+
+    /// <summary>
+    /// Returns the LRPE of a ragged batch: <paramref name="x"/> <c>[1, N, H, d]</c> holds the packed tokens of
+    /// <paramref name="sequences"/>, each at its own position (<see cref="SequenceLayout.TokenPositions"/>).
+    /// </summary>
+    /// <param name="x">Input <c>[1, N, H, d]</c>.</param>
+    /// <param name="theta">Angles per head and column <c>[H, d]</c>.</param>
+    /// <param name="sequences">The packed sequences.</param>
+    public static Tensor Forward(Tensor x, Tensor theta, SequenceLayout sequences)
+    {
+        Validate(x, theta, 0);
+        Rope.CheckPacked(x, nameof(x), sequences);
+        var s = x.Shape;
+        return x.Backend.Create(new Shape(s[0], s[1], s[2], 2 * s[3]), x.DType, y => x.Backend.LrpeForward(x, theta, y, TokenPositions.Of(sequences)));
+    }
+
+    /// <summary>The gradients of the ragged forward (as <see cref="Backward(Tensor, Tensor, Tensor, Tensor?, Tensor?, int)"/>, each token at its own position).</summary>
+    /// <param name="x">Input <c>[1, N, H, d]</c>.</param>
+    /// <param name="theta">Angles <c>[H, d]</c>.</param>
+    /// <param name="dy">Gradient of the output <c>[1, N, H, 2d]</c>.</param>
+    /// <param name="dx">Receives (adds) the gradient of <paramref name="x"/>, or null.</param>
+    /// <param name="dtheta">Receives (adds) the gradient of <paramref name="theta"/>, or null.</param>
+    /// <param name="sequences">The packed sequences, as in the forward.</param>
+    public static void Backward(Tensor x, Tensor theta, Tensor dy, Tensor? dx, Tensor? dtheta, SequenceLayout sequences)
+    {
+        Validate(x, theta, 0);
+        Rope.CheckPacked(x, nameof(x), sequences);
+        ValidateGradients(x, theta, dy, dx, dtheta);
+        x.Backend.LrpeBackward(x, theta, dy, dx, dtheta, TokenPositions.Of(sequences));
     }
 
     private static void Validate(Tensor x, Tensor theta, int positionOffset)

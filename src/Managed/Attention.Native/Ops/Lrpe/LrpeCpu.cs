@@ -8,13 +8,13 @@ namespace Attention.Native.Ops;
 /// </summary>
 internal static class LrpeCpu
 {
-    public static void Forward<T>(PinnedBuffer<T> x, PinnedBuffer<T> theta, PinnedBuffer<T> y, int batch, int seq, int heads, int width, int positionOffset)
+    public static void Forward<T>(PinnedBuffer<T> x, PinnedBuffer<T> theta, PinnedBuffer<T> y, int batch, int seq, int heads, int width, TokenPositions positions)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         // One task per token row: it owns the output rows of every head of that token.
         Parallel.For(0, batch * seq, bt =>
         {
-            double position = positionOffset + (bt % seq);
+            double position = positions.At(bt % seq);
             for (int h = 0; h < heads; h++)
             {
                 var xr = x.Slice((((long)bt * heads) + h) * width, width);
@@ -30,7 +30,7 @@ internal static class LrpeCpu
         });
     }
 
-    public static void Backward<T>(PinnedBuffer<T> x, PinnedBuffer<T> theta, PinnedBuffer<T> dy, PinnedBuffer<T> dx, PinnedBuffer<T> dtheta, int batch, int seq, int heads, int width, int positionOffset)
+    public static void Backward<T>(PinnedBuffer<T> x, PinnedBuffer<T> theta, PinnedBuffer<T> dy, PinnedBuffer<T> dx, PinnedBuffer<T> dtheta, int batch, int seq, int heads, int width, TokenPositions positions)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (!dx.IsEmpty)
@@ -38,7 +38,7 @@ internal static class LrpeCpu
             // dx = dy_cos ⊙ cos + dy_sin ⊙ sin; one task per token row.
             Parallel.For(0, batch * seq, bt =>
             {
-                double position = positionOffset + (bt % seq);
+                double position = positions.At(bt % seq);
                 for (int h = 0; h < heads; h++)
                 {
                     var dxr = dx.Slice((((long)bt * heads) + h) * width, width);
@@ -64,7 +64,7 @@ internal static class LrpeCpu
             var sum = new T[width];
             for (int bt = 0; bt < batch * seq; bt++)
             {
-                double position = positionOffset + (bt % seq);
+                double position = positions.At(bt % seq);
                 T p = T.CreateTruncating(position);
                 var xr = x.Slice((((long)bt * heads) + h) * width, width);
                 var dyr = dy.Slice((((long)bt * heads) + h) * 2 * width, 2 * width);

@@ -14,7 +14,7 @@ namespace Attention.Native.Ops
         public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes(
             "lrpe.cu", ForwardKernel.Template, BackwardKernel.Template, ThetaPartials.Template, ThetaFinalize.Template);
 
-        public static void Forward(CudaBackend backend, Tensor x, Tensor theta, Tensor y, int positionOffset)
+        public static void Forward(CudaBackend backend, Tensor x, Tensor theta, Tensor y, TokenPositions positions)
         {
             var s = x.Shape;
             long rows = (long)s[0] * s[1], n = x.Shape.ElementCount;
@@ -30,11 +30,11 @@ namespace Attention.Native.Ops
             args.Add(s[1]);
             args.Add(s[2]);
             args.Add(s[3]);
-            args.Add(positionOffset);
+            args.Add(PositionOffset(positions));
             backend.Kernel(Program, ForwardKernel[x.DType]).Launch(Elementwise.Grid(backend, n), Elementwise.Threads, 0, backend.Stream, args);
         }
 
-        public static void Backward(CudaBackend backend, Tensor x, Tensor theta, Tensor dy, Tensor? dx, Tensor? dtheta, int positionOffset)
+        public static void Backward(CudaBackend backend, Tensor x, Tensor theta, Tensor dy, Tensor? dx, Tensor? dtheta, TokenPositions positions)
         {
             var s = x.Shape;
             long rows = (long)s[0] * s[1], n = x.Shape.ElementCount;
@@ -48,7 +48,7 @@ namespace Attention.Native.Ops
                 args.Add(s[1]);
                 args.Add(s[2]);
                 args.Add(s[3]);
-                args.Add(positionOffset);
+                args.Add(PositionOffset(positions));
                 backend.Kernel(Program, BackwardKernel[x.DType]).Launch(Elementwise.Grid(backend, n), Elementwise.Threads, 0, backend.Stream, args);
             }
             int columns = s[2] * s[3];
@@ -69,7 +69,7 @@ namespace Attention.Native.Ops
                 args.Add(s[1]);
                 args.Add(s[2]);
                 args.Add(s[3]);
-                args.Add(positionOffset);
+                args.Add(PositionOffset(positions));
                 args.Add(rowsPerChunk);
                 backend.Kernel(Program, ThetaPartials[x.DType]).Launch(
                     new Dim3(Dim3.CeilDiv(columns, ColumnSum.TileX), (uint)chunks), new Dim3(ColumnSum.TileX, ColumnSum.TileY), 0, backend.Stream, args);
@@ -90,9 +90,9 @@ namespace Attention.Native
     // The op-table entries of Lrpe on the CUDA backend.
     public sealed partial class CudaBackend
     {
-        internal override void LrpeForward(Tensor x, Tensor theta, Tensor y, int positionOffset) => LrpeCuda.Forward(this, x, theta, y, positionOffset);
+        internal override void LrpeForward(Tensor x, Tensor theta, Tensor y, TokenPositions positions) => LrpeCuda.Forward(this, x, theta, y, positions);
 
-        internal override void LrpeBackward(Tensor x, Tensor theta, Tensor dy, Tensor? dx, Tensor? dtheta, int positionOffset) =>
-            LrpeCuda.Backward(this, x, theta, dy, dx, dtheta, positionOffset);
+        internal override void LrpeBackward(Tensor x, Tensor theta, Tensor dy, Tensor? dx, Tensor? dtheta, TokenPositions positions) =>
+            LrpeCuda.Backward(this, x, theta, dy, dx, dtheta, positions);
     }
 }

@@ -176,6 +176,43 @@ public static class Rope
         dy.Backend.RopeBackward(dy, dx, NormalizeOptions(options), positionOffset);
     }
 
+    /// <summary>
+    /// Writes RoPE(<paramref name="x"/>) of a ragged batch into <paramref name="y"/> (may be <paramref name="x"/>):
+    /// <paramref name="x"/> is <c>[1, N, H, d]</c> or <c>[1, N, d]</c>, the packed tokens of <paramref name="sequences"/>, each
+    /// rotated by its own position (<see cref="SequenceLayout.TokenPositions"/>).
+    /// </summary>
+    public static void Forward(Tensor x, Tensor y, RopeOptions options, SequenceLayout sequences)
+    {
+        Validate(x, nameof(x), y, nameof(y), NormalizeOptions(options), 0);
+        CheckPacked(x, nameof(x), sequences);
+        x.Backend.RopeForward(x, y, NormalizeOptions(options), TokenPositions.Of(sequences));
+    }
+
+    /// <summary>Returns RoPE(<paramref name="x"/>) of a ragged batch as a new tensor (see <see cref="Forward(Tensor, Tensor, RopeOptions, SequenceLayout)"/>).</summary>
+    public static Tensor Forward(Tensor x, RopeOptions options, SequenceLayout sequences)
+    {
+        Check.Usable(x, nameof(x));
+        return x.Backend.Create(x.Shape, x.DType, y => Forward(x, y, options, sequences));
+    }
+
+    /// <summary>The gradient of the ragged forward; <paramref name="dx"/> may be <paramref name="dy"/> (in place).</summary>
+    public static void Backward(Tensor dy, Tensor dx, RopeOptions options, SequenceLayout sequences)
+    {
+        Validate(dy, nameof(dy), dx, nameof(dx), NormalizeOptions(options), 0);
+        CheckPacked(dy, nameof(dy), sequences);
+        dy.Backend.RopeBackward(dy, dx, NormalizeOptions(options), TokenPositions.Of(sequences));
+    }
+
+    /// <summary><paramref name="x"/> is [1, N, …] with N the packed tokens of <paramref name="sequences"/>.</summary>
+    internal static void CheckPacked(Tensor x, string name, SequenceLayout sequences)
+    {
+        ArgumentNullException.ThrowIfNull(sequences);
+        if (x.Shape[0] != 1 || x.Shape[1] != sequences.TokenCount)
+        {
+            throw new ArgumentException($"{name}: expected [1, {sequences.TokenCount}, …] (the packed tokens of sequences {sequences}), actual {x.Shape}", name);
+        }
+    }
+
     // default(RopeOptions) has Base 0; treat it as the documented default.
     private static RopeOptions NormalizeOptions(RopeOptions options) => options.Base == 0 ? options with { Base = 10000.0 } : options;
 

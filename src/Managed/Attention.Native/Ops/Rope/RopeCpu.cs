@@ -9,7 +9,7 @@ internal static class RopeCpu
     /// Rotates each row of x [batch, seq, heads, width] into y (which may be x); <paramref name="inverse"/>
     /// rotates by the opposite angles with the same amplitude (the backward, the transpose).
     /// </summary>
-    public static void Apply<T>(PinnedBuffer<T> x, PinnedBuffer<T> y, int batch, int seq, int heads, int width, RopeOptions options, int positionOffset, bool inverse)
+    public static void Apply<T>(PinnedBuffer<T> x, PinnedBuffer<T> y, int batch, int seq, int heads, int width, RopeOptions options, TokenPositions positions, bool inverse)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int rotary = options.RotaryWidth(width);
@@ -22,7 +22,7 @@ internal static class RopeCpu
         Parallel.For(0, batch * seq, bt =>
         {
             int t = bt % seq;
-            double position = positionOffset + t;
+            double position = positions.At(t);
             Span<T> cos = half <= 256 ? stackalloc T[half] : new T[half];
             Span<T> sin = half <= 256 ? stackalloc T[half] : new T[half];
             for (int j = 0; j < half; j++)

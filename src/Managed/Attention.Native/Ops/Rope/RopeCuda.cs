@@ -11,7 +11,7 @@ internal static class RopeCuda
 
     public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes("rope.cu", ForwardKernel.Template, BackwardKernel.Template);
 
-    public static void Apply(CudaBackend backend, Tensor x, Tensor y, RopeOptions options, int positionOffset, bool inverse)
+    public static void Apply(CudaBackend backend, Tensor x, Tensor y, RopeOptions options, TokenPositions positions, bool inverse)
     {
         var s = x.Shape;
         int batch = s[0], seq = s[1], heads = s.Rank == 4 ? s[2] : 1, width = s[-1];
@@ -32,7 +32,7 @@ internal static class RopeCuda
         args.Add(options.RotaryOffset);
         args.Add(rotary);
         args.Add(options.Style == RopeStyle.Interleaved ? 1 : 0);
-        args.Add(positionOffset);
+        args.Add(PositionOffset(positions));
         args.Add(options.Base);
         // YaRN: the kernel computes θ_j from the ramp's ends as RopeScaling.Interpolate does; unscaled, θ_j = base^(-2j/n) as before.
         var (low, high) = options.Scaling?.Ramp(rotary, options.Base) ?? (0.0, 1.0);
