@@ -51,6 +51,9 @@ public sealed class GqaLayer : CausalAttentionLayer
     private protected override KvCache NewCache(int batch, CacheOptions options) =>
         new KvHeadsCache(this, batch, options, Settings.KvHeads, Settings.HeadDim, Scale, Project, (graph, o) => MergeHeads(graph, o));
 
+    internal override PagedForm CreatePagedForm() =>
+        new KvHeadsPagedForm(Settings.KvHeads, Settings.HeadDim, Scale, Project, (graph, o) => MergeHeads(graph, o));
+
     // q [B,T,H,d], k and v [B,T,G,d], rotated for positions position…
     private (Node Q, Node K, Node V) Project(Graph graph, Node x, int position)
     {

@@ -41,6 +41,9 @@ public abstract class CausalAttentionLayer : AttentionLayer
     }
 
     private protected abstract KvCache NewCache(int batch, CacheOptions options);
+
+    /// <summary>The paged form of this layer's cache, for the serving pool.</summary>
+    internal abstract PagedForm CreatePagedForm();
 }
 
 /// <summary>

@@ -54,6 +54,8 @@ public sealed class MfaLayer : CausalAttentionLayer
     private protected override KvCache NewCache(int batch, CacheOptions options) =>
         new KvHeadsCache(this, batch, options, 1, Settings.HeadDim, Scale, Project, (graph, o) => MergeHeads(graph, o));
 
+    internal override PagedForm CreatePagedForm() => new KvHeadsPagedForm(1, Settings.HeadDim, Scale, Project, (graph, o) => MergeHeads(graph, o));
+
     // q [B,T,H,d], k and v [B,T,1,d], rotated for positions position…
     private (Node Q, Node K, Node V) Project(Graph graph, Node x, int position)
     {

@@ -90,6 +90,24 @@ public sealed class MlaLayer : CausalAttentionLayer
         return (latent, kpe);
     }
 
+    internal override PagedForm CreatePagedForm() => new Paged(this);
+
+    /// <summary>The paged MLA cache: <c>[c | k_pe]</c> per token, scored in the absorbed form.</summary>
+    private sealed class Paged(MlaLayer layer) : PagedForm
+    {
+        public override IReadOnlyList<Shape> Rows { get; } = [new Shape(layer.Settings.KvLoraRank + layer.Settings.QkRopeHeadDim)];
+
+        public override Tensor Step(Graph graph, Node x, PageTable? table, IReadOnlyList<Tensor> pages, Tensor? states, int[] slots)
+        {
+            var c = layer.Settings;
+            var q = layer.Query(graph, x, 0);
+            var (latent, kpe) = layer.Latent(graph, x, 0);
+            Write(graph, graph.Concat(new Shape(1, x.Shape[1], c.KvLoraRank + c.QkRopeHeadDim), latent, kpe), pages[0], table);
+            var o = graph.Own(PagedAttention.Latent(q.Value, pages[0], layer.Parameters["w_kv_b"], c.QkNopeHeadDim, graph.Sequences!, table!, layer.Scale));
+            return layer.MergeHeads(graph, graph.Input(o, requiresGrad: false)).Value;
+        }
+    }
+
     /// <summary>The MLA cache: <c>[c | k_pe]</c> per token, [B, capacity, d_c + d_r].</summary>
     private sealed class Cache : KvCache
     {

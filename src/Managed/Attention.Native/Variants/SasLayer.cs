@@ -122,6 +122,24 @@ public sealed class SasLayer : CausalAttentionLayer
         return graph.Linear(aggregated, Param(graph, "w_o"), Param(graph, "b_o"));
     }
 
+    internal override PagedForm CreatePagedForm() => new Paged(this);
+
+    /// <summary>The paged SAS cache: the expanded, rotated k̃ [H', D'] and ṽ [H', D] per token.</summary>
+    private sealed class Paged(SasLayer layer) : PagedForm
+    {
+        public override IReadOnlyList<Shape> Rows { get; } =
+            [new Shape(layer.Settings.SimHeads, layer.Settings.SimHeadDim), new Shape(layer.Settings.SimHeads, layer.Settings.HeadDim)];
+
+        public override Tensor Step(Graph graph, Node x, PageTable? table, IReadOnlyList<Tensor> pages, Tensor? states, int[] slots)
+        {
+            var (q, k, v) = layer.Project(graph, x, 0);
+            Write(graph, k, pages[0], table);
+            Write(graph, v, pages[1], table);
+            var o = graph.Own(PagedAttention.Forward(q.Value, pages[0], pages[1], graph.Sequences!, table!, layer.Scale));
+            return layer.Output(graph, graph.Input(o, requiresGrad: false)).Value;
+        }
+    }
+
     /// <summary>The SAS cache: the expanded, rotated k̃ [B, capacity, H', D'] and ṽ [B, capacity, H', D].</summary>
     private sealed class Cache : KvCache
     {

@@ -85,6 +85,38 @@ public sealed class TpaLayer : CausalAttentionLayer
         return MergeHeads(graph, o);
     }
 
+    internal override PagedForm CreatePagedForm() => new Paged(this);
+
+    /// <summary>The paged TPA cache: the four factors A_k, RoPE(B_k), A_v, B_v per token, scored from the factors.</summary>
+    private sealed class Paged(TpaLayer layer) : PagedForm
+    {
+        public override IReadOnlyList<Shape> Rows { get; } =
+        [
+            new Shape(layer.Settings.Heads, layer.Settings.KRank), new Shape(layer.Settings.KRank, layer.Settings.HeadDim),
+            new Shape(layer.Settings.Heads, layer.Settings.VRank), new Shape(layer.Settings.VRank, layer.Settings.HeadDim),
+        ];
+
+        public override Tensor Step(Graph graph, Node x, PageTable? table, IReadOnlyList<Tensor> pages, Tensor? states, int[] slots)
+        {
+            var c = layer.Settings;
+            var (aq, bq) = layer.Factors(graph, x, "q", c.QRank, c.Rope, 0);
+            // As in the contiguous cache: YaRN's μ(s, m_a)² goes onto the query head factor.
+            double scaleFactor = LayerConfig.SoftmaxScaleFactor(c.RopeScaling);
+            if (scaleFactor != 1)
+            {
+                aq = graph.Scale(aq, scaleFactor);
+            }
+            var (ak, bk) = layer.Factors(graph, x, "k", c.KRank, c.Rope, 0);
+            var (av, bv) = layer.Factors(graph, x, "v", c.VRank, rotate: false, 0);
+            Write(graph, ak, pages[0], table);
+            Write(graph, bk, pages[1], table);
+            Write(graph, av, pages[2], table);
+            Write(graph, bv, pages[3], table);
+            var o = graph.Own(PagedAttention.Tpa(aq.Value, bq.Value, pages[0], pages[1], pages[2], pages[3], graph.Sequences!, table!));
+            return layer.Output(graph, graph.Input(o, requiresGrad: false)).Value;
+        }
+    }
+
     /// <summary>The TPA cache: the factors A_k [H, R_k], RoPE(B_k) [R_k, d], A_v [H, R_v] and B_v [R_v, d] per token, never k or v.</summary>
     private sealed class Cache : KvCache
     {

@@ -107,6 +107,24 @@ public sealed class TransNormerLayer : CausalAttentionLayer
         return graph.Linear(graph.Multiply(u, graph.RmsNorm(merged, null)), Param(graph, "w_o"));
     }
 
+    internal override PagedForm CreatePagedForm() => new Paged(this);
+
+    /// <summary>The serving form: no pages, a state kv [H, d', d] per sequence slot (F32 in a 16-bit layer), updated in place.</summary>
+    private sealed class Paged(TransNormerLayer layer) : PagedForm
+    {
+        public override IReadOnlyList<Shape> Rows { get; } = [];
+
+        public override (Shape Shape, DType DType)? State =>
+            (new Shape(layer.Settings.Heads, layer.Settings.StateKeyDim, layer.Settings.HeadDim), Lightning.StateDType(layer.DType));
+
+        public override Tensor Step(Graph graph, Node x, PageTable? table, IReadOnlyList<Tensor> pages, Tensor? states, int[] slots)
+        {
+            var (q, k, v, u) = layer.Project(graph, x, 0);
+            var o = graph.Own(Lightning.ForwardRagged(q.Value, k.Value, v.Value, layer._decay, graph.Sequences!, states, states, slots));
+            return layer.Output(graph, graph.Input(o, requiresGrad: false), u).Value;
+        }
+    }
+
     /// <summary>
     /// The transnormer cache: the state <c>kv</c> [B, H, d', d], constant in the number of tokens, of dtype
     /// <see cref="Lightning.StateDType"/>: F32 in a 16-bit layer, as TransNormerLLM keeps it (a bf16 state, rounded at
