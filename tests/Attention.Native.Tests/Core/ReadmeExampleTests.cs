@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Attention.Native.Inference;
 using Attention.Native.IO;
 using Attention.Native.Variants;
 
@@ -33,6 +34,67 @@ public partial class ReadmeExampleTests
         Assert.That(grads.Parameters.Keys, Is.EquivalentTo(new[] { "w_q", "w_k", "w_v", "w_o" }));
         _ = typeof(SafeTensors);
     }
+
+    [Test]
+    public void The_readme_serving_example_runs()
+    {
+        var backend = Backend.Cpu;
+        using var layer = (CausalAttentionLayer)AttentionLayer.Create(LayerConfig.Parse("gqa", """{"d_model": 64, "n_heads": 4, "n_kv_heads": 2, "head_dim": 16}"""), backend, DType.F32);
+        layer.InitializeParameters(seed: 1);
+        Tensor Tokens(int n) => backend.FromArray(new float[n * 64], new Shape(1, n, 64));
+        // SERVING-BEGIN
+        using var pool = new ServingPool(layer, new ServingPoolOptions(TokenBudget: 4096, PageSize: 16));
+        var active = new List<SequenceId>();
+        for (int step = 0; step < 40; step++)
+        {
+            if (step % 10 == 0)                                // admissions while others decode
+            {
+                var id = pool.Admit();
+                using var prompt = Tokens(100 + step);         // [1, T, d_model]
+                using var _ = pool.Prefill(id, prompt, chunkSize: 64);   // chunked prefill
+                active.Add(id);
+            }
+            if (step == 25)
+            {
+                active.Add(pool.Fork(active[0]));              // shares its pages; a shared page is copied on write
+            }
+            using var x = backend.Zeros(new Shape(active.Count, 1, 64));  // the next token of each active sequence
+            using var y = pool.Decode([.. active], x);         // one call for sequences of different lengths
+            if (step == 30)
+            {
+                pool.Release(active[1]);                       // its pages return to the free list
+                active.RemoveAt(1);
+            }
+        }
+        // SERVING-END
+        Assert.That(active, Has.Count.EqualTo(4));
+        Assert.That(pool.Length(active[0]), Is.EqualTo(140));
+        Assert.That(pool.FreePages, Is.EqualTo(pool.PageCount - active.Sum(id => pool.PagesOf(id)) + 7), "the fork shares the 7 full pages it was forked with; the partly full one was copied on write");
+    }
+
+    [Test]
+    public void The_readme_shows_the_serving_example()
+    {
+        string readme = File.ReadAllText(Path.Combine(Root(), "README.md"));
+        string source = File.ReadAllText(Path.Combine(Root(), "tests", "Attention.Native.Tests", "Core", "ReadmeExampleTests.cs"));
+        var block = ServingBlock().Match(readme).Groups[1].Value;
+        var example = source[(source.IndexOf("// SERVING-BEGIN", StringComparison.Ordinal) + 16)..source.IndexOf("// SERVING-END", StringComparison.Ordinal)];
+        static string[] Lines(string text) => text.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToArray();
+        Assert.That(Lines(block), Is.EqualTo(Lines(example)));
+    }
+
+    private static string Root()
+    {
+        string root = AppContext.BaseDirectory;
+        while (!File.Exists(Path.Combine(root, "Attention.Native.sln")))
+        {
+            root = Path.GetDirectoryName(root) ?? throw new AssertionException("repository root not found");
+        }
+        return root;
+    }
+
+    [GeneratedRegex("### Serving.*?```csharp\\n(.*?)```", RegexOptions.Singleline)]
+    private static partial Regex ServingBlock();
 
     [Test]
     public void The_readme_shows_this_example()
