@@ -23,6 +23,7 @@ public sealed partial class CudaBackend : Backend
         Device = device;
         Compiler = compiler;
         Context = new CudaContext(device);
+        MemoryCache = new DeviceMemoryCache(Context.AllocateBytes, Context.FreeBytes);
         try
         {
             Stream = new CudaStream(Context);
@@ -45,6 +46,18 @@ public sealed partial class CudaBackend : Backend
         _callGate.Enter(); // re-entrant: a cache step inside a layer call takes it again
         return new CallGate(_callGate);
     }
+
+    /// <summary>Bytes of device memory this backend keeps for reuse: freed tensors' blocks, taken again by later tensors of their size.</summary>
+    public long CachedBytes => MemoryCache.CachedBytes;
+
+    /// <summary>Device blocks this backend's tensors have allocated from the driver (a reused cached block does not count).</summary>
+    public long DriverAllocations => MemoryCache.DriverAllocations;
+
+    /// <summary>Returns the cached blocks (<see cref="CachedBytes"/>) to the driver, for other users of the device.</summary>
+    public void ReleaseCachedMemory() => MemoryCache.Trim();
+
+    /// <summary>The caching allocator of this backend's tensors (their blocks are reused in stream order).</summary>
+    internal DeviceMemoryCache MemoryCache { get; }
 
     /// <summary>The device's primary context.</summary>
     public CudaContext Context { get; }
@@ -207,6 +220,7 @@ public sealed partial class CudaBackend : Backend
             module.Value.Dispose();
         }
         _scratch?.Dispose();
+        MemoryCache.Dispose();
         Blas.Dispose();
         Stream.Dispose();
         Context.Dispose();

@@ -18,7 +18,7 @@ public sealed class DeviceTensor : Tensor
         {
             throw new ArgumentException($"shape: expected at most {backend.Device.TotalMemoryBytes} bytes (the memory of {backend.Device.Name}), actual {bytes} for {shape} {dtype}", nameof(shape));
         }
-        Buffer = backend.Context.Allocate<byte>(bytes);
+        Buffer = new DeviceBuffer<byte>(backend.Context, bytes, backend.MemoryCache);
     }
 
     private DeviceTensor(CudaBackend backend, DeviceBuffer<byte> view, Shape shape, DType dtype)

@@ -9,12 +9,24 @@ namespace Attention.Native.Runtime;
 /// </summary>
 internal sealed class DeviceAllocation : IDisposable
 {
-    public DeviceAllocation(CudaContext context, long bytes)
+    public DeviceAllocation(CudaContext context, long bytes, DeviceMemoryCache? cache = null)
     {
         Context = context;
-        Bytes = bytes;
-        Pointer = context.AllocateBytes(bytes);
+        if (cache is null || bytes == 0)
+        {
+            Bytes = bytes;
+            Pointer = context.AllocateBytes(bytes);
+        }
+        else
+        {
+            Pointer = cache.Take(bytes, out long bucket);
+            Bytes = bucket;
+            _cache = cache;
+        }
     }
+
+    // Where the block goes back on Dispose (a leaked one is freed by the context instead).
+    private readonly DeviceMemoryCache? _cache;
 
     ~DeviceAllocation()
     {
@@ -47,6 +59,13 @@ internal sealed class DeviceAllocation : IDisposable
         }
         IsFreed = true;
         GC.SuppressFinalize(this);
-        Context.FreeBytes(Pointer, Bytes);
+        if (_cache is not null)
+        {
+            _cache.Give(Pointer, Bytes);
+        }
+        else
+        {
+            Context.FreeBytes(Pointer, Bytes);
+        }
     }
 }

@@ -19,11 +19,11 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     private readonly bool _isView;
     private bool _disposed;
 
-    internal DeviceBuffer(CudaContext context, long length)
+    internal DeviceBuffer(CudaContext context, long length, DeviceMemoryCache? cache = null)
     {
         ArgumentNullException.ThrowIfNull(context);
         ArgumentOutOfRangeException.ThrowIfNegative(length);
-        _allocation = new DeviceAllocation(context, ByteCounts.Of(length, sizeof(T), nameof(length), $"{length} elements of {typeof(T).Name}"));
+        _allocation = new DeviceAllocation(context, ByteCounts.Of(length, sizeof(T), nameof(length), $"{length} elements of {typeof(T).Name}"), cache);
         _pointer = _allocation.Pointer;
         Length = length;
     }
