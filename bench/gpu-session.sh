@@ -6,8 +6,21 @@
 #   bench/gpu-session.sh memcheck|racecheck [filter]
 #                                               the Gpu tests under compute-sanitizer (default filter: the op tests)
 #   bench/gpu-session.sh bench [--quick]        the PyTorch peers (bench/peers/torch_peers.py), then attn bench --sweep
-#                                               joined with them: <device>-<date>.json/.md/.svg into $OUT
+#                                               joined with them: <device>-<date>.json/.md/.svg into $OUT; then the serving
+#                                               trace (as the serving step)
+#   bench/gpu-session.sh serving [--quick]      attn bench --serving on CUDA in bf16, every causal variant (gqa and mla
+#                                               first): the full trace (64 sequences, prompts 128–8k, 256 generated each),
+#                                               --quick a reduced one; <device>-<date>-serving.json/.md into $OUT
 set -uo pipefail
+# The serving trace: full by default, reduced with --quick (16 sequences, prompts 128–2k, 64 generated, a 16k-token pool).
+serving() {
+  local quick=()
+  if [ "${1:-}" = "--quick" ]; then quick=(--sequences 16 --prompt-max 2048 --generate 64 --token-budget 16384); fi
+  "$run" attn bench --serving --backend cuda --dtype bf16 --variant gqa mla mha mqa tpa mfa sas transnormer "${quick[@]}" --results "$out" > "$out/serving.log" 2>&1
+  local code=$?
+  tail -20 "$out/serving.log"
+  return $code
+}
 out="${OUT:-$PWD/gpu-out}"
 mkdir -p "$out"
 bundle="${GPU_BUNDLE:-artifacts/gpu-bundle}"
@@ -48,10 +61,17 @@ case "$step" in
     "$run" attn bench --sweep --repeats 10 "${lengths[@]}" "${peers[@]}" --results "$out" > "$out/bench.log" 2>&1
     code=$?
     tail -60 "$out/bench.log"
-    exit $code
+    serving "${1:-}"
+    serving_code=$?
+    [ $code -ne 0 ] && exit $code
+    exit $serving_code
+    ;;
+  serving)
+    serving "${1:-}"
+    exit $?
     ;;
   *)
-    echo "usage: $0 probe | tests [filter] | memcheck|racecheck [filter] | bench [--quick]" >&2
+    echo "usage: $0 probe | tests [filter] | memcheck|racecheck [filter] | bench [--quick] | serving [--quick]" >&2
     exit 2
     ;;
 esac

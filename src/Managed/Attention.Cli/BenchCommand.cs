@@ -11,7 +11,8 @@ namespace Attention.Cli;
 /// <c>attn bench</c>: throughput of the compute cores on the chosen backend. Softmax attention at B=1, H=8, T=1024, d=64
 /// (forward and backward; FLOPs counted as FlashAttention does: forward 4·T²·d·H, halved when causal, backward 2.5× the
 /// forward) and <c>Linear</c> at 1024×1024×1024 (forward 2·m·n·k, backward 4·m·n·k for dx and dW). Median of the timed runs
-/// after a warm-up.
+/// after a warm-up. <c>--sweep</c> measures every kernel and variant (<see cref="BenchSweep"/>), <c>--serving</c> a
+/// continuous-batching trace (<see cref="BenchServing"/>).
 /// </summary>
 internal static class BenchCommand
 {
@@ -21,15 +22,35 @@ internal static class BenchCommand
     public static Command Create()
     {
         var backendOption = AttnCli.BackendOption();
-        var repeats = new Option<int>("--repeats") { Description = "timed runs per measurement (median reported)", DefaultValueFactory = _ => 5 };
+        var repeats = new Option<int>("--repeats") { Description = "timed runs per measurement (median reported; not --serving, whose trace runs once)", DefaultValueFactory = _ => 5 };
         var json = new Option<FileInfo?>("--json") { Description = "also write the rows as JSON to this file" };
         var sweep = new Option<bool>("--sweep") { Description = "the full sweep: every kernel and variant over T at B·T = --tokens (bf16 on CUDA; a reduced sweep on the CPU)" };
         var tokens = new Option<int>("--tokens") { Description = "sweep: B·T of each measurement", DefaultValueFactory = _ => 16384 };
         var lengths = new Option<int[]>("--lengths") { Description = "sweep: the sequence lengths T", DefaultValueFactory = _ => [512, 1024, 2048, 4096, 8192, 16384], AllowMultipleArgumentsPerToken = true };
-        var variants = new Option<string[]>("--variant") { Description = "sweep: only these variants' layers (default: all)", AllowMultipleArgumentsPerToken = true };
+        var variants = new Option<string[]>("--variant") { Description = "sweep, serving: only these variants' layers (default: all; serving: the causal ones)", AllowMultipleArgumentsPerToken = true };
         var peers = new Option<FileInfo?>("--peers") { Description = "sweep: JSON of bench/peers/torch_peers.py from the same run, joined row by row" };
-        var results = new Option<DirectoryInfo?>("--results") { Description = "sweep: folder for <device>-<yyyymmdd>.json/.md/.svg (default: bench/results below the current folder, else the current folder)" };
-        var command = new Command("bench", "Measure GFLOP/s of softmax attention and Linear, forward and backward; --sweep for every kernel and variant against the PyTorch peers.");
+        var results = new Option<DirectoryInfo?>("--results") { Description = "sweep, serving: folder for <device>-<yyyymmdd>.json/.md/.svg (serving: <device>-<yyyymmdd>-serving.json/.md; default: bench/results below the current folder, else the current folder)" };
+        var serving = new Option<bool>("--serving")
+        {
+            Description = "a synthetic continuous-batching trace through each causal variant's serving pool (paged cache): admit while pages allow, "
+                + "prefill in chunks, decode every active sequence each step, release when done; reports prefill and decode tokens/s, decode-step "
+                + "latency p50/p99 and peak cache memory against contiguous caches (bf16 on CUDA, f32 on the CPU unless --dtype; on the CPU, "
+                + "options not given take the reduced trace's values)",
+        };
+        var full = BenchServing.Trace.Full;
+        var cpu = BenchServing.Trace.Cpu;
+        var sequences = new Option<int?>("--sequences") { Description = $"serving: sequences in the trace (default {full.Sequences}; CPU {cpu.Sequences})" };
+        var promptMin = new Option<int?>("--prompt-min") { Description = $"serving: shortest prompt in tokens (default {full.PromptMin}; CPU {cpu.PromptMin})" };
+        var promptMax = new Option<int?>("--prompt-max") { Description = $"serving: longest prompt in tokens; prompts are drawn uniformly between the two (default {full.PromptMax}; CPU {cpu.PromptMax})" };
+        var generate = new Option<int?>("--generate") { Description = $"serving: tokens each sequence generates, one decode step each (default {full.Generate}; CPU {cpu.Generate})" };
+        var pageSize = new Option<int?>("--page-size") { Description = $"serving: tokens per cache page (default {full.PageSize})" };
+        var tokenBudget = new Option<int?>("--token-budget") { Description = $"serving: tokens the pool's pages hold across all sequences (default {full.TokenBudget}; CPU {cpu.TokenBudget})" };
+        var maxBatch = new Option<int?>("--max-batch") { Description = $"serving: most sequences active at once (default {full.MaxBatch}; CPU {cpu.MaxBatch})" };
+        var prefillChunk = new Option<int?>("--prefill-chunk") { Description = $"serving: most prompt tokens per prefill step (default {full.PrefillChunk}; CPU {cpu.PrefillChunk})" };
+        var seed = new Option<int?>("--seed") { Description = $"serving: seed of the prompt lengths (default {full.Seed})" };
+        var dtypeOption = new Option<string?>("--dtype") { Description = "serving: bf16, f16, f32 or f64 (default bf16 on CUDA, f32 on the CPU)" };
+        dtypeOption.AcceptOnlyFromAmong("bf16", "f16", "f32", "f64");
+        var command = new Command("bench", "Measure GFLOP/s of softmax attention and Linear, forward and backward; --sweep for every kernel and variant against the PyTorch peers; --serving for a continuous-batching trace.");
         command.Options.Add(backendOption);
         command.Options.Add(repeats);
         command.Options.Add(json);
@@ -39,6 +60,10 @@ internal static class BenchCommand
         command.Options.Add(variants);
         command.Options.Add(peers);
         command.Options.Add(results);
+        foreach (var option in new Option[] { serving, sequences, promptMin, promptMax, generate, pageSize, tokenBudget, maxBatch, prefillChunk, seed, dtypeOption })
+        {
+            command.Options.Add(option);
+        }
         command.SetAction(result =>
         {
             int n = result.GetValue(repeats);
@@ -55,6 +80,19 @@ internal static class BenchCommand
         int Bench(ParseResult result, Backend backend, int n)
         {
             var error = result.InvocationConfiguration.Error;
+            if (result.GetValue(serving))
+            {
+                if (result.GetValue(sweep))
+                {
+                    throw new ArgumentException("--serving: expected either --serving or --sweep, actual both");
+                }
+                var preset = backend.Kind == BackendKind.Cuda ? BenchServing.Trace.Full : BenchServing.Trace.Cpu;
+                var trace = new BenchServing.Trace(
+                    result.GetValue(sequences) ?? preset.Sequences, result.GetValue(promptMin) ?? preset.PromptMin, result.GetValue(promptMax) ?? preset.PromptMax,
+                    result.GetValue(generate) ?? preset.Generate, result.GetValue(pageSize) ?? preset.PageSize, result.GetValue(tokenBudget) ?? preset.TokenBudget,
+                    result.GetValue(maxBatch) ?? preset.MaxBatch, result.GetValue(prefillChunk) ?? preset.PrefillChunk, result.GetValue(seed) ?? preset.Seed);
+                return Serving(result, backend, trace, result.GetValue(dtypeOption));
+            }
             if (result.GetValue(sweep))
             {
                 var options = new BenchSweep.Options(result.GetValue(tokens), result.GetValue(lengths) ?? [], n, result.GetValue(variants) ?? []);
@@ -91,8 +129,7 @@ internal static class BenchCommand
                 var ours = BenchSweep.Run(console, backend, options);
                 var joined = BenchReport.Join(ours, peerRows);
                 string device = DevicePeaks.Name(backend);
-                string folder = result.GetValue(results)?.FullName
-                    ?? (Directory.Exists(Path.Combine("bench", "results")) ? Path.Combine("bench", "results") : Directory.GetCurrentDirectory());
+                string folder = ResultsFolder(result);
                 console.Write(new Text(BenchReport.Markdown(joined, device)));
                 string path = BenchReport.Write(folder, device, DateTime.UtcNow, joined);
                 console.MarkupLine(Markup.Escape($"wrote {path} (and .md, .svg): {joined.Count} rows, {joined.Count(r => r.Peer is not null)} beside a peer"));
@@ -109,6 +146,43 @@ internal static class BenchCommand
                     rows = rows.Select(r => new { kernel = r.Kernel, shape = r.Shape, pass = r.Pass, ms = r.Ms, gflops = r.Gflops }),
                 }, JsonOptions));
             }
+            return 0;
+        }
+
+        string ResultsFolder(ParseResult result) => result.GetValue(results)?.FullName
+            ?? (Directory.Exists(Path.Combine("bench", "results")) ? Path.Combine("bench", "results") : Directory.GetCurrentDirectory());
+
+        int Serving(ParseResult result, Backend backend, BenchServing.Trace trace, string? dtypeName)
+        {
+            trace.Check();
+            var configs = BenchServing.Configs(result.GetValue(variants) ?? []);
+            var dtype = dtypeName switch
+            {
+                "bf16" => DType.BF16,
+                "f16" => DType.F16,
+                "f32" => DType.F32,
+                "f64" => DType.F64,
+                _ => backend.Kind == BackendKind.Cuda ? DType.BF16 : DType.F32,
+            };
+            string type = dtype.ToString().ToLowerInvariant();
+            string device = DevicePeaks.Name(backend);
+            var console = AttnCli.Console(result.InvocationConfiguration.Output);
+            console.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
+                $"attn bench --serving on {backend.Name}, {type}: {trace.Sequences} sequences, prompts {trace.PromptMin}–{trace.PromptMax}, {trace.Generate} generated, pages of {trace.PageSize}, pool of {trace.TokenBudget} tokens, at most {trace.MaxBatch} active, prefill chunks of {trace.PrefillChunk}")));
+            var rows = new List<BenchServing.Result>();
+            string folder = ResultsFolder(result), path = "";
+            var date = DateTime.UtcNow;
+            foreach (var config in configs)
+            {
+                rows.Add(BenchServing.Run(backend, config, dtype, trace));
+                var r = rows[^1];
+                console.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
+                    $"{r.Variant}: prefill {r.PrefillTokensPerSecond:F0} tok/s, decode {r.DecodeTokensPerSecond:F0} tok/s, decode step p50 {r.DecodeP50Ms:F3} ms p99 {r.DecodeP99Ms:F3} ms, peak cache {r.PeakBytesInUse} B of {r.ContiguousBytes} B contiguous")));
+                // Written after every variant: a later variant's failure keeps the rows measured so far.
+                path = BenchServing.Write(folder, device, backend.Name, date, type, trace, rows);
+            }
+            console.Write(new Text(BenchServing.Markdown(device, type, trace, rows)));
+            console.MarkupLine(Markup.Escape($"wrote {path} (and .md): {rows.Count} variants"));
             return 0;
         }
     }

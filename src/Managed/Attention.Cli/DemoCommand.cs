@@ -179,7 +179,7 @@ internal static class DemoCommand
         new MfaConfig { DModel = 4096, Heads = 64, HeadDim = 256, QLoraDim = 2048 },
     ];
 
-    private static string Describe(LayerConfig config) => config switch
+    internal static string Describe(LayerConfig config) => config switch
     {
         GqaConfig c => $"d {c.DModel}, H {c.Heads}, G {c.KvHeads}, d_h {c.HeadDim}",
         MlaConfig c => $"d {c.DModel}, H {c.Heads}, d_c' {c.QLoraRank}, d_c {c.KvLoraRank}, {c.QkNopeHeadDim}+{c.QkRopeHeadDim}/{c.VHeadDim}",

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Attention.Native.Inference;
 using Attention.Native.IO;
 using Attention.Native.Ops;
 using Attention.Native.Runtime;
@@ -11,7 +12,9 @@ namespace Attention.Cli;
 /// <c>attn run</c>: one layer on files, the way users check this library against a PyTorch model. Reads the config
 /// (JSON), the weights and <c>x</c> (safetensors), writes <c>y</c> — and with <c>--grad</c> also <c>dx</c> and
 /// <c>grad.&lt;name&gt;</c> for every learnable parameter — into one safetensors file. The computation runs in the dtype of
-/// <c>x</c>; weights are converted to it. On bad input: one line on stderr, exit code 2, and no output file.
+/// <c>x</c>; weights are converted to it. With <c>--lengths</c>, x <c>[1, N, d_model]</c> is a ragged batch (sequences of those
+/// lengths packed along the tokens), and with <c>--decode</c> too its tokens go through a <see cref="ServingPool"/>. On bad
+/// input: one line on stderr, exit code 2, and no output file.
 /// </summary>
 internal static class RunCommand
 {
@@ -30,20 +33,29 @@ internal static class RunCommand
         var input = new Option<string>("--input") { Description = "safetensors file holding x [B, T, d_model]", Required = true };
         var output = new Option<string>("--out") { Description = "safetensors file to write (y; with --grad also dx and grad.<parameter name in the layout>)", Required = true };
         var grad = new Option<string?>("--grad") { Description = "safetensors file holding dy [B, T, d_model]: also run the backward" };
-        var decode = new Option<bool>("--decode") { Description = "compute y token by token through the KV cache (causal variants)" };
+        var decode = new Option<bool>("--decode") { Description = "compute y token by token through the KV cache (causal variants); with --lengths, through a paged serving pool" };
+        // Strings, parsed here: a bad value is then our one-line error naming the option rather than a parse failure with the help text.
+        var lengths = new Option<string?>("--lengths")
+        {
+            Description = "a ragged batch: x is [1, N, d_model], the sequences of these comma-separated lengths (each ≥ 1, summing to N) "
+                + "packed one after another; y (and with --grad dx and the gradients) are those of the sequences run apart; with --decode "
+                + "every sequence is admitted to a serving pool and decoded token by token in shared steps (not agent, flatten)",
+        };
+        var pageSize = new Option<string?>("--page-size") { Description = $"with --decode --lengths: tokens per page of the serving pool (default {DefaultPageSize}); the pool holds each sequence's length rounded up to whole pages" };
         var backendOption = AttnCli.BackendOption();
         var command = new Command("run", "Run one attention layer from a config, weights and input files; write its output (and gradients).");
-        foreach (var option in new Option[] { variant, layout, prefix, layerIndex, config, weights, input, output, grad, decode, backendOption })
+        foreach (var option in new Option[] { variant, layout, prefix, layerIndex, config, weights, input, output, grad, decode, lengths, pageSize, backendOption })
         {
             command.Options.Add(option);
         }
         command.SetAction(result => AttnCli.Guard("run", result.InvocationConfiguration.Error, () =>
         {
             var files = new RunFiles(result.GetValue(config)!, result.GetValue(weights)!, result.GetValue(input)!, result.GetValue(output)!, result.GetValue(grad));
+            var batch = Ragged.Parse(result.GetValue(lengths), result.GetValue(pageSize), result.GetValue(decode));
             files.Check();
             var backend = AttnCli.SelectBackend(result.GetValue(backendOption)!);
             var checkpoint = new Checkpoint(CheckpointLayout.Get(result.GetValue(layout)!), result.GetValue(prefix)!, result.GetValue(layerIndex));
-            Run(result.GetValue(variant), files, result.GetValue(decode), backend, checkpoint);
+            Run(result.GetValue(variant), files, result.GetValue(decode), backend, checkpoint, batch);
             return 0;
         }));
         return command;
@@ -100,7 +112,87 @@ internal static class RunCommand
         public static Checkpoint Spec { get; } = new(CheckpointLayout.Spec, "", 0);
     }
 
-    public static void Run(string? variant, RunFiles files, bool decode, Backend backend, Checkpoint? checkpoint = null)
+    /// <summary>The page size of <c>--decode --lengths</c>' serving pool when <c>--page-size</c> is not given (vLLM's).</summary>
+    internal const int DefaultPageSize = 16;
+
+    /// <summary>
+    /// <c>--lengths</c> (and <c>--page-size</c>): the sequences x packs, each ≥ 1 token. <see cref="Parse"/> checks what the
+    /// options alone say; <see cref="Check"/> checks them against x's header.
+    /// </summary>
+    internal sealed record Ragged(int[] Lengths, int PageSize)
+    {
+        public SequenceLayout Layout => SequenceLayout.FromLengths(Lengths);
+
+        public string Text => string.Join(",", Lengths.Select(l => l.ToString(CultureInfo.InvariantCulture)));
+
+        /// <summary>Null without <c>--lengths</c>; refuses a bad list, a bad page size, and a page size without <c>--decode --lengths</c>.</summary>
+        public static Ragged? Parse(string? lengths, string? pageSize, bool decode)
+        {
+            if (pageSize is not null && (lengths is null || !decode))
+            {
+                throw new ArgumentException($"--page-size: expected only with --decode and --lengths (the serving pool's pages), actual --page-size {pageSize} without {(lengths is null ? "--lengths" : "--decode")}");
+            }
+            if (lengths is null)
+            {
+                return null;
+            }
+            if (string.IsNullOrWhiteSpace(lengths))
+            {
+                throw new ArgumentException("--lengths: expected comma-separated sequence lengths (e.g. 5,1,9), actual an empty value");
+            }
+            var items = lengths.Split(',');
+            var values = new int[items.Length];
+            long total = 0;
+            for (int i = 0; i < items.Length; i++)
+            {
+                if (!int.TryParse(items[i].Trim(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out values[i]))
+                {
+                    throw new ArgumentException($"--lengths: expected comma-separated integers in [1, {int.MaxValue}], actual '{items[i]}' (item {i + 1} of '{lengths}')");
+                }
+                if (values[i] < 1)
+                {
+                    throw new ArgumentException($"--lengths: expected every length ≥ 1 (a sequence holds a token), actual {values[i]} (item {i + 1} of '{lengths}')");
+                }
+                total += values[i];
+            }
+            if (total > int.MaxValue)
+            {
+                throw new ArgumentException($"--lengths: expected at most {int.MaxValue} tokens in all, actual {total}");
+            }
+            int page = DefaultPageSize;
+            if (pageSize is not null && (!int.TryParse(pageSize.Trim(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out page) || page < 1))
+            {
+                throw new ArgumentException($"--page-size: expected an integer ≥ 1 (tokens per page), actual '{pageSize}'");
+            }
+            return new Ragged(values, page);
+        }
+
+        /// <summary>
+        /// The tokens the serving pool holds: each sequence's length rounded up to whole pages (a page belongs to one sequence,
+        /// so N rounded up is too few when sequences end inside pages), enough for all of them at once.
+        /// </summary>
+        public long PoolTokens => Lengths.Sum(l => ((long)l + PageSize - 1) / PageSize * PageSize);
+
+        /// <summary>Refuses lengths that do not describe x: x must be one packed batch [1, N, d_model] with N their sum.</summary>
+        public void Check(Shape x, bool decode)
+        {
+            long total = Lengths.Sum(l => (long)l);
+            if (x[0] != 1)
+            {
+                throw new ArgumentException($"--lengths: expected x of shape [1, N, d_model] (the sequences packed into one batch), actual {x}");
+            }
+            if (total != x[1])
+            {
+                throw new ArgumentException($"--lengths: expected lengths summing to x's N = {x[1]}, actual {Text}, which sum to {total}");
+            }
+            if (decode && PoolTokens > int.MaxValue)
+            {
+                throw new ArgumentException($"--page-size: expected a page size at which the sequences' whole pages hold at most {int.MaxValue} tokens, actual {PageSize} ({PoolTokens} tokens)");
+            }
+        }
+    }
+
+    public static void Run(string? variant, RunFiles files, bool decode, Backend backend, Checkpoint? checkpoint = null, Ragged? ragged = null)
     {
         checkpoint ??= Checkpoint.Spec;
         if (checkpoint.LayerIndex < 0)
@@ -111,6 +203,7 @@ internal static class RunCommand
         variant = config.Variant;
         // Headers only: the run is sized, and refused if it cannot fit, before any tensor data is read.
         var x = Single(SafeTensors.ReadHeader(files.Input), "x", files.Input);
+        ragged?.Check(x.Shape, decode);
         if (files.Grad is not null)
         {
             var dy = Single(SafeTensors.ReadHeader(files.Grad), "dy", files.Grad);
@@ -125,7 +218,9 @@ internal static class RunCommand
         var modes = new[] { decode ? RunMode.Decode : RunMode.Forward }.Concat(files.Grad is not null ? [RunMode.Training] : []);
         foreach (var mode in modes)
         {
-            CheckMemory(config, x, mode, parameterElements, backend);
+            // The serving pool caches each sequence rounded up to whole pages.
+            long tokens = mode == RunMode.Decode && ragged is not null ? Math.Max(ragged.PoolTokens, x.Shape[1]) : x.Shape[1];
+            CheckMemory(config, x, mode, parameterElements, backend, tokens);
         }
 
         using var weights = SafeTensors.Read(files.Weights);
@@ -136,17 +231,29 @@ internal static class RunCommand
         {
             throw new ArgumentException($"--decode: expected a causal variant (mha, gqa, mqa, mla, tpa, sas, transnormer, mfa with causal: true), actual {variant}{(layer is CausalAttentionLayer ? " with causal: false" : "")}");
         }
+        if (ragged is not null && !layer.AcceptsSequences)
+        {
+            throw new ArgumentException($"--lengths: expected a variant that takes a ragged batch (any but agent and flatten, whose seq_len is fixed), actual {variant}");
+        }
         layer.LoadParameters(weights.Tensors, checkpoint.Layout, checkpoint.Prefix);
         using var xd = xFile.To(backend);
         var results = new List<KeyValuePair<string, Tensor>>();
         try
         {
-            results.Add(new("y", decode ? Decode((CausalAttentionLayer)layer, xd) : layer.Forward(xd)));
+            var sequences = ragged?.Layout;
+            var y = (decode, sequences) switch
+            {
+                (true, null) => Decode((CausalAttentionLayer)layer, xd),
+                (true, { } s) => DecodeServing((CausalAttentionLayer)layer, xd, s, ragged!),
+                (false, null) => layer.Forward(xd),
+                (false, { } s) => layer.Forward(xd, s),
+            };
+            results.Add(new("y", y));
             if (files.Grad is not null)
             {
                 using var grads = SafeTensors.Read(files.Grad);
                 using var dy = Convert(grads["dy"], backend, xFile.DType);
-                using var pass = layer.ForwardForTraining(xd);
+                using var pass = sequences is null ? layer.ForwardForTraining(xd) : layer.ForwardForTraining(xd, sequences);
                 var gradients = pass.Backward(dy);
                 results.Add(new("dx", gradients.Input));
                 // Under the checkpoint's own names (and prefix), so they line up with the official module's parameters.
@@ -159,13 +266,22 @@ internal static class RunCommand
                     tensor.Dispose();
                 }
             }
-            SafeTensors.Write(Path.GetFullPath(files.Out), results, new Dictionary<string, string>
+            var metadata = new Dictionary<string, string>
             {
                 ["variant"] = variant,
                 ["backend"] = backend.Name,
                 ["mode"] = decode ? "decode" : "forward",
                 ["layout"] = checkpoint.Layout.Name,
-            });
+            };
+            if (ragged is not null)
+            {
+                metadata["lengths"] = ragged.Text;
+                if (decode)
+                {
+                    metadata["page_size"] = ragged.PageSize.ToString(CultureInfo.InvariantCulture);
+                }
+            }
+            SafeTensors.Write(Path.GetFullPath(files.Out), results, metadata);
         }
         finally
         {
@@ -251,11 +367,11 @@ internal static class RunCommand
     /// Refuses a run whose estimated peak working memory (<see cref="WorkingMemory"/>) exceeds what the machine has: on the
     /// CPU the memory available to this process, on CUDA the device's free memory (and the host's for file contents).
     /// </summary>
-    private static void CheckMemory(LayerConfig config, SafeTensorsEntry x, RunMode mode, long parameterElements, Backend backend)
+    private static void CheckMemory(LayerConfig config, SafeTensorsEntry x, RunMode mode, long parameterElements, Backend backend, long tokens)
     {
-        var estimate = WorkingMemory.Estimate(config, x.Shape[0], x.Shape[1], x.DType, mode, parameterElements, backend.Kind == BackendKind.Cpu);
+        var estimate = WorkingMemory.Estimate(config, x.Shape[0], tokens, x.DType, mode, parameterElements, backend.Kind == BackendKind.Cpu);
         double host = AvailableHostBytes();
-        string run = $"{config.Variant} {mode.ToString().ToLowerInvariant()} of x {x.Shape} {x.DType}";
+        string run = $"{config.Variant} {mode.ToString().ToLowerInvariant()} of x {x.Shape} {x.DType}{(tokens != x.Shape[1] ? $" through a pool of {tokens} tokens" : "")}";
         if (backend is CudaBackend cuda)
         {
             double free = cuda.Context.MemoryInfo().Free;
@@ -324,6 +440,44 @@ internal static class RunCommand
             for (int b = 0; b < batch; b++)
             {
                 Array.Copy(values, b * width, ys, ((b * tokens) + t) * width, width);
+            }
+        }
+        return layer.Backend.FromArray(ys, x.Shape, layer.DType);
+    }
+
+    /// <summary>
+    /// y of a ragged batch computed through a <see cref="ServingPool"/>: every sequence admitted, then step t feeds token t of
+    /// every sequence longer than t in one call (step 0 a one-token prefill of each, later steps a multi-sequence decode); a
+    /// sequence is released once its last token is in.
+    /// </summary>
+    private static Tensor DecodeServing(CausalAttentionLayer layer, Tensor x, SequenceLayout sequences, Ragged ragged)
+    {
+        int width = x.Shape[2], count = sequences.Count;
+        var options = new ServingPoolOptions(checked((int)ragged.PoolTokens), ragged.PageSize, count);
+        using var pool = new ServingPool(layer, options);
+        var ids = Enumerable.Range(0, count).Select(_ => pool.Admit()).ToArray();
+        using var xHost = x.To(Backend.Cpu);
+        var xs = xHost.ToDoubleArray();
+        var ys = new double[xs.Length];
+        for (int t = 0; t < sequences.MaxLength; t++)
+        {
+            var active = Enumerable.Range(0, count).Where(s => sequences.Length(s) > t).ToArray();
+            var step = new double[active.Length * width];
+            for (int i = 0; i < active.Length; i++)
+            {
+                Array.Copy(xs, (sequences.Start(active[i]) + t) * width, step, i * width, width);
+            }
+            var stepIds = active.Select(s => ids[s]).ToArray();
+            using var xt = layer.Backend.FromArray(step, new Shape(1, active.Length, width), layer.DType);
+            using var yt = t == 0 ? pool.Step(stepIds, xt, SequenceLayout.FromLengths([.. active.Select(_ => 1)])) : pool.Decode(stepIds, xt);
+            var values = yt.ToDoubleArray();
+            for (int i = 0; i < active.Length; i++)
+            {
+                Array.Copy(values, i * width, ys, (sequences.Start(active[i]) + t) * width, width);
+                if (sequences.Length(active[i]) == t + 1)
+                {
+                    pool.Release(ids[active[i]]);
+                }
             }
         }
         return layer.Backend.FromArray(ys, x.Shape, layer.DType);
