@@ -3,7 +3,8 @@
 // of 64. Same arguments and results as lightning_forward (state_mode included, lightning_state.cuh), so it serves the
 // forward and the three backward sweeps alike:
 //   out_a (+)= λ^(a+1) a_a·S + Σ_{c≤a} λ^(a−c) (a_a·b_c) c_c,    S ← λ^n S + Σ_c λ^(n−1−c) b_cᵀ c_c
-// over blocks of 64 tokens (in sweep order; reverse runs T−1 … 0). Per block, four products on mma.sync: the intra scores
+// over blocks of 64 tokens (in sweep order; reverse runs T−1 … 0); a ragged batch is the same launch over its sequences, as
+// in lightning.cu (lightning_rows). Per block, four products on mma.sync: the intra scores
 // A·Bᵀ (16 rows × 64 per warp), the inter term A·S against a 16-bit copy of the state (scaled by a power of two), the
 // masked scores times C, and the state update (λ-scaled B)ᵀ·C into the fp32 state each warp keeps in registers (its
 // INNER/4 rows × 64 columns).
@@ -17,18 +18,18 @@
 #define LMMA_DV 64      // output (and state) columns per thread block
 #define LMMA_THREADS 128
 
-// Rows of one block (token t0 + r in sweep order) of a [B, T, H, width] tensor, columns col0 … col0 + COLS − 1 → a
-// swizzled tile; rows ≥ n are zero.
+// Rows of one block (token t0 + r in sweep order) of a sequence of `length` tokens from row `first` along the token axis of
+// a [B, T, H, width] tensor, columns col0 … col0 + COLS − 1 → a swizzled tile; rows ≥ n are zero.
 template <typename T, int COLS>
-__device__ __forceinline__ void lmma_load(T* tile, const T* src, int n, int t0, int seq, int reverse, int b, int heads, int h,
+__device__ __forceinline__ void lmma_load(T* tile, const T* src, int n, int t0, index_t first, int length, int reverse, int heads, int h,
                                           int width, int col0)
 {
     constexpr int chunks = COLS / 8;
     for (int e = threadIdx.x; e < LMMA_BT * chunks; e += LMMA_THREADS) {
         const int r = e / chunks, c = e % chunks;
         const bool valid = r < n;
-        const int t = valid ? (reverse ? seq - 1 - (t0 + r) : t0 + r) : 0;
-        cp_async_16(tile + swizzled<COLS>(r, c), src + (((index_t)b * seq + t) * heads + h) * width + col0 + c * 8, valid);
+        const int t = valid ? (reverse ? length - 1 - (t0 + r) : t0 + r) : 0;
+        cp_async_16(tile + swizzled<COLS>(r, c), src + ((first + t) * heads + h) * width + col0 + c * 8, valid);
     }
 }
 
@@ -62,12 +63,14 @@ __device__ __forceinline__ int lmma_state_exponent(float max_abs)
 }
 
 // grid (B · heads_in_group, width / 64), block LMMA_THREADS, dynamic shared memory
-// (2·64·INNER + 64·64 + INNER·64)·sizeof(T) + 65 floats. inner = INNER (the a/b width), width = c's width.
+// (2·64·INNER + 64·64 + INNER·64)·sizeof(T) + 65 floats. inner = INNER (the a/b width), width = c's width. seq_offsets and
+// state_rows: a ragged batch (B = the sequence count), or null for the dense layout (lightning_rows).
 template <typename T, int INNER>
 __global__ void __launch_bounds__(LMMA_THREADS)
 lightning_forward_mma(T* out, float* final_state, const float* initial_state, const T* __restrict__ a, const T* __restrict__ bm,
                       const T* __restrict__ cm, LightningDecay decay, int head_offset, int heads_in_group, int seq, int heads,
-                      int inner, int width, int reverse, int accumulate, int state_mode)
+                      int inner, int width, int reverse, int accumulate, int state_mode, const int* __restrict__ seq_offsets,
+                      const int* __restrict__ state_rows)
 {
     extern __shared__ float smem[];
     T* as = reinterpret_cast<T*>(smem);  // [64][INNER]
@@ -81,7 +84,9 @@ lightning_forward_mma(T* out, float* final_state, const float* initial_state, co
     const int bb = blockIdx.x / heads_in_group, hg = blockIdx.x % heads_in_group, h = head_offset + hg;
     const int j0 = blockIdx.y * LMMA_DV;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
-    const index_t state_base = ((index_t)bb * heads + h) * inner * width;
+    const LightningRows rows = lightning_rows(bb, seq, seq_offsets, state_rows);
+    const int length = rows.length;
+    const index_t state_base = ((index_t)rows.state * heads + h) * inner * width;
     if (threadIdx.x <= LMMA_BT) {
         powers[threadIdx.x] = (float)pow(decay.lambda[hg], (double)threadIdx.x);
     }
@@ -108,8 +113,8 @@ lightning_forward_mma(T* out, float* final_state, const float* initial_state, co
     }
     __syncthreads();
 
-    for (int t0 = 0; t0 < seq; t0 += LMMA_BT) {
-        const int n = seq - t0 < LMMA_BT ? seq - t0 : LMMA_BT;
+    for (int t0 = 0; t0 < length; t0 += LMMA_BT) {
+        const int n = length - t0 < LMMA_BT ? length - t0 : LMMA_BT;
         // The state copy, S·2^k, for this block's inter product (every warp is past its reads of the previous copy).
         mx = fmaxf(fmaxf(state_max[0], state_max[1]), fmaxf(state_max[2], state_max[3])); // the 4 warps' maxima
         const int k = lmma_state_exponent(mx);
@@ -126,9 +131,9 @@ lightning_forward_mma(T* out, float* final_state, const float* initial_state, co
             }
             store_c<T, LMMA_DV>(ss, warp * (INNER / 4) + m * 16, 0, scaled, lane);
         }
-        lmma_load<T, INNER>(as, a, n, t0, seq, reverse, bb, heads, h, inner, 0);
-        lmma_load<T, INNER>(bs, bm, n, t0, seq, reverse, bb, heads, h, inner, 0);
-        lmma_load<T, LMMA_DV>(cs, cm, n, t0, seq, reverse, bb, heads, h, width, j0);
+        lmma_load<T, INNER>(as, a, n, t0, rows.first, length, reverse, heads, h, inner, 0);
+        lmma_load<T, INNER>(bs, bm, n, t0, rows.first, length, reverse, heads, h, inner, 0);
+        lmma_load<T, LMMA_DV>(cs, cm, n, t0, rows.first, length, reverse, heads, h, width, j0);
         cp_async_commit();
         cp_async_wait<0>();
         __syncthreads();
@@ -177,8 +182,8 @@ lightning_forward_mma(T* out, float* final_state, const float* initial_state, co
             if (out == nullptr || row >= n) {
                 continue;
             }
-            const int t = reverse ? seq - 1 - (t0 + row) : t0 + row;
-            T* target = out + (((index_t)bb * seq + t) * heads + h) * width + j0 + tq * 2;
+            const int t = reverse ? length - 1 - (t0 + row) : t0 + row;
+            T* target = out + ((rows.first + t) * heads + h) * width + j0 + tq * 2;
 #pragma unroll
             for (int nb = 0; nb < LMMA_DV / 8; ++nb) {
 #pragma unroll

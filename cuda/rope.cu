@@ -1,7 +1,8 @@
 // Attention.Native: rotary position embedding (variants.md), forward and backward, with optional YaRN scaling
 // ("RoPE scaling": the frequency ramp between θ⁰_j and θ⁰_j/factor over pairs low … high, and an amplitude on cos and sin).
 // The backward is the transpose: the same rotation by the opposite angle, same amplitude. In place (y == x) is allowed,
-// so no __restrict__.
+// so no __restrict__. Row bt (= b·T + t) turns by position_offset + t, or by positions[bt] when positions is not null (a
+// ragged batch [1, N, …]: each packed token at its own sequence's position).
 #include "common.cuh"
 
 // One block per (b, t): each thread owns coordinate pairs j, computes their angle once and rotates
@@ -9,13 +10,12 @@
 // where a float angle is off by ~1e-3 rad.
 template <typename T>
 __device__ __forceinline__ void rope_rotate(T* y, const T* x, int seq, int heads, int width, int offset, int rotary,
-                                            int interleaved, int position_offset, double base, int scaled, double factor,
-                                            double low, double high, double amplitude, double sign)
+                                            int interleaved, int position_offset, const int* positions, double base, int scaled,
+                                            double factor, double low, double high, double amplitude, double sign)
 {
     const index_t bt = blockIdx.x;
-    const int t = (int)(bt % seq);
     const int half = rotary / 2;
-    const double position = (double)(position_offset + t);
+    const double position = positions != nullptr ? (double)positions[bt] : (double)(position_offset + (int)(bt % seq));
     for (int j = threadIdx.x; j < half; j += blockDim.x) {
         double inverse_frequency = pow(base, -2.0 * (double)j / (double)rotary);
         if (scaled) {
@@ -51,18 +51,18 @@ __device__ __forceinline__ void rope_rotate(T* y, const T* x, int seq, int heads
 
 template <typename T>
 __global__ void rope_forward(T* y, const T* x, int seq, int heads, int width, int offset, int rotary,
-                             int interleaved, int position_offset, double base, int scaled,
+                             int interleaved, int position_offset, const int* __restrict__ positions, double base, int scaled,
                              double factor, double low, double high, double amplitude)
 {
-    rope_rotate(y, x, seq, heads, width, offset, rotary, interleaved, position_offset, base, scaled, factor, low, high,
-                amplitude, 1.0);
+    rope_rotate(y, x, seq, heads, width, offset, rotary, interleaved, position_offset, positions, base, scaled, factor, low,
+                high, amplitude, 1.0);
 }
 
 template <typename T>
 __global__ void rope_backward(T* dx, const T* dy, int seq, int heads, int width, int offset, int rotary,
-                              int interleaved, int position_offset, double base, int scaled,
+                              int interleaved, int position_offset, const int* __restrict__ positions, double base, int scaled,
                               double factor, double low, double high, double amplitude)
 {
-    rope_rotate(dx, dy, seq, heads, width, offset, rotary, interleaved, position_offset, base, scaled, factor, low, high,
-                amplitude, -1.0);
+    rope_rotate(dx, dy, seq, heads, width, offset, rotary, interleaved, position_offset, positions, base, scaled, factor, low,
+                high, amplitude, -1.0);
 }

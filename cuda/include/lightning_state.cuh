@@ -17,3 +17,21 @@ __device__ __forceinline__ index_t lightning_state_offset(int state_mode, int i,
 {
     return (state_mode & LIGHTNING_STATE_TRANSPOSED) != 0 ? (index_t)j * inner + i : (index_t)i * width + j;
 }
+
+// The rows one block of a Lightning kernel works on: sequence b's first row along the token axis, its length, and its state
+// row. Dense ([B, T, …], seq_offsets null): rows b·T … b·T + T − 1 and state row b. Ragged ([1, N, …], sequences packed one
+// after another): rows seq_offsets[b] … seq_offsets[b + 1] − 1 and state row state_rows[b] (b itself when state_rows is null).
+struct LightningRows {
+    index_t first;
+    int length;
+    int state;
+};
+
+__device__ __forceinline__ LightningRows lightning_rows(int b, int seq, const int* seq_offsets, const int* state_rows)
+{
+    LightningRows rows;
+    rows.first = seq_offsets != nullptr ? (index_t)seq_offsets[b] : (index_t)b * seq;
+    rows.length = seq_offsets != nullptr ? seq_offsets[b + 1] - seq_offsets[b] : seq;
+    rows.state = state_rows != nullptr ? state_rows[b] : b;
+    return rows;
+}

@@ -2,7 +2,8 @@
 // bf16 and fp16 under the emulation of cuda_shim.h, against variants.md's RoPE in double on the same rounded inputs: a single
 // pair, odd head counts and sequence lengths, a slice in the middle of the row, more pairs than threads (the pair loop runs
 // twice), a row wider than the block (the copy loop runs three times), positions past 10^5 (angles in double); YaRN scaling
-// (variants.md "RoPE scaling": the frequency ramp and the amplitude on cos and sin) with DeepSeek-V3's values and others.
+// (variants.md "RoPE scaling": the frequency ramp and the amplitude on cos and sin) with DeepSeek-V3's values and others;
+// ragged batches [1, N, …] (per-token positions: sequences of different lengths, one of 1 token, starting past position 0).
 #include "cuda_shim.h"
 #include "bf16_check.h"
 #include "rope.emu.cpp"
@@ -10,7 +11,21 @@
 
 // YaRN's rope_scaling; factor 0 = none.
 struct Yarn { double factor = 0; int original = 0; double beta_fast = 32, beta_slow = 1, mscale = 1, mscale_all_dim = 0; };
-struct P { int B, T, H, width, offset, rotary; bool interleaved, in_place; int position_offset; Yarn yarn = {}; };
+// lengths/starts non-empty: a ragged batch (B = 1, T = Σ lengths), sequence s's tokens at starts[s], starts[s] + 1, … (the
+// kernel reads these per-token positions; position_offset is then ignored).
+struct P { int B, T, H, width, offset, rotary; bool interleaved, in_place; int position_offset; Yarn yarn = {}; std::vector<int> lengths = {}, starts = {}; };
+
+// The position of every row b·T + t: SequenceLayout.TokenPositions for a ragged batch, else position_offset + t.
+static std::vector<int> row_positions(const P& p)
+{
+    std::vector<int> positions;
+    if (p.lengths.empty()) {
+        for (int b = 0; b < p.B; ++b) for (int t = 0; t < p.T; ++t) positions.push_back(p.position_offset + t);
+    } else {
+        for (size_t s = 0; s < p.lengths.size(); ++s) for (int t = 0; t < p.lengths[s]; ++t) positions.push_back(p.starts[s] + t);
+    }
+    return positions;
+}
 
 // variants.md "RoPE scaling" on the rotated width n: corr(r) = n·ln(L0/(2πr))/(2 ln b); lo = max(floor(corr(βf)), 0),
 // hi = min(ceil(corr(βs)), n−1), hi += 0.001 if equal.
@@ -34,6 +49,7 @@ static std::vector<double> rotate(const std::vector<double>& x, const P& p, doub
     const bool yarn = p.yarn.factor > 0;
     const auto [lo, hi] = yarn ? yarn_ramp(p.yarn, p.rotary, base) : std::pair<double, double>{0, 1};
     const double amplitude = yarn ? yarn_mu(p.yarn.factor, p.yarn.mscale) / yarn_mu(p.yarn.factor, p.yarn.mscale_all_dim) : 1;
+    const auto positions = row_positions(p);
     for (int b = 0; b < p.B; ++b) for (int t = 0; t < p.T; ++t) for (int h = 0; h < p.H; ++h) {
         const size_t row = (((size_t)b * p.T + t) * p.H + h) * p.width;
         for (int j = 0; j < half; ++j) {
@@ -42,7 +58,7 @@ static std::vector<double> rotate(const std::vector<double>& x, const P& p, doub
                 const double ramp = std::clamp((j - lo) / (hi - lo), 0.0, 1.0);
                 theta = theta / p.yarn.factor * ramp + theta * (1 - ramp);
             }
-            const double angle = (double)(p.position_offset + t) * theta;
+            const double angle = (double)positions[(size_t)b * p.T + t] * theta;
             const double c = amplitude * std::cos(angle), s = amplitude * sign * std::sin(angle);
             const size_t ia = row + p.offset + (p.interleaved ? 2 * j : j), ib = p.interleaved ? ia + 1 : ia + half;
             y[ia] = x[ia] * c - x[ib] * s;
@@ -67,6 +83,15 @@ int run(P p)
     const dim3 grid{(unsigned)(p.B * p.T)};
     printf("%s B%d T%d H%d width%d rotary%d at %d %s%s position %d, %u threads", type_name<T>(), p.B, p.T, p.H, p.width, p.rotary,
            p.offset, p.interleaved ? "interleaved" : "half", p.in_place ? " in place" : "", p.position_offset, threads);
+    // A ragged batch: RopeCuda passes the per-token positions as SequenceLayout.TokenPositions gives them.
+    const bool ragged = !p.lengths.empty();
+    const auto token_positions = row_positions(p);
+    const int* positions = ragged ? token_positions.data() : nullptr;
+    const int position_offset = p.position_offset; // with positions, a kernel must ignore it
+    if (ragged) {
+        printf(", ragged lengths");
+        for (size_t s = 0; s < p.lengths.size(); ++s) printf(" %d@%d", p.lengths[s], p.starts[s]);
+    }
     // RopeCuda.Apply: scaled = 1 with the factor, the ramp's ends and μ(s, m)/μ(s, m_a); else 0, 1, 0, 1, 1.
     const bool yarn = p.yarn.factor > 0;
     const auto [low, high] = yarn ? yarn_ramp(p.yarn, p.rotary, base) : std::pair<double, double>{0, 1};
@@ -80,8 +105,8 @@ int run(P p)
     auto y = p.in_place ? x : filled<T>(count, NAN);
     const T* xin = p.in_place ? y.data() : x.data();
     emu_launch(grid, dim3{threads}, [&] {
-        rope_forward<T>(y.data(), xin, p.T, p.H, p.width, p.offset, p.rotary, p.interleaved, p.position_offset, base, yarn, factor,
-                       low, high, amplitude); });
+        rope_forward<T>(y.data(), xin, p.T, p.H, p.width, p.offset, p.rotary, p.interleaved, position_offset, positions, base, yarn,
+                       factor, low, high, amplitude); });
     fails += check_output("y", floats(y), rotate(doubles(x), p, base, 1.0), tolerance_of<T>());
 
     // Backward: dx = dy turned back; it overwrites dx (garbage at the start, so its contribution counts from zero).
@@ -89,8 +114,8 @@ int run(P p)
     auto dx = p.in_place ? dy : starting_values<T>(rng, dx_ref);
     const T* dyin = p.in_place ? dx.data() : dy.data();
     emu_launch(grid, dim3{threads}, [&] {
-        rope_backward<T>(dx.data(), dyin, p.T, p.H, p.width, p.offset, p.rotary, p.interleaved, p.position_offset, base, yarn, factor,
-                        low, high, amplitude); });
+        rope_backward<T>(dx.data(), dyin, p.T, p.H, p.width, p.offset, p.rotary, p.interleaved, position_offset, positions, base, yarn,
+                        factor, low, high, amplitude); });
     fails += check_added<T>("dx", dx, std::vector<T>(count, from_float<T>(0.0f)), dx_ref);
     return fails;
 }
@@ -119,6 +144,11 @@ int main()
     fails += run_all({1, 2, 2, 600, 0, 600, true, false, 9000, Yarn{4, 1000000000, 64, 0.5, 0.8, 0.3}});
     fails += run_all({2, 2, 1, 16, 0, 16, false, false, 70, Yarn{4, 64}});
     fails += run_all({1, 3, 2, 16, 0, 16, true, false, 3, Yarn{4, 4}});
+    // Ragged batches [1, N, …]: lengths 3, 1, 4 from positions 5, 0, 100000 (a copied slice; the position_offset given, 7,
+    // must be ignored); a single-token sequence between two long ones in place with YaRN past L0; one sequence of 1 token.
+    fails += run_all({1, 8, 3, 40, 8, 24, true, false, 7, {}, {3, 1, 4}, {5, 0, 100000}});
+    fails += run_all({1, 6, 2, 64, 0, 64, false, true, 0, Yarn{40, 4096}, {2, 1, 3}, {4100, 9000, 0}});
+    fails += run_all({1, 1, 2, 16, 0, 16, false, false, 0, {}, {1}, {12}});
     printf("%d failing\n", fails);
     return fails != 0;
 }

@@ -17,6 +17,8 @@ public sealed partial class CudaBackend : Backend
     private readonly Lock _scratchGate = new();
     private readonly Lock _callGate = new();
     private DeviceBuffer<byte>? _scratch;
+    private readonly Lock _launchIndicesGate = new();
+    private DeviceBuffer<int>? _launchIndices;
 
     private CudaBackend(CudaDevice device, KernelCompiler compiler)
     {
@@ -153,6 +155,35 @@ public sealed partial class CudaBackend : Backend
         }
     }
 
+    /// <summary>
+    /// A device copy of <paramref name="values"/>, the small int arrays a ragged launch reads (per-token positions, sequence
+    /// offsets, state rows), queued on <see cref="Stream"/> without waiting. It lives in one buffer of its own (not
+    /// <see cref="Scratch"/>, which the same op may use), grown on demand, so a warm backend allocates nothing per call. Valid
+    /// for the launches queued before the next call: a later upload is ordered after them on the stream.
+    /// </summary>
+    internal CUdeviceptr UploadLaunchIndices(ReadOnlySpan<int> values)
+    {
+        if (values.IsEmpty)
+        {
+            return CUdeviceptr.Null;
+        }
+        lock (_launchIndicesGate)
+        {
+            if (_launchIndices is null || _launchIndices.Length < values.Length)
+            {
+                if (_launchIndices is not null)
+                {
+                    Stream.Synchronize(); // queued kernels may still read the old copy
+                    _launchIndices.Dispose();
+                    _launchIndices = null;
+                }
+                _launchIndices = Context.Allocate<int>(Math.Max(values.Length, 1 << 14));
+            }
+            _launchIndices.UploadQueued(values, Stream);
+            return _launchIndices.Pointer;
+        }
+    }
+
     internal static DeviceTensor D(Tensor tensor) => (DeviceTensor)tensor;
 
     internal static CUdeviceptr Ptr(Tensor? tensor) => tensor is null ? CUdeviceptr.Null : ((DeviceTensor)tensor).Pointer;
@@ -162,12 +193,9 @@ public sealed partial class CudaBackend : Backend
     internal override void LinearBackward(Tensor x, Tensor weight, Tensor dy, Tensor? dx, Tensor? dweight, Tensor? dbias, bool accumulate) =>
         LinearCuda.Backward(this, x, weight, dy, dx, dweight, dbias, accumulate);
 
-    /// <summary>The position offset a kernel takes; per-token positions (a ragged batch) have no CUDA kernel yet.</summary>
-    internal static int PositionOffset(TokenPositions positions)
-    {
-        ThrowIfRagged(positions.PerToken is not null, "RoPE/LRPE");
-        return positions.Offset;
-    }
+    /// <summary>The per-token positions of a ragged batch on the device (RoPE, LRPE), or null for positions offset + t.</summary>
+    internal CUdeviceptr PositionsOnDevice(TokenPositions positions) =>
+        positions.PerToken is { } perToken ? UploadLaunchIndices(perToken) : CUdeviceptr.Null;
 
     /// <summary>Ragged batches whose CUDA kernels are not written yet are refused, naming the op.</summary>
     internal static void ThrowIfRagged(bool ragged, string op)
@@ -220,6 +248,7 @@ public sealed partial class CudaBackend : Backend
             module.Value.Dispose();
         }
         _scratch?.Dispose();
+        _launchIndices?.Dispose();
         MemoryCache.Dispose();
         Blas.Dispose();
         Stream.Dispose();

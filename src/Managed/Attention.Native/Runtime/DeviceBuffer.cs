@@ -99,6 +99,27 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
         }
     }
 
+    /// <summary>
+    /// Copies <paramref name="source"/> to the start of the buffer in order on <paramref name="stream"/> without waiting for
+    /// the stream. Only for pageable host memory (managed arrays, the stack): the driver copies such a source into its own
+    /// staging memory before it returns, so the caller may reuse it at once; page-locked memory would be read later.
+    /// </summary>
+    internal void UploadQueued(ReadOnlySpan<T> source, CudaStream stream)
+    {
+        _allocation.MarkWritten();
+        ArgumentNullException.ThrowIfNull(stream);
+        CheckFits(source.Length, nameof(source));
+        if (source.IsEmpty)
+        {
+            return;
+        }
+        Context.MakeCurrent();
+        fixed (T* src = source)
+        {
+            StatusCheck.Check(cuMemcpyHtoDAsync_v2(_pointer, src, Bytes(source.Length), stream.Handle), nameof(cuMemcpyHtoDAsync_v2));
+        }
+    }
+
     /// <summary>Copies the start of the buffer into <paramref name="destination"/> (synchronous).</summary>
     public void Download(Span<T> destination)
     {

@@ -1,4 +1,6 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
+using Attention.Native.Interop;
 using Attention.Native.Runtime;
 using static Attention.Native.CudaBackend;
 
@@ -14,6 +16,9 @@ namespace Attention.Native.Ops
     /// (cuda/include/lightning_state.cuh). States are fp32 whatever the storage type.
     /// A single token (T = 1, the decode step, usually with the state updated in place) runs the small recurrent-step kernel
     /// <c>lightning_decode_step</c> instead: <c>o = λ q·S + (q·k) v</c>, <c>S ← λ S + kᵀ v</c>.
+    /// A ragged batch (<see cref="RaggedStates"/>) is one launch per pass over all its sequences, as a dense batch is over B: the
+    /// kernels read each sequence's offset and state row from device arrays (<see cref="CudaBackend.UploadLaunchIndices"/>); when
+    /// every sequence holds one token (a serving pool's decode step) the forward runs the decode-step kernel with state rows.
     /// </summary>
     internal static class LightningCuda
     {
@@ -66,42 +71,77 @@ namespace Attention.Native.Ops
             private double _first;
         }
 
-        public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState)
+        /// <summary>A ragged launch: the sequence count, and the device copies of the offsets (S + 1) and state rows (S).</summary>
+        private readonly record struct RaggedLaunch(int Sequences, CUdeviceptr Offsets, CUdeviceptr Slots);
+
+        public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState, RaggedStates? ragged)
         {
             CheckWidths(q, v);
-            if (q.Shape[1] == 1)
+            if (ragged is { } r && r.Sequences.TokenCount == r.Sequences.Count)
             {
-                DecodeStep(backend, o, finalState, initialState, q, k, v, decay);
+                // One token per sequence, token s of [1, S, H, d] in row slots[s]: the decode step over the state rows.
+                DecodeStep(backend, o, finalState, initialState, q, k, v, decay, r.Sequences.Count, backend.UploadLaunchIndices(r.Slots));
                 return;
             }
-            Recurrence(backend, o, finalState, initialState, q, k, v, decay, reverse: false, accumulate: false, stateMode: 0);
+            if (ragged is null && q.Shape[1] == 1)
+            {
+                DecodeStep(backend, o, finalState, initialState, q, k, v, decay, q.Shape[0], CUdeviceptr.Null);
+                return;
+            }
+            var launch = Upload(backend, ragged);
+            Recurrence(backend, o, finalState, initialState, q, k, v, decay, reverse: false, accumulate: false, stateMode: 0, launch);
         }
 
-        public static void Backward(CudaBackend backend, Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState)
+        public static void Backward(CudaBackend backend, Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState, RaggedStates? ragged)
         {
             CheckWidths(q, v);
+            // One upload serves the three sweeps: each is queued before any later upload.
+            var launch = Upload(backend, ragged);
             if (dq is not null)
             {
                 // Its state is Σ v_sᵀ k_s = Sᵀ: it starts from S0ᵀ.
-                Recurrence(backend, dq, null, initialState, dO, v, k, decay, reverse: false, accumulate: true, stateMode: StateTransposed);
+                Recurrence(backend, dq, null, initialState, dO, v, k, decay, reverse: false, accumulate: true, stateMode: StateTransposed, launch);
             }
             if (dv is not null || dInitialState is not null)
             {
                 // Its state is D (Σ q_tᵀ dO_t, decayed): from G, and λ·D_0 added into dS0; without dv it runs for dS0 alone.
-                Recurrence(backend, dv, dInitialState, dFinalState, k, q, dO, decay, reverse: true, accumulate: true, stateMode: StateAtFirst | StateAddFinal);
+                Recurrence(backend, dv, dInitialState, dFinalState, k, q, dO, decay, reverse: true, accumulate: true, stateMode: StateAtFirst | StateAddFinal, launch);
             }
             if (dk is not null)
             {
-                Recurrence(backend, dk, null, dFinalState, v, dO, q, decay, reverse: true, accumulate: true, stateMode: StateAtFirst | StateTransposed);
+                Recurrence(backend, dk, null, dFinalState, v, dO, q, decay, reverse: true, accumulate: true, stateMode: StateAtFirst | StateTransposed, launch);
             }
         }
 
-        // out (+)= Σ_{s ≤ t in sweep order} λ^(t−s) (a_t·b_s) c_s (+ λ^(t+1) a_t·S0), over tensors [B, T, H, width]; stateMode
-        // changes how the states enter and leave (LIGHTNING_STATE_*). A null output computes only the final state.
-        private static void Recurrence(CudaBackend backend, Tensor? output, Tensor? finalState, Tensor? initialState, Tensor a, Tensor b, Tensor c, double[] decay, bool reverse, bool accumulate, int stateMode)
+        // The offsets and state rows of a ragged call on the device, in one upload (offsets first); null for a dense call.
+        private static RaggedLaunch? Upload(CudaBackend backend, RaggedStates? ragged)
+        {
+            if (ragged is null)
+            {
+                return null;
+            }
+            int count = ragged.Sequences.Count, length = (2 * count) + 1;
+            int[] indices = ArrayPool<int>.Shared.Rent(length);
+            try
+            {
+                ragged.Sequences.Offsets.CopyTo(indices);
+                ragged.Slots.CopyTo(indices, count + 1);
+                var device = backend.UploadLaunchIndices(indices.AsSpan(0, length));
+                return new RaggedLaunch(count, device, device + ((count + 1) * sizeof(int)));
+            }
+            finally
+            {
+                ArrayPool<int>.Shared.Return(indices);
+            }
+        }
+
+        // out (+)= Σ_{s ≤ t in sweep order} λ^(t−s) (a_t·b_s) c_s (+ λ^(t+1) a_t·S0), over tensors [B, T, H, width] (or the
+        // sequences of a ragged launch over [1, N, H, width]); stateMode changes how the states enter and leave
+        // (LIGHTNING_STATE_*). A null output computes only the final state.
+        private static void Recurrence(CudaBackend backend, Tensor? output, Tensor? finalState, Tensor? initialState, Tensor a, Tensor b, Tensor c, double[] decay, bool reverse, bool accumulate, int stateMode, RaggedLaunch? ragged)
         {
             var s = a.Shape;
-            int batch = s[0], seq = s[1], heads = s[2], inner = s[3], width = c.Shape[3];
+            int batch = ragged?.Sequences ?? s[0], seq = s[1], heads = s[2], inner = s[3], width = c.Shape[3];
             if (batch == 0 || heads == 0 || width == 0 || (seq == 0 && finalState is null))
             {
                 return;
@@ -119,6 +159,8 @@ namespace Attention.Native.Ops
             }
             Span<byte> storage = stackalloc byte[1024];
             Span<int> offsets = stackalloc int[20];
+            var sequenceOffsets = ragged?.Offsets ?? CUdeviceptr.Null;
+            var stateRows = ragged?.Slots ?? CUdeviceptr.Null;
             for (int first = 0; first < heads; first += MaxHeadsPerLaunch)
             {
                 int group = Math.Min(MaxHeadsPerLaunch, heads - first);
@@ -140,15 +182,18 @@ namespace Attention.Native.Ops
                 args.Add(reverse ? 1 : 0);
                 args.Add(accumulate ? 1 : 0);
                 args.Add(stateMode);
+                args.Add(sequenceOffsets);
+                args.Add(stateRows);
                 var grid = Dim3.Grid((long)batch * group, Dim3.CeilDiv(width, tensorCores ? TensorCoreColumns : Columns), 1, nameof(c), "batch × heads of a launch", "column slices", "one block");
                 kernel.Launch(grid, (uint)(tensorCores ? TensorCoreThreads : Threads), (uint)shared, backend.Stream, args);
             }
         }
 
-        // One token per (b, h): o = λ q·S0 + (q·k) v and S1 = λ S0 + kᵀ v (S0 zero when absent; S1 may be S0 itself).
-        private static void DecodeStep(CudaBackend backend, Tensor o, Tensor? finalState, Tensor? initialState, Tensor q, Tensor k, Tensor v, double[] decay)
+        // One token per (b, h): o = λ q·S0 + (q·k) v and S1 = λ S0 + kᵀ v (S0 zero when absent; S1 may be S0 itself). batch
+        // tokens, of [B, 1, H, d] or a ragged [1, S, H, d] whose token s has state row stateRows[s] (null: row b).
+        private static void DecodeStep(CudaBackend backend, Tensor o, Tensor? finalState, Tensor? initialState, Tensor q, Tensor k, Tensor v, double[] decay, int batch, CUdeviceptr stateRows)
         {
-            int batch = q.Shape[0], heads = q.Shape[2], inner = q.Shape[3], width = v.Shape[3];
+            int heads = q.Shape[2], inner = q.Shape[3], width = v.Shape[3];
             if (batch == 0 || heads == 0 || width == 0)
             {
                 return;
@@ -172,6 +217,7 @@ namespace Attention.Native.Ops
                 args.Add(heads);
                 args.Add(inner);
                 args.Add(width);
+                args.Add(stateRows);
                 kernel.Launch(Dim3.Grid((long)batch * group, Dim3.CeilDiv(width, 32), 1, nameof(v), "batch × heads of a launch", "column slices", "one block"), new Dim3(32, StepWarps), 0, backend.Stream, args);
             }
         }
@@ -208,16 +254,10 @@ namespace Attention.Native
     // kernel uses its own fixed chunk of 32 tokens (the result does not depend on it).
     public sealed partial class CudaBackend
     {
-        internal override void LightningForward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState, int blockSize, RaggedStates? ragged)
-        {
-            ThrowIfRagged(ragged is not null, "Lightning");
-            LightningCuda.Forward(this, q, k, v, decay, o, initialState, finalState);
-        }
+        internal override void LightningForward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor o, Tensor? initialState, Tensor? finalState, int blockSize, RaggedStates? ragged) =>
+            LightningCuda.Forward(this, q, k, v, decay, o, initialState, finalState, ragged);
 
-        internal override void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState, int blockSize, RaggedStates? ragged)
-        {
-            ThrowIfRagged(ragged is not null, "Lightning");
-            LightningCuda.Backward(this, q, k, v, decay, dO, dq, dk, dv, initialState, dInitialState, dFinalState);
-        }
+        internal override void LightningBackward(Tensor q, Tensor k, Tensor v, double[] decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState, int blockSize, RaggedStates? ragged) =>
+            LightningCuda.Backward(this, q, k, v, decay, dO, dq, dk, dv, initialState, dInitialState, dFinalState, ragged);
     }
 }

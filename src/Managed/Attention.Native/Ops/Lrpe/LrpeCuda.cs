@@ -1,9 +1,13 @@
+using Attention.Native.Interop;
 using Attention.Native.Runtime;
 using static Attention.Native.CudaBackend;
 
 namespace Attention.Native.Ops
 {
-    /// <summary>CUDA launcher of <see cref="Lrpe"/> (cuda/lrpe.cu): one thread per element; dθ by deterministic column sums over the tokens.</summary>
+    /// <summary>
+    /// CUDA launcher of <see cref="Lrpe"/> (cuda/lrpe.cu): one thread per element; dθ by deterministic column sums over the tokens. A
+    /// ragged batch's per-token positions go to the device in stream order (<see cref="CudaBackend.UploadLaunchIndices"/>).
+    /// </summary>
     internal static class LrpeCuda
     {
         private static readonly KernelNames ForwardKernel = new("lrpe_forward");
@@ -30,7 +34,8 @@ namespace Attention.Native.Ops
             args.Add(s[1]);
             args.Add(s[2]);
             args.Add(s[3]);
-            args.Add(PositionOffset(positions));
+            args.Add(positions.Offset);
+            args.Add(backend.PositionsOnDevice(positions)); // a ragged batch: each row's own position
             backend.Kernel(Program, ForwardKernel[x.DType]).Launch(Elementwise.Grid(backend, n), Elementwise.Threads, 0, backend.Stream, args);
         }
 
@@ -38,6 +43,8 @@ namespace Attention.Native.Ops
         {
             var s = x.Shape;
             long rows = (long)s[0] * s[1], n = x.Shape.ElementCount;
+            // One upload serves both kernels: the dθ kernel is queued before any later upload.
+            var perToken = (dx is not null && n > 0) || (dtheta is not null && rows > 0) ? backend.PositionsOnDevice(positions) : CUdeviceptr.Null;
             if (dx is not null && n > 0)
             {
                 var args = new KernelArgs(stackalloc byte[96], stackalloc int[12]);
@@ -48,7 +55,8 @@ namespace Attention.Native.Ops
                 args.Add(s[1]);
                 args.Add(s[2]);
                 args.Add(s[3]);
-                args.Add(PositionOffset(positions));
+                args.Add(positions.Offset);
+                args.Add(perToken);
                 backend.Kernel(Program, BackwardKernel[x.DType]).Launch(Elementwise.Grid(backend, n), Elementwise.Threads, 0, backend.Stream, args);
             }
             int columns = s[2] * s[3];
@@ -69,7 +77,8 @@ namespace Attention.Native.Ops
                 args.Add(s[1]);
                 args.Add(s[2]);
                 args.Add(s[3]);
-                args.Add(PositionOffset(positions));
+                args.Add(positions.Offset);
+                args.Add(perToken);
                 args.Add(rowsPerChunk);
                 backend.Kernel(Program, ThetaPartials[x.DType]).Launch(
                     new Dim3(Dim3.CeilDiv(columns, ColumnSum.TileX), (uint)chunks), new Dim3(ColumnSum.TileX, ColumnSum.TileY), 0, backend.Stream, args);

@@ -3,7 +3,8 @@ using static Attention.Native.CudaBackend;
 
 namespace Attention.Native.Ops;
 
-/// <summary>CUDA launcher of <see cref="Rope"/> (cuda/rope.cu): one block per (b, t), threads over coordinate pairs.</summary>
+/// <summary>CUDA launcher of <see cref="Rope"/> (cuda/rope.cu): one block per (b, t), threads over coordinate pairs; a ragged batch's
+/// per-token positions go to the device in stream order (<see cref="CudaBackend.UploadLaunchIndices"/>).</summary>
 internal static class RopeCuda
 {
     private static readonly KernelNames ForwardKernel = new("rope_forward");
@@ -23,7 +24,7 @@ internal static class RopeCuda
         }
         bool copies = rotary < width && !ReferenceEquals(x, y);
         int threads = Math.Clamp(RoundUp32(Math.Max(rotary / 2, copies ? width : 1)), 32, 256);
-        var args = new KernelArgs(stackalloc byte[160], stackalloc int[16]);
+        var args = new KernelArgs(stackalloc byte[160], stackalloc int[20]);
         args.Add(Ptr(y));
         args.Add(Ptr(x));
         args.Add(seq);
@@ -32,7 +33,8 @@ internal static class RopeCuda
         args.Add(options.RotaryOffset);
         args.Add(rotary);
         args.Add(options.Style == RopeStyle.Interleaved ? 1 : 0);
-        args.Add(PositionOffset(positions));
+        args.Add(positions.Offset);
+        args.Add(backend.PositionsOnDevice(positions)); // a ragged batch: each row's own position
         args.Add(options.Base);
         // YaRN: the kernel computes θ_j from the ramp's ends as RopeScaling.Interpolate does; unscaled, θ_j = base^(-2j/n) as before.
         var (low, high) = options.Scaling?.Ramp(rotary, options.Base) ?? (0.0, 1.0);
