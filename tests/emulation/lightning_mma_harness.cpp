@@ -167,13 +167,13 @@ int main()
     // Ragged batches (LightningCuda with RaggedStates): the forward from and into out-of-order state rows of P > S (rows no
     // sequence uses come out untouched), in place and not; a 1-token sequence among longer ones (one past a 64-token block);
     // the backward's three sweeps with dS0 into the slots' rows only.
-    fails += run_both({0, 0, 2, 64, 128, 0.97, false, false, true, 1, 0, 0, true, 0, {70, 1, 5}, {3, 0, 4}, 5, true});
+    fails += run_both({0, 0, 1, 64, 64, 0.97, false, false, true, 1, 0, 0, true, 0, {70, 1, 5}, {3, 0, 4}, 5, true});
     fails += run_both({0, 0, 1, 128, 64, 0.99, false, false, true, 1, 0, 0, true, 0, {1, 2, 65}, {1, 2, 0}, 4});
-    fails += run_both({0, 0, 2, 64, 64, 0.99, true, true, true, 1, 0, 0, true, LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_ADD_FINAL, {3, 66, 1}, {2, 0, 4}, 6});
+    fails += run_both({0, 0, 1, 64, 64, 0.99, true, true, true, 1, 0, 0, true, LIGHTNING_STATE_AT_FIRST | LIGHTNING_STATE_ADD_FINAL, {3, 66, 1}, {2, 0, 4}, 6});
     auto back_ragged = [](int H, int dk, int dv, double lambda, std::vector<int> lengths, std::vector<int> slots, int rows) {
         return emu_cases([&] { return backward<bf16_t>(0, 0, H, dk, dv, lambda, lengths, slots, rows); },
                          [&] { return backward<half_t>(0, 0, H, dk, dv, lambda, lengths, slots, rows); }); };
-    fails += back_ragged(2, 64, 128, 0.97, {70, 1, 9}, {4, 0, 2}, 5);
+    fails += back_ragged(1, 64, 64, 0.97, {65, 1, 3}, {4, 0, 2}, 5);
     printf("%d failing\n", fails);
     return fails != 0;
 }
