@@ -6,6 +6,9 @@
 // Layouts (token-major, as the projections write them): q [B, Tq, H, dqk], k [B, Tk, G, dqk], v [B, Tk, G, dv],
 // o/dO [B, Tq, H, dv], bias/dbias [H, Tq, Tk] shared by the batch, lse/delta [B, H, Tq] fp32.
 // Query i sits at position length − Tq + i; causal rows see keys j ≤ that position; keys ≥ length never count.
+// A ragged batch (attention_shape.cuh; no bias): the grids' batch index is the sequence, their tile counts are planned for
+// the longest sequence, and a block past its own sequence's rows (or keys) exits at once, as flash-attention's varlen does.
+// The combine and delta kernels see the packed rows as one dense sequence of N_q queries (the launcher passes that shape).
 #include "common.cuh"
 #include "attention_shape.cuh"
 
@@ -25,29 +28,39 @@
 // decode reads the cache once per group, not once per head. Warp w owns packed rows w·ATTN_ROWS…; lane j scores key j of
 // each tile. With splits > 1 (decode: few query rows, long cache) block x covers keys [split·keys_per_split, +keys_per_split)
 // and writes unnormalised partials (acc, running max m, sum l) that attention_combine merges.
+// At least 4 blocks per SM: the 64 registers (and occupancy) of the dense kernel before ragged batches, without spills;
+// left alone, ptxas takes a few more for the sequence bookkeeping and one block fewer fits.
 template <typename T>
-__global__ void __launch_bounds__(ATTN_THREADS)
+__global__ void __launch_bounds__(ATTN_THREADS, 4)
 attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict__ partial_o, float* __restrict__ partial_ml,
                   const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ bias,
-                  AttentionShape s, int splits, int keys_per_split)
+                  const AttentionShape launched, int splits, int keys_per_split)
 {
     extern __shared__ float smem[];
+    AttentionShape s = launched;
     const int dqk = s.dqk, dv = s.dv, kstride = dqk + 1; // padded rows: lane j reads row j without bank conflicts
     float* qs = smem;                   // [ATTN_BQ][dqk], pre-scaled
     float* ks = qs + ATTN_BQ * dqk;     // [ATTN_BK][dqk + 1]
     float* vs = ks + ATTN_BK * kstride; // [ATTN_BK][dv]
 
-    const int group = s.heads / s.kv_heads, packed = s.tq * group;
-    const int q_tiles = (packed + ATTN_BQ - 1) / ATTN_BQ;
+    const int group = s.heads / s.kv_heads;
+    const int q_tiles = (s.tq * group + ATTN_BQ - 1) / ATTN_BQ; // the longest sequence's, ragged
     const int tile = blockIdx.x % q_tiles, split = blockIdx.x / q_tiles;
-    const int g = blockIdx.y, b = blockIdx.z;
+    const int g = blockIdx.y;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = tile * ATTN_BQ;
+    attention_sequence(s, blockIdx.z);
+    const int packed = s.tq * group;
+    if (row0 >= packed) {
+        return; // past this (ragged) sequence's rows: block-uniform, before any barrier
+    }
 
+    const index_t query0 = attention_query_token(launched, blockIdx.z, 0);
     for (int e = threadIdx.x; e < ATTN_BQ * dqk; e += ATTN_THREADS) {
         const int p = row0 + e / dqk, c = e % dqk, i = p / group, h = g * group + p % group;
-        qs[e] = p < packed ? to_float(q[(((index_t)b * s.tq + i) * s.heads + h) * dqk + c]) * s.scale : 0.0f;
+        qs[e] = p < packed ? to_float(q[((query0 + i) * s.heads + h) * dqk + c]) * s.scale : 0.0f;
     }
+    const index_t key0 = attention_key_token(launched, blockIdx.z, 0);
 
     // The block's last query (packed rows are query-major) sees the most keys.
     const int last_row = (row0 + ATTN_BQ < packed ? row0 + ATTN_BQ : packed) - 1;
@@ -75,11 +88,11 @@ attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict_
         __syncthreads(); // the previous tile is consumed (and, the first time, qs is written)
         for (int e = threadIdx.x; e < ATTN_BK * dqk; e += ATTN_THREADS) {
             const int jj = e / dqk, c = e % dqk, j = kb + jj;
-            ks[jj * kstride + c] = j < key_end ? to_float(k[(((index_t)b * s.tk + j) * s.kv_heads + g) * dqk + c]) : 0.0f;
+            ks[jj * kstride + c] = j < key_end ? to_float(k[((key0 + j) * s.kv_heads + g) * dqk + c]) : 0.0f;
         }
         for (int e = threadIdx.x; e < ATTN_BK * dv; e += ATTN_THREADS) {
             const int jj = e / dv, c = e % dv, j = kb + jj;
-            vs[e] = j < key_end ? to_float(v[(((index_t)b * s.tk + j) * s.kv_heads + g) * dv + c]) : 0.0f;
+            vs[e] = j < key_end ? to_float(v[((key0 + j) * s.kv_heads + g) * dv + c]) : 0.0f;
         }
         __syncthreads();
 
@@ -128,10 +141,11 @@ attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict_
         if (row0 + warp * ATTN_ROWS + r >= packed) {
             continue;
         }
-        const index_t row = ((index_t)b * s.heads + h) * s.tq + i; // [B, H, Tq]
+        // Output rows from the launched shape: nothing of the sequence's place stays live across the loop above.
+        const index_t row = attention_lse_row(launched, blockIdx.z, h, i); // [B, H, Tq]
         if (splits == 1) {
             const float inverse = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-            T* orow = o + (((index_t)b * s.tq + i) * s.heads + h) * dv;
+            T* orow = o + (attention_query_token(launched, blockIdx.z, i) * s.heads + h) * dv;
 #pragma unroll
             for (int c = 0; c < ATTN_COLS; ++c) {
                 const int col = lane + 32 * c;
@@ -143,7 +157,7 @@ attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict_
                 lse[row] = m[r] + logf(l[r]);
             }
         } else {
-            const index_t part = (index_t)split * s.batch * s.heads * s.tq + row;
+            const index_t part = (index_t)split * attention_lse_rows(launched) + row;
 #pragma unroll
             for (int c = 0; c < ATTN_COLS; ++c) {
                 const int col = lane + 32 * c;
@@ -223,13 +237,16 @@ attention_backward_delta(float* __restrict__ delta, const T* __restrict__ o, con
 // lane j handles key j of each tile. grid (q_tiles, H, B or 1): with a bias the whole batch runs inside one block in
 // order, so each dbias entry has one writer and the sum is deterministic. Dynamic shared memory
 // (ATTN_BQ·dqk + ATTN_BQ·dv + ATTN_BK·(dqk+1) + ATTN_BK·(dv+1)) floats.
+// At least 3 blocks per SM (80 registers): at 4 (64 registers, what ptxas chose before ragged batches, spilling a little on
+// sm_80) the sequence bookkeeping spills more; left alone, ptxas takes up to 98 registers on sm_90 and only 2 blocks fit.
 template <typename T>
-__global__ void __launch_bounds__(ATTN_THREADS)
+__global__ void __launch_bounds__(ATTN_THREADS, 3)
 attention_backward_dq(T* dq, T* dbias, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                       const T* __restrict__ bias, const T* __restrict__ d_o, const float* __restrict__ lse,
-                      const float* __restrict__ delta, AttentionShape s)
+                      const float* __restrict__ delta, const AttentionShape launched)
 {
     extern __shared__ float smem[];
+    AttentionShape s = launched;
     const int dqk = s.dqk, dv = s.dv, kstride = dqk + 1, vstride = dv + 1;
     float* qs = smem;                    // [ATTN_BQ][dqk], pre-scaled
     float* dos = qs + ATTN_BQ * dqk;     // [ATTN_BQ][dv]
@@ -239,24 +256,30 @@ attention_backward_dq(T* dq, T* dbias, const T* __restrict__ q, const T* __restr
     const int h = blockIdx.y, g = h / (s.heads / s.kv_heads);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = blockIdx.x * ATTN_BQ;
+    // A ragged batch has no bias: gridDim.z is its sequence count and each block runs its own sequence once.
+    attention_sequence(s, blockIdx.z);
+    if (row0 >= s.tq) {
+        return; // past this (ragged) sequence's rows
+    }
     const int tile_keys = attention_tile_keys(s, row0, ATTN_BQ);
 
     for (int b = blockIdx.z; b < s.batch; b += gridDim.z) {
         __syncthreads(); // the previous batch entry is done with the tiles
+        const index_t query0 = attention_query_token(launched, b, 0), key0 = attention_key_token(launched, b, 0);
         for (int e = threadIdx.x; e < ATTN_BQ * dqk; e += ATTN_THREADS) {
             const int i = row0 + e / dqk, c = e % dqk;
-            qs[e] = i < s.tq ? to_float(q[(((index_t)b * s.tq + i) * s.heads + h) * dqk + c]) * s.scale : 0.0f;
+            qs[e] = i < s.tq ? to_float(q[((query0 + i) * s.heads + h) * dqk + c]) * s.scale : 0.0f;
         }
         for (int e = threadIdx.x; e < ATTN_BQ * dv; e += ATTN_THREADS) {
             const int i = row0 + e / dv, c = e % dv;
-            dos[e] = i < s.tq ? to_float(d_o[(((index_t)b * s.tq + i) * s.heads + h) * dv + c]) : 0.0f;
+            dos[e] = i < s.tq ? to_float(d_o[((query0 + i) * s.heads + h) * dv + c]) : 0.0f;
         }
         float row_lse[ATTN_ROWS], row_delta[ATTN_ROWS], acc[ATTN_ROWS][ATTN_COLS];
         int visible[ATTN_ROWS];
 #pragma unroll
         for (int r = 0; r < ATTN_ROWS; ++r) {
             const int i = row0 + warp * ATTN_ROWS + r;
-            const index_t row = ((index_t)b * s.heads + h) * s.tq + i;
+            const index_t row = attention_lse_row(launched, b, h, i);
             visible[r] = i < s.tq ? attention_visible(s, i) : 0;
             row_lse[r] = i < s.tq ? lse[row] : 0.0f;
             row_delta[r] = i < s.tq ? delta[row] : 0.0f;
@@ -270,11 +293,11 @@ attention_backward_dq(T* dq, T* dbias, const T* __restrict__ q, const T* __restr
             __syncthreads();
             for (int e = threadIdx.x; e < ATTN_BK * dqk; e += ATTN_THREADS) {
                 const int jj = e / dqk, c = e % dqk, j = kb + jj;
-                ks[jj * kstride + c] = j < tile_keys ? to_float(k[(((index_t)b * s.tk + j) * s.kv_heads + g) * dqk + c]) : 0.0f;
+                ks[jj * kstride + c] = j < tile_keys ? to_float(k[((key0 + j) * s.kv_heads + g) * dqk + c]) : 0.0f;
             }
             for (int e = threadIdx.x; e < ATTN_BK * dv; e += ATTN_THREADS) {
                 const int jj = e / dv, c = e % dv, j = kb + jj;
-                vs[jj * vstride + c] = j < tile_keys ? to_float(v[(((index_t)b * s.tk + j) * s.kv_heads + g) * dv + c]) : 0.0f;
+                vs[jj * vstride + c] = j < tile_keys ? to_float(v[((key0 + j) * s.kv_heads + g) * dv + c]) : 0.0f;
             }
             __syncthreads();
 
@@ -326,7 +349,7 @@ attention_backward_dq(T* dq, T* dbias, const T* __restrict__ q, const T* __restr
                 if (i >= s.tq) {
                     continue;
                 }
-                T* dqr = dq + (((index_t)b * s.tq + i) * s.heads + h) * dqk;
+                T* dqr = dq + (attention_query_token(launched, b, i) * s.heads + h) * dqk;
 #pragma unroll
                 for (int c = 0; c < ATTN_COLS; ++c) {
                     const int col = lane + 32 * c;
@@ -343,13 +366,15 @@ attention_backward_dq(T* dq, T* dbias, const T* __restrict__ q, const T* __restr
 // order (no atomics: each key row has one owner block). grid (ceil(length / ATTN_BKEYS), G, B); warp w owns keys
 // w·ATTN_KEYS…; lane l handles query row l of each 32-row tile. Dynamic shared memory
 // (ATTN_BKEYS·dqk + ATTN_BKEYS·dv + 32·(dqk+1) + 32·(dv+1) + 64) floats.
+// At least 3 blocks per SM: the 80 registers of the dense kernel before ragged batches (left alone, ptxas takes 125).
 template <typename T>
-__global__ void __launch_bounds__(ATTN_THREADS)
+__global__ void __launch_bounds__(ATTN_THREADS, 3)
 attention_backward_dkdv(T* dk, T* dv_out, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                         const T* __restrict__ bias, const T* __restrict__ d_o, const float* __restrict__ lse,
-                        const float* __restrict__ delta, AttentionShape s)
+                        const float* __restrict__ delta, const AttentionShape launched)
 {
     extern __shared__ float smem[];
+    AttentionShape s = launched;
     const int dqk = s.dqk, dv = s.dv, qstride = dqk + 1, ostride = dv + 1;
     float* kts = smem;                      // [ATTN_BKEYS][dqk]
     float* vts = kts + ATTN_BKEYS * dqk;    // [ATTN_BKEYS][dv]
@@ -358,17 +383,23 @@ attention_backward_dkdv(T* dk, T* dv_out, const T* __restrict__ q, const T* __re
     float* lses = dos + 32 * ostride;       // [32]
     float* deltas = lses + 32;              // [32]
 
-    const int g = blockIdx.y, b = blockIdx.z, group = s.heads / s.kv_heads;
+    const int g = blockIdx.y, group = s.heads / s.kv_heads;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int key0 = blockIdx.x * ATTN_BKEYS;
+    attention_sequence(s, blockIdx.z);
+    if (key0 >= s.length) {
+        return; // past this (ragged) sequence's keys
+    }
+    const int b = blockIdx.z;
+    const index_t ktoken0 = attention_key_token(launched, b, 0), qtoken0 = attention_query_token(launched, b, 0);
 
     for (int e = threadIdx.x; e < ATTN_BKEYS * dqk; e += ATTN_THREADS) {
         const int j = key0 + e / dqk, c = e % dqk;
-        kts[e] = j < s.length ? to_float(k[(((index_t)b * s.tk + j) * s.kv_heads + g) * dqk + c]) : 0.0f;
+        kts[e] = j < s.length ? to_float(k[((ktoken0 + j) * s.kv_heads + g) * dqk + c]) : 0.0f;
     }
     for (int e = threadIdx.x; e < ATTN_BKEYS * dv; e += ATTN_THREADS) {
         const int j = key0 + e / dv, c = e % dv;
-        vts[e] = j < s.length ? to_float(v[(((index_t)b * s.tk + j) * s.kv_heads + g) * dv + c]) : 0.0f;
+        vts[e] = j < s.length ? to_float(v[((ktoken0 + j) * s.kv_heads + g) * dv + c]) : 0.0f;
     }
 
     float dk_acc[ATTN_KEYS][ATTN_COLS], dv_acc[ATTN_KEYS][ATTN_COLS];
@@ -391,15 +422,15 @@ attention_backward_dkdv(T* dk, T* dv_out, const T* __restrict__ q, const T* __re
             __syncthreads(); // previous row tile consumed (and, the first time, the key tile is written)
             for (int e = threadIdx.x; e < 32 * dqk; e += ATTN_THREADS) {
                 const int i = i0 + e / dqk, c = e % dqk;
-                qs[(e / dqk) * qstride + c] = i < s.tq ? to_float(q[(((index_t)b * s.tq + i) * s.heads + h) * dqk + c]) : 0.0f;
+                qs[(e / dqk) * qstride + c] = i < s.tq ? to_float(q[((qtoken0 + i) * s.heads + h) * dqk + c]) : 0.0f;
             }
             for (int e = threadIdx.x; e < 32 * dv; e += ATTN_THREADS) {
                 const int i = i0 + e / dv, c = e % dv;
-                dos[(e / dv) * ostride + c] = i < s.tq ? to_float(d_o[(((index_t)b * s.tq + i) * s.heads + h) * dv + c]) : 0.0f;
+                dos[(e / dv) * ostride + c] = i < s.tq ? to_float(d_o[((qtoken0 + i) * s.heads + h) * dv + c]) : 0.0f;
             }
             if (threadIdx.x < 32) {
                 const int i = i0 + threadIdx.x;
-                const index_t row = ((index_t)b * s.heads + h) * s.tq + i;
+                const index_t row = attention_lse_row(launched, b, h, i);
                 lses[threadIdx.x] = i < s.tq ? lse[row] : 0.0f;
                 deltas[threadIdx.x] = i < s.tq ? delta[row] : 0.0f;
             }
@@ -460,7 +491,7 @@ attention_backward_dkdv(T* dk, T* dv_out, const T* __restrict__ q, const T* __re
         if (j >= s.length) {
             continue;
         }
-        const index_t at = ((index_t)b * s.tk + j) * s.kv_heads + g;
+        const index_t at = attention_key_token(launched, b, j) * s.kv_heads + g;
 #pragma unroll
         for (int c = 0; c < ATTN_COLS; ++c) {
             const int col = lane + 32 * c;

@@ -6,6 +6,9 @@
 // head g·group + r is row i·group + r) are scored against each cache row as it passes, so a group reads its cache once.
 // Layouts and masking as attention.cu: q [B, Tq, H, DQK], k [B, Tk, G, DQK], v [B, Tk, G, DV]; query i sits at position
 // length − Tq + i; keys ≥ length never count.
+// A ragged batch (attention_shape.cuh; the serving decode: one step of many sequences of different lengths): grid z is the
+// sequence, the row blocks and splits are planned for the longest sequence; a block past its sequence's packed rows exits,
+// one past its keys writes an empty partial (m = −∞, l = 0), which the combine weighs as nothing.
 #include "common.cuh"
 #include "attention_shape.cuh"
 
@@ -40,7 +43,7 @@ __device__ __forceinline__ void unpack8(float (&f)[8], const chunk16& c)
 template <typename T, int DQK, int DV, int ROWS>
 __global__ void __launch_bounds__(DEC_THREADS, 3)
 attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, const T* __restrict__ q, const T* __restrict__ k,
-                 const T* __restrict__ v, AttentionShape s, int keys_per_split)
+                 const T* __restrict__ v, const AttentionShape launched, int keys_per_split)
 {
     constexpr int LANES = DQK % 256 == 0 && DV % 256 == 0 ? 32 : DQK % 128 == 0 && DV % 128 == 0 ? 16 : 8;
     constexpr int SLOTS = 32 / LANES;
@@ -50,14 +53,21 @@ attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
     __shared__ float merged[DEC_WARPS][ROWS][DV];  // the warps' accumulators
     __shared__ float merged_ml[DEC_WARPS][ROWS][2];
 
-    const int group = s.heads / s.kv_heads, packed = s.tq * group, row_blocks = (packed + ROWS - 1) / ROWS;
-    const int split = blockIdx.x, g = blockIdx.y / row_blocks, b = blockIdx.z;
+    AttentionShape s = launched;
+    const int group = s.heads / s.kv_heads, row_blocks = (s.tq * group + ROWS - 1) / ROWS; // the longest sequence's, ragged
+    const int split = blockIdx.x, g = blockIdx.y / row_blocks;
     const int first = blockIdx.y % row_blocks * ROWS; // this block's packed rows: first + p for p < rows
+    const int b = blockIdx.z;
+    attention_sequence(s, b);
+    const int packed = s.tq * group;
+    if (first >= packed) {
+        return; // past this (ragged) sequence's rows
+    }
     const int rows = packed - first < ROWS ? packed - first : ROWS;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slot = lane / LANES, lc = lane % LANES;
     for (int e = threadIdx.x; e < ROWS * DQK; e += DEC_THREADS) {
         const int p = e / DQK, c = e % DQK, i = (first + p) / group, h = g * group + (first + p) % group;
-        qs[p][c] = p < rows ? to_float(q[(((index_t)b * s.tq + i) * s.heads + h) * DQK + c]) * (s.scale * LOG2E) : 0.0f;
+        qs[p][c] = p < rows ? to_float(q[(attention_query_token(launched, b, i) * s.heads + h) * DQK + c]) * (s.scale * LOG2E) : 0.0f;
     }
     const int begin = split * keys_per_split;
     const int split_end = begin + keys_per_split;
@@ -80,8 +90,9 @@ attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
 
     // This lane's columns: chunk c covers columns (c·LANES + lc)·8 … + 7, so a row's LANES lanes read one contiguous span.
     const index_t kstride = (index_t)s.kv_heads * DQK, vstride = (index_t)s.kv_heads * DV;
-    const T* kbase = k + ((index_t)b * s.tk * s.kv_heads + g) * DQK + lc * 8;
-    const T* vbase = v + ((index_t)b * s.tk * s.kv_heads + g) * DV + lc * 8;
+    const index_t key0 = attention_key_token(launched, b, 0);
+    const T* kbase = k + (key0 * s.kv_heads + g) * DQK + lc * 8;
+    const T* vbase = v + (key0 * s.kv_heads + g) * DV + lc * 8;
     constexpr int STEP = DEC_WARPS * SLOTS * UNROLL;
     for (int j0 = begin; j0 < end; j0 += STEP) {
         // Every load first, so they are all in flight together. Keys past the end re-read the last valid row
@@ -224,7 +235,8 @@ attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
     }
     __syncthreads();
 
-    const index_t all_rows = (index_t)s.batch * s.heads * s.tq;
+    // The partials' rows, from the launched shape (nothing of the sequence's place stays live across the loop above).
+    const index_t all_rows = attention_lse_rows(launched);
     for (int e = threadIdx.x; e < rows * DV; e += DEC_THREADS) {
         const int p = e / DV, col = e % DV, i = (first + p) / group, h = g * group + (first + p) % group;
         float mx = NEG_INF;
@@ -240,7 +252,7 @@ attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
             value += merged[w][p][col] * f;
             sum += merged_ml[w][p][1] * f;
         }
-        const index_t part = split * all_rows + ((index_t)b * s.heads + h) * s.tq + i;
+        const index_t part = split * all_rows + attention_lse_row(launched, b, h, i);
         partial_o[part * DV + col] = value;
         if (col == 0) {
             // attention_combine works in natural-log units: e^{s − M ln 2} = 2^{s/ln 2 − M}.

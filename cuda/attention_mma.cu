@@ -7,6 +7,9 @@
 // key tiles of 64 with an online softmax, and never writes scores out. The forward's K and V tiles are double-buffered:
 // tile j + 1 streams in with cp.async while tile j is computed. Tiles past a causal row's last key are never loaded. Shared rows are swizzled (16-byte chunk c of row r stored at c ^ (r % 8)) so ldmatrix's eight
 // row reads hit eight different bank groups.
+// A ragged batch (attention_shape.cuh): the grids' batch index is the sequence and their tile counts the longest
+// sequence's; a block past its own sequence's query (or key) tiles exits at once. Rows are addressed by packed token
+// (attention_query_token, attention_key_token), so a dense batch indexes exactly as before.
 #include "common.cuh"
 #include "attention_shape.cuh"
 #include "mma.cuh"
@@ -17,17 +20,17 @@
 #define MMA_BQ (MMA_WARPS * 16) // query rows per block
 #define MMA_BK 64               // keys per tile
 
-// rows [row0, row0 + rows_in_tile) of a token-major [B, T, heads, D] tensor (head `head`) → a swizzled shared tile;
-// rows ≥ `rows_valid` are zero-filled. THREADS: the block's size.
+// rows [row0, row0 + rows_in_tile) of a token-major [tokens, heads, D] tensor (head `head`) whose row i is token token0 + i
+// → a swizzled shared tile; rows ≥ `rows_valid` are zero-filled. THREADS: the block's size.
 template <typename T, int D, int THREADS = MMA_THREADS>
-__device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_tile, int row0, int rows_valid, int b, int t_len,
+__device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_tile, int row0, int rows_valid, index_t token0,
                                           int heads, int head)
 {
     constexpr int chunks = D / 8;
     for (int e = threadIdx.x; e < rows_in_tile * chunks; e += THREADS) {
         const int r = e / chunks, c = e % chunks, i = row0 + r;
         const bool valid = i < rows_valid;
-        const T* from = src + ((((index_t)b * t_len + (valid ? i : 0)) * heads + head) * D + c * 8);
+        const T* from = src + (((token0 + (valid ? i : 0)) * heads + head) * D + c * 8);
         cp_async_16(tile + swizzled<D>(r, c), from, valid);
     }
 }
@@ -38,9 +41,10 @@ __device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_til
 template <typename T, int DQK, int DV>
 __global__ void __launch_bounds__(MMA_THREADS)
 attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __restrict__ q, const T* __restrict__ k,
-                      const T* __restrict__ v, AttentionShape s)
+                      const T* __restrict__ v, const AttentionShape launched)
 {
     extern __shared__ float smem[];
+    AttentionShape s = launched;
     T* qs = reinterpret_cast<T*>(smem);
     T* kbuf = qs + MMA_BQ * DQK;      // K tiles j even, j odd
     T* vbuf = kbuf + 2 * MMA_BK * DQK; // V tiles j even, j odd
@@ -50,15 +54,20 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
     const int g = h / (s.heads / s.kv_heads);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = tile * MMA_BQ;
+    attention_sequence(s, b);
+    if (row0 >= s.tq) {
+        return; // past this (ragged) sequence's rows
+    }
+    const index_t key0 = attention_key_token(launched, b, 0);
     const int keys = attention_tile_keys(s, row0, MMA_BQ);
     // Rows of this block see at least this many keys: tiles wholly below it need no mask.
     const int unmasked = attention_visible(s, row0);
 
     // Copy groups, two per tile: (Q and) K(j), then V(j).
-    load_tile<T, DQK>(qs, q, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
-    load_tile<T, DQK>(kbuf, k, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
+    load_tile<T, DQK>(qs, q, MMA_BQ, row0, s.tq, attention_query_token(launched, b, 0), s.heads, h);
+    load_tile<T, DQK>(kbuf, k, MMA_BK, 0, keys, key0, s.kv_heads, g);
     cp_async_commit();
-    load_tile<T, DV>(vbuf, v, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
+    load_tile<T, DV>(vbuf, v, MMA_BK, 0, keys, key0, s.kv_heads, g);
     cp_async_commit();
 
     // This lane's two rows (g = lane / 4 and g + 8 of the warp's 16) and their key limits.
@@ -81,11 +90,11 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
         const T* vs = vbuf + (j & 1) * MMA_BK * DV;
         // Tile j + 1 into the other buffers (free: every warp finished tile j − 1 at the last barrier).
         if (j + 1 < tiles) {
-            load_tile<T, DQK>(kbuf + ((j + 1) & 1) * MMA_BK * DQK, k, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+            load_tile<T, DQK>(kbuf + ((j + 1) & 1) * MMA_BK * DQK, k, MMA_BK, kb + MMA_BK, keys, key0, s.kv_heads, g);
         }
         cp_async_commit(); // (possibly empty) so the group count stays uniform
         if (j + 1 < tiles) {
-            load_tile<T, DV>(vbuf + ((j + 1) & 1) * MMA_BK * DV, v, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+            load_tile<T, DV>(vbuf + ((j + 1) & 1) * MMA_BK * DV, v, MMA_BK, kb + MMA_BK, keys, key0, s.kv_heads, g);
         }
         cp_async_commit();
         cp_async_wait<3>(); // K(j) (and at j = 0, Q) has landed; V(j) and tile j + 1 may still be in flight
@@ -193,7 +202,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
             continue;
         }
         const float inv = l[r] == 0.0f ? 0.0f : 1.0f / l[r]; // a NaN sum stays NaN
-        T* out = o + (((index_t)b * s.tq + i) * s.heads + h) * DV + (lane % 4) * 2;
+        T* out = o + (attention_query_token(launched, b, i) * s.heads + h) * DV + (lane % 4) * 2;
 #pragma unroll
         for (int n = 0; n < DV / 8; ++n) {
             out[n * 8] = from_float<T>(acc[n].c[r * 2] * inv);
@@ -202,7 +211,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
         if (lane % 4 == 0) {
             // Natural-log units, as attention.cu writes it: ln Σ exp(scale·s) = (m + log2 l)·ln 2. −∞ only for a row that sees
             // nothing (l = 0): a NaN row keeps its NaN.
-            lse[((index_t)b * s.heads + h) * s.tq + i] = l[r] == 0.0f ? NEG_INF : (m[r] + log2f(l[r])) * 0.6931471805599453f;
+            lse[attention_lse_row(launched, b, h, i)] = l[r] == 0.0f ? NEG_INF : (m[r] + log2f(l[r])) * 0.6931471805599453f;
         }
     }
 }
@@ -250,16 +259,18 @@ __device__ __forceinline__ void two_products(frag_c (&x)[N], frag_c (&y)[N], con
 }
 
 // The dq kernels' per-row terms for this lane's two query rows (i and i + 8): keys visible, lse (log2 units), delta.
+// s: the block's (narrowed) shape; launched: the kernel's, which places the rows in lse and delta.
 __device__ __forceinline__ void backward_row_terms(int (&visible)[2], float (&row_lse)[2], float (&row_delta)[2], const float* lse,
-                                                   const float* delta, const AttentionShape& s, int b, int h, int i)
+                                                   const float* delta, const AttentionShape& s, const AttentionShape& launched, int b,
+                                                   int h, int i)
 {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         const int row = i + r * 8;
         const bool live = row < s.tq;
         visible[r] = live ? attention_visible(s, row) : 0;
-        row_lse[r] = live ? lse[((index_t)b * s.heads + h) * s.tq + row] * LOG2E : 0.0f;
-        row_delta[r] = live ? delta[((index_t)b * s.heads + h) * s.tq + row] : 0.0f;
+        row_lse[r] = live ? lse[attention_lse_row(launched, b, h, row)] * LOG2E : 0.0f;
+        row_delta[r] = live ? delta[attention_lse_row(launched, b, h, row)] : 0.0f;
     }
 }
 
@@ -280,9 +291,10 @@ template <typename T, int D>
 __global__ void __launch_bounds__(MMA_THREADS)
 attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                           const T* __restrict__ d_o, const float* __restrict__ lse, const float* __restrict__ delta,
-                          AttentionShape s)
+                          const AttentionShape launched)
 {
     extern __shared__ float smem[];
+    AttentionShape s = launched;
     T* qs = reinterpret_cast<T*>(smem);
     T* dos = qs + MMA_BQ * D;
     T* ks = dos + MMA_BQ * D;
@@ -293,16 +305,21 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
     const int g = h / (s.heads / s.kv_heads);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = tile * MMA_BQ;
+    attention_sequence(s, b);
+    if (row0 >= s.tq) {
+        return; // past this (ragged) sequence's rows
+    }
+    const index_t query0 = attention_query_token(launched, b, 0), key0 = attention_key_token(launched, b, 0);
     const int keys = attention_tile_keys(s, row0, MMA_BQ);
     const int unmasked = attention_visible(s, row0);
-    load_tile<T, D>(qs, q, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
-    load_tile<T, D>(dos, d_o, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
+    load_tile<T, D>(qs, q, MMA_BQ, row0, s.tq, query0, s.heads, h);
+    load_tile<T, D>(dos, d_o, MMA_BQ, row0, s.tq, query0, s.heads, h);
     cp_async_commit();
 
     const int my_row = row0 + warp * 16 + lane / 4;
     int visible[2];
     float row_lse[2], row_delta[2];
-    backward_row_terms(visible, row_lse, row_delta, lse, delta, s, b, h, my_row);
+    backward_row_terms(visible, row_lse, row_delta, lse, delta, s, launched, b, h, my_row);
     const float scale_log2 = s.scale * LOG2E;
     frag_c acc[D / 8];
 #pragma unroll
@@ -312,8 +329,8 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
 
     for (int kb = 0; kb < keys; kb += MMA_BK) {
         __syncthreads(); // the previous K, V tiles are consumed
-        load_tile<T, D>(ks, k, MMA_BK, kb, keys, b, s.tk, s.kv_heads, g);
-        load_tile<T, D>(vs, v, MMA_BK, kb, keys, b, s.tk, s.kv_heads, g);
+        load_tile<T, D>(ks, k, MMA_BK, kb, keys, key0, s.kv_heads, g);
+        load_tile<T, D>(vs, v, MMA_BK, kb, keys, key0, s.kv_heads, g);
         cp_async_commit();
         cp_async_wait<0>();
         __syncthreads();
@@ -346,7 +363,7 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
         if (i >= s.tq) {
             continue;
         }
-        add_row<T>(dq + (((index_t)b * s.tq + i) * s.heads + h) * D + (lane % 4) * 2, acc, r, s.scale);
+        add_row<T>(dq + (attention_query_token(launched, b, i) * s.heads + h) * D + (lane % 4) * 2, acc, r, s.scale);
     }
 }
 
@@ -354,17 +371,19 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
 
 // A dk/dv kernel's query step: Q and dO rows i0 … i0 + 31 of head h into their tiles, their lse (log2 units) and delta
 // into shared arrays; returns once all of it has landed in this thread's view (the caller's __syncthreads publishes it).
+// query0: the token of the sequence's query 0; launched: the kernel's shape, which places the rows in lse and delta.
 template <typename T, int DQK, int DV, int THREADS>
 __device__ __forceinline__ void load_query_step(T* qs, T* dos, float* lses, float* deltas, const T* q, const T* d_o,
-                                                const float* lse, const float* delta, const AttentionShape& s, int b, int h, int i0)
+                                                const float* lse, const float* delta, const AttentionShape& s,
+                                                const AttentionShape& launched, index_t query0, int b, int h, int i0)
 {
-    load_tile<T, DQK, THREADS>(qs, q, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
-    load_tile<T, DV, THREADS>(dos, d_o, MMA_BQ_DKV, i0, s.tq, b, s.tq, s.heads, h);
+    load_tile<T, DQK, THREADS>(qs, q, MMA_BQ_DKV, i0, s.tq, query0, s.heads, h);
+    load_tile<T, DV, THREADS>(dos, d_o, MMA_BQ_DKV, i0, s.tq, query0, s.heads, h);
     cp_async_commit();
     for (int e = threadIdx.x; e < MMA_BQ_DKV; e += THREADS) {
         const int i = i0 + e;
-        lses[e] = i < s.tq ? lse[((index_t)b * s.heads + h) * s.tq + i] * LOG2E : 0.0f;
-        deltas[e] = i < s.tq ? delta[((index_t)b * s.heads + h) * s.tq + i] : 0.0f;
+        lses[e] = i < s.tq ? lse[attention_lse_row(launched, b, h, i)] * LOG2E : 0.0f;
+        deltas[e] = i < s.tq ? delta[attention_lse_row(launched, b, h, i)] : 0.0f;
     }
     cp_async_wait<0>();
 }
@@ -376,9 +395,10 @@ template <typename T, int D>
 __global__ void __launch_bounds__(MMA_THREADS)
 attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict__ q, const T* __restrict__ k,
                             const T* __restrict__ v, const T* __restrict__ d_o, const float* __restrict__ lse,
-                            const float* __restrict__ delta, AttentionShape s)
+                            const float* __restrict__ delta, const AttentionShape launched)
 {
     extern __shared__ float smem[];
+    AttentionShape s = launched;
     T* ks = reinterpret_cast<T*>(smem);
     T* vs = ks + MMA_BK * D;
     T* qs = vs + MMA_BK * D;
@@ -389,9 +409,14 @@ attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __r
     const int kb = blockIdx.x * MMA_BK, g = blockIdx.y, b = blockIdx.z;
     const int group = s.heads / s.kv_heads;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    load_tile<T, D>(ks, k, MMA_BK, kb, s.length, b, s.tk, s.kv_heads, g);
-    load_tile<T, D>(vs, v, MMA_BK, kb, s.length, b, s.tk, s.kv_heads, g);
+    attention_sequence(s, b);
+    if (kb >= s.length) {
+        return; // past this (ragged) sequence's keys
+    }
+    load_tile<T, D>(ks, k, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), s.kv_heads, g);
+    load_tile<T, D>(vs, v, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), s.kv_heads, g);
     cp_async_commit();
+    const index_t query0 = attention_query_token(launched, b, 0);
 
     // Query i sees key j when j < visible(i): with a causal mask the first query that sees key kb is kb − (length − Tq).
     const int first = s.causal && kb > s.length - s.tq ? kb - (s.length - s.tq) : 0;
@@ -409,7 +434,7 @@ attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __r
         const int h = g * group + hh;
         for (int i0 = q_begin; i0 < s.tq; i0 += MMA_BQ_DKV) {
             __syncthreads(); // the previous Q, dO tiles are consumed
-            load_query_step<T, D, D, MMA_THREADS>(qs, dos, lses, deltas, q, d_o, lse, delta, s, b, h, i0);
+            load_query_step<T, D, D, MMA_THREADS>(qs, dos, lses, deltas, q, d_o, lse, delta, s, launched, query0, b, h, i0);
             __syncthreads();
 
             frag_c st[MMA_BQ_DKV / 8], dpt[MMA_BQ_DKV / 8];
@@ -444,7 +469,7 @@ attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __r
         if (j >= s.length) {
             continue; // keys past the valid length get no gradient
         }
-        const index_t at = (((index_t)b * s.tk + j) * s.kv_heads + g) * D + (lane % 4) * 2;
+        const index_t at = (attention_key_token(launched, b, j) * s.kv_heads + g) * D + (lane % 4) * 2;
         if (dk != nullptr) {
             add_row<T>(dk + at, dk_acc, r, s.scale);
         }
@@ -470,9 +495,10 @@ template <typename T, int DQK, int DV>
 __global__ void __launch_bounds__(MMA_WIDE_THREADS)
 attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                            const T* __restrict__ d_o, const float* __restrict__ lse, const float* __restrict__ delta,
-                           AttentionShape s)
+                           const AttentionShape launched)
 {
     extern __shared__ float smem[];
+    AttentionShape s = launched;
     T* qs = reinterpret_cast<T*>(smem);
     T* dos = qs + MMA_BQ * DQK;
     T* ks = dos + MMA_BQ * DV;
@@ -485,19 +511,24 @@ attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T*
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int band = (warp % 4) * 16, half = warp / 4;
     const int row0 = tile * MMA_BQ;
+    attention_sequence(s, b);
+    if (row0 >= s.tq) {
+        return; // past this (ragged) sequence's rows
+    }
+    const index_t query0 = attention_query_token(launched, b, 0), key0 = attention_key_token(launched, b, 0);
     const int keys = attention_tile_keys(s, row0, MMA_BQ);
     const int unmasked = attention_visible(s, row0);
     // V(j + 1) streams in during phase 2 of tile j, K(j + 1) at the tile's end.
-    load_tile<T, DQK, MMA_WIDE_THREADS>(qs, q, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
-    load_tile<T, DV, MMA_WIDE_THREADS>(dos, d_o, MMA_BQ, row0, s.tq, b, s.tq, s.heads, h);
-    load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
-    load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, 0, keys, b, s.tk, s.kv_heads, g);
+    load_tile<T, DQK, MMA_WIDE_THREADS>(qs, q, MMA_BQ, row0, s.tq, query0, s.heads, h);
+    load_tile<T, DV, MMA_WIDE_THREADS>(dos, d_o, MMA_BQ, row0, s.tq, query0, s.heads, h);
+    load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, 0, keys, key0, s.kv_heads, g);
+    load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, 0, keys, key0, s.kv_heads, g);
     cp_async_commit();
 
     const int my_row = row0 + band + lane / 4;
     int visible[2];
     float row_lse[2], row_delta[2];
-    backward_row_terms(visible, row_lse, row_delta, lse, delta, s, b, h, my_row);
+    backward_row_terms(visible, row_lse, row_delta, lse, delta, s, launched, b, h, my_row);
     const float scale_log2 = s.scale * LOG2E;
     constexpr int COLS = DQK / 2; // dq columns per warp
     frag_c acc[COLS / 8];
@@ -529,7 +560,7 @@ attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T*
         __syncthreads(); // dS is complete; V(j) is consumed
         const bool more = kb + MMA_BK < keys;
         if (more) {
-            load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+            load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, kb + MMA_BK, keys, key0, s.kv_heads, g);
         }
         cp_async_commit();
 
@@ -542,7 +573,7 @@ attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T*
         }
         __syncthreads(); // K(j) is consumed
         if (more) {
-            load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, kb + MMA_BK, keys, b, s.tk, s.kv_heads, g);
+            load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, kb + MMA_BK, keys, key0, s.kv_heads, g);
         }
         cp_async_commit();
     }
@@ -554,7 +585,7 @@ attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T*
         if (i >= s.tq) {
             continue;
         }
-        add_row<T>(dq + (((index_t)b * s.tq + i) * s.heads + h) * DQK + half * COLS + (lane % 4) * 2, acc, r, s.scale);
+        add_row<T>(dq + (attention_query_token(launched, b, i) * s.heads + h) * DQK + half * COLS + (lane % 4) * 2, acc, r, s.scale);
     }
 }
 
@@ -565,9 +596,10 @@ template <typename T, int DQK, int DV>
 __global__ void __launch_bounds__(MMA_WIDE_THREADS)
 attention_backward_dkdv_wide(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict__ q, const T* __restrict__ k,
                              const T* __restrict__ v, const T* __restrict__ d_o, const float* __restrict__ lse,
-                             const float* __restrict__ delta, AttentionShape s)
+                             const float* __restrict__ delta, const AttentionShape launched)
 {
     extern __shared__ float smem[];
+    AttentionShape s = launched;
     T* ks = reinterpret_cast<T*>(smem);
     T* vs = ks + MMA_BK * DQK;
     T* qs = vs + MMA_BK * DV;
@@ -581,9 +613,14 @@ attention_backward_dkdv_wide(T* __restrict__ dk, T* __restrict__ dv, const T* __
     const int group = s.heads / s.kv_heads;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int band = (warp % 4) * 16, half = warp / 4;
-    load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, kb, s.length, b, s.tk, s.kv_heads, g);
-    load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, kb, s.length, b, s.tk, s.kv_heads, g);
+    attention_sequence(s, b);
+    if (kb >= s.length) {
+        return; // past this (ragged) sequence's keys
+    }
+    load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), s.kv_heads, g);
+    load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), s.kv_heads, g);
     cp_async_commit();
+    const index_t query0 = attention_query_token(launched, b, 0);
 
     const int first = s.causal && kb > s.length - s.tq ? kb - (s.length - s.tq) : 0;
     const int q_begin = first / MMA_BQ_DKV * MMA_BQ_DKV;
@@ -604,7 +641,7 @@ attention_backward_dkdv_wide(T* __restrict__ dk, T* __restrict__ dv, const T* __
         const int h = g * group + hh;
         for (int i0 = q_begin; i0 < s.tq; i0 += MMA_BQ_DKV) {
             __syncthreads(); // the previous Q, dO, Pᵀ, dSᵀ are consumed
-            load_query_step<T, DQK, DV, MMA_WIDE_THREADS>(qs, dos, lses, deltas, q, d_o, lse, delta, s, b, h, i0);
+            load_query_step<T, DQK, DV, MMA_WIDE_THREADS>(qs, dos, lses, deltas, q, d_o, lse, delta, s, launched, query0, b, h, i0);
             __syncthreads();
 
             // Phase 1: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ for the band's 16 keys × queries half·16…
@@ -646,7 +683,7 @@ attention_backward_dkdv_wide(T* __restrict__ dk, T* __restrict__ dv, const T* __
         if (j >= s.length) {
             continue; // keys past the valid length get no gradient
         }
-        const index_t row = ((index_t)b * s.tk + j) * s.kv_heads + g;
+        const index_t row = attention_key_token(launched, b, j) * s.kv_heads + g;
         if (dk != nullptr) {
             add_row<T>(dk + row * DQK + half * KCOLS + (lane % 4) * 2, dk_acc, r, s.scale);
         }

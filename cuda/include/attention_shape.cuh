@@ -1,14 +1,23 @@
-// Attention.Native: the softmax-attention problem as the kernels see it (attention.cu, attention_mma.cu).
+// Attention.Native: the softmax-attention problem as the kernels see it (attention.cu, attention_mma.cu, attention_decode.cu).
 // Query i sits at position length − Tq + i; causal rows see keys j ≤ that position; keys ≥ length never count.
+//
+// A ragged batch (cu_q set): `batch` sequences packed along the token axis, q/o [1, N_q, H, d], k/v [1, N_k, G, d],
+// lse [1, H, N_q]. Sequence b owns queries cu_q[b] … cu_q[b + 1] − 1 and keys cu_k[b] … cu_k[b + 1] − 1 (cu_seqlens, every
+// sequence ≥ 1 token); tq, tk and length hold the longest sequence's, so a grid planned from them covers every sequence. A
+// kernel keeps its shape as launched and narrows a copy to its block's sequence (attention_sequence), a dense problem of
+// batch 1 from there on; rows are addressed by packed token (attention_query_token, attention_key_token) and lse row
+// (attention_lse_row), which give a dense batch's indices unchanged.
 #pragma once
 
 #define LOG2E 1.4426950408889634f // scores kept in log2 units, so each exponential is one exp2
 
-// Passed by value; mirrors AttentionCuda.Shape on the managed side field for field.
+// Passed by value; mirrors SoftmaxAttentionCuda.Shape on the managed side field for field.
 struct AttentionShape {
     int batch, tq, heads, dqk, tk, kv_heads, dv, length;
     float scale;
     int causal;
+    const int* cu_q; // ragged batch: query offsets [batch + 1] in device memory; null for a dense batch
+    const int* cu_k; // ragged batch: key offsets [batch + 1]
 };
 
 // Number of keys query row i sees (keys 0 .. visible−1).
@@ -26,4 +35,43 @@ __device__ __forceinline__ int attention_tile_keys(const AttentionShape& s, int 
 {
     const int last = (row0 + rows < s.tq ? row0 + rows : s.tq) - 1;
     return attention_visible(s, last);
+}
+
+// Rows of lse (and of the split-KV partials): B·H·Tq, or H·N_q for a ragged batch.
+__device__ __forceinline__ index_t attention_lse_rows(const AttentionShape& s)
+{
+    return s.cu_q == nullptr ? (index_t)s.batch * s.heads * s.tq : (index_t)s.heads * s.cu_q[s.batch];
+}
+
+// Indices from the kernel's shape as launched (not narrowed), so a kernel can work them out where it needs them instead of
+// holding its sequence's place in registers across its main loop. b is the batch entry, or the sequence of a ragged batch.
+
+// The packed token of query i: q, o, dO rows are token·H + h.
+__device__ __forceinline__ index_t attention_query_token(const AttentionShape& launched, int b, int i)
+{
+    return (launched.cu_q == nullptr ? (index_t)b * launched.tq : (index_t)launched.cu_q[b]) + i;
+}
+
+// The packed token of key j: k, v rows are token·G + g.
+__device__ __forceinline__ index_t attention_key_token(const AttentionShape& launched, int b, int j)
+{
+    return (launched.cu_k == nullptr ? (index_t)b * launched.tk : (index_t)launched.cu_k[b]) + j;
+}
+
+// Row (h, query i) among the rows of lse, delta and the split-KV partials: [B, H, Tq], or [H, N_q] for a ragged batch.
+__device__ __forceinline__ index_t attention_lse_row(const AttentionShape& launched, int b, int h, int i)
+{
+    if (launched.cu_q == nullptr) {
+        return ((index_t)b * launched.heads + h) * launched.tq + i;
+    }
+    return (index_t)h * launched.cu_q[launched.batch] + launched.cu_q[b] + i;
+}
+
+// Narrows s to sequence b of a ragged batch: its own Tq, and Tk = length. A dense batch is left alone.
+__device__ __forceinline__ void attention_sequence(AttentionShape& s, int b)
+{
+    if (s.cu_q != nullptr) {
+        s.tq = s.cu_q[b + 1] - s.cu_q[b];
+        s.tk = s.length = s.cu_k[b + 1] - s.cu_k[b];
+    }
 }

@@ -3,13 +3,16 @@
 // cache with garbage past L), packed GQA rows, row blocks (more packed rows than a block takes), causal rows with different
 // key limits, an empty split, SAS's widths, and MFA's one wide head (256, 256) shared by a group of many heads, launched as
 // the C# launcher plans it (launch_plans.h: rows per block and splits for an H200). o by design.md's 16-bit tolerance,
-// 2e-2·(1 + max|ref|); lse and each split's partial log-sum-exp (fp32) at fp32's, 1e-4.
+// 2e-2·(1 + max|ref|); lse and each split's partial log-sum-exp (fp32) at fp32's, 1e-4. Ragged batches (ragged_attention.h,
+// the serving decode: a step of many sequences of different lengths) run as the C# launcher runs them: rows per block and
+// splits planned on the longest sequence, one launch over all sequences, the combine over the packed rows.
 #include "cuda_shim.h"
 #include "bf16_check.h"
 #include "launch_plans.h"
 #include "split_check.h"
 #include "attention.emu.cpp"
 #include "attention_decode.emu.cpp"
+#include "ragged_attention.h"
 #include <random>
 
 // keys_per_split 0: the C# launcher's plan for an H200 (no empty split); otherwise that split length plus one split past L.
@@ -100,6 +103,38 @@ int run(P p)
     return fails != 0;
 }
 
+// keys_per_split 0: the launcher's plan for an H200 on the longest sequence; otherwise splits of that length over it.
+template <typename T>
+int run_ragged(const RaggedCase& rc, int keys_per_split)
+{
+    RaggedAttention<T> r(rc, 733u + (unsigned)rc.lq.size() * 13u + (unsigned)rc.dqk);
+    const int packed = r.max_lq * r.group, rows_per_block = decode_rows_per_block(packed);
+    const long long blocks = (long long)r.count * rc.G * ((packed + rows_per_block - 1) / rows_per_block);
+    const DecodeSplits plan = keys_per_split > 0 ? DecodeSplits{(r.max_lk + keys_per_split - 1) / keys_per_split, keys_per_split}
+                                                 : decode_plan_splits(h200_sms, blocks, r.max_lk);
+    const size_t rows = (size_t)rc.H * r.nq;
+    std::vector<double> split_ref((size_t)plan.splits * rows);
+    for (int s = 0; s < r.count; ++s) for (int h = 0; h < rc.H; ++h) for (int i = 0; i < rc.lq[s]; ++i)
+        split_lse_ref(split_ref, rows, r.lse_row(s, h, i), r.scores(s, i, h), plan.keys_per_split, plan.splits);
+    std::vector<float> partial_o(plan.splits * rows * rc.dv), partial_ml(plan.splits * rows * 2);
+    if (!launch_planned<T>(rc.dqk, rc.dv, rows_per_block, partial_o, partial_ml, r.q, r.k, r.v, r.shape(), plan.splits, plan.keys_per_split)) {
+        printf("no decode instantiation for D%d Dv%d rows %d\n", rc.dqk, rc.dv, rows_per_block);
+        return 1;
+    }
+    std::vector<T> o(r.o_ref.size());
+    std::vector<float> lse(r.lse_ref.size());
+    const AttentionShape rows_shape = r.rows_shape();
+    emu_launch(dim3{(unsigned)((rows + ATTN_WARPS - 1) / ATTN_WARPS)}, dim3{ATTN_THREADS}, [&] {
+        attention_combine<T>(o.data(), lse.data(), partial_o.data(), partial_ml.data(), rows_shape, plan.splits); });
+    char extra[64];
+    snprintf(extra, sizeof extra, " splits%d×%d rows/block %d", plan.splits, plan.keys_per_split, rows_per_block);
+    r.print(type_name<T>(), extra);
+    int fails = check("o", r.as_floats(o), r.o_ref, tolerance_of<T>()) > tolerance_of<T>();
+    fails += check("lse", lse, r.lse_ref, 1e-4) > 1e-4; // fp32 whatever T
+    fails += check_split_lse("split", partial_ml, split_ref);
+    return fails != 0;
+}
+
 int main()
 {
     int fails = 0;
@@ -115,6 +150,17 @@ int main()
     fails += run_both({2, 2, 4, 1, 256, 256, 300, 270, true, 0});      // MFA widths: 2 queries × group 4, 8 packed rows, causal limits
     fails += run_both({1, 1, 1, 1, 256, 256, 200, 77, true, 64});      // MFA widths, one row per block, an empty split
     fails += run_both({1, 1, 3, 1, 256, 256, 300, 260, false, 0});     // MFA widths, non-causal, group of 3 in a block of 4
+    auto ragged_both = [](RaggedCase c, int keys_per_split) {
+        return emu_cases([&] { return run_ragged<bf16_t>(c, keys_per_split); }, [&] { return run_ragged<half_t>(c, keys_per_split); });
+    };
+    // The serving decode step: one query per sequence, caches of 300, 5, 1 and 77 keys, GQA; the H200 plan on the longest
+    // (2 splits of 192) leaves the short sequences' second split empty.
+    fails += ragged_both({{1, 1, 1, 1}, {300, 5, 1, 77}, 8, 2, 128, 128, true}, 0);
+    // Speculative rows (3, 2, 1 per sequence) of a group of 4: the 12 packed rows of the longest take two row blocks of 8,
+    // the others' second row block exits; splits of 64 keys.
+    fails += ragged_both({{2, 3, 1}, {200, 3, 50}, 4, 1, 64, 64, true}, 64);
+    // MFA widths (256, 256), non-causal: 2 splits of 192, the second empty for the 20-key sequence.
+    fails += ragged_both({{1, 1}, {300, 20}, 4, 1, 256, 256, false}, 0);
     printf("%d failing\n", fails);
     return fails != 0;
 }

@@ -2,9 +2,11 @@
 // fp32, bf16 and fp16 against a double-precision reference on the same (rounded) inputs. o by design.md's tolerance for T;
 // lse and delta (fp32 whatever T) at fp32's; the gradients by check_added: the reference contribution first, starting values
 // of its size, then what the kernel added against it (delta from the kernel's own o, as the delta kernel reads it).
+// Ragged batches (ragged_attention.h) run as the C# launcher runs them: one launch per kernel over all sequences.
 #include "cuda_shim.h"
 #include "bf16_check.h"
 #include "attention.emu.cpp"  // cuda/attention.cu with its dynamic shared memory mapped to a host array
+#include "ragged_attention.h"
 #include <random>
 #include <algorithm>
 
@@ -112,6 +114,50 @@ int run(P p)
     return fails != 0;
 }
 
+// A ragged batch: the forward over grid (query tiles of the longest sequence × splits, G, sequences), the combine and delta
+// kernels over the packed rows as one dense sequence, dq over (query tiles, H, sequences), dk/dv over (key tiles, G,
+// sequences). `splits` as the dense cases take it: keys per split a multiple of ATTN_BK, planned on the longest sequence.
+template <typename T>
+int run_ragged(const RaggedCase& rc, int splits)
+{
+    RaggedAttention<T> r(rc, 977u + (unsigned)rc.lq.size() * 31u + (unsigned)rc.dqk);
+    const AttentionShape s = r.shape(), rows_shape = r.rows_shape();
+    const int H = rc.H, G = rc.G, group = H / G;
+    const int kps = ((r.max_lk + splits - 1) / splits + 31) / 32 * 32;
+    splits = (r.max_lk + kps - 1) / kps;
+    const long long rows = (long long)H * r.nq;
+    std::vector<T> o(r.o_ref.size());
+    std::vector<float> lse(r.lse_ref.size()), po((size_t)splits * rows * rc.dv), pml((size_t)splits * rows * 2);
+    const int packed_tiles = (r.max_lq * group + ATTN_BQ - 1) / ATTN_BQ;
+    emu_launch(dim3{(unsigned)(packed_tiles * splits), (unsigned)G, (unsigned)r.count}, dim3{256}, [&] {
+        attention_forward<T>(o.data(), lse.data(), po.data(), pml.data(), r.q.data(), r.k.data(), r.v.data(), nullptr, s, splits, kps); });
+    if (splits > 1) emu_launch(dim3{grid_rows(rows)}, dim3{256}, [&] { attention_combine<T>(o.data(), lse.data(), po.data(), pml.data(), rows_shape, splits); });
+    char extra[32];
+    snprintf(extra, sizeof extra, " splits%d", splits);
+    r.print(type_name<T>(), extra);
+    constexpr double tol = tolerance_of<T>();
+    int fails = 0;
+    fails += check("o", r.as_floats(o), r.o_ref, tol) > tol;
+    fails += check("lse", lse, r.lse_ref, 1e-4) > 1e-4; // fp32 whatever T
+
+    std::vector<double> delta_ref, dq_c, dk_c, dv_c;
+    r.backward(o, false, delta_ref, dq_c, dk_c, dv_c);
+    std::mt19937 rng(rows);
+    const auto dq0 = starting_values<T>(rng, dq_c), dk0 = starting_values<T>(rng, dk_c), dv0 = starting_values<T>(rng, dv_c);
+    std::vector<T> dq = dq0, dk = dk0, dv = dv0;
+    std::vector<float> delta(rows);
+    emu_launch(dim3{grid_rows(rows)}, dim3{256}, [&] { attention_backward_delta<T>(delta.data(), o.data(), r.dO.data(), rows_shape); });
+    emu_launch(dim3{(unsigned)((r.max_lq + ATTN_BQ - 1) / ATTN_BQ), (unsigned)H, (unsigned)r.count}, dim3{256}, [&] {
+        attention_backward_dq<T>(dq.data(), nullptr, r.q.data(), r.k.data(), r.v.data(), nullptr, r.dO.data(), lse.data(), delta.data(), s); });
+    emu_launch(dim3{(unsigned)((r.max_lk + ATTN_BKEYS - 1) / ATTN_BKEYS), (unsigned)G, (unsigned)r.count}, dim3{256}, [&] {
+        attention_backward_dkdv<T>(dk.data(), dv.data(), r.q.data(), r.k.data(), r.v.data(), nullptr, r.dO.data(), lse.data(), delta.data(), s); });
+    fails += check("delta", delta, delta_ref, 1e-4) > 1e-4;
+    fails += check_added<T>("dq", dq, dq0, dq_c);
+    fails += check_added<T>("dk", dk, dk0, dk_c);
+    fails += check_added<T>("dv", dv, dv0, dv_c);
+    return fails != 0;
+}
+
 int main()
 {
     int fails = 0;
@@ -127,6 +173,16 @@ int main()
     fails += run_all({1, 17, 2, 1, 24, 17, 8, 17, true, true, 1});
     fails += run_all({1, 1, 16, 4, 64, 900, 64, 900, true, false, 4});   // GQA decode: 4 heads per group share each K/V tile
     fails += run_all({2, 5, 6, 2, 16, 40, 16, 33, true, true, 2});       // group of 3, bias, packed rows past a tile boundary
+    // Ragged batches: a 1-token sequence, lengths across tile boundaries (19·2 packed rows: three tiles of 16), GQA.
+    auto ragged_all = [](RaggedCase c, int splits) {
+        return emu_cases([&] { return run_ragged<float>(c, splits); }, [&] { return run_ragged<bf16_t>(c, splits); }, [&] { return run_ragged<half_t>(c, splits); });
+    };
+    fails += ragged_all({{1, 19, 5}, {}, 4, 2, 16, 24, true}, 1);
+    // Decode-like: few queries per sequence against longer keys (KeySequences), split-KV planned on the longest (70 keys, 3
+    // splits of 32): the 2-key sequence leaves two splits empty, the 40-key one the last.
+    fails += ragged_all({{3, 1, 2}, {40, 70, 2}, 4, 1, 32, 32, true}, 3);
+    // Non-causal, keys longer than queries, one KV head per query head.
+    fails += ragged_all({{7, 12}, {9, 30}, 2, 2, 8, 8, false}, 1);
     printf("%d failing\n", fails);
     return fails != 0;
 }

@@ -2,11 +2,14 @@
 // double-precision reference computed on the same 16-bit-rounded inputs. The backward takes the kernel's own lse and a
 // delta = rowsum(dO ∘ O) over the kernel's O as stored in T, as attention_backward_delta would give it. o by design.md's
 // 16-bit tolerance, lse (fp32) at fp32's; the gradients by check_added (the reference contribution first, starting values of
-// its size, then what the kernel added against it); a misplaced fragment gives errors of order 1.
+// its size, then what the kernel added against it); a misplaced fragment gives errors of order 1. Ragged batches
+// (ragged_attention.h) run through the same launches with the ragged shape: grids over the longest sequence's tiles and the
+// sequences, as the C# launcher plans them.
 #include "cuda_shim.h"
 #include "mma_shim.h"
 #include "bf16_check.h"
 #include "attention_mma.emu.cpp"
+#include "ragged_attention.h"
 #include <random>
 #include <algorithm>
 
@@ -138,6 +141,34 @@ int run(P p)
     return fails != 0;
 }
 
+// Forward, dq and dk/dv of a ragged batch against the per-sequence reference (delta over the kernel's O, in fp32).
+template <typename T>
+int run_ragged(const RaggedCase& rc)
+{
+    RaggedAttention<T> r(rc, 1201u + (unsigned)rc.lq.size() * 17u + (unsigned)rc.dqk);
+    const AttentionShape sh = r.shape();
+    std::vector<T> o(r.o_ref.size());
+    std::vector<float> lse(r.lse_ref.size());
+    if (rc.dqk == 64) launch<T, 64, 64>(o, lse, r.q, r.k, r.v, sh);
+    else launch<T, 192, 128>(o, lse, r.q, r.k, r.v, sh);
+    r.print(type_name<T>(), "");
+    int fails = 0;
+    fails += check("o", r.as_floats(o), r.o_ref, tolerance_of<T>()) > tolerance_of<T>();
+    fails += check("lse", lse, r.lse_ref, 1e-4) > 1e-4; // fp32 whatever T
+    std::vector<double> delta_ref, dq_c, dk_c, dv_c;
+    r.backward(o, true, delta_ref, dq_c, dk_c, dv_c);
+    std::mt19937 rng(r.nq * 7 + r.nk);
+    const auto dq0 = starting_values<T>(rng, dq_c), dk0 = starting_values<T>(rng, dk_c), dv0 = starting_values<T>(rng, dv_c);
+    std::vector<T> dq = dq0, dk = dk0, dv = dv0;
+    std::vector<float> delta(delta_ref.begin(), delta_ref.end());
+    if (rc.dqk == 64) launch_backward_narrow<T, 64>(dq, dk, dv, r.q, r.k, r.v, r.dO, lse, delta, sh);
+    else launch_backward_wide<T, 192, 128>(dq, dk, dv, r.q, r.k, r.v, r.dO, lse, delta, sh);
+    fails += check_added<T>("dq", dq, dq0, dq_c);
+    fails += check_added<T>("dk", dk, dk0, dk_c);
+    fails += check_added<T>("dv", dv, dv0, dv_c);
+    return fails != 0;
+}
+
 int main()
 {
     int fails = check_conversions();
@@ -152,6 +183,13 @@ int main()
     fails += run_both({1, 70, 2, 1, 256, 90, 90, false, 128});    // SAS widths, Tq ≠ Tk
     fails += run_both({1, 40, 4, 2, 256, 150, 130, true, 128});   // SAS widths, GQA, a chunk against a cache with garbage past L
     fails += run_both({1, 40, 2, 1, 64, 40, 40, true, 0, 17}); // NaN in one query row: NaN in exactly that output row
+    // Ragged batches: a 1-token sequence beside one of 70 (two query and key tiles), two query heads on one KV head, causal.
+    auto ragged_both = [](RaggedCase c) { return emu_cases([&] { return run_ragged<bf16_t>(c); }, [&] { return run_ragged<half_t>(c); }); };
+    fails += ragged_both({{1, 70, 9}, {}, 2, 1, 64, 64, true});
+    // Chunks against longer keys (KeySequences: 130 keys, three key tiles), causal.
+    fails += ragged_both({{5, 66}, {130, 80}, 1, 1, 64, 64, true});
+    // MLA widths (the 8-warp backward), non-causal, keys longer than queries.
+    fails += ragged_both({{20, 2}, {40, 70}, 1, 1, 192, 128, false});
     printf("%d failing\n", fails);
     return fails != 0;
 }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.InteropServices;
 using Attention.Native.Runtime;
 using static Attention.Native.CudaBackend;
@@ -8,6 +9,9 @@ namespace Attention.Native.Ops
     /// CUDA launcher of <see cref="SoftmaxAttention"/> (cuda/attention.cu): flash-style forward (online softmax over key tiles in
     /// shared memory, split-KV with a combine pass when few query rows face a long cache, as in decode) and a backward in three
     /// passes (row deltas; dq and dbias per query tile; dk and dv per key tile summed over the KV group), all without atomics.
+    /// A ragged batch (<see cref="AttentionOptions.Sequences"/>) runs as one launch per kernel over all its sequences: the
+    /// offsets go to the device in one queued upload (<see cref="CudaBackend.UploadLaunchIndices"/>), the grids are planned for the longest sequence with
+    /// the sequence as their batch index, and each block narrows itself to its sequence (cuda/include/attention_shape.cuh).
     /// </summary>
     internal static class SoftmaxAttentionCuda
     {
@@ -31,29 +35,34 @@ namespace Attention.Native.Ops
         public static KernelProgram Program { get; } = KernelProgram.ForStorageTypes(
             "attention.cu", ForwardKernel.Template, CombineKernel.Template, DeltaKernel.Template, DqKernel.Template, DkDvKernel.Template);
 
-        /// <summary>The kernels' by-value shape argument (struct AttentionShape in attention.cu, field for field).</summary>
+        /// <summary>
+        /// The kernels' by-value shape argument (struct AttentionShape in attention_shape.cuh, field for field). A ragged batch has
+        /// the device offsets of its queries and keys, <see cref="Batch"/> its sequence count and <see cref="Tq"/>, <see cref="Tk"/>,
+        /// <see cref="Length"/> its longest sequence's lengths (what grids are planned for); a dense batch has null offsets.
+        /// </summary>
         [StructLayout(LayoutKind.Sequential)]
-        internal readonly record struct Shape(int Batch, int Tq, int Heads, int Dqk, int Tk, int KvHeads, int Dv, int Length, float Scale, int Causal);
+        internal readonly record struct Shape(int Batch, int Tq, int Heads, int Dqk, int Tk, int KvHeads, int Dv, int Length, float Scale, int Causal,
+            Interop.CUdeviceptr QueryOffsets = default, Interop.CUdeviceptr KeyOffsets = default);
 
         public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, AttentionOptions options)
         {
             var d = SoftmaxAttention.DimsOf(q, k, v, options);
             CheckWidths(q, v);
-            ThrowIfRagged(options.Sequences is not null, "SoftmaxAttention");
             if (d.B == 0 || d.Tq == 0 || d.H == 0)
             {
                 return;
             }
-            var shape = ShapeOf(d, options);
-            // A few query rows against a 16-bit cache (decode): the memory-speed kernel.
+            var (shape, rowsShape) = ShapesOf(backend, d, options);
+            // A few query rows against a 16-bit cache (decode, and a ragged batch's decode step): the memory-speed kernel.
             if (SoftmaxAttentionDecodeCuda.Handles(backend, q, k, v, bias, o, shape))
             {
-                SoftmaxAttentionDecodeCuda.Forward(backend, q, k, v, o, lse, shape);
+                SoftmaxAttentionDecodeCuda.Forward(backend, q, k, v, o, lse, shape, rowsShape);
                 return;
             }
-            // The CUDA-core forward packs the (query, head) rows of a KV group into its blocks (see attention.cu).
-            int qTiles = CeilDiv(d.Tq * (d.H / d.G), QueryRowsPerBlock);
-            var (splits, keysPerSplit) = PlanSplits(backend.Device.MultiprocessorCount, (long)qTiles * d.G * d.B, d.Length);
+            // The CUDA-core forward packs the (query, head) rows of a KV group into its blocks (see attention.cu). Ragged: tiles and
+            // splits of the longest sequence (blocks past a shorter one's rows exit, splits past its keys leave empty partials).
+            int qTiles = CeilDiv(shape.Tq * (d.H / d.G), QueryRowsPerBlock);
+            var (splits, keysPerSplit) = PlanSplits(backend.Device.MultiprocessorCount, (long)qTiles * d.G * shape.Batch, shape.Length);
             // Tensor cores whenever they apply, except where few query rows face a long cache (decode): that is split-KV's case.
             if (splits == 1 && SoftmaxAttentionTensorCoreCuda.Handles(backend, q, k, v, bias, o))
             {
@@ -84,19 +93,20 @@ namespace Attention.Native.Ops
             args.Add(shape);
             args.Add(splits);
             args.Add(keysPerSplit);
-            kernel.Launch(Dim3.Grid((long)qTiles * splits, d.G, d.B, nameof(q), "query tiles × splits", "key/value heads", "batch"), Threads, (uint)shared, backend.Stream, args);
+            kernel.Launch(Dim3.Grid((long)qTiles * splits, d.G, shape.Batch, nameof(q), "query tiles × splits", "key/value heads", "batch (sequences)"), Threads, (uint)shared, backend.Stream, args);
             if (splits > 1)
             {
-                Combine(backend, o, lse, partialO, partialMl, shape, splits);
+                Combine(backend, o, lse, partialO, partialMl, rowsShape, splits);
             }
         }
 
-        /// <summary>Merges split-KV partials (attention_combine) into o and the row log-sum-exp.</summary>
+        /// <summary>Merges split-KV partials (attention_combine) into o and the row log-sum-exp; <paramref name="shape"/> is dense (a ragged
+        /// batch's packed rows as one sequence, <see cref="ShapesOf"/>).</summary>
         internal static void Combine(CudaBackend backend, Tensor o, Tensor lse, Interop.CUdeviceptr partialO, Interop.CUdeviceptr partialMl,
             Shape shape, int splits)
         {
             long rows = (long)shape.Batch * shape.Heads * shape.Tq;
-            var combine = new KernelArgs(stackalloc byte[96], stackalloc int[8]);
+            var combine = new KernelArgs(stackalloc byte[128], stackalloc int[8]);
             combine.Add(Ptr(o));
             combine.Add(Ptr(lse));
             combine.Add(partialO);
@@ -111,20 +121,19 @@ namespace Attention.Native.Ops
         {
             var d = SoftmaxAttention.DimsOf(q, k, v, options);
             CheckWidths(q, v);
-            ThrowIfRagged(options.Sequences is not null, "SoftmaxAttention");
             if (d.B == 0 || d.Tq == 0 || d.H == 0 || (dq is null && dk is null && dv is null && dbias is null))
             {
                 return;
             }
-            var shape = ShapeOf(d, options);
+            var (shape, rowsShape) = ShapesOf(backend, d, options);
             long rows = (long)d.B * d.H * d.Tq;
             var delta = backend.Scratch(rows * sizeof(float)).Pointer;
 
-            var deltaArgs = new KernelArgs(stackalloc byte[64], stackalloc int[8]);
+            var deltaArgs = new KernelArgs(stackalloc byte[128], stackalloc int[8]);
             deltaArgs.Add(delta);
             deltaArgs.Add(Ptr(o));
             deltaArgs.Add(Ptr(dO));
-            deltaArgs.Add(shape);
+            deltaArgs.Add(rowsShape);
             backend.Kernel(Program, DeltaKernel[q.DType]).Launch(Dim3.CeilDiv(rows, Warps), Threads, 0, backend.Stream, deltaArgs);
 
             // Tensor cores for the same problems as the forward (dO stands in for o: same shape and type).
@@ -143,8 +152,8 @@ namespace Attention.Native.Ops
                 args.Add(Ptr(dbias));
                 AddInputs(ref args, q, k, v, bias, dO, lse, delta, shape);
                 // dbias is shared by the batch: one block walks the batch in order, so each entry has a single writer.
-                uint batchBlocks = dbias is null ? (uint)d.B : 1u;
-                kernel.Launch(Dim3.Grid(Dim3.CeilDiv(d.Tq, QueryRowsPerBlock), d.H, batchBlocks, nameof(q), "query tiles", "heads", "batch"), Threads, (uint)shared, backend.Stream, args);
+                long batchBlocks = dbias is null ? shape.Batch : 1;
+                kernel.Launch(Dim3.Grid(Dim3.CeilDiv(shape.Tq, QueryRowsPerBlock), d.H, batchBlocks, nameof(q), "query tiles", "heads", "batch (sequences)"), Threads, (uint)shared, backend.Stream, args);
             }
             if (dk is not null || dv is not null)
             {
@@ -154,7 +163,7 @@ namespace Attention.Native.Ops
                 args.Add(Ptr(dk));
                 args.Add(Ptr(dv));
                 AddInputs(ref args, q, k, v, bias, dO, lse, delta, shape);
-                kernel.Launch(Dim3.Grid(Dim3.CeilDiv(d.Length, KeysPerBlock), d.G, d.B, nameof(k), "key tiles", "key/value heads", "batch"), Threads, (uint)shared, backend.Stream, args);
+                kernel.Launch(Dim3.Grid(Dim3.CeilDiv(shape.Length, KeysPerBlock), d.G, shape.Batch, nameof(k), "key tiles", "key/value heads", "batch (sequences)"), Threads, (uint)shared, backend.Stream, args);
             }
         }
 
@@ -198,8 +207,50 @@ namespace Attention.Native.Ops
             return kernel;
         }
 
-        private static Shape ShapeOf(SoftmaxAttention.Dims d, AttentionOptions options) =>
-            new(d.B, d.Tq, d.H, d.Dqk, d.Tk, d.G, d.Dv, d.Length, (float)options.Scale, options.Causal ? 1 : 0);
+        /// <summary>
+        /// The kernels' shape, and the shape of the rows the combine and delta kernels walk. Dense: both are the problem's. Ragged:
+        /// the first carries the sequences' device offsets (uploaded here, once per op) and the longest sequence's lengths; the
+        /// second is the packed rows as one dense sequence (batch 1, N_q queries), which is how lse [1, H, N_q] and o lie.
+        /// </summary>
+        internal static (Shape Kernels, Shape Rows) ShapesOf(CudaBackend backend, SoftmaxAttention.Dims d, AttentionOptions options)
+        {
+            var dense = new Shape(d.B, d.Tq, d.H, d.Dqk, d.Tk, d.G, d.Dv, d.Length, (float)options.Scale, options.Causal ? 1 : 0);
+            if (options.Sequences is not { } queries)
+            {
+                return (dense, dense);
+            }
+            var keys = options.KeyLayout!;
+            var (queryOffsets, keyOffsets) = UploadOffsets(backend, queries, keys);
+            var ragged = dense with
+            {
+                Batch = queries.Count, Tq = queries.MaxLength, Tk = keys.MaxLength, Length = keys.MaxLength,
+                QueryOffsets = queryOffsets, KeyOffsets = keyOffsets,
+            };
+            return (ragged, dense);
+        }
+
+        // Both layouts' offsets in one queued upload (one copy when the keys are the queries' own tokens).
+        private static (Interop.CUdeviceptr Queries, Interop.CUdeviceptr Keys) UploadOffsets(CudaBackend backend, SequenceLayout queries, SequenceLayout keys)
+        {
+            if (ReferenceEquals(queries, keys))
+            {
+                var both = backend.UploadLaunchIndices(queries.Offsets);
+                return (both, both);
+            }
+            int count = queries.Offsets.Length, length = count + keys.Offsets.Length;
+            var indices = ArrayPool<int>.Shared.Rent(length);
+            try
+            {
+                queries.Offsets.CopyTo(indices);
+                keys.Offsets.CopyTo(indices.AsSpan(count));
+                var device = backend.UploadLaunchIndices(indices.AsSpan(0, length));
+                return (device, device + ((long)count * sizeof(int)));
+            }
+            finally
+            {
+                ArrayPool<int>.Shared.Return(indices);
+            }
+        }
 
         private static void CheckWidths(Tensor q, Tensor v)
         {

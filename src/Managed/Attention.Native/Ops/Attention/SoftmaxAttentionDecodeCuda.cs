@@ -63,21 +63,26 @@ internal static class SoftmaxAttentionDecodeCuda
         return ((keys + perSplit - 1) / perSplit, perSplit);
     }
 
-    public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, SoftmaxAttentionCuda.Shape shape)
+    /// <summary>
+    /// The forward; <paramref name="rowsShape"/> is the dense shape of the rows the combine walks (the problem's own, or a ragged
+    /// batch's packed rows as one sequence: <see cref="SoftmaxAttentionCuda.ShapesOf"/>).
+    /// </summary>
+    public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, SoftmaxAttentionCuda.Shape shape,
+        SoftmaxAttentionCuda.Shape rowsShape)
     {
         int packed = shape.Tq * (shape.Heads / shape.KvHeads);
         int rowsPerBlock = RowsPerBlock(packed);
         int rowBlocks = (packed + rowsPerBlock - 1) / rowsPerBlock;
         long blocks = (long)shape.Batch * shape.KvHeads * rowBlocks;
         var (splits, keysPerSplit) = PlanSplits(backend.Device.MultiprocessorCount, blocks, shape.Length);
-        long rows = (long)shape.Batch * shape.Heads * shape.Tq;
+        long rows = (long)rowsShape.Batch * rowsShape.Heads * rowsShape.Tq;
         long oBytes = SoftmaxAttentionCuda.AlignUp((long)splits * rows * shape.Dv * sizeof(float));
         var scratch = backend.Scratch(oBytes + ((long)splits * rows * 2 * sizeof(float)));
         var partialO = scratch.Pointer;
         var partialMl = scratch.Pointer + oBytes;
 
         var kernel = backend.Kernel(Program, Name(KernelProgram.StorageTypeName(q.DType), shape.Dqk, shape.Dv, rowsPerBlock));
-        var args = new KernelArgs(stackalloc byte[96], stackalloc int[8]);
+        var args = new KernelArgs(stackalloc byte[128], stackalloc int[8]);
         args.Add(partialO);
         args.Add(partialMl);
         args.Add(Ptr(q));
@@ -85,7 +90,7 @@ internal static class SoftmaxAttentionDecodeCuda
         args.Add(Ptr(v));
         args.Add(shape);
         args.Add(keysPerSplit);
-        kernel.Launch(Dim3.Grid(splits, (long)shape.KvHeads * rowBlocks, shape.Batch, nameof(q), "splits", "key/value heads × row blocks", "batch"), Threads, 0, backend.Stream, args);
-        SoftmaxAttentionCuda.Combine(backend, o, lse, partialO, partialMl, shape, splits);
+        kernel.Launch(Dim3.Grid(splits, (long)shape.KvHeads * rowBlocks, shape.Batch, nameof(q), "splits", "key/value heads × row blocks", "batch (sequences)"), Threads, 0, backend.Stream, args);
+        SoftmaxAttentionCuda.Combine(backend, o, lse, partialO, partialMl, rowsShape, splits);
     }
 }

@@ -93,7 +93,7 @@ internal static class SoftmaxAttentionTensorCoreCuda
     {
         int shared = ForwardSharedBytes(shape.Dqk, shape.Dv);
         var kernel = Prepare(backend, ForwardName(KernelProgram.StorageTypeName(q.DType), shape.Dqk, shape.Dv), shared);
-        var args = new KernelArgs(stackalloc byte[96], stackalloc int[8]);
+        var args = new KernelArgs(stackalloc byte[128], stackalloc int[8]);
         args.Add(Ptr(o));
         args.Add(Ptr(lse));
         args.Add(Ptr(q));
@@ -101,7 +101,7 @@ internal static class SoftmaxAttentionTensorCoreCuda
         args.Add(Ptr(v));
         args.Add(shape);
         uint tiles = (uint)((shape.Tq + QueryRowsPerBlock - 1) / QueryRowsPerBlock);
-        kernel.Launch(Dim3.Grid(tiles, shape.Heads, shape.Batch, nameof(q), "query tiles", "heads", "batch"), Threads, (uint)shared, backend.Stream, args);
+        kernel.Launch(Dim3.Grid(tiles, shape.Heads, shape.Batch, nameof(q), "query tiles", "heads", "batch (sequences)"), Threads, (uint)shared, backend.Stream, args);
     }
 
     /// <summary>dq (when given) and dk, dv (when either is given), added into; <paramref name="delta"/> holds rowsum(dO ∘ O).</summary>
@@ -115,22 +115,22 @@ internal static class SoftmaxAttentionTensorCoreCuda
         {
             int shared = DqSharedBytes(shape.Dqk, shape.Dv);
             var kernel = Prepare(backend, BackwardName("dq", typeName, shape.Dqk, shape.Dv), shared);
-            var args = new KernelArgs(stackalloc byte[128], stackalloc int[12]);
+            var args = new KernelArgs(stackalloc byte[160], stackalloc int[12]);
             args.Add(Ptr(dq));
             AddInputs(ref args, q, k, v, dO, lse, delta, shape);
             uint tiles = (uint)((shape.Tq + QueryRowsPerBlock - 1) / QueryRowsPerBlock);
-            kernel.Launch(Dim3.Grid(tiles, shape.Heads, shape.Batch, nameof(q), "query tiles", "heads", "batch"), threads, (uint)shared, backend.Stream, args);
+            kernel.Launch(Dim3.Grid(tiles, shape.Heads, shape.Batch, nameof(q), "query tiles", "heads", "batch (sequences)"), threads, (uint)shared, backend.Stream, args);
         }
         if (dk is not null || dv is not null)
         {
             int shared = DkDvSharedBytes(shape.Dqk, shape.Dv);
             var kernel = Prepare(backend, BackwardName("dkdv", typeName, shape.Dqk, shape.Dv), shared);
-            var args = new KernelArgs(stackalloc byte[128], stackalloc int[12]);
+            var args = new KernelArgs(stackalloc byte[160], stackalloc int[12]);
             args.Add(Ptr(dk));
             args.Add(Ptr(dv));
             AddInputs(ref args, q, k, v, dO, lse, delta, shape);
             uint tiles = (uint)((shape.Length + KeyTile - 1) / KeyTile);
-            kernel.Launch(Dim3.Grid(tiles, shape.KvHeads, shape.Batch, nameof(k), "key tiles", "key/value heads", "batch"), threads, (uint)shared, backend.Stream, args);
+            kernel.Launch(Dim3.Grid(tiles, shape.KvHeads, shape.Batch, nameof(k), "key tiles", "key/value heads", "batch (sequences)"), threads, (uint)shared, backend.Stream, args);
         }
     }
 
