@@ -106,7 +106,15 @@ namespace Attention.Native.Ops
         internal static PagedKeys Keys(CudaBackend backend, SequenceLayout queries, PageTable table)
         {
             int entries = table.Pages.Length, tokens = queries.TokenCount;
-            var staged = backend.PagedMetadataStaging(entries + (2 * tokens));
+            FillKeys(backend.PagedMetadataStaging(entries + (2 * tokens)), queries, table);
+            var device = backend.UploadPagedMetadata(entries + (2 * tokens));
+            return new PagedKeys(device, device + ((long)entries * sizeof(int)), device + ((long)(entries + tokens) * sizeof(int)), table.PagesPerSequence, table.PageSize);
+        }
+
+        /// <summary>The ints <see cref="Keys"/> uploads, into <paramref name="staged"/> (the table's entries plus two per query token).</summary>
+        internal static void FillKeys(Span<int> staged, SequenceLayout queries, PageTable table)
+        {
+            int entries = table.Pages.Length, tokens = queries.TokenCount;
             table.Pages.CopyTo(staged);
             for (int s = 0; s < queries.Count; s++)
             {
@@ -117,8 +125,6 @@ namespace Attention.Native.Ops
                     staged[entries + tokens + start + i] = first + i + 1;
                 }
             }
-            var device = backend.UploadPagedMetadata(entries + (2 * tokens));
-            return new PagedKeys(device, device + ((long)entries * sizeof(int)), device + ((long)(entries + tokens) * sizeof(int)), table.PagesPerSequence, table.PageSize);
         }
 
         // The widest unit dividing the size with both addresses aligned to it (device tensors hold 2-byte elements at least).
