@@ -6,36 +6,48 @@
 // Per block: one query token, 16 heads, one split of the cache in tiles of 32 rows, double-buffered with cp.async. Per tile:
 // S = Q̂·Kᵀ (warp w: keys 8w…8w+7 over the full width), an online softmax per head (warp w: heads 4w…4w+3, lane = key),
 // O += P·V with V = the tile's first 512 columns (warp w: output columns 128w…). Partials and their combine (with the lift
-// by W_vb) are latent_attention.cu's.
+// by W_vb) are latent_attention.cu's. Paged as latent_attention_decode_split (paged_keys.cuh): a tile's rows are looked up
+// a tile ahead of its load, so the copies are issued as for a dense cache.
 #include "common.cuh"
 #include "mma.cuh"
 #include "mma_tiles.cuh"
+#include "paged_keys.cuh"
 
 #define LMLA_WARPS 4
 #define LMLA_THREADS (LMLA_WARPS * 32)
 #define LMLA_ROWS 16 // heads per block: one mma row tile
 #define LMLA_KT 32   // cache rows per tile
 
-// rows [s0, s0 + LMLA_KT) of the cache (rows ≥ end zero-filled) → a swizzled tile.
+// keys [s0, s0 + LMLA_KT) of the cache, row r at cache row rows[r] (keys ≥ end zero-filled) → a swizzled tile.
 template <typename T, int W>
-__device__ __forceinline__ void lmla_load_tile(T* tile, const T* base, int s0, int end)
+__device__ __forceinline__ void lmla_load_tile(T* tile, const T* cache, const index_t* rows, int s0, int end)
 {
     constexpr int chunks = W / 8;
     for (int e = threadIdx.x; e < LMLA_KT * chunks; e += LMLA_THREADS) {
-        const int r = e / chunks, c = e % chunks, s = s0 + r;
-        const bool valid = s < end;
-        cp_async_16(tile + swizzled<W>(r, c), base + (index_t)(valid ? s : 0) * W + c * 8, valid);
+        const int r = e / chunks, c = e % chunks;
+        const bool valid = s0 + r < end;
+        cp_async_16(tile + swizzled<W>(r, c), cache + rows[valid ? r : 0] * W + c * 8, valid);
+    }
+}
+
+// The cache rows of keys [s0, s0 + LMLA_KT) (those < end; the rest repeat key s0's) into rows[LMLA_KT]; threads 0 … 31.
+__device__ __forceinline__ void lmla_tile_rows(index_t* rows, const TokenKeys& keys, int s0, int end)
+{
+    if (threadIdx.x < LMLA_KT) {
+        const int s = s0 + (int)threadIdx.x;
+        rows[threadIdx.x] = keys.row(s < end ? s : s0);
     }
 }
 
 // grid (splits, tokens, ceil(H / 16)) for the query tokens bt0 … of the B·Tq (one chunk), block LMLA_THREADS, dynamic shared
-// memory (16·W + 2·32·W + 16·32)·sizeof(T) + (16·32 + 16·3)·4 bytes with W = LATENT + ROPE. Arguments as
-// latent_attention_decode_split's (latent and rope must equal LATENT and ROPE); writes the same partials.
+// memory (16·W + 2·32·W + 16·32)·sizeof(T) + (16·32 + 16·3)·4 bytes with W = LATENT + ROPE (and 2·32·8 bytes of static
+// shared memory). Arguments as latent_attention_decode_split's (latent and rope must equal LATENT and ROPE); writes the
+// same partials, and a paged block past its token's keys exits as there.
 template <typename T, int LATENT, int ROPE>
 __global__ void __launch_bounds__(LMLA_THREADS)
 latent_attention_decode_mma(float* __restrict__ partial_o, float* __restrict__ partial_ml, const float* __restrict__ qhat,
                             const T* __restrict__ cache, int bt0, int tq, int heads, int latent, int rope, int capacity,
-                            int length, float scale, int keys_per_split)
+                            int length, float scale, int keys_per_split, PagedKeys paged)
 {
     constexpr int W = LATENT + ROPE;
     constexpr int COLS = LATENT / LMLA_WARPS; // output columns per warp
@@ -46,18 +58,26 @@ latent_attention_decode_mma(float* __restrict__ partial_o, float* __restrict__ p
     T* ps = ks + 2 * LMLA_KT * W;                               // [16][32]: probabilities
     float* ss = reinterpret_cast<float*>(ps + LMLA_ROWS * LMLA_KT); // [16][32]: scores
     float* run = ss + LMLA_ROWS * LMLA_KT;                      // [16][3]: running max (log2 units), sum, correction
+    __shared__ index_t key_rows[2][LMLA_KT];                    // the cache rows of the tile in each buffer
 
     const int split = blockIdx.x, bt = bt0 + (int)blockIdx.y, h0 = blockIdx.z * LMLA_ROWS;
-    const int b = bt / tq, t = bt % tq;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const index_t rows = (index_t)gridDim.y * heads; // partial rows of the chunk
+    const TokenKeys keys = token_keys(paged, bt, tq, capacity, length);
+    if (paged_split_past_keys(paged, keys, keys_per_split)) {
+        return;
+    }
 
-    const int visible = length - tq + t + 1 < length ? length - tq + t + 1 : length;
+    const int visible = keys.visible;
     const int begin = split * keys_per_split;
     const int end = begin + keys_per_split < visible ? begin + keys_per_split : visible;
-    const T* base = cache + (index_t)b * capacity * W;
     if (begin < end) {
-        lmla_load_tile<T, W>(ks, base, begin, end);
+        lmla_tile_rows(key_rows[0], keys, begin, end);
+        if (begin + LMLA_KT < end) {
+            lmla_tile_rows(key_rows[1], keys, begin + LMLA_KT, end);
+        }
+        __syncthreads(); // the first tiles' rows are known
+        lmla_load_tile<T, W>(ks, cache, key_rows[0], begin, end);
     }
     cp_async_commit();
 
@@ -81,11 +101,15 @@ latent_attention_decode_mma(float* __restrict__ partial_o, float* __restrict__ p
     int buf = 0;
     for (int s0 = begin; s0 < end; s0 += LMLA_KT, buf ^= 1) {
         if (s0 + LMLA_KT < end) {
-            lmla_load_tile<T, W>(ks + (buf ^ 1) * LMLA_KT * W, base, s0 + LMLA_KT, end); // the next tile, during this one
+            // The next tile, during this one; its rows were looked up during the previous tile (or before the loop).
+            lmla_load_tile<T, W>(ks + (buf ^ 1) * LMLA_KT * W, cache, key_rows[buf ^ 1], s0 + LMLA_KT, end);
         }
         cp_async_commit();
         cp_async_wait<1>();
-        __syncthreads(); // this tile (and Q̂, the running state) is in shared memory
+        __syncthreads(); // this tile (and Q̂, the running state) is in shared memory; every copy from key_rows[buf] is issued
+        if (s0 + 2 * LMLA_KT < end) {
+            lmla_tile_rows(key_rows[buf], keys, s0 + 2 * LMLA_KT, end); // read at the next tile's top, after its barriers
+        }
         const T* kt = ks + buf * LMLA_KT * W;
 
         // S[:, 8w … 8w + 7] = Q̂·Kᵀ over the full width.

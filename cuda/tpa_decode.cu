@@ -2,8 +2,11 @@
 // q̃ = Σ_r aq[h,r] bq[r,:] (so score[s] = scale Σ_u ak[s,h,u] ⟨q̃, bk[s,u,:]⟩, scale = 1/(Rq·Rk·√d)), and each cached
 // value is Σ_u av[s,h,u] bv[s,u,:] (the 1/Rv is applied once at the end). k and v are never materialised.
 // aq [B, Tq, H, Rq], bq [B, Tq, Rq, d]; ak [B, Cap, H, Rk], bk [B, Cap, Rk, d], av [B, Cap, H, Rv], bv [B, Cap, Rv, d].
+// Paged (PagedAttention.Tpa): aq [1, N_q, H, Rq] and bq [1, N_q, Rq, d] pack the query tokens of many sequences and the
+// factors are pools [P, page_size, …] read through block tables (paged_keys.cuh); the splits are planned for the longest one.
 #include "common.cuh"
 #include "split_kv.cuh"
+#include "paged_keys.cuh"
 
 // q̃[(b,t,h), c] = Σ_r aq[b,t,h,r] · bq[b,t,r,c]. One thread per element.
 template <typename T>
@@ -22,32 +25,41 @@ __global__ void tpa_decode_query(float* __restrict__ qtilde, const T* __restrict
 }
 
 // grid (splits, tokens, H) for the query tokens bt0 … bt0 + tokens − 1 of the B·Tq (one chunk; qtilde and the partials
-// hold only this chunk's rows), block SPLIT_THREADS, dynamic shared memory d floats.
+// hold only this chunk's rows), block SPLIT_THREADS, dynamic shared memory d floats. Paged (paged.table set): the tokens are
+// the packed N_q, each seeing its own sequence's keys; tq, capacity and length unused.
 template <typename T>
 __global__ void __launch_bounds__(SPLIT_THREADS)
 tpa_decode_split(float* __restrict__ partial_o, float* __restrict__ partial_ml, const float* __restrict__ qtilde,
                  const T* __restrict__ ak, const T* __restrict__ bk, const T* __restrict__ av, const T* __restrict__ bv,
-                 int bt0, int tq, int heads, int key_rank, int value_rank, int width, int capacity, int length, float scale, int keys_per_split)
+                 int bt0, int tq, int heads, int key_rank, int value_rank, int width, int capacity, int length, float scale, int keys_per_split,
+                 PagedKeys paged)
 {
     extern __shared__ float qs[]; // [d]
     __shared__ float scores[SPLIT_KEYS];
     __shared__ float running[3];
+    __shared__ index_t key_rows[SPLIT_KEYS]; // the tile's cache rows
     const int split = blockIdx.x, bt = bt0 + (int)blockIdx.y, h = blockIdx.z;
-    const int b = bt / tq, t = bt % tq;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const index_t rows = (index_t)gridDim.y * heads, row = (index_t)blockIdx.y * heads + h; // within the chunk
+    const TokenKeys keys = token_keys(paged, bt, tq, capacity, length);
+    if (paged_split_past_keys(paged, keys, keys_per_split)) {
+        return;
+    }
 
     float acc[SPLIT_COLS];
-    const SplitRange range = split_begin(qs, qtilde + row * width, width, running, acc, t, tq, length, keys_per_split);
+    const SplitRange range = split_begin(qs, qtilde + row * width, width, running, acc, keys.visible, keys_per_split);
     const int begin = range.begin, end = range.end;
 
     for (int s0 = begin; s0 < end; s0 += SPLIT_KEYS) {
-        __syncthreads();
+        __syncthreads(); // the previous tile's probabilities and rows are consumed
         for (int jj = warp; jj < SPLIT_KEYS; jj += SPLIT_THREADS / 32) {
             const int s = s0 + jj;
             float score = 0.0f;
             if (s < end) {
-                const index_t key = (index_t)b * capacity + s;
+                const index_t key = keys.row(s);
+                if (lane == 0) {
+                    key_rows[jj] = key;
+                }
                 for (int u = 0; u < key_rank; ++u) {
                     const T* bku = bk + (key * key_rank + u) * width;
                     float dot = 0.0f;
@@ -72,7 +84,7 @@ tpa_decode_split(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
             if (col < width) {
                 float sum = acc[c] * correction;
                 for (int jj = 0; jj < count; ++jj) {
-                    const index_t key = (index_t)b * capacity + s0 + jj;
+                    const index_t key = key_rows[jj];
                     float value = 0.0f;
                     for (int u = 0; u < value_rank; ++u) {
                         value += to_float(av[(key * heads + h) * value_rank + u]) * to_float(bv[(key * value_rank + u) * width + col]);
@@ -134,15 +146,49 @@ __device__ __forceinline__ void tpa_load_rows(float* dst, int stride, const T* s
     }
 }
 
+// The blocks of `count` keys from s0, each `block` contiguous elements at row keys.row(s)·block of src (rows[j] holds key
+// s0 + j's row when paged) → dst as floats, the block's rows of `len` elements at row stride `stride`, key after key; 16-byte
+// loads where the blocks allow them. A dense cache's keys are one run of count·block elements.
+template <typename T>
+__device__ __forceinline__ void tpa_load_keys(float* dst, int stride, const T* src, const TokenKeys& keys, const index_t* rows, int s0,
+                                              int count, int block, int len)
+{
+    if (keys.pages == nullptr) {
+        tpa_load_rows(dst, stride, src + keys.row(s0) * block, count * block / len, len);
+        return;
+    }
+    constexpr int E = 16 / sizeof(T);
+    const int per_key = block / len;
+    if ((reinterpret_cast<unsigned long long>(src) & 15) == 0 && block % E == 0) {
+        const int chunks = block / E;
+#pragma unroll 2
+        for (int e = threadIdx.x; e < count * chunks; e += SPLIT_THREADS) {
+            const int j = e / chunks, within = e % chunks * E;
+            const tpa_chunk c = reinterpret_cast<const tpa_chunk*>(src + rows[j] * block)[within / E];
+#pragma unroll
+            for (int i = 0; i < E; ++i) {
+                const int at = within + i;
+                dst[(j * per_key + at / len) * stride + at % len] = tpa_chunk_value<T>(c, i);
+            }
+        }
+    } else {
+        for (int e = threadIdx.x; e < count * block; e += SPLIT_THREADS) {
+            const int j = e / block, at = e % block;
+            dst[(j * per_key + at / len) * stride + at % len] = to_float(src[rows[j] * block + at]);
+        }
+    }
+}
+
 // grid (splits, tokens) for the query tokens bt0 … of the B·Tq (one chunk), block SPLIT_THREADS, dynamic shared memory
 // tpa_heads_shared_floats(…) floats. Writes partials for rows (token − bt0)·H + h, as tpa_decode_split does. Needs
-// R_q ≤ TPA_MAX_QRANK and ceil(H/2)·ceil(d/4) ≤ TPA_GROUPS·SPLIT_THREADS (the host falls back to tpa_decode_split).
+// R_q ≤ TPA_MAX_QRANK and ceil(H/2)·ceil(d/4) ≤ TPA_GROUPS·SPLIT_THREADS (the host falls back to tpa_decode_split). Paged as
+// tpa_decode_split.
 template <typename T>
 __global__ void __launch_bounds__(SPLIT_THREADS)
 tpa_decode_heads(float* __restrict__ partial_o, float* __restrict__ partial_ml, const T* __restrict__ aq, const T* __restrict__ bq,
                  const T* __restrict__ ak, const T* __restrict__ bk, const T* __restrict__ av, const T* __restrict__ bv,
                  int bt0, int tq, int heads, int query_rank, int key_rank, int value_rank, int width, int capacity, int length,
-                 float scale, int keys_per_split)
+                 float scale, int keys_per_split, PagedKeys paged)
 {
     extern __shared__ float smem[];
     const int H = heads, d = width, rq = query_rank, rk = key_rank, rv = value_rank;
@@ -155,16 +201,21 @@ tpa_decode_heads(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
     float* gq = avs + TPA_KT * H * rv;         // [4][KT·rk][rq]: quarter sums (over columns) of G
     float* ps = gq + 4 * TPA_KT * rk * rq;     // [H][KT]: scores, then probabilities
     float* run = ps + H * TPA_KT;              // [H][3]: running max (log2 units), sum, this tile's correction
+    __shared__ index_t key_rows[TPA_KT];       // the tile's cache rows (paged)
 
-    const int split = blockIdx.x, bt = bt0 + (int)blockIdx.y, b = bt / tq, t = bt % tq;
+    const int split = blockIdx.x, bt = bt0 + (int)blockIdx.y;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const TokenKeys keys = token_keys(paged, bt, tq, capacity, length);
+    if (paged_split_past_keys(paged, keys, keys_per_split)) {
+        return;
+    }
     tpa_load_rows(aqs, H * rq, aq + (index_t)bt * H * rq, 1, H * rq);
     tpa_load_rows(bqs, d, bq + (index_t)bt * rq * d, rq, d);
     for (int h = threadIdx.x; h < H; h += SPLIT_THREADS) {
         run[3 * h] = NEG_INF;
         run[3 * h + 1] = 0.0f;
     }
-    const int visible_end = length - tq + t + 1 < length ? length - tq + t + 1 : length;
+    const int visible_end = keys.visible;
     const int begin = split * keys_per_split;
     const int end = begin + keys_per_split < visible_end ? begin + keys_per_split : visible_end;
     const float scale_log2 = scale * 1.4426950408889634f;
@@ -185,12 +236,14 @@ tpa_decode_heads(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
 
     for (int s0 = begin; s0 < end; s0 += TPA_KT) {
         const int count = end - s0 < TPA_KT ? end - s0 : TPA_KT;
-        __syncthreads(); // the previous tile is consumed
-        const index_t key0 = (index_t)b * capacity + s0;
-        tpa_load_rows(bks, d + 1, bk + key0 * rk * d, count * rk, d);
-        tpa_load_rows(aks, H * rk, ak + key0 * H * rk, count, H * rk);
-        tpa_load_rows(bvs, d, bv + key0 * rv * d, count * rv, d);
-        tpa_load_rows(avs, H * rv, av + key0 * H * rv, count, H * rv);
+        if (keys.pages != nullptr && (int)threadIdx.x < count) {
+            key_rows[threadIdx.x] = keys.row(s0 + (int)threadIdx.x); // the previous tile's loads passed the barrier after them
+        }
+        __syncthreads(); // the previous tile is consumed; this tile's rows are known
+        tpa_load_keys(bks, d + 1, bk, keys, key_rows, s0, count, rk * d, d);
+        tpa_load_keys(aks, H * rk, ak, keys, key_rows, s0, count, H * rk, H * rk);
+        tpa_load_keys(bvs, d, bv, keys, key_rows, s0, count, rv * d, d);
+        tpa_load_keys(avs, H * rv, av, keys, key_rows, s0, count, H * rv, H * rv);
         __syncthreads();
 
         // G: item e = (quarter q, row (s, u)); consecutive threads take consecutive rows.
@@ -326,14 +379,15 @@ tpa_decode_heads(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
 }
 
 // grid tokens·H (one chunk; o points at the chunk's first row), block SPLIT_THREADS, dynamic shared memory d floats:
-// o[row] = (1/Rv) · merged average.
+// o[row] = (1/Rv) · merged average. visible: paged, the chunk's tokens' visible keys (token_splits); nullptr dense.
 template <typename T>
 __global__ void __launch_bounds__(SPLIT_THREADS)
-tpa_decode_combine(T* __restrict__ o, const float* __restrict__ partial_o, const float* __restrict__ partial_ml, int width, int value_rank, int splits)
+tpa_decode_combine(T* __restrict__ o, const float* __restrict__ partial_o, const float* __restrict__ partial_ml, int width, int value_rank, int splits,
+                   int heads, const int* __restrict__ visible, int keys_per_split)
 {
     extern __shared__ float mixed[];
     const index_t rows = gridDim.x, row = blockIdx.x;
-    split_combine(mixed, partial_o, partial_ml, splits, rows, row, width);
+    split_combine(mixed, partial_o, partial_ml, token_splits(visible, row / heads, splits, keys_per_split), rows, row, width);
     for (int c = threadIdx.x; c < width; c += SPLIT_THREADS) {
         o[row * width + c] = from_float<T>(mixed[c] / (float)value_rank);
     }

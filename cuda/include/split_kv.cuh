@@ -11,12 +11,12 @@
 #define SPLIT_COLS (SPLIT_MAX_WIDTH / SPLIT_THREADS)    // accumulator columns per thread: tid, tid + 256, ...
 
 // A split block's start, for grid (splits, query tokens, H): copies its query row (width floats) into qs, resets the running
-// state and the accumulator, and returns the key range [begin, end) of its split, causal for query t of Tq at position
-// length − Tq + t.
+// state and the accumulator, and returns the key range [begin, end) of its split among the `visible` keys its query token
+// sees (paged_keys.cuh).
 struct SplitRange { int begin, end; };
 
 __device__ __forceinline__ SplitRange split_begin(float* qs, const float* query, int width, float* running, float* acc,
-                                                  int t, int tq, int length, int keys_per_split)
+                                                  int visible, int keys_per_split)
 {
     for (int c = threadIdx.x; c < width; c += SPLIT_THREADS) {
         qs[c] = query[c];
@@ -30,7 +30,6 @@ __device__ __forceinline__ SplitRange split_begin(float* qs, const float* query,
     for (int c = 0; c < SPLIT_COLS; ++c) {
         acc[c] = 0.0f;
     }
-    const int visible = length - tq + t + 1;
     SplitRange range;
     range.begin = blockIdx.x * keys_per_split;
     range.end = range.begin + keys_per_split < visible ? range.begin + keys_per_split : visible;
@@ -76,8 +75,8 @@ __device__ __forceinline__ void split_write_partial(float* partial_o, float* par
     }
 }
 
-// Merges the partials of `row` into out[:width] (shared memory): Σ_s e^{m_s − M} acc_s / Σ_s e^{m_s − M} l_s. Ends with
-// __syncthreads(), so out is ready for every thread.
+// Merges the partials of `row` into out[:width] (shared memory): Σ_s e^{m_s − M} acc_s / Σ_s e^{m_s − M} l_s over its first
+// `splits` splits (token_splits). Ends with __syncthreads(), so out is ready for every thread.
 __device__ __forceinline__ void split_combine(float* out, const float* partial_o, const float* partial_ml, int splits, index_t rows, index_t row, int width)
 {
     float m_max = NEG_INF;

@@ -29,5 +29,6 @@ public static class KernelCatalog
         LatentAttentionCuda.Program,
         LatentAttentionCuda.TensorCoreProgram,
         TpaDecodeCuda.Program,
+        PagedAttentionCuda.Program,
     ];
 }

@@ -39,11 +39,14 @@ namespace Attention.Native.Ops
             && latent == MmaLatent && rope == MmaRope
             && backend.Device.ComputeCapabilityMajor >= 8
             && SoftmaxAttentionTensorCoreCuda.Aligned(cache)
-            && MmaSharedBytes <= backend.Device.MaxSharedMemoryPerBlockOptin;
+            && MmaSharedBytes + MmaStaticSharedBytes <= backend.Device.MaxSharedMemoryPerBlockOptin;
 
-        // Q̂ tile, two cache tiles, probabilities (16-bit); scores and the running state (fp32).
+        // Q̂ tile, two cache tiles, probabilities (16-bit); scores and the running state (fp32). The tiles' cache rows (two
+        // tiles of 64-bit indices) are static shared memory, counted against the opt-in limit with the rest.
         private const int MmaSharedBytes = ((MmaHeadsPerBlock * (MmaLatent + MmaRope)) + (2 * MmaKeyTile * (MmaLatent + MmaRope))
             + (MmaHeadsPerBlock * MmaKeyTile)) * 2 + ((MmaHeadsPerBlock * MmaKeyTile) + (3 * MmaHeadsPerBlock)) * 4;
+
+        private const int MmaStaticSharedBytes = 2 * MmaKeyTile * sizeof(long);
 
         public static void Decode(CudaBackend backend, Tensor q, Tensor cache, Tensor kvUp, Tensor o, int nopeDim, int length, double scale) =>
             Decode(backend, q, cache, kvUp, o, nopeDim, length, scale, MaxGridY);
@@ -53,14 +56,30 @@ namespace Attention.Native.Ops
         /// chunks of at most <paramref name="maxChunk"/> tokens (fewer where the scratch budget says so); tests lower it to run
         /// several chunks on small shapes.
         /// </summary>
-        internal static void Decode(CudaBackend backend, Tensor q, Tensor cache, Tensor kvUp, Tensor o, int nopeDim, int length, double scale, int maxChunk)
+        internal static void Decode(CudaBackend backend, Tensor q, Tensor cache, Tensor kvUp, Tensor o, int nopeDim, int length, double scale, int maxChunk) =>
+            Run(backend, q, cache, kvUp, o, nopeDim, q.Shape[1], cache.Shape[1], length, scale, maxChunk, PagedKeys.Dense);
+
+        /// <summary>
+        /// The paged form (<see cref="PagedAttention.Latent"/>): <paramref name="q"/> <c>[1, N_q, H, d_n + d_r]</c> packs the query
+        /// tokens of every sequence, <paramref name="pages"/> <c>[P, page_size, d_c + d_r]</c> is read through the block tables of
+        /// <paramref name="paged"/>, and the splits are planned for <paramref name="maxLength"/>, the longest sequence. One launch
+        /// of each kernel per chunk of query tokens, as the dense decode.
+        /// </summary>
+        internal static void Paged(CudaBackend backend, Tensor q, Tensor pages, Tensor kvUp, Tensor o, int nopeDim, PagedKeys paged, int maxLength, double scale,
+            int maxChunk) =>
+            Run(backend, q, pages, kvUp, o, nopeDim, 1, 0, maxLength, scale, maxChunk, paged);
+
+        // Both forms: the B·T_q (dense) or N_q (paged) query tokens in chunks; `length` sizes the splits (the longest sequence's
+        // keys when paged, where each token's own keys come from `paged`).
+        private static void Run(CudaBackend backend, Tensor q, Tensor cache, Tensor kvUp, Tensor o, int nopeDim, int tq, int capacity, int length, double scale,
+            int maxChunk, PagedKeys paged)
         {
-            int batch = q.Shape[0], tq = q.Shape[1], heads = q.Shape[2], rope = q.Shape[3] - nopeDim, latent = kvUp.Shape[1], dv = o.Shape[3], capacity = cache.Shape[1];
+            int batch = q.Shape[0], heads = q.Shape[2], rope = q.Shape[3] - nopeDim, latent = kvUp.Shape[1], dv = o.Shape[3];
             if (latent > MaxLatent)
             {
                 throw new ArgumentException($"kvUp: expected a latent width ≤ {MaxLatent} on the CUDA backend, actual {latent}", nameof(kvUp));
             }
-            int tokens = batch * tq;
+            int tokens = batch * q.Shape[1];
             long rows = (long)tokens * heads;
             if (rows == 0 || dv == 0)
             {
@@ -90,9 +109,9 @@ namespace Attention.Native.Ops
             // The argument storage lives outside the loop (no stackalloc per chunk).
             Span<byte> absorbBytes = stackalloc byte[96];
             Span<int> absorbOffsets = stackalloc int[12];
-            Span<byte> splitBytes = stackalloc byte[128];
+            Span<byte> splitBytes = stackalloc byte[160];
             Span<int> splitOffsets = stackalloc int[16];
-            Span<byte> combineBytes = stackalloc byte[96];
+            Span<byte> combineBytes = stackalloc byte[112];
             Span<int> combineOffsets = stackalloc int[12];
             for (int bt0 = 0; bt0 < tokens; bt0 += chunk)
             {
@@ -125,6 +144,7 @@ namespace Attention.Native.Ops
                 split.Add(length);
                 split.Add((float)scale);
                 split.Add(keysPerSplit);
+                split.Add(paged);
                 if (mma is not null)
                 {
                     mma.Launch(Dim3.Grid(splits, count, headBlocks, nameof(q), "splits", "query tokens of a chunk", "16-head blocks"), MmaThreads, (uint)MmaSharedBytes, backend.Stream, split);
@@ -144,6 +164,8 @@ namespace Attention.Native.Ops
                 combine.Add(latent);
                 combine.Add(dv);
                 combine.Add(splits);
+                combine.Add(paged.VisibleFrom(bt0));
+                combine.Add(keysPerSplit);
                 Launch(backend, Combine[q.DType], checked((uint)countRows), latent * sizeof(float), combine);
             }
         }

@@ -28,9 +28,13 @@ namespace Attention.Native.Ops
         private const int MaxQueryRank = 16;  // TPA_MAX_QRANK
         private const int GroupsPerThread = 4; // TPA_GROUPS
 
+        // tpa_decode_heads's static shared memory: a key tile's cache rows (paged), 64-bit each.
+        private const int HeadsStaticSharedBytes = KeyTile * sizeof(long);
+
         /// <summary>
         /// Dynamic shared memory of tpa_decode_heads in bytes (its layout, array by array), or null where that kernel does not
-        /// take the shape (query rank, output groups per thread, or the device's opt-in shared memory).
+        /// take the shape (query rank, output groups per thread, or the device's opt-in shared memory, which its static shared
+        /// memory shares).
         /// </summary>
         internal static int? HeadsSharedBytes(int heads, int width, int queryRank, int keyRank, int valueRank, int maxSharedOptin)
         {
@@ -43,7 +47,7 @@ namespace Attention.Native.Ops
                 + ((long)KeyTile * heads * keyRank) + ((long)KeyTile * valueRank * width) + ((long)KeyTile * heads * valueRank)
                 + (4L * KeyTile * keyRank * queryRank) + ((long)heads * KeyTile) + (3L * heads);
             long bytes = floats * sizeof(float);
-            return bytes <= maxSharedOptin ? (int)bytes : null;
+            return bytes + HeadsStaticSharedBytes <= maxSharedOptin ? (int)bytes : null;
         }
 
         public static void Forward(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int length, Tensor o) =>
@@ -55,15 +59,31 @@ namespace Attention.Native.Ops
         /// to run several chunks on small shapes, and clear <paramref name="allHeads"/> to test the per-head kernel.
         /// </summary>
         internal static void Forward(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int length, Tensor o, int maxChunk,
-            bool allHeads = true)
+            bool allHeads = true) =>
+            Run(backend, aq, bq, ak, bk, av, bv, aq.Shape[1], ak.Shape[1], length, o, maxChunk, allHeads, PagedKeys.Dense);
+
+        /// <summary>
+        /// The paged form (<see cref="PagedAttention.Tpa"/>): <paramref name="aq"/> <c>[1, N_q, H, R_q]</c> and <paramref name="bq"/>
+        /// pack the query tokens of every sequence, the factor pools <c>[P, page_size, …]</c> are read through the block tables of
+        /// <paramref name="paged"/>, and the splits are planned for <paramref name="maxLength"/>, the longest sequence. One launch of
+        /// each kernel per chunk of query tokens, as the dense decode; <paramref name="allHeads"/> as there.
+        /// </summary>
+        internal static void Paged(CudaBackend backend, Tensor aq, Tensor bq, Tensor akPages, Tensor bkPages, Tensor avPages, Tensor bvPages, PagedKeys paged,
+            int maxLength, Tensor o, int maxChunk, bool allHeads = true) =>
+            Run(backend, aq, bq, akPages, bkPages, avPages, bvPages, 1, 0, maxLength, o, maxChunk, allHeads, paged);
+
+        // Both forms: the B·T_q (dense) or N_q (paged) query tokens in chunks; `length` sizes the splits (the longest sequence's
+        // keys when paged, where each token's own keys come from `paged`).
+        private static void Run(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int tq, int capacity, int length, Tensor o,
+            int maxChunk, bool allHeads, PagedKeys paged)
         {
-            int batch = aq.Shape[0], tq = aq.Shape[1], heads = aq.Shape[2], queryRank = aq.Shape[3];
-            int keyRank = ak.Shape[3], valueRank = av.Shape[3], width = bq.Shape[3], capacity = ak.Shape[1];
+            int batch = aq.Shape[0], heads = aq.Shape[2], queryRank = aq.Shape[3];
+            int keyRank = ak.Shape[3], valueRank = av.Shape[3], width = bq.Shape[3];
             if (width > MaxWidth)
             {
                 throw new ArgumentException($"bq: expected a head width ≤ {MaxWidth} on the CUDA backend, actual {width}", nameof(bq));
             }
-            int tokens = batch * tq;
+            int tokens = batch * aq.Shape[1];
             long rows = (long)tokens * heads;
             if (rows == 0 || width == 0)
             {
@@ -72,7 +92,7 @@ namespace Attention.Native.Ops
             int? headsShared = HeadsSharedBytes(heads, width, queryRank, keyRank, valueRank, backend.Device.MaxSharedMemoryPerBlockOptin);
             if (allHeads && headsShared is { } shared)
             {
-                ForwardAllHeads(backend, aq, bq, ak, bk, av, bv, length, o, maxChunk, shared);
+                ForwardAllHeads(backend, aq, bq, ak, bk, av, bv, tq, capacity, length, o, maxChunk, shared, paged);
                 return;
             }
             var (splits, keysPerSplit) = SoftmaxAttentionCuda.PlanSplits(backend.Device.MultiprocessorCount, rows, length);
@@ -91,7 +111,7 @@ namespace Attention.Native.Ops
             // The argument storage lives outside the loop (no stackalloc per chunk).
             Span<byte> queryBytes = stackalloc byte[64];
             Span<int> queryOffsets = stackalloc int[8];
-            Span<byte> splitBytes = stackalloc byte[160];
+            Span<byte> splitBytes = stackalloc byte[192];
             Span<int> splitOffsets = stackalloc int[20];
             for (int bt0 = 0; bt0 < tokens; bt0 += chunk)
             {
@@ -126,20 +146,21 @@ namespace Attention.Native.Ops
                 split.Add(length);
                 split.Add((float)scale);
                 split.Add(keysPerSplit);
+                split.Add(paged);
                 Launch(backend, Split[aq.DType], Dim3.Grid(splits, count, heads, nameof(aq), "splits", "query tokens of a chunk", "heads"), width * sizeof(float), split);
 
                 LaunchCombine(backend, Ptr(o) + ((long)bt0 * heads * width * elementSize), partialO, partialMl, width, valueRank, splits,
-                    (long)count * heads, aq.DType);
+                    heads, count, paged.VisibleFrom(bt0), keysPerSplit, aq.DType);
             }
         }
 
         // tpa_decode_heads: a block per (split, query token) serving every head, then the combine.
-        private static void ForwardAllHeads(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int length,
-            Tensor o, int maxChunk, int sharedBytes)
+        private static void ForwardAllHeads(CudaBackend backend, Tensor aq, Tensor bq, Tensor ak, Tensor bk, Tensor av, Tensor bv, int tq, int capacity,
+            int length, Tensor o, int maxChunk, int sharedBytes, PagedKeys paged)
         {
-            int batch = aq.Shape[0], tq = aq.Shape[1], heads = aq.Shape[2], queryRank = aq.Shape[3];
-            int keyRank = ak.Shape[3], valueRank = av.Shape[3], width = bq.Shape[3], capacity = ak.Shape[1];
-            int tokens = batch * tq;
+            int batch = aq.Shape[0], heads = aq.Shape[2], queryRank = aq.Shape[3];
+            int keyRank = ak.Shape[3], valueRank = av.Shape[3], width = bq.Shape[3];
+            int tokens = batch * aq.Shape[1];
             var (splits, keysPerSplit) = SoftmaxAttentionCuda.PlanSplits(backend.Device.MultiprocessorCount, tokens, length);
             // Per query token: the partials (splits·H·(d + 2) floats).
             int chunk = LatentAttentionCuda.ChunkTokens(tokens, (long)heads * splits * (width + 2) * sizeof(float), maxChunk);
@@ -155,7 +176,7 @@ namespace Attention.Native.Ops
                 kernel.SetMaxDynamicSharedMemory(sharedBytes);
             }
 
-            Span<byte> splitBytes = stackalloc byte[192];
+            Span<byte> splitBytes = stackalloc byte[224];
             Span<int> splitOffsets = stackalloc int[24];
             for (int bt0 = 0; bt0 < tokens; bt0 += chunk)
             {
@@ -180,25 +201,30 @@ namespace Attention.Native.Ops
                 split.Add(length);
                 split.Add((float)scale);
                 split.Add(keysPerSplit);
+                split.Add(paged);
                 kernel.Launch(Dim3.Grid(splits, count, 1, nameof(aq), "splits", "query tokens of a chunk", "one block"), Threads, (uint)sharedBytes, backend.Stream, split);
 
                 LaunchCombine(backend, Ptr(o) + ((long)bt0 * heads * width * elementSize), partialO, partialMl, width, valueRank, splits,
-                    (long)count * heads, aq.DType);
+                    heads, count, paged.VisibleFrom(bt0), keysPerSplit, aq.DType);
             }
         }
 
-        // tpa_decode_combine over `rows` rows of a chunk: merge the splits, scale by 1/R_v, write o.
+        // tpa_decode_combine over the `tokens`·H rows of a chunk: merge the splits (those holding keys when paged: `visible` is
+        // the chunk's tokens' visible keys), scale by 1/R_v, write o.
         private static void LaunchCombine(CudaBackend backend, Interop.CUdeviceptr o, Interop.CUdeviceptr partialO, Interop.CUdeviceptr partialMl,
-            int width, int valueRank, int splits, long rows, DType dtype)
+            int width, int valueRank, int splits, int heads, int tokens, Interop.CUdeviceptr visible, int keysPerSplit, DType dtype)
         {
-            var combine = new KernelArgs(stackalloc byte[64], stackalloc int[8]);
+            var combine = new KernelArgs(stackalloc byte[80], stackalloc int[10]);
             combine.Add(o);
             combine.Add(partialO);
             combine.Add(partialMl);
             combine.Add(width);
             combine.Add(valueRank);
             combine.Add(splits);
-            Launch(backend, Combine[dtype], checked((uint)rows), width * sizeof(float), combine);
+            combine.Add(heads);
+            combine.Add(visible);
+            combine.Add(keysPerSplit);
+            Launch(backend, Combine[dtype], checked((uint)((long)tokens * heads)), width * sizeof(float), combine);
         }
 
         private static void Launch(CudaBackend backend, string name, Dim3 grid, int sharedBytes, in KernelArgs args) =>
