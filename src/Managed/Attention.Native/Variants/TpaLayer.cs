@@ -75,6 +75,17 @@ public sealed class TpaLayer : CausalAttentionLayer
         return (a, f);
     }
 
+    // TpaDecode's score has the fixed 1/(R_q·R_k·sqrt(d)); YaRN's μ(s, m_a)² goes onto the query head factor instead.
+    private Node DecodeQueryHeads(Graph graph, Node aq)
+    {
+        double scaleFactor = LayerConfig.SoftmaxScaleFactor(Settings.RopeScaling);
+        if (scaleFactor != 1)
+        {
+            aq = graph.Scale(aq, scaleFactor);
+        }
+        return aq;
+    }
+
     private Node Output(Graph graph, Node o)
     {
         if (Settings.Subln)
@@ -100,12 +111,7 @@ public sealed class TpaLayer : CausalAttentionLayer
         {
             var c = layer.Settings;
             var (aq, bq) = layer.Factors(graph, x, "q", c.QRank, c.Rope, 0);
-            // As in the contiguous cache: YaRN's μ(s, m_a)² goes onto the query head factor.
-            double scaleFactor = LayerConfig.SoftmaxScaleFactor(c.RopeScaling);
-            if (scaleFactor != 1)
-            {
-                aq = graph.Scale(aq, scaleFactor);
-            }
+            aq = layer.DecodeQueryHeads(graph, aq);
             var (ak, bk) = layer.Factors(graph, x, "k", c.KRank, c.Rope, 0);
             var (av, bv) = layer.Factors(graph, x, "v", c.VRank, rotate: false, 0);
             Write(graph, ak, pages[0], table);
@@ -142,12 +148,7 @@ public sealed class TpaLayer : CausalAttentionLayer
             var c = _layer.Settings;
             var input = graph.Input(x, requiresGrad: false);
             var (aq, bq) = _layer.Factors(graph, input, "q", c.QRank, c.Rope, position);
-            // TpaDecode's score has the fixed 1/(R_q·R_k·sqrt(d)); YaRN's μ(s, m_a)² goes onto the query head factor instead.
-            double scaleFactor = LayerConfig.SoftmaxScaleFactor(c.RopeScaling);
-            if (scaleFactor != 1)
-            {
-                aq = graph.Scale(aq, scaleFactor);
-            }
+            aq = _layer.DecodeQueryHeads(graph, aq);
             var (ak, bk) = _layer.Factors(graph, input, "k", c.KRank, c.Rope, position);
             var (av, bv) = _layer.Factors(graph, input, "v", c.VRank, rotate: false, position);
             _keyHeads.Write(ak.Value, position);
