@@ -134,16 +134,8 @@ public static class Lightning
         ValidateState(q, v, dInitialState, nameof(dInitialState));
         if (dInitialState is not null)
         {
-            // dS0 is accumulated while the inputs and the other gradients are still being read or written.
-            Tensor?[] others = [q, k, v, dO, dq, dk, dv, initialState, dFinalState];
-            string[] names = [nameof(q), nameof(k), nameof(v), nameof(dO), nameof(dq), nameof(dk), nameof(dv), nameof(initialState), nameof(dFinalState)];
-            for (int i = 0; i < others.Length; i++)
-            {
-                if (others[i] is { } other)
-                {
-                    Check.Distinct(dInitialState, nameof(dInitialState), other, names[i]);
-                }
-            }
+            DistinctFromAll(dInitialState, nameof(dInitialState),
+                [(q, nameof(q)), (k, nameof(k)), (v, nameof(v)), (dO, nameof(dO)), (dq, nameof(dq)), (dk, nameof(dk)), (dv, nameof(dv)), (initialState, nameof(initialState)), (dFinalState, nameof(dFinalState))]);
         }
         foreach (var (gradient, name) in new[] { (dq, nameof(dq)), (dk, nameof(dk)), (dv, nameof(dv)) })
         {
@@ -231,15 +223,8 @@ public static class Lightning
         ValidateRagged(q, v, sequences, slots, dInitialStates, nameof(dInitialStates), null, nameof(dFinalStates));
         if (dInitialStates is not null)
         {
-            Tensor?[] others = [q, k, v, dO, dq, dk, dv, initialStates, dFinalStates];
-            string[] names = [nameof(q), nameof(k), nameof(v), nameof(dO), nameof(dq), nameof(dk), nameof(dv), nameof(initialStates), nameof(dFinalStates)];
-            for (int i = 0; i < others.Length; i++)
-            {
-                if (others[i] is { } other)
-                {
-                    Check.Distinct(dInitialStates, nameof(dInitialStates), other, names[i]);
-                }
-            }
+            DistinctFromAll(dInitialStates, nameof(dInitialStates),
+                [(q, nameof(q)), (k, nameof(k)), (v, nameof(v)), (dO, nameof(dO)), (dq, nameof(dq)), (dk, nameof(dk)), (dv, nameof(dv)), (initialStates, nameof(initialStates)), (dFinalStates, nameof(dFinalStates))]);
         }
         q.Backend.LightningBackward(q, k, v, decay.ToArray(), dO, dq, dk, dv, initialStates, dInitialStates, dFinalStates, blockSize, ragged);
     }
@@ -285,6 +270,18 @@ public static class Lightning
             }
         }
         return new RaggedStates(sequences, rows);
+    }
+
+    // The gradient of the initial state is accumulated while the inputs and the other gradients are still read or written.
+    private static void DistinctFromAll(Tensor gradient, string name, (Tensor? Tensor, string Name)[] others)
+    {
+        foreach (var (other, otherName) in others)
+        {
+            if (other is not null)
+            {
+                Check.Distinct(gradient, name, other, otherName);
+            }
+        }
     }
 
     private static void ValidateInputs(Tensor q, Tensor k, Tensor v, ReadOnlySpan<double> decay, int blockSize)
