@@ -83,20 +83,9 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
     /// <summary>Copies <paramref name="source"/> to the start of the buffer in order on <paramref name="stream"/>, and waits for it.</summary>
     public void Upload(ReadOnlySpan<T> source, CudaStream stream)
     {
-        _allocation.MarkWritten();
-        ArgumentNullException.ThrowIfNull(stream);
-        CheckFits(source.Length, nameof(source));
-        if (source.IsEmpty)
-        {
-            return;
-        }
-        Context.MakeCurrent();
-        fixed (T* src = source)
-        {
-            StatusCheck.Check(cuMemcpyHtoDAsync_v2(_pointer, src, Bytes(source.Length), stream.Handle), nameof(cuMemcpyHtoDAsync_v2));
-            // Managed memory is pinned only inside this scope: wait so the copy never reads moved memory.
-            stream.Synchronize();
-        }
+        UploadQueued(source, stream);
+        // The caller may pass page-locked memory, which the driver reads later: wait for the copy.
+        stream.Synchronize();
     }
 
     /// <summary>

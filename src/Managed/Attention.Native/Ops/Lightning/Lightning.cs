@@ -122,13 +122,7 @@ public static class Lightning
     /// <param name="blockSize">Block length of the chunked algorithm (≥ 1); the result does not depend on it.</param>
     public static void Backward(Tensor q, Tensor k, Tensor v, ReadOnlySpan<double> decay, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? initialState, Tensor? dInitialState, Tensor? dFinalState, int blockSize = 64)
     {
-        ValidateInputs(q, k, v, decay, blockSize);
-        var s = q.Shape;
-        Check.Compatible(q, nameof(q), dO, nameof(dO));
-        Check.Shape(dO, new Shape(s[0], s[1], s[2], v.Shape[-1]), nameof(dO));
-        ValidateGradient(q, k, v, dO, dq, q.Shape, nameof(dq));
-        ValidateGradient(q, k, v, dO, dk, k.Shape, nameof(dk));
-        ValidateGradient(q, k, v, dO, dv, v.Shape, nameof(dv));
+        ValidateBackward(q, k, v, decay, blockSize, dO, dq, dk, dv);
         ValidateState(q, v, initialState, nameof(initialState));
         ValidateState(q, v, dFinalState, nameof(dFinalState));
         ValidateState(q, v, dInitialState, nameof(dInitialState));
@@ -212,13 +206,7 @@ public static class Lightning
     public static void BackwardRagged(Tensor q, Tensor k, Tensor v, ReadOnlySpan<double> decay, SequenceLayout sequences, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv,
         Tensor? initialStates = null, Tensor? dInitialStates = null, Tensor? dFinalStates = null, ReadOnlySpan<int> slots = default, int blockSize = 64)
     {
-        ValidateInputs(q, k, v, decay, blockSize);
-        var s = q.Shape;
-        Check.Compatible(q, nameof(q), dO, nameof(dO));
-        Check.Shape(dO, new Shape(s[0], s[1], s[2], v.Shape[-1]), nameof(dO));
-        ValidateGradient(q, k, v, dO, dq, q.Shape, nameof(dq));
-        ValidateGradient(q, k, v, dO, dk, k.Shape, nameof(dk));
-        ValidateGradient(q, k, v, dO, dv, v.Shape, nameof(dv));
+        ValidateBackward(q, k, v, decay, blockSize, dO, dq, dk, dv);
         var ragged = ValidateRagged(q, v, sequences, slots, initialStates, nameof(initialStates), dFinalStates, nameof(dFinalStates));
         ValidateRagged(q, v, sequences, slots, dInitialStates, nameof(dInitialStates), null, nameof(dFinalStates));
         if (dInitialStates is not null)
@@ -270,6 +258,18 @@ public static class Lightning
             }
         }
         return new RaggedStates(sequences, rows);
+    }
+
+    // The inputs, dO [B, T, H, dv] and the gradients of a backward (dense or ragged).
+    private static void ValidateBackward(Tensor q, Tensor k, Tensor v, ReadOnlySpan<double> decay, int blockSize, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv)
+    {
+        ValidateInputs(q, k, v, decay, blockSize);
+        var s = q.Shape;
+        Check.Compatible(q, nameof(q), dO, nameof(dO));
+        Check.Shape(dO, new Shape(s[0], s[1], s[2], v.Shape[-1]), nameof(dO));
+        ValidateGradient(q, k, v, dO, dq, q.Shape, nameof(dq));
+        ValidateGradient(q, k, v, dO, dk, k.Shape, nameof(dk));
+        ValidateGradient(q, k, v, dO, dv, v.Shape, nameof(dv));
     }
 
     // The gradient of the initial state is accumulated while the inputs and the other gradients are still read or written.
