@@ -8,6 +8,7 @@
 // Query i sits at position length − Tq + i; causal rows see keys j ≤ that position; keys ≥ length never count.
 // A ragged batch (attention_shape.cuh; no bias): the grids' batch index is the sequence, their tile counts are planned for
 // the longest sequence, and a block past its own sequence's rows (or keys) exits at once, as flash-attention's varlen does.
+// The forward also reads paged keys (attention_shape.cuh: a ragged batch whose k and v are page pools); the backward does not.
 // The combine and delta kernels see the packed rows as one dense sequence of N_q queries (the launcher passes that shape).
 #include "common.cuh"
 #include "attention_shape.cuh"
@@ -60,7 +61,7 @@ attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict_
         const int p = row0 + e / dqk, c = e % dqk, i = p / group, h = g * group + p % group;
         qs[e] = p < packed ? to_float(q[((query0 + i) * s.heads + h) * dqk + c]) * s.scale : 0.0f;
     }
-    const index_t key0 = attention_key_token(launched, blockIdx.z, 0);
+    __shared__ index_t tile_rows[ATTN_BK]; // the key tile's rows in k and v (packed tokens, or pool slots when paged)
 
     // The block's last query (packed rows are query-major) sees the most keys.
     const int last_row = (row0 + ATTN_BQ < packed ? row0 + ATTN_BQ : packed) - 1;
@@ -85,14 +86,19 @@ attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict_
     }
 
     for (int kb = key_begin; kb < key_end; kb += ATTN_BK) {
+        // The tile's key rows, looked up once per key (nobody reads tile_rows past the previous tile's loads, and the
+        // barrier below publishes them). From the launched shape, so nothing of it stays live across the loop.
+        if (threadIdx.x < ATTN_BK && kb + (int)threadIdx.x < key_end) {
+            tile_rows[threadIdx.x] = attention_keys(launched, blockIdx.z).row(kb + (int)threadIdx.x);
+        }
         __syncthreads(); // the previous tile is consumed (and, the first time, qs is written)
         for (int e = threadIdx.x; e < ATTN_BK * dqk; e += ATTN_THREADS) {
             const int jj = e / dqk, c = e % dqk, j = kb + jj;
-            ks[jj * kstride + c] = j < key_end ? to_float(k[((key0 + j) * s.kv_heads + g) * dqk + c]) : 0.0f;
+            ks[jj * kstride + c] = j < key_end ? to_float(k[(tile_rows[jj] * s.kv_heads + g) * dqk + c]) : 0.0f;
         }
         for (int e = threadIdx.x; e < ATTN_BK * dv; e += ATTN_THREADS) {
             const int jj = e / dv, c = e % dv, j = kb + jj;
-            vs[e] = j < key_end ? to_float(v[((key0 + j) * s.kv_heads + g) * dv + c]) : 0.0f;
+            vs[e] = j < key_end ? to_float(v[(tile_rows[jj] * s.kv_heads + g) * dv + c]) : 0.0f;
         }
         __syncthreads();
 

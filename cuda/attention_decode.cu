@@ -9,6 +9,8 @@
 // A ragged batch (attention_shape.cuh; the serving decode: one step of many sequences of different lengths): grid z is the
 // sequence, the row blocks and splits are planned for the longest sequence; a block past its sequence's packed rows exits,
 // one past its keys writes an empty partial (m = −∞, l = 0), which the combine weighs as nothing.
+// Paged keys (the serving pools' decode; attention_shape.cuh): each key row is looked up in the sequence's block table; a
+// page holds whole rows, so the 16-byte loads stay whole.
 #include "common.cuh"
 #include "attention_shape.cuh"
 
@@ -52,6 +54,7 @@ attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
     __shared__ float qs[ROWS][DQK];                // scaled to log2 units
     __shared__ float merged[DEC_WARPS][ROWS][DV];  // the warps' accumulators
     __shared__ float merged_ml[DEC_WARPS][ROWS][2];
+    __shared__ int visible[ROWS];                  // keys each packed row sees within this split (shared: registers are at the cap)
 
     AttentionShape s = launched;
     const int group = s.heads / s.kv_heads, row_blocks = (s.tq * group + ROWS - 1) / ROWS; // the longest sequence's, ragged
@@ -73,12 +76,13 @@ attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
     const int split_end = begin + keys_per_split;
     const int last_visible = attention_visible(s, (first + rows - 1) / group);
     const int end = split_end < last_visible ? split_end : last_visible;
-    int visible[ROWS];
+    if (threadIdx.x < ROWS) {
+        const int p = threadIdx.x, limit = p < rows ? attention_visible(s, (first + p) / group) : 0;
+        visible[p] = limit < end ? limit : end;
+    }
     float m[ROWS], l[ROWS], acc[ROWS][VC * 8];
 #pragma unroll
     for (int p = 0; p < ROWS; ++p) {
-        const int limit = p < rows ? attention_visible(s, (first + p) / group) : 0;
-        visible[p] = limit < end ? limit : end;
         m[p] = NEG_INF;
         l[p] = 0.0f;
 #pragma unroll
@@ -90,7 +94,10 @@ attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
 
     // This lane's columns: chunk c covers columns (c·LANES + lc)·8 … + 7, so a row's LANES lanes read one contiguous span.
     const index_t kstride = (index_t)s.kv_heads * DQK, vstride = (index_t)s.kv_heads * DV;
-    const index_t key0 = attention_key_token(launched, b, 0);
+    // Key j's row: first + j, or (paged) its pool slot. The first row goes into the base pointers, each key's offset from it
+    // stays 32-bit, and the block table is read through the launched shape (kernel parameters, not registers): paging leaves
+    // the registers of the dense kernel as they were (the 8-row instantiations sit at the cap).
+    const index_t key0 = attention_keys(launched, b).first;
     const T* kbase = k + (key0 * s.kv_heads + g) * DQK + lc * 8;
     const T* vbase = v + (key0 * s.kv_heads + g) * DV + lc * 8;
     constexpr int STEP = DEC_WARPS * SLOTS * UNROLL;
@@ -102,7 +109,9 @@ attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             key[u] = j0 + (warp * UNROLL + u) * SLOTS + slot;
-            const int at = key[u] < end ? key[u] : end - 1;
+            const int j = key[u] < end ? key[u] : end - 1;
+            const int at = launched.pages == nullptr ? j
+                : launched.pages[(int)blockIdx.z * launched.pages_per_sequence + j / launched.page_size] * launched.page_size + j % launched.page_size;
 #pragma unroll
             for (int c = 0; c < KC; ++c) {
                 kr[u][c] = *reinterpret_cast<const chunk16*>(kbase + at * kstride + c * LANES * 8);

@@ -9,7 +9,8 @@
 // row reads hit eight different bank groups.
 // A ragged batch (attention_shape.cuh): the grids' batch index is the sequence and their tile counts the longest
 // sequence's; a block past its own sequence's query (or key) tiles exits at once. Rows are addressed by packed token
-// (attention_query_token, attention_key_token), so a dense batch indexes exactly as before.
+// (attention_query_token, attention_key_token), so a dense batch indexes exactly as before. The forward also reads paged
+// keys (attention_shape.cuh: k and v are page pools read through block tables).
 #include "common.cuh"
 #include "attention_shape.cuh"
 #include "mma.cuh"
@@ -22,17 +23,25 @@
 
 // rows [row0, row0 + rows_in_tile) of a token-major [tokens, heads, D] tensor (head `head`) whose row i is token token0 + i
 // → a swizzled shared tile; rows ≥ `rows_valid` are zero-filled. THREADS: the block's size.
+// The rows may instead be any TokenKeys' (paged_keys.cuh): row i is rows.row(i), as for the forward's paged keys.
 template <typename T, int D, int THREADS = MMA_THREADS>
-__device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_tile, int row0, int rows_valid, index_t token0,
+__device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_tile, int row0, int rows_valid, const TokenKeys& rows,
                                           int heads, int head)
 {
     constexpr int chunks = D / 8;
     for (int e = threadIdx.x; e < rows_in_tile * chunks; e += THREADS) {
         const int r = e / chunks, c = e % chunks, i = row0 + r;
         const bool valid = i < rows_valid;
-        const T* from = src + (((token0 + (valid ? i : 0)) * heads + head) * D + c * 8);
+        const T* from = src + ((rows.row(valid ? i : 0) * heads + head) * D + c * 8);
         cp_async_16(tile + swizzled<D>(r, c), from, valid);
     }
+}
+
+template <typename T, int D, int THREADS = MMA_THREADS>
+__device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_tile, int row0, int rows_valid, index_t token0,
+                                          int heads, int head)
+{
+    load_tile<T, D, THREADS>(tile, src, rows_in_tile, row0, rows_valid, packed_rows(token0), heads, head);
 }
 
 // Forward. grid (ceil(Tq / 64), H, B), block MMA_THREADS, dynamic shared memory 64·(3·DQK + 2·DV)·sizeof(T) (Q; K, V twice).
@@ -58,16 +67,16 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
     if (row0 >= s.tq) {
         return; // past this (ragged) sequence's rows
     }
-    const index_t key0 = attention_key_token(launched, b, 0);
+    const TokenKeys key_rows = attention_keys(launched, b); // packed tokens, or the sequence's pages
     const int keys = attention_tile_keys(s, row0, MMA_BQ);
     // Rows of this block see at least this many keys: tiles wholly below it need no mask.
     const int unmasked = attention_visible(s, row0);
 
     // Copy groups, two per tile: (Q and) K(j), then V(j).
     load_tile<T, DQK>(qs, q, MMA_BQ, row0, s.tq, attention_query_token(launched, b, 0), s.heads, h);
-    load_tile<T, DQK>(kbuf, k, MMA_BK, 0, keys, key0, s.kv_heads, g);
+    load_tile<T, DQK>(kbuf, k, MMA_BK, 0, keys, key_rows, s.kv_heads, g);
     cp_async_commit();
-    load_tile<T, DV>(vbuf, v, MMA_BK, 0, keys, key0, s.kv_heads, g);
+    load_tile<T, DV>(vbuf, v, MMA_BK, 0, keys, key_rows, s.kv_heads, g);
     cp_async_commit();
 
     // This lane's two rows (g = lane / 4 and g + 8 of the warp's 16) and their key limits.
@@ -90,11 +99,11 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
         const T* vs = vbuf + (j & 1) * MMA_BK * DV;
         // Tile j + 1 into the other buffers (free: every warp finished tile j − 1 at the last barrier).
         if (j + 1 < tiles) {
-            load_tile<T, DQK>(kbuf + ((j + 1) & 1) * MMA_BK * DQK, k, MMA_BK, kb + MMA_BK, keys, key0, s.kv_heads, g);
+            load_tile<T, DQK>(kbuf + ((j + 1) & 1) * MMA_BK * DQK, k, MMA_BK, kb + MMA_BK, keys, key_rows, s.kv_heads, g);
         }
         cp_async_commit(); // (possibly empty) so the group count stays uniform
         if (j + 1 < tiles) {
-            load_tile<T, DV>(vbuf + ((j + 1) & 1) * MMA_BK * DV, v, MMA_BK, kb + MMA_BK, keys, key0, s.kv_heads, g);
+            load_tile<T, DV>(vbuf + ((j + 1) & 1) * MMA_BK * DV, v, MMA_BK, kb + MMA_BK, keys, key_rows, s.kv_heads, g);
         }
         cp_async_commit();
         cp_async_wait<3>(); // K(j) (and at j = 0, Q) has landed; V(j) and tile j + 1 may still be in flight

@@ -7,7 +7,13 @@
 // kernel keeps its shape as launched and narrows a copy to its block's sequence (attention_sequence), a dense problem of
 // batch 1 from there on; rows are addressed by packed token (attention_query_token, attention_key_token) and lse row
 // (attention_lse_row), which give a dense batch's indices unchanged.
+//
+// Paged keys (pages set; PagedAttention.Forward, the serving pools): a ragged batch whose k and v are pools
+// [P, page_size, G, d] read through block tables (paged_keys.cuh): key j of sequence b lies in slot
+// pages[b·pages_per_sequence + j / page_size]·page_size + j % page_size, and cu_k[b + 1] − cu_k[b] is its key count. Only the
+// forward kernels read keys through attention_keys, so only they take a paged shape.
 #pragma once
+#include "paged_keys.cuh"
 
 #define LOG2E 1.4426950408889634f // scores kept in log2 units, so each exponential is one exp2
 
@@ -18,6 +24,8 @@ struct AttentionShape {
     int causal;
     const int* cu_q; // ragged batch: query offsets [batch + 1] in device memory; null for a dense batch
     const int* cu_k; // ragged batch: key offsets [batch + 1]
+    const int* pages; // paged keys: block tables [batch, pages_per_sequence]; null: keys are packed tokens
+    int pages_per_sequence, page_size;
 };
 
 // Number of keys query row i sees (keys 0 .. visible−1).
@@ -65,6 +73,19 @@ __device__ __forceinline__ index_t attention_lse_row(const AttentionShape& launc
         return ((index_t)b * launched.heads + h) * launched.tq + i;
     }
     return (index_t)h * launched.cu_q[launched.batch] + launched.cu_q[b] + i;
+}
+
+// The rows of sequence b's keys in k and v (key j's row is keys.row(j); its element (c, g) at (row·G + g)·d + c): packed
+// tokens from attention_key_token, or the pool slots of its pages.
+__device__ __forceinline__ TokenKeys attention_keys(const AttentionShape& launched, int b)
+{
+    TokenKeys keys;
+    const bool paged = launched.pages != nullptr;
+    keys.pages = paged ? launched.pages + (index_t)b * launched.pages_per_sequence : nullptr;
+    keys.first = paged ? 0 : attention_key_token(launched, b, 0);
+    keys.page_size = paged ? launched.page_size : 1;
+    keys.visible = launched.cu_k == nullptr ? launched.length : launched.cu_k[b + 1] - launched.cu_k[b];
+    return keys;
 }
 
 // Narrows s to sequence b of a ragged batch: its own Tq, and Tk = length. A dense batch is left alone.

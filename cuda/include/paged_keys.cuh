@@ -30,6 +30,17 @@ struct TokenKeys {
     }
 };
 
+// Rows token0, token0 + 1, … of a packed tensor.
+__device__ __forceinline__ TokenKeys packed_rows(index_t token0)
+{
+    TokenKeys k;
+    k.pages = nullptr;
+    k.first = token0;
+    k.page_size = 1;
+    k.visible = 0;
+    return k;
+}
+
 // The keys of query token bt: dense from (Tq, capacity, length), paged from the block table.
 __device__ __forceinline__ TokenKeys token_keys(const PagedKeys& paged, int bt, int tq, int capacity, int length)
 {

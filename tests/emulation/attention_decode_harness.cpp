@@ -36,7 +36,7 @@ static bool launch_planned(int D, int Dv, int rows, std::vector<float>& partial_
     if (D == DQK && Dv == DV && rows == ROWS) { launch<T, DQK, DV, ROWS>(partial_o, partial_ml, q, k, v, s, splits, keys_per_split); return true; }
     DECODE_CASE(128, 128, 1) DECODE_CASE(128, 128, 4) DECODE_CASE(128, 128, 8)
     DECODE_CASE(64, 64, 4) DECODE_CASE(64, 64, 8)
-    DECODE_CASE(256, 128, 1)
+    DECODE_CASE(256, 128, 1) DECODE_CASE(256, 128, 4)
     DECODE_CASE(256, 256, 1) DECODE_CASE(256, 256, 4) DECODE_CASE(256, 256, 8)
 #undef DECODE_CASE
     return false;
@@ -117,7 +117,7 @@ int run_ragged(const RaggedCase& rc, int keys_per_split)
     for (int s = 0; s < r.count; ++s) for (int h = 0; h < rc.H; ++h) for (int i = 0; i < rc.lq[s]; ++i)
         split_lse_ref(split_ref, rows, r.lse_row(s, h, i), r.scores(s, i, h), plan.keys_per_split, plan.splits);
     std::vector<float> partial_o(plan.splits * rows * rc.dv), partial_ml(plan.splits * rows * 2);
-    if (!launch_planned<T>(rc.dqk, rc.dv, rows_per_block, partial_o, partial_ml, r.q, r.k, r.v, r.shape(), plan.splits, plan.keys_per_split)) {
+    if (!launch_planned<T>(rc.dqk, rc.dv, rows_per_block, partial_o, partial_ml, r.q, r.keys(), r.values(), r.shape(), plan.splits, plan.keys_per_split)) {
         printf("no decode instantiation for D%d Dv%d rows %d\n", rc.dqk, rc.dv, rows_per_block);
         return 1;
     }
@@ -161,6 +161,14 @@ int main()
     fails += ragged_both({{2, 3, 1}, {200, 3, 50}, 4, 1, 64, 64, true}, 64);
     // MFA widths (256, 256), non-causal: 2 splits of 192, the second empty for the 20-key sequence.
     fails += ragged_both({{1, 1}, {300, 20}, 4, 1, 256, 256, false}, 0);
+    // Paged (the serving pools' decode step): the first case over pages of 16, shuffled over a pool with spares, sequence 3
+    // forked from sequence 0's first two pages; each 16-byte load from a page slot.
+    fails += ragged_both({{1, 1, 1, 1}, {300, 5, 1, 77}, 8, 2, 128, 128, true, 16, {{0, 3, 2}}}, 0);
+    // Speculative rows over pages of 16 with splits of 64 (four pages a split); SAS's widths over pages of 64.
+    fails += ragged_both({{2, 3, 1}, {200, 3, 50}, 4, 1, 64, 64, true, 16}, 64);
+    fails += ragged_both({{1, 2}, {150, 64}, 4, 4, 256, 128, true, 64, {{0, 1, 1}}}, 0);
+    // MFA's widths (256, 256): 8 heads on one KV head, pages of 16.
+    fails += ragged_both({{1, 1, 1}, {260, 17, 33}, 8, 1, 256, 256, true, 16, {{0, 2, 2}}}, 0);
     printf("%d failing\n", fails);
     return fails != 0;
 }

@@ -149,12 +149,15 @@ int run_ragged(const RaggedCase& rc)
     const AttentionShape sh = r.shape();
     std::vector<T> o(r.o_ref.size());
     std::vector<float> lse(r.lse_ref.size());
-    if (rc.dqk == 64) launch<T, 64, 64>(o, lse, r.q, r.k, r.v, sh);
-    else launch<T, 192, 128>(o, lse, r.q, r.k, r.v, sh);
+    if (rc.dqk == 64) launch<T, 64, 64>(o, lse, r.q, r.keys(), r.values(), sh);
+    else launch<T, 192, 128>(o, lse, r.q, r.keys(), r.values(), sh);
     r.print(type_name<T>(), "");
     int fails = 0;
     fails += check("o", r.as_floats(o), r.o_ref, tolerance_of<T>()) > tolerance_of<T>();
     fails += check("lse", lse, r.lse_ref, 1e-4) > 1e-4; // fp32 whatever T
+    if (r.is_paged()) {
+        return fails != 0; // paged keys are inference only
+    }
     std::vector<double> delta_ref, dq_c, dk_c, dv_c;
     r.backward(o, true, delta_ref, dq_c, dk_c, dv_c);
     std::mt19937 rng(r.nq * 7 + r.nk);
@@ -190,6 +193,11 @@ int main()
     fails += ragged_both({{5, 66}, {130, 80}, 1, 1, 64, 64, true});
     // MLA widths (the 8-warp backward), non-causal, keys longer than queries.
     fails += ragged_both({{20, 2}, {40, 70}, 1, 1, 192, 128, false});
+    // Paged keys (a prefill chunk over the serving pools): pages of 16, shuffled, sequence 1 forked from sequence 0's first
+    // four pages; 130 keys (three key tiles, a page boundary inside each), causal.
+    fails += ragged_both({{5, 66}, {130, 80}, 2, 1, 64, 64, true, 16, {{0, 1, 4}}});
+    // Pages of 64 (FlashMLA's), MLA widths.
+    fails += ragged_both({{20, 2}, {140, 70}, 1, 1, 192, 128, true, 64});
     printf("%d failing\n", fails);
     return fails != 0;
 }

@@ -4,9 +4,13 @@
 // separate dense problems (query i of sequence s at position L_k(s) − L_q(s) + i; causal rows see keys up to it). The shapes
 // are the ones the C# launcher (SoftmaxAttentionCuda.ShapesOf) passes: the kernels' (sequence count, the longest lengths,
 // the offsets) and the dense one of the packed rows (batch 1, N_q queries) for the combine and delta kernels.
+// Paged (page_size set; PagedAttention.Forward as SoftmaxAttentionCuda.Paged launches it): the same keys also lie in k and v
+// pools [slots, G, d] laid out by paged_layout.h (shuffled pages, shared prefix pages, garbage in every unused slot), and
+// the shape points the forward kernels at the block table.
 #pragma once
 #include "cuda_shim.h"
 #include "bf16_check.h"
+#include "paged_layout.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -19,6 +23,8 @@ struct RaggedCase {
     std::vector<int> lq, lk;
     int H, G, dqk, dv;
     bool causal;
+    int page_size = 0;                         // > 0: paged keys
+    std::vector<std::array<int, 3>> shares{}; // paged: {a, b, n}: sequence b's first n pages are sequence a's
 };
 
 template <typename T>
@@ -29,6 +35,8 @@ struct RaggedAttention {
     std::vector<int> cu_q, cu_k;
     std::vector<T> q, k, v, dO;
     std::vector<double> o_ref, lse_ref; // [N_q, H, dv], [H, N_q]
+    PagedBatch paged;                   // paged: the pools' layout
+    std::vector<T> k_pool, v_pool;      // paged: [slots, G, d]
 
     RaggedAttention(const RaggedCase& rc, unsigned seed) : c(rc)
     {
@@ -53,6 +61,7 @@ struct RaggedAttention {
         k = vec((size_t)nk * c.G * c.dqk);
         v = vec((size_t)nk * c.G * c.dv);
         dO = vec((size_t)nq * c.H * c.dv);
+        if (c.page_size > 0) page(seed);
         o_ref.assign((size_t)nq * c.H * c.dv, 0.0);
         lse_ref.assign((size_t)c.H * nq, 0.0);
         for (int s = 0; s < count; ++s) for (int h = 0; h < c.H; ++h) for (int i = 0; i < c.lq[s]; ++i) {
@@ -61,6 +70,28 @@ struct RaggedAttention {
             for (size_t j = 0; j < p.size(); ++j) for (int col = 0; col < c.dv; ++col) orow[col] += p[j] * F(v, key_row(s, (int)j, h / group) * c.dv + col);
         }
     }
+
+    // The pools: a shared page holds the same keys in both sequences (copied from a to b before the reference sees them).
+    void page(unsigned seed)
+    {
+        for (auto [a, b, n] : c.shares) {
+            const size_t rows = (size_t)n * c.page_size * c.G;
+            std::copy_n(k.begin() + (size_t)cu_k[a] * c.G * c.dqk, rows * c.dqk, k.begin() + (size_t)cu_k[b] * c.G * c.dqk);
+            std::copy_n(v.begin() + (size_t)cu_k[a] * c.G * c.dv, rows * c.dv, v.begin() + (size_t)cu_k[b] * c.G * c.dv);
+        }
+        paged = make_paged_batch(c.page_size, c.lk, c.lq, c.shares, 3, seed);
+        k_pool.assign(paged.slots() * c.G * c.dqk, from_float<T>(1000.0f)); // garbage: any slot read by mistake shows
+        v_pool.assign(paged.slots() * c.G * c.dv, from_float<T>(1000.0f));
+        for (int s = 0; s < count; ++s) for (int j = 0; j < c.lk[s]; ++j) {
+            const size_t row = paged.slot(s, j) * c.G, from = ((size_t)cu_k[s] + j) * c.G;
+            std::copy_n(k.begin() + from * c.dqk, (size_t)c.G * c.dqk, k_pool.begin() + row * c.dqk);
+            std::copy_n(v.begin() + from * c.dv, (size_t)c.G * c.dv, v_pool.begin() + row * c.dv);
+        }
+    }
+    bool is_paged() const { return c.page_size > 0; }
+    // What the forward kernels read keys and values from: the packed k, v, or the pools.
+    const std::vector<T>& keys() const { return is_paged() ? k_pool : k; }
+    const std::vector<T>& values() const { return is_paged() ? v_pool : v; }
 
     static double F(const std::vector<T>& x, size_t i) { return (double)to_float(x[i]); }
     static std::vector<float> as_floats(const std::vector<T>& x)
@@ -100,7 +131,13 @@ struct RaggedAttention {
     // The kernels' shape: sequence count, the longest lengths, the device offsets (SoftmaxAttentionCuda.ShapesOf).
     AttentionShape shape() const
     {
-        return AttentionShape{count, max_lq, c.H, c.dqk, max_lk, c.G, c.dv, max_lk, scale, c.causal ? 1 : 0, cu_q.data(), cu_k.data()};
+        AttentionShape s{count, max_lq, c.H, c.dqk, max_lk, c.G, c.dv, max_lk, scale, c.causal ? 1 : 0, cu_q.data(), cu_k.data()};
+        if (is_paged()) {
+            s.pages = paged.table.data();
+            s.pages_per_sequence = paged.pages_per_sequence;
+            s.page_size = paged.page_size;
+        }
+        return s;
     }
     // The packed rows as one dense sequence: what the combine and delta kernels walk.
     AttentionShape rows_shape() const { return AttentionShape{1, nq, c.H, c.dqk, nk, c.G, c.dv, nk, scale, c.causal ? 1 : 0}; }
@@ -109,7 +146,8 @@ struct RaggedAttention {
     {
         std::string lengths;
         for (int s = 0; s < count; ++s) lengths += (s ? "," : "") + std::to_string(c.lq[s]) + (c.lk[s] != c.lq[s] ? "/" + std::to_string(c.lk[s]) : "");
-        printf("%s ragged [%s] (q/k) H%d G%d dqk%d dv%d causal%d%s\n", type, lengths.c_str(), c.H, c.G, c.dqk, c.dv, c.causal, extra);
+        const std::string pages = is_paged() ? " paged " + std::to_string(c.page_size) + "×" + std::to_string(paged.pool_pages) : "";
+        printf("%s ragged [%s] (q/k) H%d G%d dqk%d dv%d causal%d%s%s\n", type, lengths.c_str(), c.H, c.G, c.dqk, c.dv, c.causal, pages.c_str(), extra);
     }
 
     // Backward reference contributions for the kernel's own o (as stored in T, what the delta kernel reads): delta [H, N_q]

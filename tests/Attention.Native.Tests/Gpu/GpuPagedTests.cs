@@ -6,8 +6,8 @@ using Attention.Native.Variants;
 namespace Attention.Native.Tests.Gpu;
 
 /// <summary>
-/// The paged-cache ops on the CUDA backend against the CPU reference (<see cref="PagedAttention"/>: writes, page copies, MLA's
-/// latent and TPA's factor attention over pages), on batches of sequences of different lengths (1, several pages, a long one
+/// The paged-cache ops on the CUDA backend against the CPU reference (<see cref="PagedAttention"/>: writes, page copies, softmax
+/// attention, MLA's latent and TPA's factor attention over pages), on batches of sequences of different lengths (1, several pages, a long one
 /// among short ones, which the split-KV plan cuts), pages shuffled through the pool and shared between two sequences, single
 /// decode queries and prompt chunks; and <see cref="ServingPool"/> scenarios that run the same steps on a CUDA pool and a CPU
 /// pool. Cache slots no sequence uses hold large garbage that must not reach a result.
@@ -43,6 +43,32 @@ public class GpuPagedTests
         from b in Batches
         from allHeads in new[] { true, false }
         select new TestCaseData(dtype, b, allHeads).SetName($"PagedAttention.Tpa {dtype} {b} {(allHeads ? "all heads" : "per head")}");
+
+    /// <summary>
+    /// Softmax attention's batches: <see cref="Batches"/> (decode steps and short chunks: the memory-speed decode kernel in 16
+    /// bits, split-KV for the long one) and prompt chunks of 40 queries (the tensor-core forward in 16 bits).
+    /// </summary>
+    private static readonly Batch[] SoftmaxBatches =
+    [
+        .. Batches,
+        new("prompt chunks (lengths 90, 40, 6; queries 40, 40, 6; page 16)", 16, [90, 40, 6], [40, 40, 6], [(0, 1, 2)]),
+    ];
+
+    /// <summary>Heads H on G KV heads with widths (d_qk, d_v): GQA, MHA, SAS's expanded cache, MFA's one wide KV head, and widths no fast kernel has.</summary>
+    private static readonly (string Label, int Heads, int KvHeads, int Dqk, int Dv)[] SoftmaxWidths =
+    [
+        ("gqa 8/2 d64", 8, 2, 64, 64),
+        ("mha 4 d128", 4, 4, 128, 128),
+        ("sas 4 d256/128", 4, 4, 256, 128),
+        ("mfa 16/1 d256", 16, 1, 256, 256),
+        ("gqa 4/2 d40/24", 4, 2, 40, 24),
+    ];
+
+    private static IEnumerable<TestCaseData> SoftmaxCases() =>
+        from dtype in GpuPair.StorageTypes
+        from b in SoftmaxBatches
+        from w in SoftmaxWidths
+        select new TestCaseData(dtype, b, w.Heads, w.KvHeads, w.Dqk, w.Dv).SetName($"PagedAttention.Forward {dtype} {b} {w.Label}");
 
     private static IEnumerable<TestCaseData> StorageCases(string name) =>
         from dtype in GpuPair.StorageTypes
@@ -110,6 +136,25 @@ public class GpuPagedTests
             dims[i + 2] = row[i];
         }
         return GpuPair.Of(gpu, values, new Shape(dims), dtype);
+    }
+
+    /// <summary>
+    /// Softmax attention over pages (<see cref="PagedAttention.Forward"/>: the gqa/mha/mqa, sas and mfa pools) on CUDA against
+    /// the CPU's gather-then-attend reference; the pools hold 1000 in every slot no sequence uses.
+    /// </summary>
+    [TestCaseSource(nameof(SoftmaxCases))]
+    public void Softmax_attention_over_pages_matches_the_cpu(DType dtype, Batch b, int heads, int kvHeads, int dqk, int dv)
+    {
+        var gpu = Requires.CudaDevice();
+        var (table, queries, poolPages, used) = Build(b, 101);
+        using var q = GpuPair.Random(gpu, 102, new Shape(1, queries.TokenCount, heads, dqk), dtype);
+        using var k = Pool(gpu, 103, poolPages, b.PageSize, new Shape(kvHeads, dqk), used, dtype);
+        using var v = Pool(gpu, 104, poolPages, b.PageSize, new Shape(kvHeads, dv), used, dtype);
+        double scale = 1.0 / Math.Sqrt(dqk);
+        using var o = GpuPair.Wrap(
+            PagedAttention.Forward(q.Cpu, k.Cpu, v.Cpu, queries, table, scale),
+            PagedAttention.Forward(q.Gpu, k.Gpu, v.Gpu, queries, table, scale));
+        o.Compare($"paged-softmax {b} H{heads} G{kvHeads} d{dqk}/{dv}", dtype);
     }
 
     [TestCaseSource(nameof(LatentCases))]
@@ -224,13 +269,19 @@ public class GpuPagedTests
         using var pages = Pool(gpu, 63, poolPages, b.PageSize, new Shape(40), used, DType.BF16);
         using var kvUp = gpu.FromArray(TestData.NormalSingle(64, 4 * 32 * 32), new Shape(4 * 32, 32), DType.BF16);
         using var values = gpu.FromArray(TestData.NormalSingle(65, (long)queries.TokenCount * 40), new Shape(1, queries.TokenCount, 40), DType.BF16);
+        // Softmax attention over pages too: 4 heads on 2 KV heads of 64 (the decode kernel, a pooled lse).
+        using var qs = gpu.FromArray(TestData.NormalSingle(66, (long)queries.TokenCount * 4 * 64), new Shape(1, queries.TokenCount, 4, 64), DType.BF16);
+        using var kPages = Pool(gpu, 67, poolPages, b.PageSize, new Shape(2, 64), used, DType.BF16);
+        using var vPages = Pool(gpu, 68, poolPages, b.PageSize, new Shape(2, 64), used, DType.BF16);
         var tokens = queries.WithStartPositions(b.Lengths.Zip(b.Queries, (l, n) => l - n).ToArray());
         void Step()
         {
             PagedAttention.Write(values, pages.Gpu, tokens, table);
             PagedAttention.CopyPage(pages.Gpu, table.Pages[0], poolPages - 1);
             using var o = PagedAttention.Latent(q, pages.Gpu, kvUp, 16, queries, table, 0.2);
+            using var os = PagedAttention.Forward(qs, kPages.Gpu, vPages.Gpu, queries, table, 0.125);
             _ = o.ToArray(); // waits for the work
+            _ = os.ToArray();
         }
         Step();
         gpu.Synchronize();
@@ -245,12 +296,15 @@ public class GpuPagedTests
     // ServingPool on CUDA against the same scenario on the CPU.
 
     /// <summary>
-    /// The serving cases: MLA (small widths, and DeepSeek's latent 512 + rope 64, the tensor-core kernel in 16 bits), TPA with
-    /// and without RoPE, and transnormer (a state slot per sequence). MLA, TPA with RoPE and transnormer also need the ragged
-    /// batches' RoPE/LRPE and Lightning on CUDA; TPA without RoPE needs only the paged ops.
+    /// The serving cases: GQA with heads of 64 and MFA with its one KV head of 256 (softmax attention over pages: the decode
+    /// kernel for decode steps, the tensor-core forward for the 128-token prompt chunks in 16 bits), MLA (small widths, and
+    /// DeepSeek's latent 512 + rope 64, the tensor-core kernel in 16 bits), TPA with and without RoPE, and transnormer (a state
+    /// slot per sequence). All but TPA without RoPE also need the ragged batches' RoPE/LRPE and Lightning on CUDA.
     /// </summary>
     internal static IEnumerable<(string Label, LayerConfig Config)> ServingConfigs()
     {
+        yield return ("gqa d64", new GqaConfig { DModel = 256, Heads = 8, KvHeads = 2, HeadDim = 64 });
+        yield return ("mfa d256", new MfaConfig { DModel = 256, Heads = 4, HeadDim = 256, QLoraDim = 64 });
         yield return ("mla small", new MlaConfig { DModel = 128, Heads = 4, QLoraRank = 64, KvLoraRank = 32, QkNopeHeadDim = 16, QkRopeHeadDim = 8, VHeadDim = 16 });
         yield return ("mla deepseek widths", new MlaConfig { DModel = 256, Heads = 16, QLoraRank = 64, KvLoraRank = 512, QkNopeHeadDim = 16, QkRopeHeadDim = 64, VHeadDim = 16 });
         yield return ("tpa small", new TpaConfig { DModel = 128, Heads = 4, HeadDim = 32, QRank = 6, KRank = 2, VRank = 2 });
@@ -368,6 +422,26 @@ public class PagedKeysLayoutTests
             7, 2, -1, 0, -1, -1, 3, 5, 1, // the table
             0, 0, 1, 2, 2, 2,             // sequences
             4, 5, 1, 7, 8, 9,             // visible keys: positions 3, 4 | 0 | 6, 7, 8, each + 1
+        }));
+    }
+
+    /// <summary>
+    /// Softmax attention's paged shape (<see cref="SoftmaxAttentionCuda.Paged"/>): the query offsets, the offsets of the
+    /// sequences' cached keys (a ragged batch's key offsets, so each block narrows itself to its sequence's key count), then
+    /// the table's entries as given.
+    /// </summary>
+    [Test]
+    public void Softmax_attention_takes_query_offsets_then_key_offsets_then_the_table()
+    {
+        var table = new PageTable(4, 3, [7, 2, -1, 0, -1, -1, 3, 5, 1], [5, 1, 9]);
+        var queries = SequenceLayout.FromLengths(2, 1, 3);
+        var staged = new int[(2 * 4) + 9];
+        SoftmaxAttentionCuda.FillPaged(staged, queries, table);
+        Assert.That(staged, Is.EqualTo(new[]
+        {
+            0, 2, 3, 6,                   // queries
+            0, 5, 6, 15,                  // keys: lengths 5, 1, 9
+            7, 2, -1, 0, -1, -1, 3, 5, 1, // the table
         }));
     }
 }

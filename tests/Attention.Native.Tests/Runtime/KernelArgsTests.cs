@@ -52,6 +52,42 @@ public class KernelArgsTests
         });
     }
 
+    /// <summary>
+    /// The softmax-attention kernels take cuda/include/attention_shape.cuh's <c>AttentionShape</c> by value: ten 4-byte fields,
+    /// the query and key offsets, the block table, pages per sequence and page size (72 bytes); the managed mirror packs the
+    /// same bytes, and the largest launch (the CUDA-core forward's eleven arguments) fits its argument storage.
+    /// </summary>
+    [Test]
+    public void Attention_shapes_are_packed_as_the_kernels_struct()
+    {
+        var shape = new SoftmaxAttentionCuda.Shape(2, 3, 4, 5, 6, 7, 8, 9, 0.5f, 1, new CUdeviceptr(0x100), new CUdeviceptr(0x200), new CUdeviceptr(0x300), 11, 16);
+        var args = new KernelArgs(stackalloc byte[160], stackalloc int[16]);
+        for (int i = 0; i < 8; i++)
+        {
+            args.Add(new CUdeviceptr((ulong)i)); // the forward's o, lse, partials, q, k, v, bias
+        }
+        args.Add(shape);
+        args.Add(2);
+        args.Add(64);
+        int offset = args.Offset(8), end = args.Offset(10) + sizeof(int);
+        var bytes = args.Storage.Slice(offset, 72).ToArray();
+        Assert.Multiple(() =>
+        {
+            Assert.That(System.Runtime.CompilerServices.Unsafe.SizeOf<SoftmaxAttentionCuda.Shape>(), Is.EqualTo(72));
+            Assert.That(BitConverter.ToInt32(bytes, 0), Is.EqualTo(2), "batch");
+            Assert.That(BitConverter.ToInt32(bytes, 28), Is.EqualTo(9), "length");
+            Assert.That(BitConverter.ToSingle(bytes, 32), Is.EqualTo(0.5f), "scale");
+            Assert.That(BitConverter.ToInt32(bytes, 36), Is.EqualTo(1), "causal");
+            Assert.That(BitConverter.ToUInt64(bytes, 40), Is.EqualTo(0x100UL), "cu_q");
+            Assert.That(BitConverter.ToUInt64(bytes, 48), Is.EqualTo(0x200UL), "cu_k");
+            Assert.That(BitConverter.ToUInt64(bytes, 56), Is.EqualTo(0x300UL), "pages");
+            Assert.That(BitConverter.ToInt32(bytes, 64), Is.EqualTo(11), "pages_per_sequence");
+            Assert.That(BitConverter.ToInt32(bytes, 68), Is.EqualTo(16), "page_size");
+            Assert.That(offset, Is.EqualTo(64), "after eight pointers");
+            Assert.That(end, Is.LessThanOrEqualTo(160), "the forward's arguments fit its storage");
+        });
+    }
+
     [Test]
     public void Overflowing_the_storage_throws()
     {

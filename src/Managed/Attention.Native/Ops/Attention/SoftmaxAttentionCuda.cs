@@ -40,9 +40,14 @@ namespace Attention.Native.Ops
         /// the device offsets of its queries and keys, <see cref="Batch"/> its sequence count and <see cref="Tq"/>, <see cref="Tk"/>,
         /// <see cref="Length"/> its longest sequence's lengths (what grids are planned for); a dense batch has null offsets.
         /// </summary>
+        /// <remarks>
+        /// Paged keys (<see cref="Pages"/> set, <see cref="Paged"/>): a ragged batch whose k and v are page pools read through the
+        /// block tables <c>[Batch, PagesPerSequence]</c>; <see cref="KeyOffsets"/> then counts each sequence's cached keys.
+        /// </remarks>
         [StructLayout(LayoutKind.Sequential)]
         internal readonly record struct Shape(int Batch, int Tq, int Heads, int Dqk, int Tk, int KvHeads, int Dv, int Length, float Scale, int Causal,
-            Interop.CUdeviceptr QueryOffsets = default, Interop.CUdeviceptr KeyOffsets = default);
+            Interop.CUdeviceptr QueryOffsets = default, Interop.CUdeviceptr KeyOffsets = default,
+            Interop.CUdeviceptr Pages = default, int PagesPerSequence = 0, int PageSize = 0);
 
         public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, AttentionOptions options)
         {
@@ -53,6 +58,58 @@ namespace Attention.Native.Ops
                 return;
             }
             var (shape, rowsShape) = ShapesOf(backend, d, options);
+            Launch(backend, q, k, v, bias, o, lse, shape, rowsShape);
+        }
+
+        /// <summary>
+        /// Causal softmax attention of the packed queries <paramref name="q"/> <c>[1, N_q, H, d_qk]</c> over the page pools
+        /// <paramref name="kPages"/> <c>[P, page_size, G, d_qk]</c> and <paramref name="vPages"/> (<see cref="PagedAttention.Forward"/>):
+        /// the forward kernels of a ragged batch (memory-speed decode, tensor cores, CUDA cores; whichever the problem takes), each
+        /// key row looked up in its sequence's block table. One upload of <c>[query offsets | key counts' offsets | table]</c>; the
+        /// row log-sum-exp goes to a pooled tensor (no driver allocation once warm).
+        /// </summary>
+        public static void Paged(CudaBackend backend, Tensor q, Tensor kPages, Tensor vPages, Tensor o, SequenceLayout queries, PageTable table, double scale)
+        {
+            CheckWidths(q, vPages);
+            int tokens = queries.TokenCount, heads = q.Shape[2];
+            if (tokens == 0 || heads == 0)
+            {
+                return;
+            }
+            int count = queries.Count, staged = (2 * (count + 1)) + table.Pages.Length;
+            FillPaged(backend.PagedMetadataStaging(staged), queries, table);
+            var device = backend.UploadPagedMetadata(staged);
+            int kvHeads = kPages.Shape[2], dqk = q.Shape[3], dv = vPages.Shape[3];
+            var rowsShape = new Shape(1, tokens, heads, dqk, table.MaxLength, kvHeads, dv, table.MaxLength, (float)scale, 1);
+            var shape = rowsShape with
+            {
+                Batch = count, Tq = queries.MaxLength,
+                QueryOffsets = device, KeyOffsets = device + ((long)(count + 1) * sizeof(int)),
+                Pages = device + ((long)2 * (count + 1) * sizeof(int)), PagesPerSequence = table.PagesPerSequence, PageSize = table.PageSize,
+            };
+            using var lse = backend.Empty(new Native.Shape(1, heads, tokens), DType.F32);
+            Launch(backend, q, kPages, vPages, null, o, lse, shape, rowsShape);
+        }
+
+        /// <summary>
+        /// What <see cref="Paged"/> uploads, into <paramref name="staged"/>: the query offsets, the offsets of each sequence's
+        /// cached keys (its table length), then the table's entries.
+        /// </summary>
+        internal static void FillPaged(Span<int> staged, SequenceLayout queries, PageTable table)
+        {
+            int count = queries.Count;
+            queries.Offsets.CopyTo(staged);
+            staged[count + 1] = 0;
+            for (int s = 0; s < count; s++)
+            {
+                staged[count + 2 + s] = staged[count + 1 + s] + table.Length(s);
+            }
+            table.Pages.CopyTo(staged[(2 * (count + 1))..]);
+        }
+
+        // The forward's dispatch, for a dense, ragged or paged shape.
+        private static void Launch(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, Shape shape, Shape rowsShape)
+        {
             // A few query rows against a 16-bit cache (decode, and a ragged batch's decode step): the memory-speed kernel.
             if (SoftmaxAttentionDecodeCuda.Handles(backend, q, k, v, bias, o, shape))
             {
@@ -61,25 +118,25 @@ namespace Attention.Native.Ops
             }
             // The CUDA-core forward packs the (query, head) rows of a KV group into its blocks (see attention.cu). Ragged: tiles and
             // splits of the longest sequence (blocks past a shorter one's rows exit, splits past its keys leave empty partials).
-            int qTiles = CeilDiv(shape.Tq * (d.H / d.G), QueryRowsPerBlock);
-            var (splits, keysPerSplit) = PlanSplits(backend.Device.MultiprocessorCount, (long)qTiles * d.G * shape.Batch, shape.Length);
+            int qTiles = CeilDiv(shape.Tq * (shape.Heads / shape.KvHeads), QueryRowsPerBlock);
+            var (splits, keysPerSplit) = PlanSplits(backend.Device.MultiprocessorCount, (long)qTiles * shape.KvHeads * shape.Batch, shape.Length);
             // Tensor cores whenever they apply, except where few query rows face a long cache (decode): that is split-KV's case.
             if (splits == 1 && SoftmaxAttentionTensorCoreCuda.Handles(backend, q, k, v, bias, o))
             {
                 SoftmaxAttentionTensorCoreCuda.Forward(backend, q, k, v, o, lse, shape);
                 return;
             }
-            long rows = (long)d.B * d.H * d.Tq;
+            long rows = (long)rowsShape.Batch * rowsShape.Heads * rowsShape.Tq;
             var partialO = Interop.CUdeviceptr.Null;
             var partialMl = Interop.CUdeviceptr.Null;
             if (splits > 1)
             {
-                long oBytes = AlignUp((long)splits * rows * d.Dv * sizeof(float));
+                long oBytes = AlignUp((long)splits * rows * shape.Dv * sizeof(float));
                 var scratch = backend.Scratch(oBytes + ((long)splits * rows * 2 * sizeof(float)));
                 partialO = scratch.Pointer;
                 partialMl = scratch.Pointer + oBytes;
             }
-            int shared = (QueryRowsPerBlock * d.Dqk + KeyTile * (d.Dqk + 1) + KeyTile * d.Dv) * sizeof(float);
+            int shared = (QueryRowsPerBlock * shape.Dqk + KeyTile * (shape.Dqk + 1) + KeyTile * shape.Dv) * sizeof(float);
             var kernel = Prepare(backend, ForwardKernel[q.DType], shared);
             var args = new KernelArgs(stackalloc byte[160], stackalloc int[16]);
             args.Add(Ptr(o));
@@ -93,7 +150,7 @@ namespace Attention.Native.Ops
             args.Add(shape);
             args.Add(splits);
             args.Add(keysPerSplit);
-            kernel.Launch(Dim3.Grid((long)qTiles * splits, d.G, shape.Batch, nameof(q), "query tiles × splits", "key/value heads", "batch (sequences)"), Threads, (uint)shared, backend.Stream, args);
+            kernel.Launch(Dim3.Grid((long)qTiles * splits, shape.KvHeads, shape.Batch, nameof(q), "query tiles × splits", "key/value heads", "batch (sequences)"), Threads, (uint)shared, backend.Stream, args);
             if (splits > 1)
             {
                 Combine(backend, o, lse, partialO, partialMl, rowsShape, splits);
@@ -275,7 +332,7 @@ namespace Attention.Native
 {
     using Attention.Native.Ops;
 
-    // The op-table entries of SoftmaxAttention on the CUDA backend.
+    // The op-table entries of SoftmaxAttention on the CUDA backend, and of PagedAttention.Forward (softmax attention over pages).
     public sealed partial class CudaBackend
     {
         internal override void SoftmaxAttentionForward(Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, AttentionOptions options) =>
@@ -283,5 +340,8 @@ namespace Attention.Native
 
         internal override void SoftmaxAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, Tensor dO, Tensor? dq, Tensor? dk, Tensor? dv, Tensor? dbias, AttentionOptions options) =>
             SoftmaxAttentionCuda.Backward(this, q, k, v, bias, o, lse, dO, dq, dk, dv, dbias, options);
+
+        internal override void PagedSoftmaxAttention(Tensor q, Tensor kPages, Tensor vPages, Tensor o, SequenceLayout queries, PageTable table, double scale) =>
+            SoftmaxAttentionCuda.Paged(this, q, kPages, vPages, o, queries, table, scale);
     }
 }

@@ -21,7 +21,8 @@ namespace Attention.Native.Ops
     }
 
     /// <summary>
-    /// CUDA launchers of <see cref="PagedAttention"/> except softmax attention: the cache writes (cuda/paged_cache.cu, rows of any
+    /// CUDA launchers of <see cref="PagedAttention"/> except softmax attention (<see cref="SoftmaxAttentionCuda.Paged"/>, which
+    /// runs the softmax-attention forward kernels with a paged shape): the cache writes (cuda/paged_cache.cu, rows of any
     /// dtype moved in 16-, 4- or 2-byte units) and MLA's latent and TPA's factor attention, which are the split-KV decode kernels
     /// of <see cref="LatentAttentionCuda"/> and <see cref="TpaDecodeCuda"/> reading the pools through the block tables (one launch
     /// per kernel over every sequence, no gather). The tables, the tokens' sequences and visible keys, and the write slots go to
@@ -146,8 +147,8 @@ namespace Attention.Native
 {
     using Attention.Native.Ops;
 
-    // The op-table entries of PagedAttention on the CUDA backend (softmax attention over pages is not written yet), and the
-    // host side of the paged ops' device metadata.
+    // The op-table entries of PagedAttention on the CUDA backend (softmax attention's is with SoftmaxAttention's, in
+    // SoftmaxAttentionCuda.cs), and the host side of the paged ops' device metadata.
     public sealed partial class CudaBackend
     {
         private readonly Lock _pagedMetadataGate = new();
