@@ -30,6 +30,74 @@ public sealed partial class CpuBackend : Backend
 
     private protected override Tensor Allocate(Shape shape, DType dtype, bool zero) => new HostTensor(this, shape, dtype);
 
+    /// <summary>
+    /// A tensor of <paramref name="shape"/> over the caller's <paramref name="memory"/> (row-major, exactly the shape's element
+    /// count), without a copy: ops read the caller's values where they lie and writes into the tensor land in
+    /// <paramref name="memory"/>. The memory is pinned until the tensor is disposed. <typeparamref name="T"/> gives the dtype:
+    /// float (F32), double (F64), <see cref="Half"/> (F16) or <see cref="BFloat16"/> (BF16).
+    /// </summary>
+    /// <remarks>
+    /// Writes the caller makes through its own memory are seen by the next op, but are not counted as writes to the tensor, so a
+    /// training pass cannot tell that a parameter changed that way between its forward and its backward: change wrapped
+    /// parameters through the tensor (<see cref="Tensor.CopyFrom(ReadOnlySpan{float})"/>, <see cref="HostTensor.AsSpan{T}"/>)
+    /// or outside a pass.
+    /// </remarks>
+    public unsafe HostTensor Wrap<T>(Memory<T> memory, Shape shape)
+        where T : unmanaged
+    {
+        var dtype = DTypeOf<T>(nameof(T));
+        var pin = memory.Pin();
+        return HostTensor.External(this, shape, dtype, pin.Pointer, (long)memory.Length * sizeof(T), pin, keepAlive: null, nameof(memory));
+    }
+
+    /// <summary>
+    /// A tensor over the elements of a System.Numerics.Tensors <paramref name="tensor"/> (dense and row-major, as
+    /// <see cref="System.Numerics.Tensors.Tensor{T}"/> lays them out when it is not a strided view), without a copy: the same memory, pinned until this
+    /// tensor is disposed, of the same shape. <typeparamref name="T"/> as for <see cref="Wrap{T}(Memory{T}, Shape)"/>.
+    /// </summary>
+    public unsafe HostTensor Wrap<T>(System.Numerics.Tensors.Tensor<T> tensor)
+        where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        var dtype = DTypeOf<T>(nameof(T));
+        if (!tensor.IsDense)
+        {
+            throw new ArgumentException("tensor: expected a dense tensor (row-major, no gaps), actual a strided one", nameof(tensor));
+        }
+        var lengths = tensor.Lengths;
+        var dims = new int[lengths.Length];
+        for (int i = 0; i < dims.Length; i++)
+        {
+            dims[i] = checked((int)lengths[i]);
+        }
+        var pin = tensor.GetPinnedHandle();
+        return HostTensor.External(this, new Shape(dims), dtype, pin.Pointer, checked((long)tensor.FlattenedLength * sizeof(T)), pin, keepAlive: tensor, nameof(tensor));
+    }
+
+    /// <summary>
+    /// A tensor of <paramref name="shape"/> and <paramref name="dtype"/> over native memory at <paramref name="pointer"/> (row-major,
+    /// aligned to the element size), without a copy. The caller keeps the memory valid until the tensor is disposed;
+    /// <paramref name="owner"/>, when given, is referenced by the tensor until then (so the object owning the memory, such as a
+    /// TorchSharp tensor or a SafeHandle, is not collected meanwhile). Disposing the tensor frees nothing.
+    /// </summary>
+    public unsafe HostTensor Wrap(nint pointer, Shape shape, DType dtype, object? owner = null)
+    {
+        if (!Supports(dtype))
+        {
+            throw new ArgumentException($"dtype: expected a dtype the {Kind} backend supports, actual {dtype}", nameof(dtype));
+        }
+        return HostTensor.External(this, shape, dtype, (void*)pointer, shape.BytesOf(dtype, nameof(shape)), default, owner, nameof(pointer));
+    }
+
+    // The dtype of the element type T (F32, F64, F16, BF16).
+    private static DType DTypeOf<T>(string name)
+        where T : unmanaged =>
+        typeof(T) == typeof(float) ? DType.F32
+        : typeof(T) == typeof(double) ? DType.F64
+        : typeof(T) == typeof(Half) ? DType.F16
+        : typeof(T) == typeof(BFloat16) ? DType.BF16
+        : throw new ArgumentException($"{name}: expected float, double, Half or BFloat16, actual {typeof(T).Name}", name);
+
     internal override void LinearForward(Tensor x, Tensor weight, Tensor? bias, Tensor y)
     {
         if (x.DType.IsHalfPrecision())

@@ -20,7 +20,7 @@ public sealed partial class CudaBackend : Backend
     private readonly Lock _launchIndicesGate = new();
     private DeviceBuffer<int>? _launchIndices;
 
-    private CudaBackend(CudaDevice device, KernelCompiler compiler)
+    private CudaBackend(CudaDevice device, KernelCompiler compiler, nint? stream)
     {
         Device = device;
         Compiler = compiler;
@@ -28,7 +28,7 @@ public sealed partial class CudaBackend : Backend
         MemoryCache = new DeviceMemoryCache(Context.AllocateBytes, Context.FreeBytes);
         try
         {
-            Stream = new CudaStream(Context);
+            Stream = stream is { } handle ? CudaStream.Wrap(Context, handle) : new CudaStream(Context);
             Blas = new CudaBlas(Context, Stream);
         }
         catch
@@ -82,8 +82,26 @@ public sealed partial class CudaBackend : Backend
     /// <inheritdoc/>
     public override bool Supports(DType dtype) => dtype is DType.F32 or DType.BF16 or DType.F16;
 
-    /// <summary>Starts the backend on device <paramref name="ordinal"/>; throws with the reason when it cannot.</summary>
+    /// <summary>Starts the backend on device <paramref name="ordinal"/>, on a stream of its own; throws with the reason when it cannot.</summary>
     public static CudaBackend Create(int ordinal = 0, KernelCompiler? compiler = null)
+    {
+        return new CudaBackend(RequireDevice(ordinal), compiler ?? KernelCompiler.Shared, stream: null);
+    }
+
+    /// <summary>
+    /// Starts a backend on device <paramref name="ordinal"/> that queues all its work on the caller's <paramref name="stream"/>
+    /// (a <c>CUstream</c> of the device's primary context, e.g. an inference host's or PyTorch's current stream; 0 is the legacy
+    /// default stream) instead of a stream of its own. Its scratch memory, launch metadata, cuBLAS handle and tensor cache are
+    /// its own, so two backends on two streams never share a buffer. The caller keeps the stream alive while the backend is
+    /// used; disposing the backend does not destroy it.
+    /// </summary>
+    public static CudaBackend Create(int ordinal, nint stream, KernelCompiler? compiler = null)
+    {
+        return new CudaBackend(RequireDevice(ordinal), compiler ?? KernelCompiler.Shared, stream);
+    }
+
+    // Device ordinal's device, once the driver, NVRTC and cuBLAS have loaded.
+    private static CudaDevice RequireDevice(int ordinal)
     {
         foreach (var kind in new[] { NativeLibraryKind.Cuda, NativeLibraryKind.Nvrtc, NativeLibraryKind.Cublas })
         {
@@ -93,7 +111,34 @@ public sealed partial class CudaBackend : Backend
         {
             throw new CudaException(CUresult.CUDA_ERROR_NO_DEVICE, nameof(NativeMethods.cuDeviceGetCount), "the driver reports no CUDA device");
         }
-        return new CudaBackend(CudaDevice.Get(ordinal), compiler ?? KernelCompiler.Shared);
+        return CudaDevice.Get(ordinal);
+    }
+
+    /// <summary>
+    /// A tensor of <paramref name="shape"/> and <paramref name="dtype"/> over the caller's device memory at
+    /// <paramref name="pointer"/> (row-major; in this backend's device, e.g. a TorchSharp/PyTorch CUDA tensor's data pointer),
+    /// without a copy: ops read it where it lies and writes into the tensor land in the caller's memory. This library never
+    /// frees it: disposing the tensor only ends its use. The caller keeps the memory valid until then, and orders its own
+    /// work on the memory with this backend's <see cref="Stream"/> (or creates the backend on its own stream:
+    /// <see cref="Create(int, nint, KernelCompiler?)"/>).
+    /// </summary>
+    public DeviceTensor Wrap(CUdeviceptr pointer, Shape shape, DType dtype)
+    {
+        if (!Supports(dtype))
+        {
+            throw new ArgumentException($"dtype: expected a dtype the {Kind} backend supports, actual {dtype}", nameof(dtype));
+        }
+        long bytes = shape.BytesOf(dtype, nameof(shape));
+        if (pointer.IsNull && bytes > 0)
+        {
+            throw new ArgumentException($"pointer: expected a device address for {bytes} bytes, actual null", nameof(pointer));
+        }
+        if (pointer.Value % (ulong)dtype.SizeInBytes() != 0)
+        {
+            throw new ArgumentException($"pointer: expected an address aligned to the {dtype.SizeInBytes()}-byte elements, actual 0x{pointer.Value:x}", nameof(pointer));
+        }
+        var buffer = new DeviceBuffer<byte>(DeviceAllocation.External(Context, pointer, bytes));
+        return new DeviceTensor(this, shape, dtype, buffer);
     }
 
     /// <summary>Tries to start the backend; on failure <paramref name="reason"/> says what is missing.</summary>

@@ -3,8 +3,11 @@ using Attention.Native.Runtime;
 
 namespace Attention.Native;
 
-/// <summary>A tensor in device memory, used by the CUDA backend.</summary>
-/// <remarks>Thread safety: as <see cref="Tensor"/>: concurrent reads are safe, a write must not overlap any other use of the storage.</remarks>
+/// <summary>
+/// A tensor in device memory, used by the CUDA backend: a block of the backend's own, or the caller's memory
+/// (<see cref="CudaBackend.Wrap"/>), which it reads and writes in place and never frees.
+/// </summary>
+/// <remarks>Thread safety: as <see cref="Tensor"/>: concurrent reads are safe, a write must not overlap any other use of the storage. Stream rules: ops on it are queued on its backend's stream (<see cref="CudaBackend.Stream"/>); copying it to or from the host waits for that stream.</remarks>
 public sealed class DeviceTensor : Tensor
 {
     private readonly CudaBackend _backend;
@@ -19,6 +22,14 @@ public sealed class DeviceTensor : Tensor
             throw new ArgumentException($"shape: expected at most {backend.Device.TotalMemoryBytes} bytes (the memory of {backend.Device.Name}), actual {bytes} for {shape} {dtype}", nameof(shape));
         }
         Buffer = new DeviceBuffer<byte>(backend.Context, bytes, backend.MemoryCache);
+    }
+
+    /// <summary>A tensor over <paramref name="buffer"/> (the caller's memory: <see cref="CudaBackend.Wrap"/>).</summary>
+    internal DeviceTensor(CudaBackend backend, Shape shape, DType dtype, DeviceBuffer<byte> buffer)
+        : base(shape, dtype)
+    {
+        _backend = backend;
+        Buffer = buffer;
     }
 
     private DeviceTensor(CudaBackend backend, DeviceBuffer<byte> view, Shape shape, DType dtype)
@@ -39,6 +50,9 @@ public sealed class DeviceTensor : Tensor
 
     /// <inheritdoc/>
     public override bool IsDisposed => Buffer.IsDisposed;
+
+    /// <summary>True when the memory is the caller's (<see cref="CudaBackend.Wrap"/>), not this library's.</summary>
+    public bool IsExternal => Buffer.Allocation.IsExternal;
 
     /// <inheritdoc/>
     internal override long Version => Buffer.Allocation.Version;

@@ -1,10 +1,16 @@
+using System.Buffers;
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Attention.Native;
 
-/// <summary>A tensor in managed host memory, used by the CPU backend.</summary>
-/// <remarks>Thread safety: as <see cref="Tensor"/>: concurrent reads are safe, a write must not overlap any other use of the storage.</remarks>
+/// <summary>
+/// A tensor in host memory, used by the CPU backend: its own pinned array, or memory the caller owns (<see cref="CpuBackend.Wrap{T}(Memory{T}, Shape)"/>,
+/// <see cref="CpuBackend.Wrap{T}(System.Numerics.Tensors.Tensor{T})"/>, <see cref="CpuBackend.Wrap(nint, Shape, DType, object?)"/>), which it reads
+/// and writes in place.
+/// </summary>
+/// <remarks>Thread safety: as <see cref="Tensor"/>: concurrent reads are safe, a write must not overlap any other use of the storage (through this tensor or through the caller's own memory).</remarks>
 public sealed class HostTensor : Tensor
 {
     private readonly HostStorage _storage;
@@ -20,7 +26,45 @@ public sealed class HostTensor : Tensor
             throw new ArgumentException($"shape: expected at most {Array.MaxLength} bytes of host storage, actual {bytes} for {shape} {dtype}", nameof(shape));
         }
         // Pinned so CPU kernels can work through stable addresses (see PinnedBuffer); zero-filled.
-        _storage = new HostStorage(GC.AllocateArray<byte>((int)bytes, pinned: true));
+        _storage = HostStorage.Owned(GC.AllocateArray<byte>((int)bytes, pinned: true));
+    }
+
+    /// <summary>A tensor over the caller's memory at <paramref name="pointer"/> (pinned or native), the shape's bytes.</summary>
+    private unsafe HostTensor(CpuBackend backend, Shape shape, DType dtype, byte* pointer, MemoryHandle pin, object? keepAlive)
+        : base(shape, dtype)
+    {
+        Backend = backend;
+        _storage = HostStorage.External(pointer, checked((int)ByteCount), pin, keepAlive);
+    }
+
+    /// <summary>
+    /// Wraps the caller's memory of <paramref name="bytes"/> bytes; <paramref name="pin"/> is released, and
+    /// <paramref name="keepAlive"/> let go, when the tensor is disposed.
+    /// </summary>
+    internal static unsafe HostTensor External(CpuBackend backend, Shape shape, DType dtype, void* pointer, long bytes, MemoryHandle pin, object? keepAlive, string name)
+    {
+        long expected = shape.BytesOf(dtype, nameof(shape));
+        if (bytes != expected)
+        {
+            pin.Dispose();
+            throw new ArgumentException($"{name}: expected {expected} bytes for {shape} {dtype}, actual {bytes}", name);
+        }
+        if (expected > Array.MaxLength)
+        {
+            pin.Dispose();
+            throw new ArgumentException($"shape: expected at most {Array.MaxLength} bytes of host storage, actual {expected} for {shape} {dtype}", nameof(shape));
+        }
+        if (pointer == null && expected > 0)
+        {
+            pin.Dispose();
+            throw new ArgumentException($"{name}: expected an address for {expected} bytes, actual null", name);
+        }
+        if ((nuint)pointer % (nuint)dtype.SizeInBytes() != 0)
+        {
+            pin.Dispose();
+            throw new ArgumentException($"{name}: expected an address aligned to the {dtype.SizeInBytes()}-byte elements, actual 0x{(nuint)pointer:x}", name);
+        }
+        return new HostTensor(backend, shape, dtype, (byte*)pointer, pin, keepAlive);
     }
 
     private HostTensor(CpuBackend backend, HostStorage storage, Shape shape, DType dtype, int byteOffset)
@@ -35,7 +79,10 @@ public sealed class HostTensor : Tensor
     public override Backend Backend { get; }
 
     /// <inheritdoc/>
-    public override bool IsDisposed => _storage.Data is null;
+    public override bool IsDisposed => _storage.IsReleased;
+
+    /// <summary>True when the storage is the caller's memory (a wrapped span, tensor or pointer), not this library's.</summary>
+    public bool IsExternal => _storage.IsExternal;
 
     /// <summary>The raw bytes of the elements (writable: taking it counts as a write, see <see cref="Tensor.Version"/>).</summary>
     public Span<byte> Bytes
@@ -57,7 +104,7 @@ public sealed class HostTensor : Tensor
         get
         {
             ThrowIfDisposed();
-            return _storage.Data.AsSpan(_byteOffset, checked((int)ByteCount));
+            return _storage.Slice(_byteOffset, checked((int)ByteCount));
         }
     }
 
@@ -70,6 +117,22 @@ public sealed class HostTensor : Tensor
     {
         CheckElementType<T>();
         return MemoryMarshal.Cast<byte, T>(Bytes);
+    }
+
+    /// <summary>
+    /// The elements as a <see cref="TensorSpan{T}"/> of this tensor's shape (System.Numerics.Tensors), over the same memory: no
+    /// copy, and writes through it are writes to this tensor. <typeparamref name="T"/> must match the dtype, as for <see cref="AsSpan{T}"/>.
+    /// </summary>
+    public TensorSpan<T> AsTensorSpan<T>()
+        where T : unmanaged
+    {
+        var span = AsSpan<T>();
+        Span<nint> lengths = stackalloc nint[Shape.Rank];
+        for (int i = 0; i < lengths.Length; i++)
+        {
+            lengths[i] = Shape[i];
+        }
+        return new TensorSpan<T>(span, lengths);
     }
 
     internal unsafe PinnedBuffer<T> Pinned<T>()
@@ -144,26 +207,84 @@ public sealed class HostTensor : Tensor
     /// <inheritdoc/>
     protected override void Dispose(bool disposing) => _storage.Release();
 
-    /// <summary>Shared storage: the owner's release empties every view.</summary>
-    private sealed class HostStorage(byte[] data)
+    /// <summary>
+    /// Shared storage: this library's pinned array, or the caller's memory (a pointer, with the pin of a wrapped Memory and a
+    /// reference keeping its owner alive). The owner's release empties every view (and lets the caller's memory go); a view's
+    /// release detaches only that view.
+    /// </summary>
+    private sealed unsafe class HostStorage
     {
         private readonly HostStorage? _owner;
-        private byte[]? _data = data;
+        private readonly byte[]? _array;
+        private readonly byte* _pointer;
+        private readonly int _length;
+        private PinRelease? _pin;
+        private object? _keepAlive;
+        private bool _released;
         private long _version;
 
-        private HostStorage(HostStorage owner)
-            : this(owner._data!) => _owner = owner;
+        private HostStorage(HostStorage? owner, byte[]? array, byte* pointer, int length, PinRelease? pin, object? keepAlive)
+        {
+            _owner = owner;
+            _array = array;
+            _pointer = pointer;
+            _length = length;
+            _pin = pin;
+            _keepAlive = keepAlive;
+        }
 
-        public byte[]? Data => _owner is { } o ? (o._data is null ? null : _data) : _data;
+        public static HostStorage Owned(byte[] array) => new(null, array, null, array.Length, null, null);
 
-        public HostStorage AsView() => new(_owner ?? this);
+        public static HostStorage External(byte* pointer, int length, MemoryHandle pin, object? keepAlive) =>
+            new(null, null, pointer, length, new PinRelease(pin), keepAlive);
+
+        private HostStorage Root => _owner ?? this;
+
+        public bool IsReleased => _released || Root._released;
+
+        public bool IsExternal => Root._array is null;
+
+        public Span<byte> Slice(int offset, int length)
+        {
+            var root = Root;
+            return root._array is { } array ? array.AsSpan(offset, length) : new Span<byte>(root._pointer, root._length).Slice(offset, length);
+        }
+
+        public HostStorage AsView() => new(Root, null, null, 0, null, null);
 
         // Views share the owner's count.
-        public long Version => Interlocked.Read(ref (_owner ?? this)._version);
+        public long Version => Interlocked.Read(ref Root._version);
 
-        public void MarkWritten() => Interlocked.Increment(ref (_owner ?? this)._version);
+        public void MarkWritten() => Interlocked.Increment(ref Root._version);
 
-        // The owner's release empties every view; a view's release detaches only that view.
-        public void Release() => _data = null;
+        public void Release()
+        {
+            if (_released)
+            {
+                return;
+            }
+            _released = true;
+            if (_owner is null)
+            {
+                _pin?.Dispose();
+                _pin = null;
+                _keepAlive = null;
+            }
+        }
+    }
+
+    /// <summary>The pin of a wrapped Memory: released by the tensor's Dispose, or, for a leaked tensor, once nothing reaches it.</summary>
+    private sealed class PinRelease(MemoryHandle pin) : IDisposable
+    {
+        private MemoryHandle _pin = pin;
+
+        ~PinRelease() => _pin.Dispose();
+
+        public void Dispose()
+        {
+            _pin.Dispose();
+            _pin = default;
+            GC.SuppressFinalize(this);
+        }
     }
 }

@@ -25,8 +25,24 @@ internal sealed class DeviceAllocation : IDisposable
         }
     }
 
+    // The caller's memory (CudaBackend.Wrap): never freed here; Dispose only ends this library's use of it.
+    private DeviceAllocation(CudaContext context, CUdeviceptr pointer, long bytes)
+    {
+        Context = context;
+        Pointer = pointer;
+        Bytes = bytes;
+        IsExternal = true;
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>An allocation over the caller's device memory, which Dispose leaves alone.</summary>
+    public static DeviceAllocation External(CudaContext context, CUdeviceptr pointer, long bytes) => new(context, pointer, bytes);
+
     // Where the block goes back on Dispose (a leaked one is freed by the context instead).
     private readonly DeviceMemoryCache? _cache;
+
+    /// <summary>True for the caller's memory (not allocated here, never freed here).</summary>
+    public bool IsExternal { get; }
 
     ~DeviceAllocation()
     {
@@ -59,6 +75,10 @@ internal sealed class DeviceAllocation : IDisposable
         }
         IsFreed = true;
         GC.SuppressFinalize(this);
+        if (IsExternal)
+        {
+            return;
+        }
         if (_cache is not null)
         {
             _cache.Give(Pointer, Bytes);

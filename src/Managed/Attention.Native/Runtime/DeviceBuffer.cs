@@ -28,6 +28,14 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable
         Length = length;
     }
 
+    /// <summary>A buffer owning (ending the use of) <paramref name="allocation"/>: for the caller's memory, which Dispose leaves allocated.</summary>
+    internal DeviceBuffer(DeviceAllocation allocation)
+    {
+        _allocation = allocation;
+        _pointer = allocation.Pointer;
+        Length = allocation.Bytes / sizeof(T);
+    }
+
     private DeviceBuffer(DeviceAllocation allocation, CUdeviceptr pointer, long length)
     {
         _allocation = allocation;

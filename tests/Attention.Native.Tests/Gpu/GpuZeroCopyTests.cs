@@ -1,0 +1,121 @@
+using Attention.Native.Interop;
+using Attention.Native.Ops;
+using Attention.Native.Runtime;
+using Attention.Native.Tests.Support;
+
+namespace Attention.Native.Tests.Gpu;
+
+/// <summary>
+/// Device memory and streams the caller owns: <see cref="CudaBackend.Wrap"/> over another owner's device memory (ops read it
+/// in place and write into it; disposing the wrapper frees nothing), and backends created on the caller's stream
+/// (<see cref="CudaBackend.Create(int, nint, KernelCompiler?)"/>), two of them running at once from two threads with their own
+/// scratch. Results against the CPU within design.md's tolerances.
+/// </summary>
+[Category("Gpu")]
+public class GpuZeroCopyTests
+{
+    private static readonly Shape QkvShape = new(2, 40, 4, 64);
+
+    private static readonly AttentionOptions Causal = new(0.125, Causal: true);
+
+    private static IEnumerable<TestCaseData> Cases() =>
+        from dtype in GpuPair.StorageTypes select new TestCaseData(dtype).SetName($"Wrapped device memory {dtype}");
+
+    [TestCaseSource(nameof(Cases))]
+    public void Ops_read_and_write_wrapped_device_memory_in_place(DType dtype)
+    {
+        var gpu = Requires.CudaDevice();
+        // "The caller's" memory: tensors another owner holds (here the same backend's, standing for another library's).
+        using var q = GpuPair.Random(gpu, 11, QkvShape, dtype);
+        using var k = GpuPair.Random(gpu, 12, QkvShape, dtype);
+        using var v = GpuPair.Random(gpu, 13, QkvShape, dtype);
+        using var oOwner = gpu.Zeros(QkvShape, dtype);
+        using var lseOwner = gpu.Zeros(new Shape(2, 4, 40));
+        using (var qw = gpu.Wrap(((DeviceTensor)q.Gpu).Pointer, QkvShape, dtype))
+        using (var kw = gpu.Wrap(((DeviceTensor)k.Gpu).Pointer, QkvShape, dtype))
+        using (var vw = gpu.Wrap(((DeviceTensor)v.Gpu).Pointer, QkvShape, dtype))
+        using (var ow = gpu.Wrap(((DeviceTensor)oOwner).Pointer, QkvShape, dtype))
+        using (var lw = gpu.Wrap(((DeviceTensor)lseOwner).Pointer, new Shape(2, 4, 40), DType.F32))
+        {
+            Assert.That(qw.IsExternal, Is.True);
+            SoftmaxAttention.Forward(qw, kw, vw, Causal, null, ow, lw);
+        }
+        // The wrappers are gone; the owners' memory is still allocated and holds the op's output.
+        using var reference = SoftmaxAttention.Forward(q.Cpu, k.Cpu, v.Cpu, Causal);
+        Parity.AssertClose("zero-copy attention (wrapped device memory)", dtype, QkvShape.ToString(), reference.ToArray(), oOwner.ToArray());
+        Assert.That(q.Gpu.IsDisposed, Is.False);
+    }
+
+    [Test]
+    public void A_backend_on_the_callers_stream_queues_its_work_there_and_leaves_the_stream_alive()
+    {
+        var gpu = Requires.CudaDevice();
+        using var stream = new CudaStream(gpu.Context, nonBlocking: true);
+        var x = TestData.Representable(TestData.NormalSingle(21, QkvShape.ElementCount), DType.BF16);
+        float[] result;
+        using (var onCallers = CudaBackend.Create(gpu.Device.Ordinal, stream.Handle))
+        {
+            Assert.That(onCallers.Stream.Handle, Is.EqualTo(stream.Handle));
+            Assert.That(onCallers.Stream.IsOwned, Is.False);
+            using var q = onCallers.FromArray(x, QkvShape, DType.BF16);
+            using var o = SoftmaxAttention.Forward(q, q, q, Causal);
+            stream.Synchronize(); // the caller's own wait covers the backend's work
+            result = o.ToArray();
+        }
+        stream.Synchronize(); // still a live stream after the backend is disposed
+        using var qc = Backend.Cpu.FromArray(x, QkvShape);
+        using var reference = SoftmaxAttention.Forward(qc, qc, qc, Causal);
+        Parity.AssertClose("attention on the caller's stream", DType.BF16, QkvShape.ToString(), reference.ToArray(), result);
+    }
+
+    [Test]
+    public void Two_backends_on_two_streams_run_at_once_with_their_own_scratch()
+    {
+        var gpu = Requires.CudaDevice();
+        using var streamA = new CudaStream(gpu.Context, nonBlocking: true);
+        using var streamB = new CudaStream(gpu.Context, nonBlocking: true);
+        using var a = CudaBackend.Create(gpu.Device.Ordinal, streamA.Handle);
+        using var b = CudaBackend.Create(gpu.Device.Ordinal, streamB.Handle);
+        // Decode-shaped problems (split-KV: both backends use their scratch for partials), different on each stream.
+        var shapeQ = new Shape(1, 1, 8, 128);
+        var shapeK = new Shape(1, 3000, 2, 128);
+        float[] Run(CudaBackend backend, int seed)
+        {
+            var q = TestData.Representable(TestData.NormalSingle(seed, shapeQ.ElementCount), DType.BF16);
+            var kv = TestData.Representable(TestData.NormalSingle(seed + 1, shapeK.ElementCount), DType.BF16);
+            using var qt = backend.FromArray(q, shapeQ, DType.BF16);
+            using var kt = backend.FromArray(kv, shapeK, DType.BF16);
+            float[] last = [];
+            for (int i = 0; i < 20; i++)
+            {
+                using var o = SoftmaxAttention.Forward(qt, kt, kt, Causal);
+                last = o.ToArray();
+            }
+            return last;
+        }
+        var ta = Task.Run(() => Run(a, 31));
+        var tb = Task.Run(() => Run(b, 41));
+        Task.WaitAll(ta, tb);
+        foreach (var (seed, actual) in new[] { (31, ta.Result), (41, tb.Result) })
+        {
+            using var qc = Backend.Cpu.FromArray(TestData.Representable(TestData.NormalSingle(seed, shapeQ.ElementCount), DType.BF16), shapeQ);
+            using var kc = Backend.Cpu.FromArray(TestData.Representable(TestData.NormalSingle(seed + 1, shapeK.ElementCount), DType.BF16), shapeK);
+            using var reference = SoftmaxAttention.Forward(qc, kc, kc, Causal);
+            Parity.AssertClose($"attention on stream {(seed == 31 ? "A" : "B")} beside another", DType.BF16, shapeQ.ToString(), reference.ToArray(), actual);
+        }
+    }
+
+    [Test]
+    public void Wrapping_bad_device_memory_is_refused()
+    {
+        var gpu = Requires.CudaDevice();
+        using var owner = gpu.Zeros(new Shape(8));
+        var pointer = ((DeviceTensor)owner).Pointer;
+        Assert.Multiple(() =>
+        {
+            Assert.That(Assert.Throws<ArgumentException>(() => gpu.Wrap(pointer + 2, new Shape(4), DType.F32))!.ParamName, Is.EqualTo("pointer"));
+            Assert.That(Assert.Throws<ArgumentException>(() => gpu.Wrap(CUdeviceptr.Null, new Shape(4), DType.F32))!.Message, Does.Contain("actual null"));
+            Assert.That(Assert.Throws<ArgumentException>(() => gpu.Wrap(pointer, new Shape(4), DType.F64))!.ParamName, Is.EqualTo("dtype"));
+        });
+    }
+}
