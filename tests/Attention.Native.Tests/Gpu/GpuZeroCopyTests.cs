@@ -68,6 +68,40 @@ public class GpuZeroCopyTests
         Parity.AssertClose("attention on the caller's stream", DType.BF16, QkvShape.ToString(), reference.ToArray(), result);
     }
 
+    /// <summary>
+    /// Per call: a <see cref="CudaBackend.UseStream"/> scope queues the backend's work on the caller's stream (split-KV decode:
+    /// its scratch on that stream), returns to the backend's own stream after, and results are right on both sides of the switch.
+    /// </summary>
+    [Test]
+    public void A_use_stream_scope_queues_the_calls_work_on_the_callers_stream()
+    {
+        var gpu = Requires.CudaDevice();
+        using var stream = new CudaStream(gpu.Context, nonBlocking: true);
+        var shapeQ = new Shape(1, 1, 8, 128);
+        var shapeK = new Shape(1, 2000, 2, 128);
+        var q = TestData.Representable(TestData.NormalSingle(51, shapeQ.ElementCount), DType.BF16);
+        var kv = TestData.Representable(TestData.NormalSingle(52, shapeK.ElementCount), DType.BF16);
+        using var qt = gpu.FromArray(q, shapeQ, DType.BF16);
+        using var kt = gpu.FromArray(kv, shapeK, DType.BF16);
+        using var before = SoftmaxAttention.Forward(qt, kt, kt, Causal); // queued on the backend's own stream
+        Tensor inScope;
+        using (gpu.UseStream(stream))
+        {
+            Assert.That(gpu.Stream.Handle, Is.EqualTo(stream.Handle), "current stream in the scope");
+            inScope = SoftmaxAttention.Forward(qt, kt, kt, Causal);
+        }
+        Assert.That(gpu.Stream.Handle, Is.EqualTo(gpu.OwnStream.Handle), "the backend's own stream after the scope");
+        stream.Synchronize();
+        using (inScope)
+        {
+            using var qc = Backend.Cpu.FromArray(q, shapeQ);
+            using var kc = Backend.Cpu.FromArray(kv, shapeK);
+            using var reference = SoftmaxAttention.Forward(qc, kc, kc, Causal);
+            Parity.AssertClose("attention in a UseStream scope", DType.BF16, shapeQ.ToString(), reference.ToArray(), inScope.ToArray());
+            Parity.AssertClose("attention before a UseStream scope", DType.BF16, shapeQ.ToString(), reference.ToArray(), before.ToArray());
+        }
+    }
+
     [Test]
     public void Two_backends_on_two_streams_run_at_once_with_their_own_scratch()
     {

@@ -7,18 +7,21 @@ namespace Attention.Native;
 
 /// <summary>
 /// The CUDA backend: device tensors, kernels from <c>cuda/</c> compiled by NVRTC for the device's exact
-/// architecture (cached on disk), projections on cuBLAS. All work is queued on one stream in order;
-/// reading a tensor back waits for it.
+/// architecture (cached on disk), projections on cuBLAS. All work is queued in order on one stream: the backend's own
+/// (<see cref="OwnStream"/>, which may be the caller's: <see cref="Create(int, nint, KernelCompiler?)"/>), or the caller's
+/// for the span of a <see cref="UseStream"/> scope; reading a tensor back waits for it.
 /// </summary>
-/// <remarks>Thread safety: layer calls from several threads are serialised (each holds the backend for its whole forward, backward or cache step, since all ops share one stream, one scratch buffer and one cuBLAS handle); direct op calls and the runtime objects it exposes must be used from one thread at a time.</remarks>
+/// <remarks>Thread safety: layer calls from several threads are serialised (each holds the backend for its whole forward, backward or cache step, since all ops share the stream, its scratch buffers and one cuBLAS handle); direct op calls and the runtime objects it exposes must be used from one thread at a time. Stream rules: work on one backend runs in the order it was queued, also across <see cref="UseStream"/> switches; two backends (each on its own stream, with its own scratch) run concurrently, and the caller orders their work on shared tensors with events or synchronisation.</remarks>
 public sealed partial class CudaBackend : Backend
 {
     private readonly ConcurrentDictionary<KernelProgram, Lazy<CudaModule>> _modules = new();
     private readonly Lock _scratchGate = new();
     private readonly Lock _callGate = new();
-    private DeviceBuffer<byte>? _scratch;
     private readonly Lock _launchIndicesGate = new();
-    private DeviceBuffer<int>? _launchIndices;
+    // Scratch and launch-index buffers of each stream work has been queued on (UseStream): never shared between streams.
+    private readonly Dictionary<nint, StreamBuffers> _streamBuffers = [];
+    private CudaStream? _scopeStream;
+    private CudaEvent? _joinEvent;
 
     private CudaBackend(CudaDevice device, KernelCompiler compiler, nint? stream)
     {
@@ -28,12 +31,12 @@ public sealed partial class CudaBackend : Backend
         MemoryCache = new DeviceMemoryCache(Context.AllocateBytes, Context.FreeBytes);
         try
         {
-            Stream = stream is { } handle ? CudaStream.Wrap(Context, handle) : new CudaStream(Context);
-            Blas = new CudaBlas(Context, Stream);
+            OwnStream = stream is { } handle ? CudaStream.Wrap(Context, handle) : new CudaStream(Context);
+            Blas = new CudaBlas(Context, OwnStream);
         }
         catch
         {
-            Stream?.Dispose();
+            OwnStream?.Dispose();
             Context.Dispose();
             throw;
         }
@@ -64,8 +67,98 @@ public sealed partial class CudaBackend : Backend
     /// <summary>The device's primary context.</summary>
     public CudaContext Context { get; }
 
-    /// <summary>The stream every op of this backend is queued on.</summary>
-    public CudaStream Stream { get; }
+    /// <summary>
+    /// The stream this backend queues its work on now: <see cref="OwnStream"/>, or the caller's stream while a
+    /// <see cref="UseStream"/> scope is open.
+    /// </summary>
+    public CudaStream Stream => _scopeStream ?? OwnStream;
+
+    /// <summary>The backend's own stream: one it created, or the caller's it was created on (<see cref="Create(int, nint, KernelCompiler?)"/>).</summary>
+    public CudaStream OwnStream { get; }
+
+    /// <summary>
+    /// Queues this backend's work on the caller's <paramref name="stream"/> (a stream of this backend's device, in its primary
+    /// context: <see cref="CudaStream.Wrap"/> takes a <c>CUstream</c> from another library) until the returned scope is
+    /// disposed. The switch is ordered both ways without blocking the host: the caller's stream first waits for the work this
+    /// backend queued before, and on Dispose the previous stream waits for the scope's work; the caller's own work queued on
+    /// <paramref name="stream"/> before and after the scope is ordered with it as on any stream. The scope holds the backend (as
+    /// a layer call does: other threads' layer calls wait), so dispose it on the thread that opened it, without an await in
+    /// between. Scratch and launch-index buffers are kept per stream, so no two streams share one. Scopes nest.
+    /// </summary>
+    public StreamScope UseStream(CudaStream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        var gate = EnterCall();
+        try
+        {
+            var previous = _scopeStream;
+            Join(Stream, stream);
+            _scopeStream = stream;
+            Blas.SetStream(stream);
+            return new StreamScope(this, previous, gate);
+        }
+        catch
+        {
+            gate.Dispose();
+            throw;
+        }
+    }
+
+    // Ends a UseStream scope: the previous stream waits for the scope's work and becomes current again.
+    private void EndScope(CudaStream? previous, CallGate gate)
+    {
+        try
+        {
+            var scoped = Stream;
+            _scopeStream = previous;
+            Blas.SetStream(Stream);
+            Join(scoped, Stream);
+        }
+        finally
+        {
+            gate.Dispose();
+        }
+    }
+
+    // Orders everything queued on `from` so far before anything queued on `to` from now on.
+    private void Join(CudaStream from, CudaStream to)
+    {
+        if (from.Handle == to.Handle)
+        {
+            return;
+        }
+        _joinEvent ??= new CudaEvent(Context, timing: false);
+        _joinEvent.Record(from);
+        to.WaitEvent(_joinEvent);
+    }
+
+    /// <summary>An open <see cref="UseStream"/> scope; Dispose returns the backend to the stream it used before.</summary>
+    /// <remarks>Thread safety: dispose it once, on the thread that opened it.</remarks>
+    public sealed class StreamScope : IDisposable
+    {
+        private readonly CudaBackend _backend;
+        private readonly CudaStream? _previous;
+        private readonly CallGate _gate;
+        private bool _disposed;
+
+        internal StreamScope(CudaBackend backend, CudaStream? previous, CallGate gate)
+        {
+            _backend = backend;
+            _previous = previous;
+            _gate = gate;
+        }
+
+        /// <inheritdoc/>
+        public void Dispose()
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            _backend.EndScope(_previous, _gate);
+        }
+    }
 
     /// <summary>The cuBLAS handle (bound to <see cref="Stream"/>).</summary>
     public CudaBlas Blas { get; }
@@ -186,17 +279,18 @@ public sealed partial class CudaBackend : Backend
     {
         lock (_scratchGate)
         {
-            if (_scratch is null || _scratch.Length < bytes)
+            var buffers = BuffersOf(Stream);
+            if (buffers.Scratch is null || buffers.Scratch.Length < bytes)
             {
-                if (_scratch is not null)
+                if (buffers.Scratch is not null)
                 {
                     Stream.Synchronize(); // queued kernels may still read the old scratch
-                    _scratch.Dispose();
-                    _scratch = null;
+                    buffers.Scratch.Dispose();
+                    buffers.Scratch = null;
                 }
-                _scratch = Context.Allocate<byte>(Math.Max(bytes, 1 << 20));
+                buffers.Scratch = Context.Allocate<byte>(Math.Max(bytes, 1 << 20));
             }
-            return _scratch.Slice(0, bytes);
+            return buffers.Scratch.Slice(0, bytes);
         }
     }
 
@@ -214,18 +308,44 @@ public sealed partial class CudaBackend : Backend
         }
         lock (_launchIndicesGate)
         {
-            if (_launchIndices is null || _launchIndices.Length < values.Length)
+            var buffers = BuffersOf(Stream);
+            if (buffers.LaunchIndices is null || buffers.LaunchIndices.Length < values.Length)
             {
-                if (_launchIndices is not null)
+                if (buffers.LaunchIndices is not null)
                 {
                     Stream.Synchronize(); // queued kernels may still read the old copy
-                    _launchIndices.Dispose();
-                    _launchIndices = null;
+                    buffers.LaunchIndices.Dispose();
+                    buffers.LaunchIndices = null;
                 }
-                _launchIndices = Context.Allocate<int>(Math.Max(values.Length, 1 << 14));
+                buffers.LaunchIndices = Context.Allocate<int>(Math.Max(values.Length, 1 << 14));
             }
-            _launchIndices.UploadQueued(values, Stream);
-            return _launchIndices.Pointer;
+            buffers.LaunchIndices.UploadQueued(values, Stream);
+            return buffers.LaunchIndices.Pointer;
+        }
+    }
+
+    // The buffers of one stream (created on its first use).
+    private StreamBuffers BuffersOf(CudaStream stream)
+    {
+        lock (_streamBuffers)
+        {
+            if (!_streamBuffers.TryGetValue(stream.Handle, out var buffers))
+            {
+                _streamBuffers[stream.Handle] = buffers = new StreamBuffers();
+            }
+            return buffers;
+        }
+    }
+
+    private sealed class StreamBuffers
+    {
+        public DeviceBuffer<byte>? Scratch;
+        public DeviceBuffer<int>? LaunchIndices;
+
+        public void Dispose()
+        {
+            Scratch?.Dispose();
+            LaunchIndices?.Dispose();
         }
     }
 
@@ -282,7 +402,7 @@ public sealed partial class CudaBackend : Backend
     {
         try
         {
-            Stream.Synchronize();
+            OwnStream.Synchronize();
         }
         catch (CudaException)
         {
@@ -292,11 +412,14 @@ public sealed partial class CudaBackend : Backend
         {
             module.Value.Dispose();
         }
-        _scratch?.Dispose();
-        _launchIndices?.Dispose();
+        foreach (var buffers in _streamBuffers.Values)
+        {
+            buffers.Dispose();
+        }
+        _joinEvent?.Dispose();
         MemoryCache.Dispose();
         Blas.Dispose();
-        Stream.Dispose();
+        OwnStream.Dispose();
         Context.Dispose();
     }
 }

@@ -113,6 +113,9 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(CudaLibrary)]
     internal static partial CUresult cuEventSynchronize(nint hEvent);
 
+    [LibraryImport(CudaLibrary)]
+    internal static partial CUresult cuStreamWaitEvent(nint hStream, nint hEvent, uint Flags);
+
     // CUDA 12.8 added cuEventElapsedTime_v2 and newer headers map the name to it; drivers keep the original
     // symbol for older binaries, and older drivers (e.g. JetPack 6) have only that one. CudaEvent tries it first.
     [LibraryImport(CudaLibrary)]

@@ -12,18 +12,18 @@ public sealed unsafe class CudaEvent : IDisposable
     private readonly CudaContext _context;
     private nint _handle;
 
-    /// <summary>Creates an event that records timing.</summary>
-    public CudaEvent(CudaContext context)
+    /// <summary>Creates an event that records timing (<paramref name="timing"/>), or one only for ordering streams, which costs less.</summary>
+    public CudaEvent(CudaContext context, bool timing = true)
     {
         ArgumentNullException.ThrowIfNull(context);
         _context = context;
         context.MakeCurrent();
         nint handle;
-        StatusCheck.Check(cuEventCreate(&handle, CU_EVENT_DEFAULT), nameof(cuEventCreate));
+        StatusCheck.Check(cuEventCreate(&handle, timing ? CU_EVENT_DEFAULT : CU_EVENT_DISABLE_TIMING), nameof(cuEventCreate));
         _handle = handle;
     }
 
-    private nint Handle
+    internal nint Handle
     {
         get
         {

@@ -54,6 +54,14 @@ public sealed unsafe class CudaStream : IDisposable
         }
     }
 
+    /// <summary>Makes work queued on this stream from now on wait for the work recorded in <paramref name="recorded"/> (on any stream), without blocking the host.</summary>
+    public void WaitEvent(CudaEvent recorded)
+    {
+        ArgumentNullException.ThrowIfNull(recorded);
+        _context.MakeCurrent();
+        StatusCheck.Check(cuStreamWaitEvent(Handle, recorded.Handle, 0), nameof(cuStreamWaitEvent));
+    }
+
     /// <summary>Waits until all work queued on the stream has finished.</summary>
     public void Synchronize()
     {

@@ -6,7 +6,8 @@ namespace Attention.Native.Runtime;
 /// A caching allocator for one CUDA backend's tensors: a disposed tensor's memory goes back to a free list of its size
 /// bucket instead of to the driver, and the next tensor of that bucket takes it, so a step that runs again (a decode step,
 /// a training step) allocates nothing from the driver once warmed up. Every tensor of a backend is used in order on that
-/// backend's one stream, so a block reused by a later op is only touched after the earlier ops that read it. On an
+/// backend's stream (and a <see cref="CudaBackend.UseStream"/> switch orders the new stream after the old one, both ways), so
+/// a block reused by a later op is only touched after the earlier ops that read it. On an
 /// out-of-memory error the cached blocks are freed and the allocation tried once more.
 /// </summary>
 internal sealed class DeviceMemoryCache : IDisposable
