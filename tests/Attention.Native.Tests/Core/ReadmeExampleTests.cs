@@ -1,6 +1,8 @@
 using System.Text.RegularExpressions;
 using Attention.Native.Inference;
 using Attention.Native.IO;
+using Attention.Native.Ops;
+using Attention.Native.Tests.Support;
 using Attention.Native.Variants;
 
 namespace Attention.Native.Tests.Core;
@@ -71,6 +73,45 @@ public partial class ReadmeExampleTests
         Assert.That(pool.Length(active[0]), Is.EqualTo(140));
         Assert.That(pool.FreePages, Is.EqualTo(pool.PageCount - active.Sum(id => pool.PagesOf(id)) + 7), "the fork shares the 7 full pages it was forked with; the partly full one was copied on write");
     }
+
+    [Test]
+    public void The_readme_zero_copy_example_runs()
+    {
+        float[] qkv = TestData.NormalSingle(3, 3 * 1 * 8 * 2 * 16);
+        // ZEROCOPY-BEGIN
+        var memory = qkv.AsMemory();                          // the caller's [3, B, T, H, d] array
+        int n = 1 * 8 * 2 * 16;
+        using var q = Backend.Cpu.Wrap(memory[..n], new Shape(1, 8, 2, 16));   // views of it, no copy
+        using var k = Backend.Cpu.Wrap(memory[n..(2 * n)], new Shape(1, 8, 2, 16));
+        using var v = Backend.Cpu.Wrap(memory[(2 * n)..], new Shape(1, 8, 2, 16));
+        var o = new float[n];
+        var lse = new float[1 * 2 * 8];
+        using (var ot = Backend.Cpu.Wrap(o.AsMemory(), new Shape(1, 8, 2, 16)))
+        using (var lt = Backend.Cpu.Wrap(lse.AsMemory(), new Shape(1, 2, 8)))
+        {
+            SoftmaxAttention.Forward(q, k, v, new AttentionOptions(0.25, Causal: true), null, ot, lt);  // o written in place
+        }
+        // ZEROCOPY-END
+        using var qc = Backend.Cpu.FromArray(qkv.AsSpan(0, n), new Shape(1, 8, 2, 16));
+        using var kc = Backend.Cpu.FromArray(qkv.AsSpan(n, n), new Shape(1, 8, 2, 16));
+        using var vc = Backend.Cpu.FromArray(qkv.AsSpan(2 * n, n), new Shape(1, 8, 2, 16));
+        using var copy = SoftmaxAttention.Forward(qc, kc, vc, new AttentionOptions(0.25, Causal: true));
+        Assert.That(o, Is.EqualTo(copy.ToArray()));
+    }
+
+    [Test]
+    public void The_readme_shows_the_zero_copy_example()
+    {
+        string readme = File.ReadAllText(Path.Combine(Root(), "README.md"));
+        string source = File.ReadAllText(Path.Combine(Root(), "tests", "Attention.Native.Tests", "Core", "ReadmeExampleTests.cs"));
+        var block = ZeroCopyBlock().Match(readme).Groups[1].Value;
+        var example = source[(source.IndexOf("// ZEROCOPY-BEGIN", StringComparison.Ordinal) + 17)..source.IndexOf("// ZEROCOPY-END", StringComparison.Ordinal)];
+        static string[] Lines(string text) => text.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToArray();
+        Assert.That(Lines(block), Is.EqualTo(Lines(example)));
+    }
+
+    [GeneratedRegex("### Your memory, your stream.*?```csharp\\n(.*?)```", RegexOptions.Singleline)]
+    private static partial Regex ZeroCopyBlock();
 
     [Test]
     public void The_readme_shows_the_serving_example()
