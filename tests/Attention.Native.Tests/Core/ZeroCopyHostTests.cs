@@ -94,6 +94,28 @@ public class ZeroCopyHostTests
     }
 
     [Test]
+    public void A_tensor_span_is_used_in_place_for_the_length_of_a_call()
+    {
+        float[] q = TestData.NormalSingle(10, QkvShape.ElementCount), k = TestData.NormalSingle(11, QkvShape.ElementCount), v = TestData.NormalSingle(12, QkvShape.ElementCount);
+        var o = new float[QkvShape.ElementCount];
+        using var kt = Backend.Cpu.FromArray(k, QkvShape);
+        using var vt = Backend.Cpu.FromArray(v, QkvShape);
+        using var lt = Backend.Cpu.Zeros(new Shape(B, H, T));
+        var qSpan = new System.Numerics.Tensors.TensorSpan<float>(q, [B, T, H, D]);
+        HostTensor? seen = Backend.Cpu.Wrap(qSpan, qt =>
+        {
+            using var ot = Backend.Cpu.Wrap(o.AsMemory(), QkvShape);
+            SoftmaxAttention.Forward(qt, kt, vt, Causal, null, ot, lt);
+            return qt;
+        });
+        Assert.Multiple(() =>
+        {
+            Assert.That(o, Is.EqualTo(Reference(q, k, v)));
+            Assert.That(seen!.IsDisposed, Is.True, "the span's tensor ends with the call");
+        });
+    }
+
+    [Test]
     public unsafe void Native_memory_is_wrapped_with_its_owner_and_never_freed_by_the_tensor()
     {
         var owner = new NativeBlock(QkvShape.ElementCount * sizeof(double));

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using Attention.Native.Ops;
 
 namespace Attention.Native;
@@ -72,6 +73,34 @@ public sealed partial class CpuBackend : Backend
         }
         var pin = tensor.GetPinnedHandle();
         return HostTensor.External(this, new Shape(dims), dtype, pin.Pointer, checked((long)tensor.FlattenedLength * sizeof(T)), pin, keepAlive: tensor, nameof(tensor));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="use"/> with a tensor over the elements of <paramref name="span"/> (dense and row-major; a
+    /// <see cref="TensorSpan{T}"/> is stack-only, so the tensor lives for the call only): no copy, ops inside read and write
+    /// the span's memory. The tensor is disposed when <paramref name="use"/> returns; what it returns (e.g. an op's new output)
+    /// is the caller's. <typeparamref name="T"/> as for <see cref="Wrap{T}(Memory{T}, Shape)"/>.
+    /// </summary>
+    public unsafe TResult Wrap<T, TResult>(TensorSpan<T> span, Func<HostTensor, TResult> use)
+        where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(use);
+        var dtype = DTypeOf<T>(nameof(T));
+        if (!span.IsDense)
+        {
+            throw new ArgumentException("span: expected a dense tensor span (row-major, no gaps), actual a strided one", nameof(span));
+        }
+        var lengths = span.Lengths;
+        var dims = new int[lengths.Length];
+        for (int i = 0; i < dims.Length; i++)
+        {
+            dims[i] = checked((int)lengths[i]);
+        }
+        fixed (T* pointer = &span.GetPinnableReference())
+        {
+            using var tensor = HostTensor.External(this, new Shape(dims), dtype, pointer, checked((long)span.FlattenedLength * sizeof(T)), default, null, nameof(span));
+            return use(tensor);
+        }
     }
 
     /// <summary>
