@@ -36,6 +36,145 @@ string Bin(string project, string assembly) =>
     return (code, lines);
 }
 
+// The number of tests and the categories of each test display name, from the runner's own listing with the same filter
+// (none if the listing fails: the progress then has no total and the skip lines say "no category").
+(int Count, Dictionary<string, string> Categories) TestCategories(string dll, string filter)
+{
+    var output = new List<string>();
+    var settings = new ProcessSettings
+    {
+        Arguments = $"\"{dll}\" --list-tests json --no-ansi{filter}",
+        RedirectStandardOutput = true,
+        RedirectStandardError = true,
+        RedirectedStandardOutputHandler = line => { if (line != null) output.Add(line); return null; },
+        RedirectedStandardErrorHandler = line => null,
+    };
+    var map = new Dictionary<string, string>();
+    int count = 0;
+    if (StartProcess("dotnet", settings) != 0) return (0, map);
+    var text = string.Join("\n", output);
+    int start = text.IndexOf('{');
+    if (start < 0) return (0, map);
+    try
+    {
+        using var document = System.Text.Json.JsonDocument.Parse(text.Substring(start));
+        foreach (var test in document.RootElement.GetProperty("tests").EnumerateArray())
+        {
+            var name = test.GetProperty("displayName").GetString() ?? "";
+            var keys = test.TryGetProperty("traits", out var traits)
+                ? traits.EnumerateArray().Select(t => t.GetProperty("key").GetString()).Where(k => !string.IsNullOrEmpty(k)).OrderBy(k => k).ToList()
+                : new List<string>();
+            // NUnit reports a test's categories as traits with empty values; a name shared by tests of different
+            // categories gets all of them.
+            var joined = string.Join(",", keys.Union(map.TryGetValue(name, out var seen) ? seen.Split(',', StringSplitOptions.RemoveEmptyEntries) : Array.Empty<string>()).OrderBy(k => k));
+            map[name] = joined;
+            count++;
+        }
+    }
+    catch (Exception e) when (e is System.Text.Json.JsonException || e is KeyNotFoundException || e is InvalidOperationException)
+    {
+        map.Clear();
+        count = 0;
+    }
+    return (count, map);
+}
+
+// Runs the test executable with --output detailed. On the console: a progress line every 15 s (and at the end), every failed
+// test's result block in full, stderr, and the runner's summary; passed and skipped tests are only counted (the skipped
+// ones with their category and reason, for one line per reason afterwards). Every line goes to the log file.
+(int ExitCode, List<string> Lines, List<(string Category, string Reason)> Skipped) RunTests(
+    string dll, string arguments, IDictionary<string, string> environment, (int Count, Dictionary<string, string> Categories) listing, string logPath)
+{
+    var gate = new object();
+    var lines = new List<string>();
+    var skipped = new List<(string Category, string Reason)>();
+    var resultLine = new Regex(@"^(passed|skipped|failed|error|timed out|timeout|canceled|cancelled) (.+) \((\d+(h|m|s|ms) ?)+\)$");
+    var categories = listing.Categories;
+    int passedCount = 0, failedCount = 0, total = listing.Count;
+    string block = "";            // "failed" while echoing a failed test's indented block, "skipped" while reading a reason
+    string skippedName = "";
+    var reason = new List<string>();   // the skip reason being read (its first line)
+    bool inSummary = false;
+    var clock = System.Diagnostics.Stopwatch.StartNew();
+    using var log = new System.IO.StreamWriter(logPath, append: false);
+
+    void EndSkipBlock()
+    {
+        if (block != "skipped") return;
+        var category = categories.TryGetValue(skippedName, out var c) && c.Length > 0 ? c : "no category";
+        skipped.Add((category, reason.Count == 0 ? "(no reason given)" : reason[0]));
+        reason.Clear();
+        block = "";
+    }
+    void Progress(string label)
+    {
+        int done = passedCount + failedCount + skipped.Count + (block == "skipped" ? 1 : 0);
+        var of = total > 0 ? $"/{total}" : "";
+        Console.WriteLine($"[{(int)clock.Elapsed.TotalMinutes}:{clock.Elapsed.Seconds:00}] {label} {done}{of} tests (passed {passedCount}, failed {failedCount}, skipped {done - passedCount - failedCount})");
+    }
+    void OnLine(string line, bool isError)
+    {
+        if (line == null) return;
+        lock (gate)
+        {
+            lines.Add(line);
+            log.WriteLine(line);
+            if (isError) { Console.Error.WriteLine(line); return; }
+            if (inSummary) { Console.WriteLine(line); return; }
+            if (line.StartsWith("Test run summary:"))
+            {
+                EndSkipBlock();
+                block = "";
+                inSummary = true;
+                Progress("finished:");
+                Console.WriteLine(line);
+                return;
+            }
+            var match = resultLine.Match(line);
+            if (match.Success)
+            {
+                EndSkipBlock();
+                block = "";
+                switch (match.Groups[1].Value)
+                {
+                    case "passed": passedCount++; break;
+                    case "skipped": block = "skipped"; skippedName = match.Groups[2].Value; break;
+                    default: failedCount++; block = "failed"; Console.WriteLine(line); break;
+                }
+                return;
+            }
+            // A result block is the indented (or blank) lines under its result line; anything else is a test's own output.
+            bool inBlock = line.Length == 0 || char.IsWhiteSpace(line[0]);
+            if (block == "failed" && inBlock) { Console.WriteLine(line); return; }
+            // The reason is the block's first line: indented output of the next test may follow it before its result line.
+            if (block == "skipped" && inBlock) { if (reason.Count == 0 && line.Trim().Length > 0) reason.Add(line.Trim()); return; }
+            EndSkipBlock();
+            block = "";
+        }
+    }
+
+    Console.WriteLine($"running {(total > 0 ? total.ToString() : "the")} tests; a progress line every 15 s, failures in full, skips counted by reason at the end");
+    using var timer = new System.Threading.Timer(_ => { lock (gate) { if (!inSummary) Progress("running:"); } }, null, 15000, 15000);
+    var settings = new ProcessSettings
+    {
+        Arguments = $"\"{dll}\" {arguments}",
+        EnvironmentVariables = environment,
+        RedirectStandardOutput = true,
+        RedirectStandardError = true,
+        RedirectedStandardOutputHandler = line => { OnLine(line, false); return null; },
+        RedirectedStandardErrorHandler = line => { OnLine(line, true); return null; },
+    };
+    int code = StartProcess("dotnet", settings);
+    lock (gate)
+    {
+        EndSkipBlock();
+        if (!inSummary) Progress("stopped:");
+        inSummary = true;
+        log.Flush();
+    }
+    return (code, lines, skipped);
+}
+
 Task("Clean").Does(() =>
 {
     CleanDirectory(artifacts);
@@ -53,35 +192,48 @@ Task("Test")
 {
     EnsureDirectoryExists(artifacts);
     if (FileExists(summaryFile)) DeleteFile(summaryFile);
-    // The test project is a Microsoft.Testing.Platform executable; run it directly.
-    var args = "--no-ansi --progress off"
-        + (string.IsNullOrEmpty(testFilter) ? "" : $" --filter \"{testFilter}\"")
+    var dll = Bin("tests/Attention.Native.Tests", "Attention.Native.Tests.dll");
+    var filter = string.IsNullOrEmpty(testFilter) ? "" : $" --filter \"{testFilter}\"";
+    // The test project is a Microsoft.Testing.Platform executable; run it directly. "detailed" gives one result line per
+    // test, which the progress counts; captured output is shown for failed tests only (passing tests' output, which the
+    // NUnit adapter also prints as it comes, goes to the log file).
+    var args = "--no-ansi --progress off --output detailed --show-stdout failed --show-stderr failed" + filter
         + $" --results-directory \"{artifacts.Combine("TestResults").FullPath}\"";
     // A whole-suite run starts the kernel emulation (a g++-built process) with the suite, beside the mostly single-threaded tests.
     var environment = new Dictionary<string, string> { ["ATTENTION_NATIVE_EMULATION_EARLY"] = string.IsNullOrEmpty(testFilter) ? "1" : "0" };
-    var (code, lines) = Run("dotnet", $"\"{Bin("tests/Attention.Native.Tests", "Attention.Native.Tests.dll")}\" {args}", environment);
+    var categories = TestCategories(dll, filter);
+    var log = artifacts.CombineWithFilePath("test-output.log");
+    var run = RunTests(dll, args, environment, categories, log.FullPath);
 
     int Count(string name)
     {
-        var match = lines.Select(l => Regex.Match(l, $@"^\s*{name}:\s*(\d+)\s*$")).LastOrDefault(m => m.Success);
+        var match = run.Lines.Select(l => Regex.Match(l, $@"^\s*{name}:\s*(\d+)\s*$")).LastOrDefault(m => m.Success);
         return match is null ? -1 : int.Parse(match.Groups[1].Value);
     }
     int passed = Count("succeeded"), failed = Count("failed"), skipped = Count("skipped");
     if (passed < 0 || failed < 0 || skipped < 0)
     {
-        // The runner died before its summary: count that as a failure rather than as nothing.
+        // The runner died before its summary: show how it ended, and count that as a failure rather than as nothing.
+        Console.WriteLine("the test runner ended without its summary; its last lines:");
+        foreach (var line in run.Lines.TakeLast(40)) Console.WriteLine("  " + line);
         passed = Math.Max(passed, 0); failed = Math.Max(failed, 0) + 1; skipped = Math.Max(skipped, 0);
     }
-    else if (code != 0 && failed == 0)
+    else if (run.ExitCode != 0 && failed == 0)
     {
         failed = 1; // non-zero exit with no failed test (e.g. zero tests ran) is still a failure
     }
+    // One line per (category, reason) of the skipped tests instead of a block per test.
+    foreach (var group in run.Skipped.GroupBy(s => (s.Category, s.Reason)).OrderByDescending(g => g.Count()).ThenBy(g => g.Key.Category))
+    {
+        Console.WriteLine($"skipped {group.Count()} ({group.Key.Category}): {group.Key.Reason}");
+    }
+    Console.WriteLine($"full runner output: {root.GetRelativePath(log).FullPath}");
     var summary = $"{passed} passed, {failed} failed, {skipped} skipped";
     System.IO.File.WriteAllText(summaryFile.FullPath, summary + "\n");
     Information(summary);
     if (failed > 0)
     {
-        throw new Exception($"Tests failed (exit code {code}): {summary}");
+        throw new Exception($"Tests failed (exit code {run.ExitCode}): {summary}");
     }
 });
 

@@ -4,7 +4,7 @@
 Softmax attention through PyTorch's scaled_dot_product_attention with each backend forced (flash, cuDNN,
 efficient) and through FlexAttention (kernels "forward"/"backward", variant "mha"); plain PyTorch layer forwards of
 tpa, sas, agent and flatten ("layer forward") and the chunked lightning core ("forward+backward") written from
-../shared/docs/variants.md; GQA decode against a long cache; and the device-to-device copy
+docs/variants.md (in the repository root); GQA decode against a long cache; and the device-to-device copy
 bandwidth that decode is measured against. Writes JSON rows that `attn bench` joins with its own:
     {"device", "date", "torch", "rows": [{"kernel", "variant", "dtype", "causal", "T", "ms", "tflops", "gbps"}]}
 Usage: python3 torch_peers.py --out peers.json [--tokens 16384] [--lengths 512 1024 ...] [--quick]

@@ -504,6 +504,7 @@ public class SafeTensorsTests
     }
 
     [Test]
+    [Category("Gpu")] // needs a device: run with the other Gpu tests, and counted with them when skipped
     public void Read_onto_the_GPU_keeps_dtypes_and_refuses_F64()
     {
         var gpu = Requires.CudaDevice();
