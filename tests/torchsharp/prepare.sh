@@ -39,6 +39,7 @@ if [ ! -f "$assets" ]; then
   dotnet restore "$project" -v:q >/dev/null
 fi
 # The packages' folders: packageFolders (the NuGet cache in use) joined with each library's path.
+torchsharp=- libtorch=-
 read -r torchsharp libtorch < <(python3 - "$assets" <<'EOF'
 import json, os, sys
 assets = json.load(open(sys.argv[1]))
@@ -53,7 +54,7 @@ def find(prefix):
     return "-"
 print(find("torchsharp/"), find("libtorch-cpu-linux-x64/"))
 EOF
-)
+) || true
 shipped="$torchsharp/runtimes/linux-x64/native/libLibTorchSharp.so"
 libtorch_dir="$libtorch/runtimes/linux-x64/native"
 if [ ! -f "$shipped" ] || [ ! -d "$libtorch_dir" ]; then
