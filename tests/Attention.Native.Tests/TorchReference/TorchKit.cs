@@ -25,7 +25,10 @@ internal static class TorchKit
     /// </summary>
     public static double Tolerance(DType dtype) => dtype == DType.F64 ? 1e-10 : 1e-4;
 
-    /// <summary>The layer's parameters by name as torch tensors (learnable ones require grad), in the layer's dtype.</summary>
+    /// <summary>
+    /// y [B, T, d_model] of x in torch ops; <c>w</c> holds the layer's parameters by their variants.md names, in the layer's
+    /// dtype (the learnable ones require grad).
+    /// </summary>
     public delegate Tensor Composition(Tensor x, IReadOnlyDictionary<string, Tensor> w);
 
     /// <summary>
