@@ -1,4 +1,4 @@
-// Attention.Native build. Targets: Build, Test, Demo, Bench, Pack, GpuBundle (see README.md).
+// Attention.Native build. Targets: Build, Test, Demo, Bench, Pack, ApiBaseline, GpuBundle (see README.md).
 //   ./build.sh --target=Test [--test-filter="TestCategory=Kernels"] [--configuration=Release]
 using System.Text.RegularExpressions;
 
@@ -278,17 +278,44 @@ Task("Bench")
         new DotNetRunSettings { Configuration = "Release" });
 });
 
+// The NuGet package and its symbol package (.snupkg) in artifacts/packages, built as CI builds are (ContinuousIntegrationBuild:
+// source paths mapped to /_/ for SourceLink) and deterministic: the zip entries carry the commit's time (or SOURCE_DATE_EPOCH),
+// so one commit packs to the same bytes. Package validation runs as part of the pack.
 Task("Pack")
-    .IsDependentOn("Build")
     .Does(() =>
 {
     var output = artifacts.Combine("packages");
     CleanDirectory(output);
-    DotNetPack(library.FullPath, new DotNetPackSettings { Configuration = configuration, OutputDirectory = output, NoBuild = true });
-    foreach (var package in GetFiles(output.FullPath + "/*.nupkg"))
+    var properties = new DotNetMSBuildSettings().WithProperty("ContinuousIntegrationBuild", "true");
+    if (string.IsNullOrEmpty(Environment.GetEnvironmentVariable("SOURCE_DATE_EPOCH")))
+    {
+        int git = StartProcess("git", new ProcessSettings { Arguments = "log -1 --format=%ct", RedirectStandardOutput = true, RedirectStandardError = true }, out IEnumerable<string> stamp);
+        if (git == 0 && stamp.FirstOrDefault() is { Length: > 0 } seconds)
+        {
+            properties.WithProperty("DeterministicTimestamp", seconds.Trim());
+        }
+    }
+    DotNetPack(library.FullPath, new DotNetPackSettings { Configuration = configuration, OutputDirectory = output, MSBuildSettings = properties });
+    foreach (var package in GetFiles(output.FullPath + "/*.nupkg").Concat(GetFiles(output.FullPath + "/*.snupkg")))
     {
         Information($"package: {package} ({new System.IO.FileInfo(package.FullPath).Length / 1024} KiB)");
     }
+});
+
+// Rewrites the public-API baseline of the library (src/Managed/Attention.Native/PublicAPI.Unshipped.txt) from the code:
+// run it after adding, changing or removing public API, and commit the file with the change. The build fails (RS0016,
+// RS0017) while the code and the baseline differ. PublicAPI.Shipped.txt (the released API) is left alone: a release moves
+// the unshipped lines there; removing a shipped API needs a "*REMOVED*<line>" entry in the unshipped file, written by hand.
+Task("ApiBaseline")
+    .Does(() =>
+{
+    var unshipped = library.GetDirectory().CombineWithFilePath("PublicAPI.Unshipped.txt");
+    System.IO.File.WriteAllText(unshipped.FullPath, "#nullable enable\n");
+    // The analyzer's own code fix adds every public symbol missing from the baseline.
+    var (code, _) = Run("dotnet", $"format analyzers \"{library.FullPath}\" --diagnostics RS0016 --severity warn");
+    if (code != 0) throw new Exception($"dotnet format exited with {code}");
+    DotNetBuild(library.FullPath, new DotNetBuildSettings { Configuration = configuration });
+    Information($"public API baseline: {unshipped} ({System.IO.File.ReadLines(unshipped.FullPath).Count() - 1} unshipped entries)");
 });
 
 // A folder and tar.xz that run the tests and `attn` on a Linux x64 host with an NVIDIA driver and no .NET:

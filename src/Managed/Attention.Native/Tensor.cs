@@ -5,7 +5,7 @@ namespace Attention.Native;
 /// device memory for the CUDA backend. Dispose it to free its memory; a view made by
 /// <see cref="Reshape"/> shares the storage and becomes unusable when its owner is disposed.
 /// </summary>
-/// <remarks>Thread safety: reads (CopyTo, ToArray, use as an op input) may run on many threads at once; a write (CopyFrom, a writable span, use as an op output) must not overlap any other use of the same storage. Not detected.</remarks>
+/// <remarks>Thread safety: reads (CopyTo, ToArray, use as an op input) may run on many threads at once; a write (CopyFrom, a writable span, use as an op output) must not overlap any other use of the same storage. Not detected. Stream rules: a tensor of the CUDA backend is used in order on its backend's stream: reads to the host (<c>CopyTo</c>, <c>ToArray</c>, <c>To</c>) wait for the work queued before them, and writes from the host (<c>CopyFrom</c>) return when the copy is done; an op that uses the tensor is queued after both. A host tensor has no stream: every access is immediate.</remarks>
 public abstract class Tensor : IDisposable
 {
     private protected Tensor(Shape shape, DType dtype)

@@ -8,7 +8,7 @@ namespace Attention.Native;
 /// is usable. Computes F32 in float and F64 in double; BF16/F16 tensors are widened to F32, computed,
 /// and rounded back (round-to-nearest-even), as the GPU's fp32-accumulating kernels do.
 /// </summary>
-/// <remarks>Thread safety: stateless between calls; any number of threads may run ops and layers on it at once (tensors written by one call must not be touched by another meanwhile).</remarks>
+/// <remarks>Thread safety: stateless between calls; any number of threads may run ops and layers on it at once (tensors written by one call must not be touched by another meanwhile). Stream rules: none; an op or layer call has finished when it returns.</remarks>
 public sealed partial class CpuBackend : Backend
 {
     internal CpuBackend()

@@ -7,7 +7,7 @@ namespace Attention.Native;
 /// A tensor in device memory, used by the CUDA backend: a block of the backend's own, or the caller's memory
 /// (<see cref="CudaBackend.Wrap"/>), which it reads and writes in place and never frees.
 /// </summary>
-/// <remarks>Thread safety: as <see cref="Tensor"/>: concurrent reads are safe, a write must not overlap any other use of the storage. Stream rules: ops on it are queued on its backend's stream (<see cref="CudaBackend.Stream"/>); copying it to or from the host waits for that stream.</remarks>
+/// <remarks>Thread safety: as <see cref="Tensor"/>: concurrent reads are safe, a write must not overlap any other use of the storage. Stream rules: as <see cref="Tensor"/>: ops on it are queued on its backend's stream (<see cref="CudaBackend.Stream"/>), and copying it to or from the host waits for that stream. Work that uses its memory directly (<see cref="Buffer"/>, <see cref="Pointer"/>, or the caller's own use of the memory a wrapped tensor views) stays in order with the backend's ops on that stream; on any other stream, the caller orders it with the backend's work (an event, or the backend's <c>Synchronize()</c>) both before and after.</remarks>
 public sealed class DeviceTensor : Tensor
 {
     private readonly CudaBackend _backend;

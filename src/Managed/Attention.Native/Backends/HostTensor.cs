@@ -10,7 +10,7 @@ namespace Attention.Native;
 /// <see cref="CpuBackend.Wrap{T}(System.Numerics.Tensors.Tensor{T})"/>, <see cref="CpuBackend.Wrap(nint, Shape, DType, object?)"/>), which it reads
 /// and writes in place.
 /// </summary>
-/// <remarks>Thread safety: as <see cref="Tensor"/>: concurrent reads are safe, a write must not overlap any other use of the storage (through this tensor or through the caller's own memory).</remarks>
+/// <remarks>Thread safety: as <see cref="Tensor"/>: concurrent reads are safe, a write must not overlap any other use of the storage (through this tensor or through the caller's own memory). Stream rules: none: host memory, read and written during the calls that use it. Copying it to a CUDA backend (<c>To</c>, or a device tensor's <c>CopyFrom</c>) returns when the copy is done.</remarks>
 public sealed class HostTensor : Tensor
 {
     private readonly HostStorage _storage;

@@ -16,7 +16,7 @@ namespace Attention.Native.IO;
 /// gaps (the format's reference reader refuses them; this one only refuses overlaps). Writing lays the
 /// tensors out back to back after a header padded with spaces to 8-byte alignment.
 /// <para>Thread safety: stateless; reads and writes of different files may run on many threads at once.</para>
-/// </remarks>
+///  Stream rules: <c>Read</c> onto a CUDA backend returns when every tensor is uploaded; <c>Write</c> and <c>Serialize</c> read the tensors back, which waits for the work queued before on their backend.</remarks>
 public static class SafeTensors
 {
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);

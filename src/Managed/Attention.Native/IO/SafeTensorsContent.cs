@@ -7,7 +7,7 @@ namespace Attention.Native.IO;
 /// <see cref="Dispose"/> frees them all, except those taken with <see cref="Detach"/>.
 /// Entries keep the order of the file's header.
 /// </summary>
-/// <remarks>Thread safety: reading its tensors from many threads is safe; <see cref="Dispose"/> and <see cref="Detach"/> must not overlap any other use.</remarks>
+/// <remarks>Thread safety: reading its tensors from many threads is safe; <see cref="Dispose"/> and <see cref="Detach"/> must not overlap any other use. Stream rules: its tensors are complete when <c>SafeTensors.Read</c> returns (the uploads wait); afterwards they follow <see cref="Tensor"/>'s rules.</remarks>
 public sealed class SafeTensorsContent : IDisposable
 {
     // Names listed in a "not found" message; a large checkpoint has thousands.

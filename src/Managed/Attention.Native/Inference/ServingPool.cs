@@ -18,7 +18,7 @@ namespace Attention.Native.Inference;
 /// </summary>
 /// <remarks>Thread safety: one thread at a time; a call made while another thread is inside the pool throws
 /// <see cref="InvalidOperationException"/>. Pools of different layers may run on different threads (on CUDA the layers' calls
-/// are serialised per backend).</remarks>
+/// are serialised per backend). Stream rules: on CUDA each call queues its work (page writes and copies, attention over the pages) on the layer's backend stream and may return before it has run. Page bookkeeping is on the host and takes effect at once; a released page is written again only by later work on the same stream, so calls need no synchronisation between them. Outputs are read back with <c>CopyTo</c>/<c>ToArray</c>, which wait.</remarks>
 public sealed class ServingPool : IDisposable
 {
     private readonly PagedForm _form;

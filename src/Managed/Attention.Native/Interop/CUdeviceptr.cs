@@ -2,7 +2,7 @@ namespace Attention.Native.Interop;
 
 /// <summary>A device address (cuda.h <c>CUdeviceptr</c>, 64-bit). Byte offsets add to it.</summary>
 /// <param name="Value">The raw address.</param>
-/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
+/// <remarks>Thread safety: immutable; safe to share between threads. Stream rules: a plain address; work that uses it follows the rules of the buffer it points into (<see cref="Attention.Native.Runtime.DeviceBuffer{T}"/>).</remarks>
 public readonly record struct CUdeviceptr(ulong Value)
 {
     /// <summary>The null device address.</summary>

@@ -9,7 +9,7 @@ namespace Attention.Native.Runtime;
 /// the column-major product Cᵀ = op(B)ᵀ·op(A)ᵀ (operands swapped, no data moved). All products accumulate
 /// in fp32 (CUBLAS_COMPUTE_32F) whatever the storage type.
 /// </summary>
-/// <remarks>Thread safety: one thread at a time (a cuBLAS handle with one workspace bound to one stream).</remarks>
+/// <remarks>Thread safety: one thread at a time (a cuBLAS handle with one workspace bound to one stream). Stream rules: every product is queued on the stream the handle is bound to (the constructor's, then <see cref="SetStream"/>'s) and returns before it runs. Its one workspace is used in that stream's order, so synchronise the old stream before moving the handle to another.</remarks>
 public sealed unsafe class CudaBlas : IDisposable
 {
     /// <summary>Workspace handed to cuBLAS (NVIDIA recommends 32 MiB on Hopper).</summary>

@@ -9,7 +9,7 @@ namespace Attention.Native.Runtime;
 /// <see cref="DeviceBuffer{T}"/> leaked to the finalizer is queued here and freed on the next call that
 /// holds the context, never from the finalizer thread.
 /// </summary>
-/// <remarks>Thread safety: safe to share; each thread that uses it makes it current for itself, and allocation bookkeeping is atomic.</remarks>
+/// <remarks>Thread safety: safe to share; each thread that uses it makes it current for itself, and allocation bookkeeping is atomic. Stream rules: allocation is a synchronous driver call, and freeing a buffer allocated here returns its memory to the driver at once (<see cref="DeviceBuffer{T}"/>); <see cref="Synchronize"/> waits for all work on the device, every stream included.</remarks>
 public sealed unsafe class CudaContext : IDisposable
 {
     // The context object (not the raw handle) last made current on this thread: a primary context released

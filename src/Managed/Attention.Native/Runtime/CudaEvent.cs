@@ -4,7 +4,7 @@ using static Attention.Native.Interop.NativeMethods;
 namespace Attention.Native.Runtime;
 
 /// <summary>A CUDA event, for ordering and GPU-side timing.</summary>
-/// <remarks>Thread safety: one thread at a time (record and wait are ordered operations on a stream).</remarks>
+/// <remarks>Thread safety: one thread at a time (record and wait are ordered operations on a stream). Stream rules: <see cref="Record"/> marks the current end of a stream and returns at once; <see cref="Synchronize"/> and <see cref="ElapsedMilliseconds"/> wait on the host until the recorded work has finished; <see cref="CudaStream.WaitEvent"/> makes another stream wait for it without blocking the host.</remarks>
 public sealed unsafe class CudaEvent : IDisposable
 {
     private static bool s_useV2;

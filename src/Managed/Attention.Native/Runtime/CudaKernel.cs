@@ -56,7 +56,7 @@ public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 }
 
 /// <summary>A kernel function in a loaded module.</summary>
-/// <remarks>Thread safety: launching from several threads is safe; their order on a shared stream is not defined.</remarks>
+/// <remarks>Thread safety: launching from several threads is safe; their order on a shared stream is not defined. Stream rules: <see cref="Launch"/> queues the kernel on the stream it is given and returns before the kernel runs. The argument values are copied at the launch, so their storage may be reused at once; the device memory they point to must stay allocated, and unwritten by other streams, until the kernel has finished.</remarks>
 public sealed unsafe class CudaKernel
 {
     private readonly CudaContext _context;

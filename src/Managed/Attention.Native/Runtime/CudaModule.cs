@@ -5,7 +5,7 @@ using static Attention.Native.Interop.NativeMethods;
 namespace Attention.Native.Runtime;
 
 /// <summary>A compiled program loaded into a context; hands out its kernels by name expression.</summary>
-/// <remarks>Thread safety: safe to share; kernels are looked up under a lock.</remarks>
+/// <remarks>Thread safety: safe to share; kernels are looked up under a lock. Stream rules: loading is synchronous; its kernels run on the streams their launches name (<see cref="CudaKernel"/>), and the module must not be disposed before they have finished.</remarks>
 public sealed unsafe class CudaModule : IDisposable
 {
     private readonly CudaContext _context;

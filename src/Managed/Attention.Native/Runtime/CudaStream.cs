@@ -4,7 +4,7 @@ using static Attention.Native.Interop.NativeMethods;
 namespace Attention.Native.Runtime;
 
 /// <summary>A CUDA stream: work queued on it runs in order.</summary>
-/// <remarks>Thread safety: launches from several threads are each queued safely, but in no defined order between threads; serialise them when order matters. Stream rules: work on one stream runs in the order queued; work on different streams is unordered unless the caller orders it (events, or synchronising one stream before queuing on another).</remarks>
+/// <remarks>Thread safety: launches from several threads are each queued safely, but in no defined order between threads; serialise them when order matters. Stream rules: work on one stream runs in the order queued, and each queuing call returns before its work runs; <see cref="Synchronize"/> waits on the host for all of it. Work on different streams is unordered unless the caller orders it (<see cref="WaitEvent"/> on a recorded <see cref="CudaEvent"/>, or synchronising one stream before queuing on another); a blocking stream (<c>nonBlocking: false</c>, the default) is also ordered with the legacy default stream (handle 0), which the <see cref="DeviceBuffer{T}"/> calls without a stream use.</remarks>
 public sealed unsafe class CudaStream : IDisposable
 {
     private readonly CudaContext _context;

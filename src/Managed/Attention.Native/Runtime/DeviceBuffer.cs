@@ -10,7 +10,7 @@ namespace Attention.Native.Runtime;
 /// disposed. Using a disposed buffer throws <see cref="ObjectDisposedException"/>; disposing twice is harmless.
 /// </summary>
 /// <typeparam name="T">An unmanaged element type.</typeparam>
-/// <remarks>Thread safety: as a tensor: concurrent reads are safe; an upload, zeroing or copy into it must not overlap any other use.</remarks>
+/// <remarks>Thread safety: as a tensor: concurrent reads are safe; an upload, zeroing or copy into it must not overlap any other use. Stream rules: the calls without a stream run on the legacy default stream, which is ordered with every blocking stream (the default kind of <see cref="CudaStream"/>, and the CUDA backend's); <c>Download</c> and <see cref="ToArray"/> return with the data. A call given a stream is queued after that stream's work: <c>Upload</c> and <c>Download</c> then wait for it, <c>Zero</c> and <see cref="CopyTo"/> do not (synchronise the stream before the host or another stream reads the result). A buffer from <c>CudaContext.Allocate</c> returns its memory to the driver on <see cref="Dispose"/>: synchronise first if queued work still uses it (a tensor's buffer goes back to its backend's cache instead, reused in stream order; a buffer over the caller's memory frees nothing).</remarks>
 public sealed unsafe class DeviceBuffer<T> : IDisposable
     where T : unmanaged
 {

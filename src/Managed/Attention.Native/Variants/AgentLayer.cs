@@ -8,7 +8,7 @@ namespace Attention.Native.Variants;
 /// O(T·n·d) per head instead of O(T²·d). Both score matrices get a learned per-position bias; a depthwise convolution of
 /// v over T is added before the output projection. Non-causal and tied to <c>seq_len</c>: no cache.
 /// </summary>
-/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call.</remarks>
+/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call. Stream rules: as <see cref="AttentionLayer"/>.</remarks>
 public sealed class AgentLayer : AttentionLayer
 {
     /// <summary>Creates the layer with zero parameters (fill them with <see cref="AttentionLayer.InitializeParameters"/> or <see cref="AttentionLayer.LoadParameters(IReadOnlyDictionary{string, Tensor})"/>).</summary>

@@ -27,7 +27,7 @@ public sealed record ParameterSpec(string Name, Shape Shape, ParameterInit Init 
 /// written once against the op API. <see cref="ForwardForTraining(Tensor)"/> returns a pass whose backward gives <c>dx</c> and the
 /// gradient of every learnable parameter.
 /// </summary>
-/// <remarks>Thread safety: safe to share between threads (measured: concurrent forward and training passes give bitwise the results of the same calls made alone): forward, <see cref="ForwardForTraining(Tensor)"/> and the caches only read the parameters. Writing parameters (<see cref="LoadParameters(IReadOnlyDictionary{string, Tensor})"/>, <see cref="InitializeParameters"/>, copies into <see cref="Parameters"/>) must not overlap any call; a pass whose parameters were written before its backward throws. On CUDA the calls are serialised per backend.</remarks>
+/// <remarks>Thread safety: safe to share between threads (measured: concurrent forward and training passes give bitwise the results of the same calls made alone): forward, <see cref="ForwardForTraining(Tensor)"/> and the caches only read the parameters. Writing parameters (<see cref="LoadParameters(IReadOnlyDictionary{string, Tensor})"/>, <see cref="InitializeParameters"/>, copies into <see cref="Parameters"/>) must not overlap any call; a pass whose parameters were written before its backward throws. On CUDA the calls are serialised per backend. Stream rules: on CUDA a call (forward, training pass, backward, cache step) queues its work on the backend's stream (<see cref="CudaBackend.Stream"/>) and may return before the GPU has run it; its outputs are read back with <c>CopyTo</c>/<c>ToArray</c>, which wait, and the calls that follow are queued after it. Parameter writes are ordered before the calls that follow them.</remarks>
 public abstract class AttentionLayer : IDisposable
 {
     private readonly Dictionary<string, Tensor> _parameters = new(StringComparer.Ordinal);
@@ -301,7 +301,7 @@ public abstract class AttentionLayer : IDisposable
 /// A forward pass kept for its backward (<see cref="AttentionLayer.ForwardForTraining(Tensor)"/>). Its <see cref="Backward"/> runs once,
 /// before <see cref="Dispose"/>, and only while the layer's parameters are those the forward used.
 /// </summary>
-/// <remarks>Thread safety: one thread at a time; a second <see cref="Backward"/> (concurrent or not) throws.</remarks>
+/// <remarks>Thread safety: one thread at a time; a second <see cref="Backward"/> (concurrent or not) throws. Stream rules: as <see cref="AttentionLayer"/>: <c>Backward</c> queues its work on the backend's stream; the gradients are ready when read back.</remarks>
 public sealed class LayerPass : IDisposable
 {
     private readonly AttentionLayer _layer;
@@ -385,7 +385,7 @@ public sealed class LayerPass : IDisposable
 }
 
 /// <summary>The gradients of a layer's backward: <c>dx</c> and one tensor per learnable parameter. Dispose to free them.</summary>
-/// <remarks>Thread safety: its tensors may be read from many threads; <see cref="Dispose"/> must not overlap any use.</remarks>
+/// <remarks>Thread safety: its tensors may be read from many threads; <see cref="Dispose"/> must not overlap any use. Stream rules: its tensors are written by work queued on the backend's stream; reading them back (<c>CopyTo</c>, <c>ToArray</c>) waits for that work.</remarks>
 public sealed class LayerGradients : IDisposable
 {
     internal LayerGradients(Tensor input, IReadOnlyDictionary<string, Tensor> parameters)

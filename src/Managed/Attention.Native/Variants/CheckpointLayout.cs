@@ -12,7 +12,7 @@ namespace Attention.Native.Variants;
 /// permutation, so loading and exporting are exact (bit for bit in every dtype) and gradients map exactly as the
 /// parameters do.
 /// </summary>
-/// <remarks>Thread safety: immutable; safe to share between threads.</remarks>
+/// <remarks>Thread safety: immutable; safe to share between threads. Stream rules: <c>Export</c> and <c>ExportGradients</c> return CPU tensors, reading the layer's tensors back, which waits for the work queued before on its backend; loading a checkpoint follows <see cref="AttentionLayer"/>'s rules.</remarks>
 public abstract class CheckpointLayout
 {
     private protected CheckpointLayout()

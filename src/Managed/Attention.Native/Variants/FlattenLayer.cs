@@ -6,7 +6,7 @@ namespace Attention.Native.Variants;
 /// O(T·d²), and a depthwise convolution of v over T, its <c>d</c> filters shared by all heads, restores the feature
 /// diversity the low-rank attention loses. Non-causal and tied to <c>seq_len</c>: no cache.
 /// </summary>
-/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call.</remarks>
+/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call. Stream rules: as <see cref="AttentionLayer"/>.</remarks>
 public sealed class FlattenLayer : AttentionLayer
 {
     /// <summary>Creates the layer with zero parameters (fill them with <see cref="AttentionLayer.InitializeParameters"/> or <see cref="AttentionLayer.LoadParameters(IReadOnlyDictionary{string, Tensor})"/>).</summary>

@@ -6,7 +6,7 @@ namespace Attention.Native.Variants;
 /// <c>mha</c>, <c>gqa</c> and <c>mqa</c> (variants.md §1): grouped-query softmax attention, query head i reading KV head
 /// i / (H/G). Cache: k after RoPE and v, <c>2·G·d</c> elements per token.
 /// </summary>
-/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call.</remarks>
+/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call. Stream rules: as <see cref="AttentionLayer"/>.</remarks>
 public sealed class GqaLayer : CausalAttentionLayer
 {
     /// <summary>Creates the layer with zero parameters (fill them with <see cref="AttentionLayer.InitializeParameters"/> or <see cref="AttentionLayer.LoadParameters(IReadOnlyDictionary{string, Tensor})"/>).</summary>

@@ -9,7 +9,7 @@ namespace Attention.Native.Variants;
 public sealed record CacheOptions(int InitialCapacity = 64, int? MaxLength = null);
 
 /// <summary>A layer with a causal mask, whose inference keeps a cache (variants.md lists what each one holds).</summary>
-/// <remarks>Thread safety: as <see cref="AttentionLayer"/>; each <see cref="KvCache"/> it creates is for one thread at a time.</remarks>
+/// <remarks>Thread safety: as <see cref="AttentionLayer"/>; each <see cref="KvCache"/> it creates is for one thread at a time. Stream rules: as <see cref="AttentionLayer"/>; see <see cref="KvCache"/> for the caches.</remarks>
 public abstract class CausalAttentionLayer : AttentionLayer
 {
     private protected CausalAttentionLayer(LayerConfig config, Backend? backend, DType dtype)
@@ -51,7 +51,7 @@ public abstract class CausalAttentionLayer : AttentionLayer
 /// prompt, or a later chunk of one) and returns their outputs; <see cref="DecodeStep"/> appends one token. Both equal the
 /// matching rows of the full forward over everything appended so far.
 /// </summary>
-/// <remarks>Thread safety: one thread at a time. A call made while another thread is inside <see cref="Prefill"/>, <see cref="DecodeStep"/> or <see cref="Reset"/> throws <see cref="InvalidOperationException"/> instead of corrupting <see cref="Length"/>. Many caches of one layer may run on many threads at once.</remarks>
+/// <remarks>Thread safety: one thread at a time. A call made while another thread is inside <see cref="Prefill"/>, <see cref="DecodeStep"/> or <see cref="Reset"/> throws <see cref="InvalidOperationException"/> instead of corrupting <see cref="Length"/>. Many caches of one layer may run on many threads at once. Stream rules: on CUDA, <c>Prefill</c> and <c>DecodeStep</c> queue their work on the layer's backend stream and may return before it has run; the cache's memory is written only in that stream's order, so steps need no synchronisation between them, and their outputs are read back with <c>CopyTo</c>/<c>ToArray</c>, which wait.</remarks>
 public abstract class KvCache : IDisposable
 {
     private readonly List<CacheBuffer> _buffers = [];

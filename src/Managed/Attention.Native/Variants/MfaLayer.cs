@@ -7,7 +7,7 @@ namespace Attention.Native.Variants;
 /// from a normalised low-rank query, all reading one shared key/value head. Cache: k after RoPE and v, <c>2·d</c> elements
 /// per token (an MQA cache of one wide head), decoded like <see cref="GqaLayer"/>'s.
 /// </summary>
-/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call.</remarks>
+/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call. Stream rules: as <see cref="AttentionLayer"/>.</remarks>
 public sealed class MfaLayer : CausalAttentionLayer
 {
     /// <summary>Creates the layer with zero parameters (the norm gain is set by <see cref="AttentionLayer.InitializeParameters"/>).</summary>

@@ -7,7 +7,7 @@ namespace Attention.Native.Variants;
 /// latent <c>c</c> of width d_c, plus one rotated key part <c>k_pe</c> shared by every head. The cache holds only
 /// <c>[c | k_pe]</c>, <c>d_c + d_r</c> elements per token, and decode runs in the absorbed form (<see cref="LatentAttention"/>).
 /// </summary>
-/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call.</remarks>
+/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call. Stream rules: as <see cref="AttentionLayer"/>.</remarks>
 public sealed class MlaLayer : CausalAttentionLayer
 {
     /// <summary>Creates the layer with zero parameters (norm gains are set by <see cref="AttentionLayer.InitializeParameters"/>).</summary>

@@ -8,7 +8,7 @@ namespace Attention.Native.Variants;
 /// over the H' heads, and parameter-efficient attention aggregation (PEAA) averages the r = H'/H groups of H heads back to
 /// H·D columns before the output projection. Cache: the expanded, rotated k̃ and ṽ, <c>H'·(D' + D)</c> elements per token.
 /// </summary>
-/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call.</remarks>
+/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call. Stream rules: as <see cref="AttentionLayer"/>.</remarks>
 public sealed class SasLayer : CausalAttentionLayer
 {
     private static readonly string[] Streams = ["q", "k", "v"];

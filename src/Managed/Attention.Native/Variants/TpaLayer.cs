@@ -8,7 +8,7 @@ namespace Attention.Native.Variants;
 /// feature factors of q and k. The cache holds only the factors <c>A_k, RoPE(B_k), A_v, B_v</c>,
 /// <c>(R_k + R_v)·(H + d)</c> elements per token, and decode scores straight from them (<see cref="TpaDecode"/>).
 /// </summary>
-/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call.</remarks>
+/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call. Stream rules: as <see cref="AttentionLayer"/>.</remarks>
 public sealed class TpaLayer : CausalAttentionLayer
 {
     /// <summary>Creates the layer with zero parameters (fill them with <see cref="AttentionLayer.InitializeParameters"/> or <see cref="AttentionLayer.LoadParameters(IReadOnlyDictionary{string, Tensor})"/>).</summary>

@@ -8,7 +8,7 @@ namespace Attention.Native.Variants;
 /// <c>o_t = Σ_{s≤t} λ_h^(t−s) (q_t·k_s) v_s</c>; <c>y = (u ⊙ SRMSNorm(o)) w_oᵀ</c>. The decay λ_h comes from the ALiBi slopes
 /// and the layer's depth and is not learnable. Inference keeps one constant-size state per head, <c>kv ∈ R^{d'×d}</c>.
 /// </summary>
-/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call.</remarks>
+/// <remarks>Thread safety: as <see cref="AttentionLayer"/>: safe to share between threads; parameter writes must not overlap a call. Stream rules: as <see cref="AttentionLayer"/>.</remarks>
 public sealed class TransNormerLayer : CausalAttentionLayer
 {
     private readonly double[] _decay;
