@@ -102,12 +102,7 @@ public partial class ReadmeExampleTests
     [Test]
     public void The_readme_shows_the_zero_copy_example()
     {
-        string readme = File.ReadAllText(Path.Combine(Root(), "README.md"));
-        string source = File.ReadAllText(Path.Combine(Root(), "tests", "Attention.Native.Tests", "Core", "ReadmeExampleTests.cs"));
-        var block = ZeroCopyBlock().Match(readme).Groups[1].Value;
-        var example = source[(source.IndexOf("// ZEROCOPY-BEGIN", StringComparison.Ordinal) + 17)..source.IndexOf("// ZEROCOPY-END", StringComparison.Ordinal)];
-        static string[] Lines(string text) => text.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToArray();
-        Assert.That(Lines(block), Is.EqualTo(Lines(example)));
+        AssertReadmeShows(ZeroCopyBlock(), "ZEROCOPY");
     }
 
     [GeneratedRegex("### Your memory, your stream.*?```csharp\\n(.*?)```", RegexOptions.Singleline)]
@@ -116,11 +111,19 @@ public partial class ReadmeExampleTests
     [Test]
     public void The_readme_shows_the_serving_example()
     {
+        AssertReadmeShows(ServingBlock(), "SERVING");
+    }
+
+    // The README's block (the regex's first group) is, line for line, the code between this file's // <marker>-BEGIN and -END.
+    private static void AssertReadmeShows(Regex readmeBlock, string marker)
+    {
         string readme = File.ReadAllText(Path.Combine(Root(), "README.md"));
         string source = File.ReadAllText(Path.Combine(Root(), "tests", "Attention.Native.Tests", "Core", "ReadmeExampleTests.cs"));
-        var block = ServingBlock().Match(readme).Groups[1].Value;
-        var example = source[(source.IndexOf("// SERVING-BEGIN", StringComparison.Ordinal) + 16)..source.IndexOf("// SERVING-END", StringComparison.Ordinal)];
+        var block = readmeBlock.Match(readme).Groups[1].Value;
+        string begin = $"// {marker}-BEGIN";
+        var example = source[(source.IndexOf(begin, StringComparison.Ordinal) + begin.Length)..source.IndexOf($"// {marker}-END", StringComparison.Ordinal)];
         static string[] Lines(string text) => text.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToArray();
+        Assert.That(Lines(block), Is.Not.Empty, "the README block");
         Assert.That(Lines(block), Is.EqualTo(Lines(example)));
     }
 

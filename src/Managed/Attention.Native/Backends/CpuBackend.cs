@@ -61,18 +61,9 @@ public sealed partial class CpuBackend : Backend
     {
         ArgumentNullException.ThrowIfNull(tensor);
         var dtype = DTypeOf<T>(nameof(T));
-        if (!tensor.IsDense)
-        {
-            throw new ArgumentException("tensor: expected a dense tensor (row-major, no gaps), actual a strided one", nameof(tensor));
-        }
-        var lengths = tensor.Lengths;
-        var dims = new int[lengths.Length];
-        for (int i = 0; i < dims.Length; i++)
-        {
-            dims[i] = checked((int)lengths[i]);
-        }
+        var shape = DenseShape(tensor.Lengths, tensor.IsDense, nameof(tensor));
         var pin = tensor.GetPinnedHandle();
-        return HostTensor.External(this, new Shape(dims), dtype, pin.Pointer, checked((long)tensor.FlattenedLength * sizeof(T)), pin, keepAlive: tensor, nameof(tensor));
+        return HostTensor.External(this, shape, dtype, pin.Pointer, checked((long)tensor.FlattenedLength * sizeof(T)), pin, keepAlive: tensor, nameof(tensor));
     }
 
     /// <summary>
@@ -86,19 +77,10 @@ public sealed partial class CpuBackend : Backend
     {
         ArgumentNullException.ThrowIfNull(use);
         var dtype = DTypeOf<T>(nameof(T));
-        if (!span.IsDense)
-        {
-            throw new ArgumentException("span: expected a dense tensor span (row-major, no gaps), actual a strided one", nameof(span));
-        }
-        var lengths = span.Lengths;
-        var dims = new int[lengths.Length];
-        for (int i = 0; i < dims.Length; i++)
-        {
-            dims[i] = checked((int)lengths[i]);
-        }
+        var shape = DenseShape(span.Lengths, span.IsDense, nameof(span));
         fixed (T* pointer = &span.GetPinnableReference())
         {
-            using var tensor = HostTensor.External(this, new Shape(dims), dtype, pointer, checked((long)span.FlattenedLength * sizeof(T)), default, null, nameof(span));
+            using var tensor = HostTensor.External(this, shape, dtype, pointer, checked((long)span.FlattenedLength * sizeof(T)), default, null, nameof(span));
             return use(tensor);
         }
     }
@@ -116,6 +98,21 @@ public sealed partial class CpuBackend : Backend
             throw new ArgumentException($"dtype: expected a dtype the {Kind} backend supports, actual {dtype}", nameof(dtype));
         }
         return HostTensor.External(this, shape, dtype, (void*)pointer, shape.BytesOf(dtype, nameof(shape)), default, owner, nameof(pointer));
+    }
+
+    // The shape of a System.Numerics.Tensors tensor or span of these lengths; it must be dense (row-major, no gaps).
+    private static Shape DenseShape(ReadOnlySpan<nint> lengths, bool dense, string name)
+    {
+        if (!dense)
+        {
+            throw new ArgumentException($"{name}: expected a dense tensor (row-major, no gaps), actual a strided one", name);
+        }
+        var dims = new int[lengths.Length];
+        for (int i = 0; i < dims.Length; i++)
+        {
+            dims[i] = checked((int)lengths[i]);
+        }
+        return new Shape(dims);
     }
 
     // The dtype of the element type T (F32, F64, F16, BF16).
