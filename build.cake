@@ -1,4 +1,4 @@
-// Attention.Native build. Targets: Build, Test, Demo, Bench, Pack, ApiBaseline, GpuBundle (see README.md).
+// Attention.Native build. Targets: Build, Test, Demo, Bench, BenchTorch, Pack, ApiBaseline, GpuBundle (see README.md).
 //   ./build.sh --target=Test [--test-filter="TestCategory=Kernels"] [--configuration=Release]
 using System.Text.RegularExpressions;
 
@@ -258,9 +258,35 @@ Task("Demo")
     if (code != 0) throw new Exception($"attn demo exited with {code}");
 });
 
+// The CPU backend against libtorch (bench/Attention.Native.TorchPeer): identical shapes interleaved in one process; writes
+// bench/results/cpu-<n>-threads-<date>-torchsharp.md/.json and the table in README.md ("Against libtorch").
+// OMP_WAIT_POLICY=PASSIVE: libgomp reads it when libtorch loads; spinning OpenMP workers would take our cores.
+void BenchTorch()
+{
+    if (IsRunningOnUnix())
+    {
+        StartProcess("bash", new ProcessSettings { Arguments = $"\"{root.CombineWithFilePath("tests/torchsharp/prepare.sh").FullPath}\"" });
+    }
+    var dll = Bin("bench/Attention.Native.TorchPeer", "Attention.Native.TorchPeer.dll");
+    var (code, _) = Run("dotnet", $"\"{dll}\" --results \"{root.Combine("bench/results").FullPath}\" --readme \"{root.CombineWithFilePath("README.md").FullPath}\"",
+        new Dictionary<string, string> { ["OMP_WAIT_POLICY"] = "PASSIVE" });
+    if (code != 0) throw new Exception($"the libtorch side-by-side exited with {code}");
+}
+
+Task("BenchTorch")
+    .IsDependentOn("Build")
+    .Does(() => BenchTorch());
+
 Task("Bench")
     .Does(() =>
 {
+    // --peers=torchsharp: the side-by-side with libtorch on the CPU (as BenchTorch) in place of the GPU peers' sweep.
+    if (HasArgument("peers") && Argument<string>("peers") == "torchsharp")
+    {
+        DotNetBuild(root.CombineWithFilePath("bench/Attention.Native.TorchPeer/Attention.Native.TorchPeer.csproj").FullPath, new DotNetBuildSettings { Configuration = configuration });
+        BenchTorch();
+        return;
+    }
     // attn bench: GFLOP/s of the attention core and Linear on the best backend here, in Release.
     EnsureDirectoryExists(artifacts.Combine("bench"));
     DotNetRun("src/Managed/Attention.Cli/Attention.Cli.csproj", new ProcessArgumentBuilder().Append("bench").Append("--json").AppendQuoted(artifacts.Combine("bench").CombineWithFilePath("attn-bench.json").FullPath),
