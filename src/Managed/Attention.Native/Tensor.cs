@@ -20,6 +20,117 @@ public abstract class Tensor : IDisposable
     /// <summary>The element type.</summary>
     public DType DType { get; }
 
+    // Element strides of a strided view (Transpose); null for the row-major layout of the shape.
+    private long[]? _strides;
+
+    /// <summary>
+    /// The distance in elements between neighbours along each axis. A tensor is row-major (<see cref="IsContiguous"/>) unless it
+    /// is a strided view made by <see cref="Transpose"/>.
+    /// </summary>
+    public IReadOnlyList<long> Strides => _strides ?? ContiguousStrides(Shape);
+
+    /// <summary>
+    /// True for the row-major layout of <see cref="Shape"/>. Ops take contiguous tensors only, except
+    /// <see cref="Ops.SoftmaxAttention"/>, whose q, k, v, o and gradients may be any view whose last axis is contiguous
+    /// (e.g. <c>[B, H, T, d]</c> memory seen as <c>[B, T, H, d]</c> through <see cref="Transpose"/>).
+    /// </summary>
+    public bool IsContiguous => _strides is null;
+
+    /// <summary>The element strides when strided, else null (the row-major layout).</summary>
+    internal long[]? StridesOrNull => _strides;
+
+    /// <summary>
+    /// A view of this storage with axes <paramref name="axis0"/> and <paramref name="axis1"/> swapped (negative axes count from
+    /// the end), no copy: <c>[B, H, T, d]</c> memory becomes a <c>[B, T, H, d]</c> view with <c>Transpose(1, 2)</c>. Reading it
+    /// (<see cref="CopyTo(Span{float})"/>, <see cref="ToArray"/>) gathers the elements in the view's row-major order.
+    /// </summary>
+    public Tensor Transpose(int axis0, int axis1)
+    {
+        ThrowIfDisposed();
+        int rank = Shape.Rank;
+        int a = axis0 < 0 ? axis0 + rank : axis0, b = axis1 < 0 ? axis1 + rank : axis1;
+        if (a < 0 || a >= rank)
+        {
+            throw new ArgumentOutOfRangeException(nameof(axis0), axis0, $"axis0: expected an axis of a rank-{rank} tensor, actual {axis0}");
+        }
+        if (b < 0 || b >= rank)
+        {
+            throw new ArgumentOutOfRangeException(nameof(axis1), axis1, $"axis1: expected an axis of a rank-{rank} tensor, actual {axis1}");
+        }
+        var dims = new int[rank];
+        for (int i = 0; i < rank; i++)
+        {
+            dims[i] = Shape[i];
+        }
+        var strides = Strides.ToArray();
+        (dims[a], dims[b]) = (dims[b], dims[a]);
+        (strides[a], strides[b]) = (strides[b], strides[a]);
+        var shape = new Shape(dims);
+        var view = StorageView(shape);
+        view._strides = strides.AsSpan().SequenceEqual(ContiguousStrides(shape)) ? null : strides;
+        return view;
+    }
+
+    /// <summary>A tensor of <paramref name="shape"/> (the same element count) over this storage from the same first element.</summary>
+    private protected abstract Tensor StorageView(Shape shape);
+
+    /// <summary>The row-major strides of <paramref name="shape"/>.</summary>
+    internal static long[] ContiguousStrides(Shape shape)
+    {
+        var strides = new long[shape.Rank];
+        long stride = 1;
+        for (int i = shape.Rank - 1; i >= 0; i--)
+        {
+            strides[i] = stride;
+            stride *= shape[i];
+        }
+        return strides;
+    }
+
+    /// <summary>
+    /// Moves the elements between <paramref name="storage"/> (this strided view's memory, from its first element) and
+    /// <paramref name="logical"/> (row-major in the view's shape): gathers into <paramref name="logical"/>, or scatters from it.
+    /// </summary>
+    private protected void MoveStrided(Span<byte> storage, Span<byte> logical, bool scatter)
+    {
+        int rank = Shape.Rank, size = DType.SizeInBytes();
+        var strides = _strides!;
+        Span<int> index = stackalloc int[rank];
+        long offset = 0;
+        for (long e = 0; e < ElementCount; e++)
+        {
+            var at = storage.Slice(checked((int)(offset * size)), size);
+            var row = logical.Slice(checked((int)(e * size)), size);
+            if (scatter)
+            {
+                row.CopyTo(at);
+            }
+            else
+            {
+                at.CopyTo(row);
+            }
+            for (int i = rank - 1; i >= 0; i--)
+            {
+                offset += strides[i];
+                if (++index[i] < Shape[i])
+                {
+                    break;
+                }
+                offset -= strides[i] * Shape[i];
+                index[i] = 0;
+            }
+        }
+    }
+
+    /// <summary>Throws when this is a strided view (for the operations that need the row-major layout).</summary>
+    private protected void ThrowIfStrided(string what)
+    {
+        if (!IsContiguous)
+        {
+            throw new InvalidOperationException($"{what}: expected a contiguous tensor, actual a strided view {Shape} with strides [{string.Join(", ", Strides)}]");
+        }
+    }
+
     /// <summary>The backend whose memory holds the data.</summary>
     public abstract Backend Backend { get; }
 
@@ -112,7 +223,7 @@ public abstract class Tensor : IDisposable
         {
             return Reshape(Shape);
         }
-        if (this is HostTensor host)
+        if (this is HostTensor { IsContiguous: true } host)
         {
             return backend.Create(Shape, DType, copy => copy.CopyFromBytes(host.RawBytes));
         }

@@ -65,7 +65,15 @@ public sealed class DeviceTensor : Tensor
         {
             throw new ArgumentException($"source: expected {ByteCount} bytes, actual {source.Length}", nameof(source));
         }
-        Buffer.Upload(source, _backend.Stream);
+        if (IsContiguous)
+        {
+            Buffer.Upload(source, _backend.Stream);
+            return;
+        }
+        // A transposed view covers its storage exactly: scatter into a host image of the storage and upload that.
+        var image = new byte[ByteCount];
+        MoveStrided(image, source.ToArray(), scatter: true);
+        Buffer.Upload(image, _backend.Stream);
     }
 
     /// <inheritdoc/>
@@ -76,13 +84,24 @@ public sealed class DeviceTensor : Tensor
         {
             throw new ArgumentException($"destination: expected {ByteCount} bytes, actual {destination.Length}", nameof(destination));
         }
-        Buffer.Download(destination, _backend.Stream);
+        if (IsContiguous)
+        {
+            Buffer.Download(destination, _backend.Stream);
+            return;
+        }
+        var image = new byte[ByteCount];
+        Buffer.Download(image, _backend.Stream);
+        MoveStrided(image, destination, scatter: false);
     }
+
+    /// <inheritdoc/>
+    private protected override Tensor StorageView(Shape shape) => new DeviceTensor(_backend, Buffer.Slice(0, Buffer.Length), shape, DType);
 
     /// <inheritdoc/>
     public override Tensor Reshape(Shape shape)
     {
         ThrowIfDisposed();
+        ThrowIfStrided(nameof(Reshape));
         if (shape.ElementCount != ElementCount)
         {
             throw new ArgumentException($"shape: expected {ElementCount} elements (from {Shape}), actual {shape.ElementCount} for {shape}", nameof(shape));

@@ -115,6 +115,7 @@ public sealed class HostTensor : Tensor
     public Span<T> AsSpan<T>()
         where T : unmanaged
     {
+        ThrowIfStrided(nameof(AsSpan));
         CheckElementType<T>();
         return MemoryMarshal.Cast<byte, T>(Bytes);
     }
@@ -165,7 +166,14 @@ public sealed class HostTensor : Tensor
         {
             throw new ArgumentException($"source: expected {bytes.Length} bytes, actual {source.Length}", nameof(source));
         }
-        source.CopyTo(bytes);
+        if (IsContiguous)
+        {
+            source.CopyTo(bytes);
+        }
+        else
+        {
+            MoveStrided(bytes, source.ToArray(), scatter: true);
+        }
     }
 
     /// <inheritdoc/>
@@ -176,13 +184,24 @@ public sealed class HostTensor : Tensor
         {
             throw new ArgumentException($"destination: expected {bytes.Length} bytes, actual {destination.Length}", nameof(destination));
         }
-        bytes.CopyTo(destination);
+        if (IsContiguous)
+        {
+            bytes.CopyTo(destination);
+        }
+        else
+        {
+            MoveStrided(bytes, destination, scatter: false);
+        }
     }
+
+    /// <inheritdoc/>
+    private protected override Tensor StorageView(Shape shape) => new HostTensor((CpuBackend)Backend, _storage.AsView(), shape, DType, _byteOffset);
 
     /// <inheritdoc/>
     public override Tensor Reshape(Shape shape)
     {
         ThrowIfDisposed();
+        ThrowIfStrided(nameof(Reshape));
         if (shape.ElementCount != ElementCount)
         {
             throw new ArgumentException($"shape: expected {ElementCount} elements (from {Shape}), actual {shape.ElementCount} for {shape}", nameof(shape));

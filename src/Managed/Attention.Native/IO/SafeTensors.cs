@@ -124,7 +124,7 @@ public static class SafeTensors
                 stream.Write(header);
                 foreach (var (_, tensor) in list)
                 {
-                    if (tensor is HostTensor host)
+                    if (tensor is HostTensor { IsContiguous: true } host)
                     {
                         stream.Write(host.RawBytes);
                     }

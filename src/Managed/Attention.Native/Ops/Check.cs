@@ -5,14 +5,35 @@ internal static class Check
 {
     public static void Usable(Tensor? tensor, string name)
     {
+        UsableStrided(tensor, name);
+        if (!tensor!.IsContiguous)
+        {
+            throw new ArgumentException($"{name}: expected a contiguous tensor (only SoftmaxAttention takes strided views), actual {tensor.Shape} with strides [{string.Join(", ", tensor.Strides)}]", name);
+        }
+    }
+
+    /// <summary>Not null, not disposed, and contiguous along its last axis (SoftmaxAttention's strided inputs and outputs).</summary>
+    public static void UsableStrided(Tensor? tensor, string name)
+    {
         ArgumentNullException.ThrowIfNull(tensor, name);
         ObjectDisposedException.ThrowIf(tensor.IsDisposed, tensor);
+        if (tensor.Shape.Rank > 0 && tensor.Strides[^1] != 1)
+        {
+            throw new ArgumentException($"{name}: expected its last axis contiguous (stride 1), actual strides [{string.Join(", ", tensor.Strides)}] for {tensor.Shape}", name);
+        }
     }
 
     /// <summary><paramref name="tensor"/> is usable and lives on the backend of <paramref name="reference"/> with its dtype.</summary>
-    public static void Compatible(Tensor reference, string referenceName, Tensor? tensor, string name)
+    public static void Compatible(Tensor reference, string referenceName, Tensor? tensor, string name, bool strided = false)
     {
-        Usable(tensor, name);
+        if (strided)
+        {
+            UsableStrided(tensor, name);
+        }
+        else
+        {
+            Usable(tensor, name);
+        }
         if (!ReferenceEquals(tensor!.Backend, reference.Backend))
         {
             throw new ArgumentException($"{name}: expected a tensor on backend {reference.Backend.Name} (as {referenceName}), actual {BackendOf(tensor, reference.Backend)}", name);

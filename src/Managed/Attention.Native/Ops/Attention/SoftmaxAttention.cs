@@ -59,8 +59,9 @@ public static class SoftmaxAttention
     public static void Forward(Tensor q, Tensor k, Tensor v, AttentionOptions options, Tensor? bias, Tensor o, Tensor logSumExp)
     {
         var d = Validate(q, k, v, bias, options);
-        Check.Compatible(q, nameof(q), o, nameof(o));
+        Check.Compatible(q, nameof(q), o, nameof(o), strided: true);
         Check.Shape(o, new Shape(d.B, d.Tq, d.H, d.Dv), nameof(o));
+        CheckRagged(o, nameof(o), options);
         CheckLse(q, logSumExp, d);
         q.Backend.SoftmaxAttentionForward(q, k, v, bias, o, logSumExp, options);
     }
@@ -74,19 +75,21 @@ public static class SoftmaxAttention
     {
         var d = Validate(q, k, v, bias, options);
         var oShape = new Shape(d.B, d.Tq, d.H, d.Dv);
-        Check.Compatible(q, nameof(q), o, nameof(o));
+        Check.Compatible(q, nameof(q), o, nameof(o), strided: true);
         Check.Shape(o, oShape, nameof(o));
-        Check.Compatible(q, nameof(q), dO, nameof(dO));
+        Check.Compatible(q, nameof(q), dO, nameof(dO), strided: true);
         Check.Shape(dO, oShape, nameof(dO));
+        CheckRagged(o, nameof(o), options);
+        CheckRagged(dO, nameof(dO), options);
         CheckLse(q, logSumExp, d);
-        CheckGrad(q, dq, q.Shape, nameof(dq));
-        CheckGrad(q, dk, k.Shape, nameof(dk));
-        CheckGrad(q, dv, v.Shape, nameof(dv));
+        CheckGrad(q, dq, q.Shape, nameof(dq), options);
+        CheckGrad(q, dk, k.Shape, nameof(dk), options);
+        CheckGrad(q, dv, v.Shape, nameof(dv), options);
         if (dbias is not null && bias is null)
         {
             throw new ArgumentException("dbias: expected null when there is no bias, actual a tensor", nameof(dbias));
         }
-        CheckGrad(q, dbias, bias?.Shape ?? default, nameof(dbias));
+        CheckGrad(q, dbias, bias?.Shape ?? default, nameof(dbias), options, strided: false);
         q.Backend.SoftmaxAttentionBackward(q, k, v, bias, o, logSumExp, dO, dq, dk, dv, dbias, options);
     }
 
@@ -105,12 +108,12 @@ public static class SoftmaxAttention
 
     private static Dims Validate(Tensor q, Tensor k, Tensor v, Tensor? bias, AttentionOptions options)
     {
-        Check.Usable(q, nameof(q));
+        Check.UsableStrided(q, nameof(q));
         Check.DTypeSupported(q, nameof(q));
         Check.Rank(q, 4, nameof(q), "[B, T_q, H, d_qk]");
-        Check.Compatible(q, nameof(q), k, nameof(k));
+        Check.Compatible(q, nameof(q), k, nameof(k), strided: true);
         Check.Rank(k, 4, nameof(k), "[B, T_k, G, d_qk]");
-        Check.Compatible(q, nameof(q), v, nameof(v));
+        Check.Compatible(q, nameof(q), v, nameof(v), strided: true);
         Check.Rank(v, 4, nameof(v), "[B, T_k, G, d_v]");
         var d = DimsOf(q, k, v, options);
         Check.Shape(k, new Shape(d.B, d.Tk, d.G, d.Dqk), nameof(k));
@@ -141,6 +144,9 @@ public static class SoftmaxAttention
             Check.Shape(bias, new Shape(d.H, d.Tq, d.Tk), nameof(bias));
         }
         ValidateSequences(q, k, d, bias, options);
+        CheckRagged(q, nameof(q), options);
+        CheckRagged(k, nameof(k), options);
+        CheckRagged(v, nameof(v), options);
         return d;
     }
 
@@ -199,12 +205,52 @@ public static class SoftmaxAttention
         Check.Shape(logSumExp, new Shape(d.B, d.H, d.Tq), nameof(logSumExp));
     }
 
-    private static void CheckGrad(Tensor q, Tensor? grad, Shape shape, string name)
+    private static void CheckGrad(Tensor q, Tensor? grad, Shape shape, string name, AttentionOptions options, bool strided = true)
     {
         if (grad is not null)
         {
-            Check.Compatible(q, nameof(q), grad, name);
+            Check.Compatible(q, nameof(q), grad, name, strided);
             Check.Shape(grad, shape, name);
+            CheckRagged(grad, name, options);
         }
+    }
+
+    // A ragged batch's tensors are packed [1, N, …] rows: contiguous.
+    private static void CheckRagged(Tensor tensor, string name, AttentionOptions options)
+    {
+        if (options.Sequences is not null && !tensor.IsContiguous)
+        {
+            throw new ArgumentException($"{name}: expected a contiguous tensor with a ragged batch (options.Sequences), actual strides [{string.Join(", ", tensor.Strides)}]", name);
+        }
+    }
+
+    /// <summary>
+    /// Element strides (batch, token, head) of a <c>[B, T, H, d]</c> view whose last axis is contiguous: row (b, t, h) starts at
+    /// <c>b·Batch + t·Token + h·Head</c>.
+    /// </summary>
+    internal readonly record struct RowStrides(long Batch, long Token, long Head)
+    {
+        public static RowStrides Of(Tensor? t) => t is null ? default : new(t.Strides[0], t.Strides[1], t.Strides[2]);
+
+        /// <summary>The first element of row (b, t, h).</summary>
+        public long At(long b, long t, long h) => (b * Batch) + (t * Token) + (h * Head);
+    }
+
+    /// <summary>The layouts of the attention's tensors (row-major <c>[B, T, H, d]</c> unless views: <see cref="Tensor.Transpose"/>).</summary>
+    internal readonly record struct Layouts(RowStrides Q, RowStrides K, RowStrides V, RowStrides O, RowStrides DO, RowStrides DQ, RowStrides DK, RowStrides DV)
+    {
+        public static Layouts Of(Tensor q, Tensor k, Tensor v, Tensor o, Tensor? dO = null, Tensor? dq = null, Tensor? dk = null, Tensor? dv = null) =>
+            new(RowStrides.Of(q), RowStrides.Of(k), RowStrides.Of(v), RowStrides.Of(o), RowStrides.Of(dO), RowStrides.Of(dq), RowStrides.Of(dk), RowStrides.Of(dv));
+
+        /// <summary>The row-major layouts of a problem of <paramref name="d"/> (every tensor contiguous <c>[B, T, H, d]</c>).</summary>
+        public static Layouts Contiguous(Dims d)
+        {
+            RowStrides Rows(int t, int heads, int width) => new((long)t * heads * width, (long)heads * width, width);
+            var (q, k, v, o) = (Rows(d.Tq, d.H, d.Dqk), Rows(d.Tk, d.G, d.Dqk), Rows(d.Tk, d.G, d.Dv), Rows(d.Tq, d.H, d.Dv));
+            return new(q, k, v, o, o, q, k, v);
+        }
+
+        /// <summary>True when any of the tensors is a strided view.</summary>
+        public static bool AnyStrided(params Tensor?[] tensors) => tensors.Any(t => t is { IsContiguous: false });
     }
 }

@@ -13,7 +13,8 @@ internal static class SoftmaxAttentionCpu
 {
     private const int RowBlock = 64;
 
-    public static void Forward<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> v, PinnedBuffer<T> bias, PinnedBuffer<T> o, PinnedBuffer<T> lse, SoftmaxAttention.Dims d, AttentionOptions options)
+    public static void Forward<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> v, PinnedBuffer<T> bias, PinnedBuffer<T> o, PinnedBuffer<T> lse, SoftmaxAttention.Dims d,
+        SoftmaxAttention.Layouts s, AttentionOptions options)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int blocks = (d.Tq + RowBlock - 1) / RowBlock;
@@ -22,11 +23,11 @@ internal static class SoftmaxAttentionCpu
         {
             int block = task % blocks, h = task / blocks % d.H, b = task / blocks / d.H;
             int r0 = block * RowBlock, rows = Math.Min(RowBlock, d.Tq - r0);
-            var layout = new Layout(d, b, h, r0, rows, options.Causal);
+            var layout = new Layout(d, s, b, h, r0, rows, options.Causal);
             // Score blocks are large-object-heap sized: rent them rather than allocate one per task.
             var rented = ArrayPool<T>.Shared.Rent(rows * layout.Keys);
             var scores = rented.AsSpan(0, rows * layout.Keys);
-            Scores(q, k, bias, layout, d, scale, scores);
+            Scores(q, k, bias, layout, d, s, scale, scores);
             for (int i = 0; i < rows; i++)
             {
                 var row = scores.Slice(i * layout.Keys, layout.Keys);
@@ -40,16 +41,17 @@ internal static class SoftmaxAttentionCpu
                 row[visible..].Clear();
                 lse[(((long)b * d.H) + h) * d.LseStride + r0 + i] = max + T.Log(sum);
             }
-            // o = P v: rows of o for this head are H·d_v apart, rows of v for this KV head G·d_v apart.
+            // o = P v: the rows of o for this head and of v for this KV head lie a token stride apart (H·d_v, G·d_v row-major).
+            int ldv = Ld(s.V), ldo = Ld(s.O);
             CpuGemm.Serial(false, false, rows, d.Dv, layout.Keys, T.One, scores, layout.Keys,
-                v.Slice(layout.VBase, Span(layout.Keys, d.G * d.Dv, d.Dv)), d.G * d.Dv,
-                T.Zero, o.Slice(layout.OBase, Span(rows, d.H * d.Dv, d.Dv)), d.H * d.Dv);
+                v.Slice(layout.VBase, Span(layout.Keys, ldv, d.Dv)), ldv,
+                T.Zero, o.Slice(layout.OBase, Span(rows, ldo, d.Dv)), ldo);
             ArrayPool<T>.Shared.Return(rented);
         });
     }
 
     public static void Backward<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> v, PinnedBuffer<T> bias, PinnedBuffer<T> o, PinnedBuffer<T> lse, PinnedBuffer<T> dO,
-        PinnedBuffer<T> dq, PinnedBuffer<T> dk, PinnedBuffer<T> dv, PinnedBuffer<T> dbias, SoftmaxAttention.Dims d, AttentionOptions options)
+        PinnedBuffer<T> dq, PinnedBuffer<T> dk, PinnedBuffer<T> dv, PinnedBuffer<T> dbias, SoftmaxAttention.Dims d, SoftmaxAttention.Layouts s, AttentionOptions options)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         T scale = T.CreateChecked(options.Scale);
@@ -65,13 +67,13 @@ internal static class SoftmaxAttentionCpu
             for (int r0 = 0; r0 < d.Tq; r0 += RowBlock)
             {
                 int rows = Math.Min(RowBlock, d.Tq - r0);
-                var layout = new Layout(d, b, h, r0, rows, options.Causal);
+                var layout = new Layout(d, s, b, h, r0, rows, options.Causal);
                 int n = layout.Keys;
                 var pRented = ArrayPool<T>.Shared.Rent(rows * n);
                 var dpRented = ArrayPool<T>.Shared.Rent(rows * n);
                 var p = pRented.AsSpan(0, rows * n);
                 var dp = dpRented.AsSpan(0, rows * n);
-                Scores(q, k, bias, layout, d, scale, p);
+                Scores(q, k, bias, layout, d, s, scale, p);
                 for (int i = 0; i < rows; i++)
                 {
                     var row = p.Slice(i * n, n);
@@ -81,14 +83,14 @@ internal static class SoftmaxAttentionCpu
                     TensorPrimitives.Exp<T>(row[..visible], row[..visible]);
                     row[visible..].Clear();
                 }
-                int ldo = d.H * d.Dv;
-                var dOBlock = dO.Slice(layout.OBase, Span(rows, ldo, d.Dv));
+                int ldo = Ld(s.O), lddo = Ld(s.DO), ldv = Ld(s.V);
+                long dOBase = s.DO.At(b, r0, h);
+                var dOBlock = dO.Slice(dOBase, Span(rows, lddo, d.Dv));
                 // dP = dO vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ o)).
-                CpuGemm.Serial(false, true, rows, n, d.Dv, T.One, dOBlock, ldo, v.Slice(layout.VBase, Span(n, d.G * d.Dv, d.Dv)), d.G * d.Dv, T.Zero, dp, n);
+                CpuGemm.Serial(false, true, rows, n, d.Dv, T.One, dOBlock, lddo, v.Slice(layout.VBase, Span(n, ldv, d.Dv)), ldv, T.Zero, dp, n);
                 for (int i = 0; i < rows; i++)
                 {
-                    long at = layout.OBase + ((long)i * ldo);
-                    T delta = TensorPrimitives.Dot<T>(dO.Slice(at, d.Dv), o.Slice(at, d.Dv));
+                    T delta = TensorPrimitives.Dot<T>(dO.Slice(dOBase + ((long)i * lddo), d.Dv), o.Slice(layout.OBase + ((long)i * ldo), d.Dv));
                     var dsRow = dp.Slice(i * n, n);
                     TensorPrimitives.Subtract<T>(dsRow, delta, dsRow);
                     TensorPrimitives.Multiply<T>(dsRow, p.Slice(i * n, n), dsRow);
@@ -98,15 +100,16 @@ internal static class SoftmaxAttentionCpu
                         TensorPrimitives.Add<T>(target, dsRow, target);
                     }
                 }
-                int ldq = d.H * d.Dqk, ldk = d.G * d.Dqk;
+                int ldq = Ld(s.Q), ldk = Ld(s.K), lddq = Ld(s.DQ);
                 if (!dq.IsEmpty)
                 {
-                    CpuGemm.Serial(false, false, rows, d.Dqk, n, scale, dp, n, k.Slice(layout.KBase, Span(n, ldk, d.Dqk)), ldk, T.One, dq.Slice(layout.QBase, Span(rows, ldq, d.Dqk)), ldq);
+                    CpuGemm.Serial(false, false, rows, d.Dqk, n, scale, dp, n, k.Slice(layout.KBase, Span(n, ldk, d.Dqk)), ldk, T.One,
+                        dq.Slice(s.DQ.At(b, r0, h), Span(rows, lddq, d.Dqk)), lddq);
                 }
                 if (wantKv)
                 {
                     CpuGemm.Serial(true, false, n, d.Dqk, rows, scale, dp, n, q.Slice(layout.QBase, Span(rows, ldq, d.Dqk)), ldq, T.One, dkh, d.Dqk);
-                    CpuGemm.Serial(true, false, n, d.Dv, rows, T.One, p, n, dOBlock, ldo, T.One, dvh, d.Dv);
+                    CpuGemm.Serial(true, false, n, d.Dv, rows, T.One, p, n, dOBlock, lddo, T.One, dvh, d.Dv);
                 }
                 ArrayPool<T>.Shared.Return(pRented);
                 ArrayPool<T>.Shared.Return(dpRented);
@@ -148,15 +151,14 @@ internal static class SoftmaxAttentionCpu
                 var dvh = dvHead![(b * d.H) + h];
                 for (int j = 0; j < d.Length; j++)
                 {
-                    long row = (((long)b * d.Tk) + j) * d.G + g;
                     if (!dk.IsEmpty)
                     {
-                        var target = dk.Slice(row * d.Dqk, d.Dqk);
+                        var target = dk.Slice(s.DK.At(b, j, g), d.Dqk);
                         TensorPrimitives.Add<T>(target, dkh.AsSpan(j * d.Dqk, d.Dqk), target);
                     }
                     if (!dv.IsEmpty)
                     {
-                        var target = dv.Slice(row * d.Dv, d.Dv);
+                        var target = dv.Slice(s.DV.At(b, j, g), d.Dv);
                         TensorPrimitives.Add<T>(target, dvh.AsSpan(j * d.Dv, d.Dv), target);
                     }
                 }
@@ -172,7 +174,7 @@ internal static class SoftmaxAttentionCpu
         for (int s = 0; s < queries.Count; s++)
         {
             var p = new RaggedParts(d, queries, keys, s);
-            Forward(p.Q(q), p.K(k), p.V(v), default, p.O(o), p.Lse(lse), p.Dims, options);
+            Forward(p.Q(q), p.K(k), p.V(v), default, p.O(o), p.Lse(lse), p.Dims, SoftmaxAttention.Layouts.Contiguous(p.Dims), options);
         }
     }
 
@@ -185,7 +187,7 @@ internal static class SoftmaxAttentionCpu
         for (int s = 0; s < queries.Count; s++)
         {
             var p = new RaggedParts(d, queries, keys, s);
-            Backward(p.Q(q), p.K(k), p.V(v), default, p.O(o), p.Lse(lse), p.O(dO), p.Q(dq), p.K(dk), p.V(dv), default, p.Dims, options);
+            Backward(p.Q(q), p.K(k), p.V(v), default, p.O(o), p.Lse(lse), p.O(dO), p.Q(dq), p.K(dk), p.V(dv), default, p.Dims, SoftmaxAttention.Layouts.Contiguous(p.Dims), options);
         }
     }
 
@@ -208,10 +210,10 @@ internal static class SoftmaxAttentionCpu
     }
 
     // scale · q kᵀ (+ bias) for one row block, with masked entries set to −∞.
-    private static void Scores<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> bias, Layout layout, SoftmaxAttention.Dims d, T scale, Span<T> scores)
+    private static void Scores<T>(PinnedBuffer<T> q, PinnedBuffer<T> k, PinnedBuffer<T> bias, Layout layout, SoftmaxAttention.Dims d, SoftmaxAttention.Layouts s, T scale, Span<T> scores)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int n = layout.Keys, ldq = d.H * d.Dqk, ldk = d.G * d.Dqk;
+        int n = layout.Keys, ldq = Ld(s.Q), ldk = Ld(s.K);
         CpuGemm.Serial(false, true, layout.Rows, n, d.Dqk, scale, q.Slice(layout.QBase, Span(layout.Rows, ldq, d.Dqk)), ldq,
             k.Slice(layout.KBase, Span(n, ldk, d.Dqk)), ldk, T.Zero, scores, n);
         for (int i = 0; i < layout.Rows; i++)
@@ -225,6 +227,9 @@ internal static class SoftmaxAttentionCpu
         }
     }
 
+    // The distance between a head's rows of consecutive tokens: a GEMM's leading dimension.
+    private static int Ld(SoftmaxAttention.RowStrides strides) => checked((int)strides.Token);
+
     // Elements spanned by `rows` rows of `width` values placed `stride` apart.
     private static int Span(int rows, int stride, int width) => rows == 0 ? 0 : ((rows - 1) * stride) + width;
 
@@ -235,7 +240,7 @@ internal static class SoftmaxAttentionCpu
         private readonly bool _causal;
         private readonly int _length;
 
-        public Layout(SoftmaxAttention.Dims d, int b, int h, int r0, int rows, bool causal)
+        public Layout(SoftmaxAttention.Dims d, SoftmaxAttention.Layouts s, int b, int h, int r0, int rows, bool causal)
         {
             int g = h / (d.H / d.G);
             Head = h;
@@ -245,10 +250,10 @@ internal static class SoftmaxAttentionCpu
             _length = d.Length;
             _firstPosition = d.Length - d.Tq + r0;
             Keys = causal ? Math.Min(d.Length, _firstPosition + rows) : d.Length;
-            QBase = ((((long)b * d.Tq) + r0) * d.H + h) * d.Dqk;
-            OBase = ((((long)b * d.Tq) + r0) * d.H + h) * d.Dv;
-            KBase = (((long)b * d.Tk * d.G) + g) * d.Dqk;
-            VBase = (((long)b * d.Tk * d.G) + g) * d.Dv;
+            QBase = s.Q.At(b, r0, h);
+            OBase = s.O.At(b, r0, h);
+            KBase = s.K.At(b, 0, g);
+            VBase = s.V.At(b, 0, g);
         }
 
         public int Head { get; }

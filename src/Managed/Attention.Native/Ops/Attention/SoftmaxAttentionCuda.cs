@@ -51,6 +51,7 @@ namespace Attention.Native.Ops
 
         public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, AttentionOptions options)
         {
+            ThrowIfStrided(q, k, v, o);
             var d = SoftmaxAttention.DimsOf(q, k, v, options);
             CheckWidths(q, v);
             if (d.B == 0 || d.Tq == 0 || d.H == 0)
@@ -176,6 +177,7 @@ namespace Attention.Native.Ops
         public static void Backward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, Tensor dO,
             Tensor? dq, Tensor? dk, Tensor? dv, Tensor? dbias, AttentionOptions options)
         {
+            ThrowIfStrided(q, k, v, o, dO, dq, dk, dv);
             var d = SoftmaxAttention.DimsOf(q, k, v, options);
             CheckWidths(q, v);
             if (d.B == 0 || d.Tq == 0 || d.H == 0 || (dq is null && dk is null && dv is null && dbias is null))
@@ -306,6 +308,15 @@ namespace Attention.Native.Ops
             finally
             {
                 ArrayPool<int>.Shared.Return(indices);
+            }
+        }
+
+        // Strided views (Tensor.Transpose) run on the CPU backend only so far: the kernels address rows of the [B, T, H, d] layout.
+        private static void ThrowIfStrided(params Tensor?[] tensors)
+        {
+            if (SoftmaxAttention.Layouts.AnyStrided(tensors))
+            {
+                throw new NotSupportedException("SoftmaxAttention: strided views (Tensor.Transpose) are not implemented on the CUDA backend yet; pass contiguous [B, T, H, d] tensors, or run on Backend.Cpu");
             }
         }
 

@@ -37,11 +37,11 @@ public sealed partial class CpuBackend
         }
         if (q.DType == DType.F64)
         {
-            SoftmaxAttentionCpu.Forward(P<double>(q), P<double>(k), P<double>(v), P<double>(bias), P<double>(o), P<double>(lse), d, options);
+            SoftmaxAttentionCpu.Forward(P<double>(q), P<double>(k), P<double>(v), P<double>(bias), P<double>(o), P<double>(lse), d, SoftmaxAttention.Layouts.Of(q, k, v, o), options);
         }
         else
         {
-            SoftmaxAttentionCpu.Forward(P<float>(q), P<float>(k), P<float>(v), P<float>(bias), P<float>(o), P<float>(lse), d, options);
+            SoftmaxAttentionCpu.Forward(P<float>(q), P<float>(k), P<float>(v), P<float>(bias), P<float>(o), P<float>(lse), d, SoftmaxAttention.Layouts.Of(q, k, v, o), options);
         }
     }
 
@@ -69,11 +69,13 @@ public sealed partial class CpuBackend
         }
         if (q.DType == DType.F64)
         {
-            SoftmaxAttentionCpu.Backward(P<double>(q), P<double>(k), P<double>(v), P<double>(bias), P<double>(o), P<double>(lse), P<double>(dO), P<double>(dq), P<double>(dk), P<double>(dv), P<double>(dbias), d, options);
+            SoftmaxAttentionCpu.Backward(P<double>(q), P<double>(k), P<double>(v), P<double>(bias), P<double>(o), P<double>(lse), P<double>(dO), P<double>(dq), P<double>(dk), P<double>(dv), P<double>(dbias), d,
+                SoftmaxAttention.Layouts.Of(q, k, v, o, dO, dq, dk, dv), options);
         }
         else
         {
-            SoftmaxAttentionCpu.Backward(P<float>(q), P<float>(k), P<float>(v), P<float>(bias), P<float>(o), P<float>(lse), P<float>(dO), P<float>(dq), P<float>(dk), P<float>(dv), P<float>(dbias), d, options);
+            SoftmaxAttentionCpu.Backward(P<float>(q), P<float>(k), P<float>(v), P<float>(bias), P<float>(o), P<float>(lse), P<float>(dO), P<float>(dq), P<float>(dk), P<float>(dv), P<float>(dbias), d,
+                SoftmaxAttention.Layouts.Of(q, k, v, o, dO, dq, dk, dv), options);
         }
     }
 }
