@@ -16,7 +16,7 @@ public enum BackendKind
 /// the CUDA backend runs the kernels in <c>cuda/</c>. Ops (<see cref="Linear"/>, <see cref="Rope"/>,
 /// <see cref="RmsNorm"/>, …) validate their arguments once and then dispatch to the tensors' backend.
 /// </summary>
-/// <remarks>Thread safety: safe to use from many threads. The CPU backend shares no state between calls. The CUDA backend queues every op on one stream with one scratch buffer and one cuBLAS handle: layer calls (forward, backward, cache steps) take the backend for their whole duration, so they are serialised; direct op calls must come from one thread at a time per backend. Stream rules: the CPU backend has no stream: an op has finished when its call returns. The CUDA backend queues every op, upload and layer call on its one stream (<see cref="CudaBackend.Stream"/>) in call order, and a call may return before the GPU has run it; reading a tensor back waits for the work queued before it, and <see cref="Synchronize"/> waits for all of it.</remarks>
+/// <remarks>Thread safety: safe to use from many threads. The CPU backend shares no state between calls. The CUDA backend queues every op on its current stream, with that stream's scratch buffers and one cuBLAS handle: layer calls (forward, backward, cache steps) take the backend for their whole duration, so they are serialised; direct op calls must come from one thread at a time per backend. Stream rules: the CPU backend has no stream: an op has finished when its call returns. The CUDA backend queues every op, upload and layer call on its current stream (<see cref="CudaBackend.Stream"/>: its own, or the caller's inside <see cref="CudaBackend.UseStream"/>) in call order, and a call may return before the GPU has run it; reading a tensor back waits for the work queued before it, and <see cref="Synchronize"/> waits for all of it.</remarks>
 public abstract partial class Backend : IDisposable
 {
     /// <summary>Environment variable choosing the default backend: <c>cpu</c>, <c>cuda</c> or <c>auto</c> (the same as unset).</summary>
@@ -132,8 +132,8 @@ public abstract partial class Backend : IDisposable
     private protected abstract Tensor Allocate(Shape shape, DType dtype, bool zero);
 
     /// <summary>
-    /// Holds this backend for one whole layer call (forward, backward, cache step). The CUDA backend's ops share one stream,
-    /// one scratch buffer and one cuBLAS handle, so two threads' calls must not interleave; the CPU backend shares nothing
+    /// Holds this backend for one whole layer call (forward, backward, cache step). The CUDA backend's ops share its stream,
+    /// that stream's scratch buffers and one cuBLAS handle, so two threads' calls must not interleave; the CPU backend shares nothing
     /// and returns at once.
     /// </summary>
     internal virtual CallGate EnterCall() => default;
