@@ -9,7 +9,7 @@ using System.Text;
 using System.Text.Json;
 using Attention.Native;
 using Attention.Native.Ops;
-using Attention.Native.TorchPeer;
+using Attention.Native.TorchSupport;
 using TorchSharp;
 using TT = TorchSharp.torch.Tensor;
 using F = TorchSharp.torch.nn.functional;
@@ -36,7 +36,7 @@ string? Option(string name) => Array.IndexOf(args, name) is int i && i >= 0 && i
 string resultsDir = Option("--results") ?? "bench/results";
 string? readme = Option("--readme");
 
-if (TorchLoader.Load() is { } problem)
+if (TorchNativeLoader.Load("run tests/torchsharp/prepare.sh (./build.sh --target=BenchTorch runs it)") is { } problem)
 {
     Console.Error.WriteLine($"torch peer: libtorch does not run here: {problem}");
     return 2;
