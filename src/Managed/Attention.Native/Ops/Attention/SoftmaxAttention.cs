@@ -249,8 +249,5 @@ public static class SoftmaxAttention
             var (q, k, v, o) = (Rows(d.Tq, d.H, d.Dqk), Rows(d.Tk, d.G, d.Dqk), Rows(d.Tk, d.G, d.Dv), Rows(d.Tq, d.H, d.Dv));
             return new(q, k, v, o, o, q, k, v);
         }
-
-        /// <summary>True when any of the tensors is a strided view.</summary>
-        public static bool AnyStrided(params Tensor?[] tensors) => tensors.Any(t => t is { IsContiguous: false });
     }
 }

@@ -312,9 +312,11 @@ namespace Attention.Native.Ops
         }
 
         // Strided views (Tensor.Transpose) run on the CPU backend only so far: the kernels address rows of the [B, T, H, d] layout.
-        private static void ThrowIfStrided(params Tensor?[] tensors)
+        // Checked on every forward (each decode step): no array, no LINQ.
+        private static void ThrowIfStrided(Tensor q, Tensor k, Tensor v, Tensor o, Tensor? dO = null, Tensor? dq = null, Tensor? dk = null, Tensor? dv = null)
         {
-            if (SoftmaxAttention.Layouts.AnyStrided(tensors))
+            if (!(q.IsContiguous && k.IsContiguous && v.IsContiguous && o.IsContiguous && (dO?.IsContiguous ?? true)
+                && (dq?.IsContiguous ?? true) && (dk?.IsContiguous ?? true) && (dv?.IsContiguous ?? true)))
             {
                 throw new NotSupportedException("SoftmaxAttention: strided views (Tensor.Transpose) are not implemented on the CUDA backend yet; pass contiguous [B, T, H, d] tensors, or run on Backend.Cpu");
             }
