@@ -188,15 +188,18 @@ Task("Build").Does(() =>
 
 // The torch reference tests (tests/Attention.Native.Tests/TorchReference) need TorchSharp's native library to load; on a
 // libstdc++ older than GCC 13's, tests/torchsharp/prepare.sh leaves a mended private copy in artifacts/torchsharp-native
-// (see README "Tests"). Never fails the build: where it cannot prepare, those tests skip with the reason.
-Task("TorchSharpNative")
-    .IsDependentOn("Build")
-    .Does(() =>
+// (see README "Tests"); the libtorch bench peer loads it the same way. Never fails the build: where it cannot prepare,
+// those tests skip with the reason.
+void PrepareTorchSharpNative()
 {
     if (!IsRunningOnUnix()) return;
     int code = StartProcess("bash", new ProcessSettings { Arguments = $"\"{root.CombineWithFilePath("tests/torchsharp/prepare.sh").FullPath}\"" });
     if (code != 0) Warning($"tests/torchsharp/prepare.sh exited with {code}: the torch reference tests will skip");
-});
+}
+
+Task("TorchSharpNative")
+    .IsDependentOn("Build")
+    .Does(() => PrepareTorchSharpNative());
 
 Task("Test")
     .IsDependentOn("Build")
@@ -263,10 +266,7 @@ Task("Demo")
 // OMP_WAIT_POLICY=PASSIVE: libgomp reads it when libtorch loads; spinning OpenMP workers would take our cores.
 void BenchTorch()
 {
-    if (IsRunningOnUnix())
-    {
-        StartProcess("bash", new ProcessSettings { Arguments = $"\"{root.CombineWithFilePath("tests/torchsharp/prepare.sh").FullPath}\"" });
-    }
+    PrepareTorchSharpNative();
     var dll = Bin("bench/Attention.Native.TorchPeer", "Attention.Native.TorchPeer.dll");
     var (code, _) = Run("dotnet", $"\"{dll}\" --results \"{root.Combine("bench/results").FullPath}\" --readme \"{root.CombineWithFilePath("README.md").FullPath}\"",
         new Dictionary<string, string> { ["OMP_WAIT_POLICY"] = "PASSIVE" });
