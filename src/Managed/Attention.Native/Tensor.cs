@@ -87,39 +87,45 @@ public abstract class Tensor : IDisposable
         return strides;
     }
 
-    /// <summary>
-    /// Moves the elements between <paramref name="storage"/> (this strided view's memory, from its first element) and
-    /// <paramref name="logical"/> (row-major in the view's shape): gathers into <paramref name="logical"/>, or scatters from it.
-    /// </summary>
-    private protected void MoveStrided(Span<byte> storage, Span<byte> logical, bool scatter)
+    /// <summary>Copies this strided view's elements from <paramref name="storage"/> (its memory, from its first element) into <paramref name="logical"/>, row-major in the view's shape.</summary>
+    private protected void GatherStrided(ReadOnlySpan<byte> storage, Span<byte> logical)
     {
-        int rank = Shape.Rank, size = DType.SizeInBytes();
-        var strides = _strides!;
-        Span<int> index = stackalloc int[rank];
+        int size = DType.SizeInBytes();
+        Span<int> index = stackalloc int[Shape.Rank];
         long offset = 0;
-        for (long e = 0; e < ElementCount; e++)
+        for (long e = 0; e < ElementCount; e++, offset = NextOffset(index, offset))
         {
-            var at = storage.Slice(checked((int)(offset * size)), size);
-            var row = logical.Slice(checked((int)(e * size)), size);
-            if (scatter)
-            {
-                row.CopyTo(at);
-            }
-            else
-            {
-                at.CopyTo(row);
-            }
-            for (int i = rank - 1; i >= 0; i--)
-            {
-                offset += strides[i];
-                if (++index[i] < Shape[i])
-                {
-                    break;
-                }
-                offset -= strides[i] * Shape[i];
-                index[i] = 0;
-            }
+            storage.Slice(checked((int)(offset * size)), size).CopyTo(logical.Slice(checked((int)(e * size)), size));
         }
+    }
+
+    /// <summary>The inverse of <see cref="GatherStrided"/>: the view's elements from <paramref name="logical"/> into <paramref name="storage"/>.</summary>
+    private protected void ScatterStrided(ReadOnlySpan<byte> logical, Span<byte> storage)
+    {
+        int size = DType.SizeInBytes();
+        Span<int> index = stackalloc int[Shape.Rank];
+        long offset = 0;
+        for (long e = 0; e < ElementCount; e++, offset = NextOffset(index, offset))
+        {
+            logical.Slice(checked((int)(e * size)), size).CopyTo(storage.Slice(checked((int)(offset * size)), size));
+        }
+    }
+
+    // Steps the row-major index of a strided view to the next element and returns that element's storage offset.
+    private long NextOffset(Span<int> index, long offset)
+    {
+        var strides = _strides!;
+        for (int i = index.Length - 1; i >= 0; i--)
+        {
+            offset += strides[i];
+            if (++index[i] < Shape[i])
+            {
+                return offset;
+            }
+            offset -= strides[i] * Shape[i];
+            index[i] = 0;
+        }
+        return offset;
     }
 
     /// <summary>Throws when this is a strided view (for the operations that need the row-major layout).</summary>

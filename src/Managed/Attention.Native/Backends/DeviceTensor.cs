@@ -72,7 +72,7 @@ public sealed class DeviceTensor : Tensor
         }
         // A transposed view covers its storage exactly: scatter into a host image of the storage and upload that.
         var image = new byte[ByteCount];
-        MoveStrided(image, source.ToArray(), scatter: true);
+        ScatterStrided(source, image);
         Buffer.Upload(image, _backend.Stream);
     }
 
@@ -91,7 +91,7 @@ public sealed class DeviceTensor : Tensor
         }
         var image = new byte[ByteCount];
         Buffer.Download(image, _backend.Stream);
-        MoveStrided(image, destination, scatter: false);
+        GatherStrided(image, destination);
     }
 
     /// <inheritdoc/>

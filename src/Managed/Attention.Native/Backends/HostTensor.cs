@@ -172,7 +172,7 @@ public sealed class HostTensor : Tensor
         }
         else
         {
-            MoveStrided(bytes, source.ToArray(), scatter: true);
+            ScatterStrided(source, bytes);
         }
     }
 
@@ -190,7 +190,7 @@ public sealed class HostTensor : Tensor
         }
         else
         {
-            MoveStrided(bytes, destination, scatter: false);
+            GatherStrided(bytes, destination);
         }
     }
 
