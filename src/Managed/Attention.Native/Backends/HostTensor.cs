@@ -43,28 +43,32 @@ public sealed class HostTensor : Tensor
     /// </summary>
     internal static unsafe HostTensor External(CpuBackend backend, Shape shape, DType dtype, void* pointer, long bytes, MemoryHandle pin, object? keepAlive, string name)
     {
-        long expected = shape.BytesOf(dtype, nameof(shape));
-        if (bytes != expected)
+        try
         {
-            pin.Dispose();
-            throw new ArgumentException($"{name}: expected {expected} bytes for {shape} {dtype}, actual {bytes}", name);
+            long expected = shape.BytesOf(dtype, nameof(shape));
+            if (bytes != expected)
+            {
+                throw new ArgumentException($"{name}: expected {expected} bytes for {shape} {dtype}, actual {bytes}", name);
+            }
+            if (expected > Array.MaxLength)
+            {
+                throw new ArgumentException($"shape: expected at most {Array.MaxLength} bytes of host storage, actual {expected} for {shape} {dtype}", nameof(shape));
+            }
+            if (pointer == null && expected > 0)
+            {
+                throw new ArgumentException($"{name}: expected an address for {expected} bytes, actual null", name);
+            }
+            if ((nuint)pointer % (nuint)dtype.SizeInBytes() != 0)
+            {
+                throw new ArgumentException($"{name}: expected an address aligned to the {dtype.SizeInBytes()}-byte elements, actual 0x{(nuint)pointer:x}", name);
+            }
+            return new HostTensor(backend, shape, dtype, (byte*)pointer, pin, keepAlive);
         }
-        if (expected > Array.MaxLength)
+        catch
         {
-            pin.Dispose();
-            throw new ArgumentException($"shape: expected at most {Array.MaxLength} bytes of host storage, actual {expected} for {shape} {dtype}", nameof(shape));
+            pin.Dispose(); // a refused wrap leaves the caller's memory unpinned
+            throw;
         }
-        if (pointer == null && expected > 0)
-        {
-            pin.Dispose();
-            throw new ArgumentException($"{name}: expected an address for {expected} bytes, actual null", name);
-        }
-        if ((nuint)pointer % (nuint)dtype.SizeInBytes() != 0)
-        {
-            pin.Dispose();
-            throw new ArgumentException($"{name}: expected an address aligned to the {dtype.SizeInBytes()}-byte elements, actual 0x{(nuint)pointer:x}", name);
-        }
-        return new HostTensor(backend, shape, dtype, (byte*)pointer, pin, keepAlive);
     }
 
     private HostTensor(CpuBackend backend, HostStorage storage, Shape shape, DType dtype, int byteOffset)
