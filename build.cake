@@ -11,6 +11,9 @@ var root = MakeAbsolute(Directory("."));
 var solution = root.CombineWithFilePath("Attention.Native.sln");
 var artifacts = root.Combine("artifacts");
 var library = root.CombineWithFilePath("src/Managed/Attention.Native/Attention.Native.csproj");
+// The second package: every variant as a TorchSharp module, and the ops as TorchSharp autograd functions.
+var torchLibrary = root.CombineWithFilePath("src/Managed/Attention.Native.TorchSharp/Attention.Native.TorchSharp.csproj");
+var libraries = new[] { library, torchLibrary };
 var cli = root.CombineWithFilePath("src/Managed/Attention.Cli/Attention.Cli.csproj");
 var tests = root.CombineWithFilePath("tests/Attention.Native.Tests/Attention.Native.Tests.csproj");
 var bench = root.CombineWithFilePath("bench/Attention.Native.Bench/Attention.Native.Bench.csproj");
@@ -321,27 +324,33 @@ Task("Pack")
             properties.WithProperty("DeterministicTimestamp", seconds.Trim());
         }
     }
-    DotNetPack(library.FullPath, new DotNetPackSettings { Configuration = configuration, OutputDirectory = output, MSBuildSettings = properties });
+    foreach (var project in libraries)
+    {
+        DotNetPack(project.FullPath, new DotNetPackSettings { Configuration = configuration, OutputDirectory = output, MSBuildSettings = properties });
+    }
     foreach (var package in GetFiles(output.FullPath + "/*.nupkg").Concat(GetFiles(output.FullPath + "/*.snupkg")))
     {
         Information($"package: {package} ({new System.IO.FileInfo(package.FullPath).Length / 1024} KiB)");
     }
 });
 
-// Rewrites the public-API baseline of the library (src/Managed/Attention.Native/PublicAPI.Unshipped.txt) from the code:
+// Rewrites the public-API baselines of the two libraries (PublicAPI.Unshipped.txt beside each project) from the code:
 // run it after adding, changing or removing public API, and commit the file with the change. The build fails (RS0016,
 // RS0017) while the code and the baseline differ. PublicAPI.Shipped.txt (the released API) is left alone: a release moves
 // the unshipped lines there; removing a shipped API needs a "*REMOVED*<line>" entry in the unshipped file, written by hand.
 Task("ApiBaseline")
     .Does(() =>
 {
-    var unshipped = library.GetDirectory().CombineWithFilePath("PublicAPI.Unshipped.txt");
-    System.IO.File.WriteAllText(unshipped.FullPath, "#nullable enable\n");
-    // The analyzer's own code fix adds every public symbol missing from the baseline.
-    var (code, _) = Run("dotnet", $"format analyzers \"{library.FullPath}\" --diagnostics RS0016 --severity warn");
-    if (code != 0) throw new Exception($"dotnet format exited with {code}");
-    DotNetBuild(library.FullPath, new DotNetBuildSettings { Configuration = configuration });
-    Information($"public API baseline: {unshipped} ({System.IO.File.ReadLines(unshipped.FullPath).Count() - 1} unshipped entries)");
+    foreach (var project in libraries)
+    {
+        var unshipped = project.GetDirectory().CombineWithFilePath("PublicAPI.Unshipped.txt");
+        System.IO.File.WriteAllText(unshipped.FullPath, "#nullable enable\n");
+        // The analyzer's own code fix adds every public symbol missing from the baseline.
+        var (code, _) = Run("dotnet", $"format analyzers \"{project.FullPath}\" --diagnostics RS0016 --severity warn");
+        if (code != 0) throw new Exception($"dotnet format exited with {code}");
+        DotNetBuild(project.FullPath, new DotNetBuildSettings { Configuration = configuration });
+        Information($"public API baseline: {unshipped} ({System.IO.File.ReadLines(unshipped.FullPath).Count() - 1} unshipped entries)");
+    }
 });
 
 // A folder and tar.xz that run the tests and `attn` on a Linux x64 host with an NVIDIA driver and no .NET:

@@ -8,11 +8,13 @@ using Attention.Native.Variants;
 namespace Attention.Native.Tests.Core;
 
 /// <summary>
-/// Issue 13 item 6: every public type of the library states its threading contract in its XML docs; issue 17 item 5: and
-/// every one that reaches device memory or queues GPU work states its stream rules.
+/// Issue 13 item 6: every public type of the libraries (Attention.Native and Attention.Native.TorchSharp) states its threading
+/// contract in its XML docs; issue 17 item 5: and every one that reaches device memory or queues GPU work states its stream rules.
 /// </summary>
 public class ThreadingContractTests
 {
+    private static readonly Assembly[] Libraries = [typeof(Backend).Assembly, typeof(Attention.Native.Torch.AttentionModule).Assembly];
+
     // The CUDA runtime handles through which memory and work reach the device.
     private static readonly Type[] DeviceHandles =
         [typeof(CudaStream), typeof(DeviceBuffer<>), typeof(CUdeviceptr), typeof(CudaEvent), typeof(CudaBlas), typeof(CudaKernel), typeof(CudaModule), typeof(CudaContext)];
@@ -33,7 +35,7 @@ public class ThreadingContractTests
     {
         var reaching = DocumentedTypes().Where(ReachesDevice).ToList();
         // The rule must select what it is meant for, or an empty selection would pass.
-        Assert.That(reaching, Is.SupersetOf(new[] { typeof(CudaBackend), typeof(Tensor), typeof(Linear), typeof(AttentionLayer), typeof(KvCache), typeof(DeviceBuffer<>) }));
+        Assert.That(reaching, Is.SupersetOf(new[] { typeof(CudaBackend), typeof(Tensor), typeof(Linear), typeof(AttentionLayer), typeof(KvCache), typeof(DeviceBuffer<>), typeof(Attention.Native.Torch.AttentionModule), typeof(Attention.Native.Torch.AttentionFunctions) }));
         Assert.That(reaching, Has.No.Member(typeof(Shape)).And.No.Member(typeof(LayerConfig)), "types that never hold a tensor need no stream rules");
         var missing = reaching
             .Where(t => !Docs(t).Contains("Stream rules:", StringComparison.Ordinal))
@@ -43,15 +45,22 @@ public class ThreadingContractTests
         Assert.That(missing, Is.Empty, "public types that are, take, return or expose a tensor, a backend or a CUDA handle, without a 'Stream rules:' statement in their docs");
     }
 
-    private static IEnumerable<Type> DocumentedTypes() => typeof(Backend).Assembly.GetExportedTypes()
+    private static IEnumerable<Type> DocumentedTypes() => Libraries.SelectMany(a => a.GetExportedTypes())
         .Where(t => !t.IsEnum && !typeof(Exception).IsAssignableFrom(t) && !typeof(Delegate).IsAssignableFrom(t) && !t.IsNested);
 
     private static readonly Lazy<Dictionary<string, string>> XmlDocs = new(() =>
     {
-        string xmlPath = Path.ChangeExtension(typeof(Backend).Assembly.Location, ".xml");
-        Assert.That(File.Exists(xmlPath), Is.True, $"the library's XML docs are next to it: {xmlPath}");
-        return XDocument.Load(xmlPath).Descendants("member")
-            .ToDictionary(m => (string)m.Attribute("name")!, m => m.Value, StringComparer.Ordinal);
+        var docs = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var library in Libraries)
+        {
+            string xmlPath = Path.ChangeExtension(library.Location, ".xml");
+            Assert.That(File.Exists(xmlPath), Is.True, $"the library's XML docs are next to it: {xmlPath}");
+            foreach (var m in XDocument.Load(xmlPath).Descendants("member"))
+            {
+                docs[(string)m.Attribute("name")!] = m.Value;
+            }
+        }
+        return docs;
     });
 
     private static string Docs(Type t) =>

@@ -222,4 +222,52 @@ public class ZeroCopyHostTests
 
         protected override void Dispose(bool disposing) => NativeMemory.Free(_data);
     }
+
+    [Test]
+    public void A_layer_parameter_bound_to_caller_memory_is_read_where_it_lies()
+    {
+        var config = new Attention.Native.Variants.GqaConfig { Kind = "gqa", DModel = 8, Heads = 2, KvHeads = 1, HeadDim = 4, Causal = true, Rope = true };
+        using var layer = Attention.Native.Variants.AttentionLayer.Create(config);
+        layer.InitializeParameters(3);
+        using var copy = Attention.Native.Variants.AttentionLayer.Create(config);
+        copy.InitializeParameters(3);
+        float[] x = TestData.NormalSingle(4, 2 * 3 * 8);
+        using var tx = Backend.Cpu.FromArray(x, new Shape(2, 3, 8));
+
+        // w_o bound to the caller's array (its values the layer's own): the same output, then the caller's edits are seen.
+        float[] wO = layer.Parameters["w_o"].ToArray();
+        var bound = Backend.Cpu.Wrap(wO.AsMemory(), new Shape(8, 8));
+        layer.BindParameter("w_o", bound);
+        Assert.That(layer.Parameters["w_o"], Is.SameAs(bound), "the caller's tensor itself");
+        using (var y = layer.Forward(tx))
+        using (var expected = copy.Forward(tx))
+        {
+            Assert.That(y.ToArray(), Is.EqualTo(expected.ToArray()), "bound to the same values");
+        }
+        wO[5] += 0.75f;
+        copy.Parameters["w_o"].CopyFrom(wO);
+        using (var y = layer.Forward(tx))
+        using (var expected = copy.Forward(tx))
+        {
+            Assert.That(y.ToArray(), Is.EqualTo(expected.ToArray()), "the caller's write is seen by the next call");
+        }
+
+        // A pass whose parameter is bound anew before its backward refuses it; bad tensors name the argument.
+        using var pass = layer.ForwardForTraining(tx);
+        using var rebound = Backend.Cpu.Wrap(wO.AsMemory(), new Shape(8, 8));
+        layer.BindParameter("w_o", rebound);
+        using var dy = Backend.Cpu.FromArray(x, new Shape(2, 3, 8));
+        Assert.That(() => pass.Backward(dy), Throws.InvalidOperationException.With.Message.Contains("w_o"));
+        var e = Assert.Throws<ArgumentException>(() => layer.BindParameter("w_o", Backend.Cpu.Zeros(new Shape(8, 4))))!;
+        Assert.That(e.ParamName, Is.EqualTo("tensor"));
+        Assert.That(e.Message, Does.Contain("[8, 8]").And.Contain("[8, 4]"));
+        e = Assert.Throws<ArgumentException>(() => layer.BindParameter("w_x", bound))!;
+        Assert.That(e.ParamName, Is.EqualTo("name"));
+        Assert.That(() => layer.BindParameter("w_o", Backend.Cpu.Zeros(new Shape(8, 8), DType.F64)), Throws.ArgumentException.With.Message.Contains("F64"));
+
+        // Disposing the layer leaves bound tensors to their owner.
+        layer.Dispose();
+        Assert.That(bound.ToArray(), Is.EqualTo(wO), "the bound tensor is still usable");
+        bound.Dispose();
+    }
 }

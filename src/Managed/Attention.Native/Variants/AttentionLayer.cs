@@ -31,6 +31,8 @@ public sealed record ParameterSpec(string Name, Shape Shape, ParameterInit Init 
 public abstract class AttentionLayer : IDisposable
 {
     private readonly Dictionary<string, Tensor> _parameters = new(StringComparer.Ordinal);
+    // Parameters bound to the caller's tensors (BindParameter): used, never disposed, by the layer.
+    private readonly HashSet<string> _bound = new(StringComparer.Ordinal);
     private bool _disposed;
 
     private protected AttentionLayer(LayerConfig config, Backend? backend, DType dtype)
@@ -74,7 +76,7 @@ public abstract class AttentionLayer : IDisposable
     /// <summary>Every parameter, in the order of variants.md.</summary>
     public IReadOnlyList<ParameterSpec> ParameterSpecs { get; }
 
-    /// <summary>The parameter tensors by name (owned by the layer).</summary>
+    /// <summary>The parameter tensors by name (owned by the layer, except those bound with <see cref="BindParameter"/>).</summary>
     public IReadOnlyDictionary<string, Tensor> Parameters => _parameters;
 
     /// <summary>The number of parameter elements (learnable or not).</summary>
@@ -150,6 +152,42 @@ public abstract class AttentionLayer : IDisposable
         {
             _parameters[spec.Name].CopyFrom(values[spec.Name]);
         }
+    }
+
+    /// <summary>
+    /// Makes parameter <paramref name="name"/> the caller's <paramref name="tensor"/> itself, without a copy (e.g. a view of a
+    /// TorchSharp parameter's memory, <see cref="CpuBackend.Wrap(nint, Shape, DType, object?)"/>, or of device memory,
+    /// <see cref="CudaBackend.Wrap(Interop.CUdeviceptr, Shape, DType)"/>): later calls read it where it lies, so values an optimizer
+    /// writes into that memory are the layer's parameters from the next call on. The tensor must be contiguous, on this layer's
+    /// backend, of its dtype and the parameter's shape; the layer stops using (and frees) the tensor it held, and never disposes
+    /// the bound one, which the caller keeps alive until the layer is disposed or the parameter bound again. A training pass
+    /// whose parameter was bound anew after its forward refuses its backward, as for any parameter write.
+    /// </summary>
+    /// <exception cref="ArgumentException">An unknown name, or a tensor of another backend, dtype or shape, or a strided view.</exception>
+    public void BindParameter(string name, Tensor tensor)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        ArgumentNullException.ThrowIfNull(tensor);
+        ThrowIfDisposed();
+        var spec = ParameterSpecs.FirstOrDefault(s => s.Name == name)
+            ?? throw new ArgumentException($"name: expected one of {string.Join(", ", ParameterSpecs.Select(s => s.Name))}, actual {name}", nameof(name));
+        Ops.Check.Usable(tensor, nameof(tensor));
+        if (!ReferenceEquals(tensor.Backend, Backend) || tensor.DType != DType)
+        {
+            throw new ArgumentException($"tensor: expected a {DType} tensor on {Backend.Name} for {name}, actual {tensor.DType} on {Ops.Check.BackendOf(tensor, Backend)}", nameof(tensor));
+        }
+        Ops.Check.Shape(tensor, spec.Shape, nameof(tensor));
+        var previous = _parameters[name];
+        if (ReferenceEquals(previous, tensor))
+        {
+            return;
+        }
+        _parameters[name] = tensor;
+        if (!_bound.Remove(name))
+        {
+            previous.Dispose();
+        }
+        _bound.Add(name);
     }
 
     /// <summary>The layer's output for <paramref name="x"/> [B, T, d_model] (inference: nothing is kept for a backward).</summary>
@@ -228,9 +266,12 @@ public abstract class AttentionLayer : IDisposable
             return;
         }
         _disposed = true;
-        foreach (var t in _parameters.Values)
+        foreach (var (name, t) in _parameters)
         {
-            t.Dispose();
+            if (!_bound.Contains(name))
+            {
+                t.Dispose();
+            }
         }
     }
 
@@ -291,8 +332,8 @@ public abstract class AttentionLayer : IDisposable
         }
     }
 
-    /// <summary>The <see cref="Tensor.Version"/> of every parameter, in <see cref="ParameterSpecs"/> order.</summary>
-    internal long[] ParameterVersions() => ParameterSpecs.Select(s => _parameters[s.Name].Version).ToArray();
+    /// <summary>Every parameter tensor and its <see cref="Tensor.Version"/>, in <see cref="ParameterSpecs"/> order (a parameter bound anew is another tensor).</summary>
+    internal (Tensor Tensor, long Version)[] ParameterVersions() => ParameterSpecs.Select(s => (_parameters[s.Name], _parameters[s.Name].Version)).ToArray();
 
     internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 }
@@ -308,7 +349,7 @@ public sealed class LayerPass : IDisposable
     private readonly Graph _graph;
     private readonly Node _input;
     private readonly Node _output;
-    private readonly long[] _parameterVersions;
+    private readonly (Tensor Tensor, long Version)[] _parameterVersions;
     private int _backwardStarted;
     private bool _disposed;
 
@@ -344,7 +385,9 @@ public sealed class LayerPass : IDisposable
         Ops.Check.Compatible(Output, "y", dy, nameof(dy));
         Ops.Check.Shape(dy, Output.Shape, nameof(dy));
         var versions = _layer.ParameterVersions();
-        var changed = _layer.ParameterSpecs.Where((_, i) => versions[i] != _parameterVersions[i]).Select(s => s.Name).ToList();
+        var changed = _layer.ParameterSpecs
+            .Where((_, i) => !ReferenceEquals(versions[i].Tensor, _parameterVersions[i].Tensor) || versions[i].Version != _parameterVersions[i].Version)
+            .Select(s => s.Name).ToList();
         if (changed.Count > 0)
         {
             throw new InvalidOperationException($"Backward: parameters written since ForwardForTraining ({string.Join(", ", changed)}); run a new forward with the current parameters");
