@@ -3,6 +3,9 @@ using Attention.Native.Inference;
 using Attention.Native.IO;
 using Attention.Native.Ops;
 using Attention.Native.Tests.Support;
+using Attention.Native.Tests.TorchReference;
+using Attention.Native.Torch;
+using TorchSharp;
 using Attention.Native.Variants;
 
 namespace Attention.Native.Tests.Core;
@@ -107,6 +110,47 @@ public partial class ReadmeExampleTests
 
     [GeneratedRegex("### Your memory, your stream.*?```csharp\\n(.*?)```", RegexOptions.Singleline)]
     private static partial Regex ZeroCopyBlock();
+
+    [Test]
+    public void The_readme_torchsharp_example_runs()
+    {
+        TorchRuntime.Require();
+        RunTorchSharpExample();
+    }
+
+    // Separate, so that a test bundle without TorchSharp skips (above) before this is compiled.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void RunTorchSharpExample()
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        // TORCHSHARP-BEGIN
+        var config = new GqaConfig { Kind = "gqa", DModel = 64, Heads = 4, KvHeads = 2, HeadDim = 16, Causal = true, Rope = true };
+        using var attention = new AttentionModule(config, CheckpointLayout.Llama);  // q_proj.weight, k_proj.weight, …
+        var optimizer = torch.optim.AdamW(attention.parameters());
+        var y = attention.call(torch.randn(2, 10, 64));     // the forward, on the parameters' own memory
+        y.pow(2).mean().backward();                          // the backward, inside torch's autograd
+        optimizer.step();                                    // seen by the next call: nothing to copy back
+
+        var q = torch.randn(2, 4, 10, 16, requires_grad: true);  // torch's [B, H, T, d]
+        var k = torch.randn(2, 2, 10, 16, requires_grad: true);  // 2 KV heads for 4 query heads
+        var v = torch.randn(2, 2, 10, 16, requires_grad: true);
+        var o = AttentionFunctions.ScaledDotProductAttention(q, k, v, isCausal: true);
+        o.sum().backward();                                  // q.grad, k.grad, v.grad
+        // TORCHSHARP-END
+        Assert.That(attention.state_dict().Keys, Is.EquivalentTo(new[] { "q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight" }));
+        Assert.That(y.shape, Is.EqualTo(new long[] { 2, 10, 64 }));
+        Assert.That(o.shape, Is.EqualTo(new long[] { 2, 4, 10, 16 }));
+        Assert.That(k.grad!.shape, Is.EqualTo(k.shape));
+    }
+
+    [Test]
+    public void The_readme_shows_the_torchsharp_example()
+    {
+        AssertReadmeShows(TorchSharpBlock(), "TORCHSHARP");
+    }
+
+    [GeneratedRegex("### TorchSharp.*?```csharp\\n(.*?)```", RegexOptions.Singleline)]
+    private static partial Regex TorchSharpBlock();
 
     [Test]
     public void The_readme_shows_the_serving_example()

@@ -81,9 +81,9 @@ internal static class TorchKit
 
         double worst = 0;
         var failures = new List<string>();
-        void Check(string what, Tensor reference, Attention.Native.Tensor ours, bool gradient)
+        void Check(string what, Tensor reference, double[] a, bool gradient)
         {
-            double[] r = Values(reference), a = ours.ToDoubleArray();
+            double[] r = Values(reference);
             Assert.That(a, Has.Length.EqualTo(r.Length), $"{label} {what}: element count");
             double maxRef = r.Max(Math.Abs), maxErr = 0;
             for (int i = 0; i < r.Length; i++)
@@ -105,12 +105,29 @@ internal static class TorchKit
                 failures.Add($"{what}: {error:E2} > {Tolerance(dtype):E0}");
             }
         }
-        Check("y", yt, pass.Output, gradient: false);
-        Check("dx", xt.grad!, grads.Input, gradient: true);
+        Check("y", yt, pass.Output.ToDoubleArray(), gradient: false);
+        Check("dx", xt.grad!, grads.Input.ToDoubleArray(), gradient: true);
         zeroGradients ??= [];
         foreach (var name in learnable.Where(n => !zeroGradients.Contains(n)))
         {
-            Check($"d{name}", w[name].grad!, grads.Parameters[name], gradient: true);
+            Check($"d{name}", w[name].grad!, grads.Parameters[name].ToDoubleArray(), gradient: true);
+        }
+
+        // The same layer as a TorchSharp module (Attention.Native.TorchSharp), its parameters loaded by name: y, dx and the
+        // parameters' gradients through torch's autograd, against the same composition.
+        using (var module = new Attention.Native.Torch.AttentionModule(config, dtype: dtype == DType.F64 ? ScalarType.Float64 : ScalarType.Float32))
+        {
+            module.load_state_dict(w.ToDictionary(p => p.Key, p => p.Value.detach()));
+            var xm = Leaf(x, [batch, tokens, dm], dtype, requiresGrad: true);
+            var ym = module.call(xm);
+            (ym * Leaf(dy, [batch, tokens, dm], dtype, requiresGrad: false)).sum().backward();
+            var moduleGrads = module.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad);
+            Check("module y", yt, Values(ym), gradient: false);
+            Check("module dx", xt.grad!, Values(xm.grad!), gradient: true);
+            foreach (var name in learnable.Where(n => !zeroGradients.Contains(n)))
+            {
+                Check($"module d{name}", w[name].grad!, Values(moduleGrads[name]!), gradient: true);
+            }
         }
         double largest = learnable.Max(n => Values(w[n].grad!).Max(Math.Abs));
         foreach (var name in zeroGradients)
