@@ -40,6 +40,52 @@ public abstract class Tensor : IDisposable
     internal long[]? StridesOrNull => _strides;
 
     /// <summary>
+    /// Elements of storage the view spans from its first element: one past its farthest element (the element count for a
+    /// row-major tensor or a transpose; more for a view with gaps, such as q of a fused [B, T, 3, H, d] projection).
+    /// </summary>
+    internal long StorageElementCount => _strides is null ? ElementCount : Extent(Shape, _strides);
+
+    /// <summary>Bytes of storage the view spans (<see cref="StorageElementCount"/> elements).</summary>
+    internal long StorageByteCount => checked(StorageElementCount * DType.SizeInBytes());
+
+    /// <summary>One past the farthest element of a view of <paramref name="shape"/> with <paramref name="strides"/> (0 when empty).</summary>
+    internal static long Extent(Shape shape, IReadOnlyList<long> strides)
+    {
+        if (shape.ElementCount == 0)
+        {
+            return 0;
+        }
+        long last = 0;
+        for (int i = 0; i < shape.Rank; i++)
+        {
+            last = checked(last + ((shape[i] - 1) * strides[i]));
+        }
+        return checked(last + 1);
+    }
+
+    /// <summary>
+    /// Checks <paramref name="strides"/> for a caller's view of <paramref name="shape"/> (one per axis, none negative, the last
+    /// axis contiguous as every op needs) and returns them, or null for the row-major layout; <paramref name="name"/> names the argument.
+    /// </summary>
+    internal static long[]? CheckStrides(Shape shape, IReadOnlyList<long> strides, string name)
+    {
+        ArgumentNullException.ThrowIfNull(strides, name);
+        if (strides.Count != shape.Rank)
+        {
+            throw new ArgumentException($"{name}: expected {shape.Rank} strides for {shape}, actual {strides.Count}", name);
+        }
+        if (strides.Any(s => s < 0) || (shape.Rank > 0 && shape[-1] > 1 && strides[^1] != 1))
+        {
+            throw new ArgumentException($"{name}: expected non-negative strides with a contiguous last axis (stride 1), actual [{string.Join(", ", strides)}]", name);
+        }
+        var copy = strides.ToArray();
+        return copy.AsSpan().SequenceEqual(ContiguousStrides(shape)) ? null : copy;
+    }
+
+    /// <summary>Makes this new tensor (made by a wrap, before any use) a view with <paramref name="strides"/> (null: row-major).</summary>
+    private protected void InitStrides(long[]? strides) => _strides = strides;
+
+    /// <summary>
     /// A view of this storage with axes <paramref name="axis0"/> and <paramref name="axis1"/> swapped (negative axes count from
     /// the end), no copy: <c>[B, H, T, d]</c> memory becomes a <c>[B, T, H, d]</c> view with <c>Transpose(1, 2)</c>. Reading it
     /// (<see cref="CopyTo(Span{float})"/>, <see cref="ToArray"/>) gathers the elements in the view's row-major order.

@@ -91,13 +91,25 @@ public sealed partial class CpuBackend : Backend
     /// <paramref name="owner"/>, when given, is referenced by the tensor until then (so the object owning the memory, such as a
     /// TorchSharp tensor or a SafeHandle, is not collected meanwhile). Disposing the tensor frees nothing.
     /// </summary>
-    public unsafe HostTensor Wrap(nint pointer, Shape shape, DType dtype, object? owner = null)
+    public HostTensor Wrap(nint pointer, Shape shape, DType dtype, object? owner = null) => Wrap(pointer, shape, Tensor.ContiguousStrides(shape), dtype, owner);
+
+    /// <summary>
+    /// A strided view of <paramref name="shape"/> over native memory at <paramref name="pointer"/>, without a copy: element
+    /// <c>(i₀, i₁, …)</c> lies <c>Σ iₐ·strides[a]</c> elements after <paramref name="pointer"/> (the layout of a PyTorch or
+    /// TorchSharp tensor, whose <c>stride()</c> this takes as it is; e.g. q of a fused <c>[B, T, 3, H, d]</c> projection seen as
+    /// <c>[B, T, H, d]</c> with strides <c>[T·3·H·d, 3·H·d, d, 1]</c>). Strides are non-negative and the last axis contiguous
+    /// (stride 1). <see cref="Ops.SoftmaxAttention"/> takes such views as they are; other ops take contiguous tensors only
+    /// (copy a view with <c>CopyTo</c> where one is needed). Ownership as <see cref="Wrap(nint, Shape, DType, object?)"/>.
+    /// </summary>
+    public unsafe HostTensor Wrap(nint pointer, Shape shape, IReadOnlyList<long> strides, DType dtype, object? owner = null)
     {
         if (!Supports(dtype))
         {
             throw new ArgumentException($"dtype: expected a dtype the {Kind} backend supports, actual {dtype}", nameof(dtype));
         }
-        return HostTensor.External(this, shape, dtype, (void*)pointer, shape.BytesOf(dtype, nameof(shape)), default, owner, nameof(pointer));
+        var checkedStrides = Tensor.CheckStrides(shape, strides, nameof(strides));
+        long bytes = checkedStrides is null ? shape.BytesOf(dtype, nameof(shape)) : checked(Tensor.Extent(shape, checkedStrides) * dtype.SizeInBytes());
+        return HostTensor.External(this, shape, dtype, (void*)pointer, bytes, default, owner, nameof(pointer), checkedStrides);
     }
 
     // The shape of a System.Numerics.Tensors tensor or span of these lengths; it must be dense (row-major, no gaps).

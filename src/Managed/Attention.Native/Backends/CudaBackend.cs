@@ -215,13 +215,23 @@ public sealed partial class CudaBackend : Backend
     /// work on the memory with this backend's <see cref="Stream"/> (or creates the backend on its own stream:
     /// <see cref="Create(int, nint, KernelCompiler?)"/>).
     /// </summary>
-    public DeviceTensor Wrap(CUdeviceptr pointer, Shape shape, DType dtype)
+    public DeviceTensor Wrap(CUdeviceptr pointer, Shape shape, DType dtype) => Wrap(pointer, shape, Tensor.ContiguousStrides(shape), dtype);
+
+    /// <summary>
+    /// A strided view of <paramref name="shape"/> over the caller's device memory at <paramref name="pointer"/>, without a copy:
+    /// element <c>(i₀, i₁, …)</c> lies <c>Σ iₐ·strides[a]</c> elements after <paramref name="pointer"/> (a PyTorch or TorchSharp
+    /// CUDA tensor's <c>data_ptr</c> and <c>stride()</c> as they are). Strides are non-negative and the last axis contiguous
+    /// (stride 1). <see cref="Ops.SoftmaxAttention"/> takes such views as they are; other ops take contiguous tensors only.
+    /// Ownership and stream rules as <see cref="Wrap(CUdeviceptr, Shape, DType)"/>.
+    /// </summary>
+    public DeviceTensor Wrap(CUdeviceptr pointer, Shape shape, IReadOnlyList<long> strides, DType dtype)
     {
         if (!Supports(dtype))
         {
             throw new ArgumentException($"dtype: expected a dtype the {Kind} backend supports, actual {dtype}", nameof(dtype));
         }
-        long bytes = shape.BytesOf(dtype, nameof(shape));
+        var checkedStrides = Tensor.CheckStrides(shape, strides, nameof(strides));
+        long bytes = checkedStrides is null ? shape.BytesOf(dtype, nameof(shape)) : checked(Tensor.Extent(shape, checkedStrides) * dtype.SizeInBytes());
         if (pointer.IsNull && bytes > 0)
         {
             throw new ArgumentException($"pointer: expected a device address for {bytes} bytes, actual null", nameof(pointer));
@@ -231,7 +241,7 @@ public sealed partial class CudaBackend : Backend
             throw new ArgumentException($"pointer: expected an address aligned to the {dtype.SizeInBytes()}-byte elements, actual 0x{pointer.Value:x}", nameof(pointer));
         }
         var buffer = new DeviceBuffer<byte>(DeviceAllocation.External(Context, pointer, bytes));
-        return new DeviceTensor(this, shape, dtype, buffer);
+        return new DeviceTensor(this, shape, dtype, buffer, checkedStrides);
     }
 
     /// <summary>Tries to start the backend; on failure <paramref name="reason"/> says what is missing.</summary>

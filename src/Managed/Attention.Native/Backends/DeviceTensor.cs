@@ -5,7 +5,7 @@ namespace Attention.Native;
 
 /// <summary>
 /// A tensor in device memory, used by the CUDA backend: a block of the backend's own, or the caller's memory
-/// (<see cref="CudaBackend.Wrap"/>), which it reads and writes in place and never frees.
+/// (<see cref="CudaBackend.Wrap(CUdeviceptr, Shape, DType)"/>), which it reads and writes in place and never frees.
 /// </summary>
 /// <remarks>Thread safety: as <see cref="Tensor"/>: concurrent reads are safe, a write must not overlap any other use of the storage. Stream rules: as <see cref="Tensor"/>: ops on it are queued on its backend's stream (<see cref="CudaBackend.Stream"/>), and copying it to or from the host waits for that stream. Work that uses its memory directly (<see cref="Buffer"/>, <see cref="Pointer"/>, or the caller's own use of the memory a wrapped tensor views) stays in order with the backend's ops on that stream; on any other stream, the caller orders it with the backend's work (an event, or the backend's <c>Synchronize()</c>) both before and after.</remarks>
 public sealed class DeviceTensor : Tensor
@@ -24,12 +24,13 @@ public sealed class DeviceTensor : Tensor
         Buffer = new DeviceBuffer<byte>(backend.Context, bytes, backend.MemoryCache);
     }
 
-    /// <summary>A tensor over <paramref name="buffer"/> (the caller's memory: <see cref="CudaBackend.Wrap"/>).</summary>
-    internal DeviceTensor(CudaBackend backend, Shape shape, DType dtype, DeviceBuffer<byte> buffer)
+    /// <summary>A tensor over <paramref name="buffer"/> (the caller's memory: <see cref="CudaBackend.Wrap(CUdeviceptr, Shape, DType)"/>), strided when <paramref name="strides"/> is set.</summary>
+    internal DeviceTensor(CudaBackend backend, Shape shape, DType dtype, DeviceBuffer<byte> buffer, long[]? strides = null)
         : base(shape, dtype)
     {
         _backend = backend;
         Buffer = buffer;
+        InitStrides(strides);
     }
 
     private DeviceTensor(CudaBackend backend, DeviceBuffer<byte> view, Shape shape, DType dtype)
@@ -51,7 +52,7 @@ public sealed class DeviceTensor : Tensor
     /// <inheritdoc/>
     public override bool IsDisposed => Buffer.IsDisposed;
 
-    /// <summary>True when the memory is the caller's (<see cref="CudaBackend.Wrap"/>), not this library's.</summary>
+    /// <summary>True when the memory is the caller's (<see cref="CudaBackend.Wrap(CUdeviceptr, Shape, DType)"/>), not this library's.</summary>
     public bool IsExternal => Buffer.Allocation.IsExternal;
 
     /// <inheritdoc/>
@@ -70,8 +71,13 @@ public sealed class DeviceTensor : Tensor
             Buffer.Upload(source, _backend.Stream);
             return;
         }
-        // A transposed view covers its storage exactly: scatter into a host image of the storage and upload that.
-        var image = new byte[ByteCount];
+        // Scatter into a host image of the storage the view spans and upload that; a view with gaps between its elements
+        // (not a plain transpose) keeps what lies in the gaps, so its image is downloaded first.
+        var image = new byte[StorageByteCount];
+        if (StorageElementCount != ElementCount)
+        {
+            Buffer.Download(image, _backend.Stream);
+        }
         ScatterStrided(source, image);
         Buffer.Upload(image, _backend.Stream);
     }
@@ -89,7 +95,7 @@ public sealed class DeviceTensor : Tensor
             Buffer.Download(destination, _backend.Stream);
             return;
         }
-        var image = new byte[ByteCount];
+        var image = new byte[StorageByteCount];
         Buffer.Download(image, _backend.Stream);
         GatherStrided(image, destination);
     }

@@ -29,23 +29,25 @@ public sealed class HostTensor : Tensor
         _storage = HostStorage.Owned(GC.AllocateArray<byte>((int)bytes, pinned: true));
     }
 
-    /// <summary>A tensor over the caller's memory at <paramref name="pointer"/> (pinned or native), the shape's bytes.</summary>
-    private unsafe HostTensor(CpuBackend backend, Shape shape, DType dtype, byte* pointer, MemoryHandle pin, object? keepAlive)
+    /// <summary>A tensor over <paramref name="bytes"/> bytes of the caller's memory at <paramref name="pointer"/> (pinned or native).</summary>
+    private unsafe HostTensor(CpuBackend backend, Shape shape, DType dtype, long[]? strides, byte* pointer, long bytes, MemoryHandle pin, object? keepAlive)
         : base(shape, dtype)
     {
         Backend = backend;
-        _storage = HostStorage.External(pointer, checked((int)ByteCount), pin, keepAlive);
+        InitStrides(strides);
+        _storage = HostStorage.External(pointer, checked((int)bytes), pin, keepAlive);
     }
 
     /// <summary>
     /// Wraps the caller's memory of <paramref name="bytes"/> bytes; <paramref name="pin"/> is released, and
     /// <paramref name="keepAlive"/> let go, when the tensor is disposed.
     /// </summary>
-    internal static unsafe HostTensor External(CpuBackend backend, Shape shape, DType dtype, void* pointer, long bytes, MemoryHandle pin, object? keepAlive, string name)
+    internal static unsafe HostTensor External(CpuBackend backend, Shape shape, DType dtype, void* pointer, long bytes, MemoryHandle pin, object? keepAlive, string name,
+        long[]? strides = null)
     {
         try
         {
-            long expected = shape.BytesOf(dtype, nameof(shape));
+            long expected = strides is null ? shape.BytesOf(dtype, nameof(shape)) : checked(Extent(shape, strides) * dtype.SizeInBytes());
             if (bytes != expected)
             {
                 throw new ArgumentException($"{name}: expected {expected} bytes for {shape} {dtype}, actual {bytes}", name);
@@ -62,7 +64,7 @@ public sealed class HostTensor : Tensor
             {
                 throw new ArgumentException($"{name}: expected an address aligned to the {dtype.SizeInBytes()}-byte elements, actual 0x{(nuint)pointer:x}", name);
             }
-            return new HostTensor(backend, shape, dtype, (byte*)pointer, pin, keepAlive);
+            return new HostTensor(backend, shape, dtype, strides, (byte*)pointer, expected, pin, keepAlive);
         }
         catch
         {
@@ -108,7 +110,7 @@ public sealed class HostTensor : Tensor
         get
         {
             ThrowIfDisposed();
-            return _storage.Slice(_byteOffset, checked((int)ByteCount));
+            return _storage.Slice(_byteOffset, checked((int)StorageByteCount));
         }
     }
 
@@ -145,7 +147,7 @@ public sealed class HostTensor : Tensor
     {
         CheckElementType<T>();
         var bytes = RawBytes;
-        return new PinnedBuffer<T>((T*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(bytes)), ElementCount);
+        return new PinnedBuffer<T>((T*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(bytes)), StorageElementCount);
     }
 
     private void CheckElementType<T>()
@@ -166,9 +168,9 @@ public sealed class HostTensor : Tensor
     public override void CopyFromBytes(ReadOnlySpan<byte> source)
     {
         var bytes = Bytes; // counts as a write
-        if (source.Length != bytes.Length)
+        if (source.Length != ByteCount)
         {
-            throw new ArgumentException($"source: expected {bytes.Length} bytes, actual {source.Length}", nameof(source));
+            throw new ArgumentException($"source: expected {ByteCount} bytes, actual {source.Length}", nameof(source));
         }
         if (IsContiguous)
         {
@@ -184,9 +186,9 @@ public sealed class HostTensor : Tensor
     public override void CopyToBytes(Span<byte> destination)
     {
         var bytes = RawBytes;
-        if (destination.Length != bytes.Length)
+        if (destination.Length != ByteCount)
         {
-            throw new ArgumentException($"destination: expected {bytes.Length} bytes, actual {destination.Length}", nameof(destination));
+            throw new ArgumentException($"destination: expected {ByteCount} bytes, actual {destination.Length}", nameof(destination));
         }
         if (IsContiguous)
         {
