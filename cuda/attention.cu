@@ -3,8 +3,9 @@
 // fp32 arithmetic on CUDA cores for every storage type: this is the parity path. (Tensor-core kernels are the
 // fast path of a later issue; they must match these.)
 //
-// Layouts (token-major, as the projections write them): q [B, Tq, H, dqk], k [B, Tk, G, dqk], v [B, Tk, G, dv],
-// o/dO [B, Tq, H, dv], bias/dbias [H, Tq, Tk] shared by the batch, lse/delta [B, H, Tq] fp32.
+// Layouts: q [B, Tq, H, dqk], k [B, Tk, G, dqk], v [B, Tk, G, dv], o/dO [B, Tq, H, dv] and the gradients of q, k, v, each
+// any view whose last axis is contiguous (rows through AttentionShape's strides: attention_shape.cuh); bias/dbias
+// [H, Tq, Tk] shared by the batch and lse/delta [B, H, Tq] fp32, contiguous.
 // Query i sits at position length − Tq + i; causal rows see keys j ≤ that position; keys ≥ length never count.
 // A ragged batch (attention_shape.cuh; no bias): the grids' batch index is the sequence, their tile counts are planned for
 // the longest sequence, and a block past its own sequence's rows (or keys) exits at once, as flash-attention's varlen does.
@@ -59,9 +60,12 @@ attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict_
     const index_t query0 = attention_query_token(launched, blockIdx.z, 0);
     for (int e = threadIdx.x; e < ATTN_BQ * dqk; e += ATTN_THREADS) {
         const int p = row0 + e / dqk, c = e % dqk, i = p / group, h = g * group + p % group;
-        qs[e] = p < packed ? to_float(q[((query0 + i) * s.heads + h) * dqk + c]) * s.scale : 0.0f;
+        qs[e] = p < packed ? to_float(q[attention_row(launched.strides.q, blockIdx.z, query0 + i, h) + c]) * s.scale : 0.0f;
     }
-    __shared__ index_t tile_rows[ATTN_BK]; // the key tile's rows in k and v (packed tokens, or pool slots when paged)
+    // The key tile's rows' first elements in k and v (tokens, or pool slots when paged): the batch and head terms folded in
+    // once per key, so none of them stays live in registers across the loop.
+    __shared__ index_t tile_k[ATTN_BK];
+    __shared__ index_t tile_v[ATTN_BK];
 
     // The block's last query (packed rows are query-major) sees the most keys.
     const int last_row = (row0 + ATTN_BQ < packed ? row0 + ATTN_BQ : packed) - 1;
@@ -86,19 +90,21 @@ attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict_
     }
 
     for (int kb = key_begin; kb < key_end; kb += ATTN_BK) {
-        // The tile's key rows, looked up once per key (nobody reads tile_rows past the previous tile's loads, and the
+        // The tile's key rows, looked up once per key (nobody reads tile_k, tile_v past the previous tile's loads, and the
         // barrier below publishes them). From the launched shape, so nothing of it stays live across the loop.
         if (threadIdx.x < ATTN_BK && kb + (int)threadIdx.x < key_end) {
-            tile_rows[threadIdx.x] = attention_keys(launched, blockIdx.z).row(kb + (int)threadIdx.x);
+            const index_t row = attention_keys(launched, blockIdx.z).row(kb + (int)threadIdx.x);
+            tile_k[threadIdx.x] = attention_row(launched.strides.k, blockIdx.z, row, g);
+            tile_v[threadIdx.x] = attention_row(launched.strides.v, blockIdx.z, row, g);
         }
         __syncthreads(); // the previous tile is consumed (and, the first time, qs is written)
         for (int e = threadIdx.x; e < ATTN_BK * dqk; e += ATTN_THREADS) {
             const int jj = e / dqk, c = e % dqk, j = kb + jj;
-            ks[jj * kstride + c] = j < key_end ? to_float(k[(tile_rows[jj] * s.kv_heads + g) * dqk + c]) : 0.0f;
+            ks[jj * kstride + c] = j < key_end ? to_float(k[tile_k[jj] + c]) : 0.0f;
         }
         for (int e = threadIdx.x; e < ATTN_BK * dv; e += ATTN_THREADS) {
             const int jj = e / dv, c = e % dv, j = kb + jj;
-            vs[e] = j < key_end ? to_float(v[(tile_rows[jj] * s.kv_heads + g) * dv + c]) : 0.0f;
+            vs[e] = j < key_end ? to_float(v[tile_v[jj] + c]) : 0.0f;
         }
         __syncthreads();
 
@@ -151,7 +157,7 @@ attention_forward(T* __restrict__ o, float* __restrict__ lse, float* __restrict_
         const index_t row = attention_lse_row(launched, blockIdx.z, h, i); // [B, H, Tq]
         if (splits == 1) {
             const float inverse = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-            T* orow = o + (attention_query_token(launched, blockIdx.z, i) * s.heads + h) * dv;
+            T* orow = o + attention_row(launched.strides.o, blockIdx.z, attention_query_token(launched, blockIdx.z, i), h);
 #pragma unroll
             for (int c = 0; c < ATTN_COLS; ++c) {
                 const int col = lane + 32 * c;
@@ -202,7 +208,7 @@ attention_combine(T* __restrict__ o, float* __restrict__ lse, const float* __res
         total += partial_ml[2 * part + 1] * expf(partial_ml[2 * part] - m_max);
     }
     const int i = (int)(row % s.tq), h = (int)(row / s.tq % s.heads), b = (int)(row / s.tq / s.heads);
-    T* orow = o + (((index_t)b * s.tq + i) * s.heads + h) * s.dv;
+    T* orow = o + attention_row(s.strides.o, b, i, h);
     for (int col = lane; col < s.dv; col += 32) {
         float value = 0.0f;
         for (int sp = 0; sp < splits; ++sp) {
@@ -228,10 +234,11 @@ attention_backward_delta(float* __restrict__ delta, const T* __restrict__ o, con
         return;
     }
     const int i = (int)(row % s.tq), h = (int)(row / s.tq % s.heads), b = (int)(row / s.tq / s.heads);
-    const index_t at = (((index_t)b * s.tq + i) * s.heads + h) * s.dv;
+    const T* orow = o + attention_row(s.strides.o, b, i, h);
+    const T* dorow = d_o + attention_row(s.strides.d_o, b, i, h);
     float dot = 0.0f;
     for (int col = lane; col < s.dv; col += 32) {
-        dot += to_float(d_o[at + col]) * to_float(o[at + col]);
+        dot += to_float(dorow[col]) * to_float(orow[col]);
     }
     dot = warp_sum(dot);
     if (lane == 0) {
@@ -274,11 +281,11 @@ attention_backward_dq(T* dq, T* dbias, const T* __restrict__ q, const T* __restr
         const index_t query0 = attention_query_token(launched, b, 0), key0 = attention_key_token(launched, b, 0);
         for (int e = threadIdx.x; e < ATTN_BQ * dqk; e += ATTN_THREADS) {
             const int i = row0 + e / dqk, c = e % dqk;
-            qs[e] = i < s.tq ? to_float(q[((query0 + i) * s.heads + h) * dqk + c]) * s.scale : 0.0f;
+            qs[e] = i < s.tq ? to_float(q[attention_row(launched.strides.q, b, query0 + i, h) + c]) * s.scale : 0.0f;
         }
         for (int e = threadIdx.x; e < ATTN_BQ * dv; e += ATTN_THREADS) {
             const int i = row0 + e / dv, c = e % dv;
-            dos[e] = i < s.tq ? to_float(d_o[((query0 + i) * s.heads + h) * dv + c]) : 0.0f;
+            dos[e] = i < s.tq ? to_float(d_o[attention_row(launched.strides.d_o, b, query0 + i, h) + c]) : 0.0f;
         }
         float row_lse[ATTN_ROWS], row_delta[ATTN_ROWS], acc[ATTN_ROWS][ATTN_COLS];
         int visible[ATTN_ROWS];
@@ -299,11 +306,11 @@ attention_backward_dq(T* dq, T* dbias, const T* __restrict__ q, const T* __restr
             __syncthreads();
             for (int e = threadIdx.x; e < ATTN_BK * dqk; e += ATTN_THREADS) {
                 const int jj = e / dqk, c = e % dqk, j = kb + jj;
-                ks[jj * kstride + c] = j < tile_keys ? to_float(k[((key0 + j) * s.kv_heads + g) * dqk + c]) : 0.0f;
+                ks[jj * kstride + c] = j < tile_keys ? to_float(k[attention_row(launched.strides.k, b, key0 + j, g) + c]) : 0.0f;
             }
             for (int e = threadIdx.x; e < ATTN_BK * dv; e += ATTN_THREADS) {
                 const int jj = e / dv, c = e % dv, j = kb + jj;
-                vs[jj * vstride + c] = j < tile_keys ? to_float(v[((key0 + j) * s.kv_heads + g) * dv + c]) : 0.0f;
+                vs[jj * vstride + c] = j < tile_keys ? to_float(v[attention_row(launched.strides.v, b, key0 + j, g) + c]) : 0.0f;
             }
             __syncthreads();
 
@@ -355,7 +362,7 @@ attention_backward_dq(T* dq, T* dbias, const T* __restrict__ q, const T* __restr
                 if (i >= s.tq) {
                     continue;
                 }
-                T* dqr = dq + (attention_query_token(launched, b, i) * s.heads + h) * dqk;
+                T* dqr = dq + attention_row(launched.strides.dq, b, attention_query_token(launched, b, i), h);
 #pragma unroll
                 for (int c = 0; c < ATTN_COLS; ++c) {
                     const int col = lane + 32 * c;
@@ -401,11 +408,11 @@ attention_backward_dkdv(T* dk, T* dv_out, const T* __restrict__ q, const T* __re
 
     for (int e = threadIdx.x; e < ATTN_BKEYS * dqk; e += ATTN_THREADS) {
         const int j = key0 + e / dqk, c = e % dqk;
-        kts[e] = j < s.length ? to_float(k[((ktoken0 + j) * s.kv_heads + g) * dqk + c]) : 0.0f;
+        kts[e] = j < s.length ? to_float(k[attention_row(launched.strides.k, b, ktoken0 + j, g) + c]) : 0.0f;
     }
     for (int e = threadIdx.x; e < ATTN_BKEYS * dv; e += ATTN_THREADS) {
         const int j = key0 + e / dv, c = e % dv;
-        vts[e] = j < s.length ? to_float(v[((ktoken0 + j) * s.kv_heads + g) * dv + c]) : 0.0f;
+        vts[e] = j < s.length ? to_float(v[attention_row(launched.strides.v, b, ktoken0 + j, g) + c]) : 0.0f;
     }
 
     float dk_acc[ATTN_KEYS][ATTN_COLS], dv_acc[ATTN_KEYS][ATTN_COLS];
@@ -428,11 +435,11 @@ attention_backward_dkdv(T* dk, T* dv_out, const T* __restrict__ q, const T* __re
             __syncthreads(); // previous row tile consumed (and, the first time, the key tile is written)
             for (int e = threadIdx.x; e < 32 * dqk; e += ATTN_THREADS) {
                 const int i = i0 + e / dqk, c = e % dqk;
-                qs[(e / dqk) * qstride + c] = i < s.tq ? to_float(q[((qtoken0 + i) * s.heads + h) * dqk + c]) : 0.0f;
+                qs[(e / dqk) * qstride + c] = i < s.tq ? to_float(q[attention_row(launched.strides.q, b, qtoken0 + i, h) + c]) : 0.0f;
             }
             for (int e = threadIdx.x; e < 32 * dv; e += ATTN_THREADS) {
                 const int i = i0 + e / dv, c = e % dv;
-                dos[(e / dv) * ostride + c] = i < s.tq ? to_float(d_o[((qtoken0 + i) * s.heads + h) * dv + c]) : 0.0f;
+                dos[(e / dv) * ostride + c] = i < s.tq ? to_float(d_o[attention_row(launched.strides.d_o, b, qtoken0 + i, h) + c]) : 0.0f;
             }
             if (threadIdx.x < 32) {
                 const int i = i0 + threadIdx.x;
@@ -497,16 +504,17 @@ attention_backward_dkdv(T* dk, T* dv_out, const T* __restrict__ q, const T* __re
         if (j >= s.length) {
             continue;
         }
-        const index_t at = attention_key_token(launched, b, j) * s.kv_heads + g;
+        const index_t token = attention_key_token(launched, b, j);
+        const index_t dk_at = attention_row(launched.strides.dk, b, token, g), dv_at = attention_row(launched.strides.dv, b, token, g);
 #pragma unroll
         for (int c = 0; c < ATTN_COLS; ++c) {
             const int col = lane + 32 * c;
             if (dk != nullptr && col < dqk) {
-                T* target = dk + at * dqk + col;
+                T* target = dk + dk_at + col;
                 *target = from_float<T>(to_float(*target) + s.scale * dk_acc[kk][c]);
             }
             if (dv_out != nullptr && col < dv) {
-                T* target = dv_out + at * dv + col;
+                T* target = dv_out + dv_at + col;
                 *target = from_float<T>(to_float(*target) + dv_acc[kk][c]);
             }
         }

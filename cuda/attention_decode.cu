@@ -4,8 +4,9 @@
 // and attention_combine (attention.cu) merges the blocks' partials. Within a block each warp streams its own cache rows
 // with 16-byte loads, several rows in flight per lane, and the rows of all the KV group's heads ("packed rows": query i of
 // head g·group + r is row i·group + r) are scored against each cache row as it passes, so a group reads its cache once.
-// Layouts and masking as attention.cu: q [B, Tq, H, DQK], k [B, Tk, G, DQK], v [B, Tk, G, DV]; query i sits at position
-// length − Tq + i; keys ≥ length never count.
+// Layouts and masking as attention.cu: q [B, Tq, H, DQK], k [B, Tk, G, DQK], v [B, Tk, G, DV], any views whose rows start on
+// 16 bytes (the launcher checks; rows through attention_row); query i sits at position length − Tq + i; keys ≥ length never
+// count.
 // A ragged batch (attention_shape.cuh; the serving decode: one step of many sequences of different lengths): grid z is the
 // sequence, the row blocks and splits are planned for the longest sequence; a block past its sequence's packed rows exits,
 // one past its keys writes an empty partial (m = −∞, l = 0), which the combine weighs as nothing.
@@ -70,7 +71,8 @@ attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slot = lane / LANES, lc = lane % LANES;
     for (int e = threadIdx.x; e < ROWS * DQK; e += DEC_THREADS) {
         const int p = e / DQK, c = e % DQK, i = (first + p) / group, h = g * group + (first + p) % group;
-        qs[p][c] = p < rows ? to_float(q[(attention_query_token(launched, b, i) * s.heads + h) * DQK + c]) * (s.scale * LOG2E) : 0.0f;
+        const index_t at = attention_row(launched.strides.q, b, attention_query_token(launched, b, i), h);
+        qs[p][c] = p < rows ? to_float(q[at + c]) * (s.scale * LOG2E) : 0.0f;
     }
     const int begin = split * keys_per_split;
     const int split_end = begin + keys_per_split;
@@ -93,13 +95,13 @@ attention_decode(float* __restrict__ partial_o, float* __restrict__ partial_ml, 
     __syncthreads();
 
     // This lane's columns: chunk c covers columns (c·LANES + lc)·8 … + 7, so a row's LANES lanes read one contiguous span.
-    const index_t kstride = (index_t)s.kv_heads * DQK, vstride = (index_t)s.kv_heads * DV;
+    const index_t kstride = launched.strides.k.token, vstride = launched.strides.v.token; // rows of any view (attention_row)
     // Key j's row: first + j, or (paged) its pool slot. The first row goes into the base pointers, each key's offset from it
     // stays 32-bit, and the block table is read through the launched shape (kernel parameters, not registers): paging leaves
     // the registers of the dense kernel as they were (the 8-row instantiations sit at the cap).
     const index_t key0 = attention_keys(launched, b).first;
-    const T* kbase = k + (key0 * s.kv_heads + g) * DQK + lc * 8;
-    const T* vbase = v + (key0 * s.kv_heads + g) * DV + lc * 8;
+    const T* kbase = k + attention_row(launched.strides.k, b, key0, g) + lc * 8;
+    const T* vbase = v + attention_row(launched.strides.v, b, key0, g) + lc * 8;
     constexpr int STEP = DEC_WARPS * SLOTS * UNROLL;
     for (int j0 = begin; j0 < end; j0 += STEP) {
         // Every load first, so they are all in flight together. Keys past the end re-read the last valid row

@@ -10,7 +10,8 @@
 // A ragged batch (attention_shape.cuh): the grids' batch index is the sequence and their tile counts the longest
 // sequence's; a block past its own sequence's query (or key) tiles exits at once. Rows are addressed by packed token
 // (attention_query_token, attention_key_token), so a dense batch indexes exactly as before. The forward also reads paged
-// keys (attention_shape.cuh: k and v are page pools read through block tables).
+// keys (attention_shape.cuh: k and v are page pools read through block tables). Every row goes through its tensor's strides
+// (attention_row): any view whose last axis is contiguous, as long as its rows start on 16 bytes (the launcher checks).
 #include "common.cuh"
 #include "attention_shape.cuh"
 #include "mma.cuh"
@@ -21,27 +22,28 @@
 #define MMA_BQ (MMA_WARPS * 16) // query rows per block
 #define MMA_BK 64               // keys per tile
 
-// rows [row0, row0 + rows_in_tile) of a token-major [tokens, heads, D] tensor (head `head`) whose row i is token token0 + i
-// → a swizzled shared tile; rows ≥ `rows_valid` are zero-filled. THREADS: the block's size.
-// The rows may instead be any TokenKeys' (paged_keys.cuh): row i is rows.row(i), as for the forward's paged keys.
+// rows [row0, row0 + rows_in_tile) of head `head` of batch entry b of a [B, T, heads, D] tensor with rows `strides`
+// (attention_shape.cuh), whose row i is token token0 + i → a swizzled shared tile; rows ≥ `rows_valid` are zero-filled.
+// THREADS: the block's size. The rows may instead be any TokenKeys' (paged_keys.cuh): row i is token rows.row(i), as for the
+// forward's paged keys. 16-byte copies: the launcher passes only tensors whose rows start on 16 bytes.
 template <typename T, int D, int THREADS = MMA_THREADS>
 __device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_tile, int row0, int rows_valid, const TokenKeys& rows,
-                                          int heads, int head)
+                                          const RowStrides& strides, int b, int head)
 {
     constexpr int chunks = D / 8;
     for (int e = threadIdx.x; e < rows_in_tile * chunks; e += THREADS) {
         const int r = e / chunks, c = e % chunks, i = row0 + r;
         const bool valid = i < rows_valid;
-        const T* from = src + ((rows.row(valid ? i : 0) * heads + head) * D + c * 8);
+        const T* from = src + (attention_row(strides, b, rows.row(valid ? i : 0), head) + c * 8);
         cp_async_16(tile + swizzled<D>(r, c), from, valid);
     }
 }
 
 template <typename T, int D, int THREADS = MMA_THREADS>
 __device__ __forceinline__ void load_tile(T* tile, const T* src, int rows_in_tile, int row0, int rows_valid, index_t token0,
-                                          int heads, int head)
+                                          const RowStrides& strides, int b, int head)
 {
-    load_tile<T, D, THREADS>(tile, src, rows_in_tile, row0, rows_valid, packed_rows(token0), heads, head);
+    load_tile<T, D, THREADS>(tile, src, rows_in_tile, row0, rows_valid, packed_rows(token0), strides, b, head);
 }
 
 // Forward. grid (ceil(Tq / 64), H, B), block MMA_THREADS, dynamic shared memory 64·(3·DQK + 2·DV)·sizeof(T) (Q; K, V twice).
@@ -73,10 +75,10 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
     const int unmasked = attention_visible(s, row0);
 
     // Copy groups, two per tile: (Q and) K(j), then V(j).
-    load_tile<T, DQK>(qs, q, MMA_BQ, row0, s.tq, attention_query_token(launched, b, 0), s.heads, h);
-    load_tile<T, DQK>(kbuf, k, MMA_BK, 0, keys, key_rows, s.kv_heads, g);
+    load_tile<T, DQK>(qs, q, MMA_BQ, row0, s.tq, attention_query_token(launched, b, 0), launched.strides.q, b, h);
+    load_tile<T, DQK>(kbuf, k, MMA_BK, 0, keys, key_rows, launched.strides.k, b, g);
     cp_async_commit();
-    load_tile<T, DV>(vbuf, v, MMA_BK, 0, keys, key_rows, s.kv_heads, g);
+    load_tile<T, DV>(vbuf, v, MMA_BK, 0, keys, key_rows, launched.strides.v, b, g);
     cp_async_commit();
 
     // This lane's two rows (g = lane / 4 and g + 8 of the warp's 16) and their key limits.
@@ -99,11 +101,11 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
         const T* vs = vbuf + (j & 1) * MMA_BK * DV;
         // Tile j + 1 into the other buffers (free: every warp finished tile j − 1 at the last barrier).
         if (j + 1 < tiles) {
-            load_tile<T, DQK>(kbuf + ((j + 1) & 1) * MMA_BK * DQK, k, MMA_BK, kb + MMA_BK, keys, key_rows, s.kv_heads, g);
+            load_tile<T, DQK>(kbuf + ((j + 1) & 1) * MMA_BK * DQK, k, MMA_BK, kb + MMA_BK, keys, key_rows, launched.strides.k, b, g);
         }
         cp_async_commit(); // (possibly empty) so the group count stays uniform
         if (j + 1 < tiles) {
-            load_tile<T, DV>(vbuf + ((j + 1) & 1) * MMA_BK * DV, v, MMA_BK, kb + MMA_BK, keys, key_rows, s.kv_heads, g);
+            load_tile<T, DV>(vbuf + ((j + 1) & 1) * MMA_BK * DV, v, MMA_BK, kb + MMA_BK, keys, key_rows, launched.strides.v, b, g);
         }
         cp_async_commit();
         cp_async_wait<3>(); // K(j) (and at j = 0, Q) has landed; V(j) and tile j + 1 may still be in flight
@@ -211,7 +213,7 @@ attention_forward_mma(T* __restrict__ o, float* __restrict__ lse, const T* __res
             continue;
         }
         const float inv = l[r] == 0.0f ? 0.0f : 1.0f / l[r]; // a NaN sum stays NaN
-        T* out = o + (attention_query_token(launched, b, i) * s.heads + h) * DV + (lane % 4) * 2;
+        T* out = o + attention_row(launched.strides.o, b, attention_query_token(launched, b, i), h) + (lane % 4) * 2;
 #pragma unroll
         for (int n = 0; n < DV / 8; ++n) {
             out[n * 8] = from_float<T>(acc[n].c[r * 2] * inv);
@@ -321,8 +323,8 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
     const index_t query0 = attention_query_token(launched, b, 0), key0 = attention_key_token(launched, b, 0);
     const int keys = attention_tile_keys(s, row0, MMA_BQ);
     const int unmasked = attention_visible(s, row0);
-    load_tile<T, D>(qs, q, MMA_BQ, row0, s.tq, query0, s.heads, h);
-    load_tile<T, D>(dos, d_o, MMA_BQ, row0, s.tq, query0, s.heads, h);
+    load_tile<T, D>(qs, q, MMA_BQ, row0, s.tq, query0, launched.strides.q, b, h);
+    load_tile<T, D>(dos, d_o, MMA_BQ, row0, s.tq, query0, launched.strides.d_o, b, h);
     cp_async_commit();
 
     const int my_row = row0 + warp * 16 + lane / 4;
@@ -338,8 +340,8 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
 
     for (int kb = 0; kb < keys; kb += MMA_BK) {
         __syncthreads(); // the previous K, V tiles are consumed
-        load_tile<T, D>(ks, k, MMA_BK, kb, keys, key0, s.kv_heads, g);
-        load_tile<T, D>(vs, v, MMA_BK, kb, keys, key0, s.kv_heads, g);
+        load_tile<T, D>(ks, k, MMA_BK, kb, keys, key0, launched.strides.k, b, g);
+        load_tile<T, D>(vs, v, MMA_BK, kb, keys, key0, launched.strides.v, b, g);
         cp_async_commit();
         cp_async_wait<0>();
         __syncthreads();
@@ -372,7 +374,7 @@ attention_backward_dq_mma(T* __restrict__ dq, const T* __restrict__ q, const T* 
         if (i >= s.tq) {
             continue;
         }
-        add_row<T>(dq + (attention_query_token(launched, b, i) * s.heads + h) * D + (lane % 4) * 2, acc, r, s.scale);
+        add_row<T>(dq + attention_row(launched.strides.dq, b, attention_query_token(launched, b, i), h) + (lane % 4) * 2, acc, r, s.scale);
     }
 }
 
@@ -386,8 +388,8 @@ __device__ __forceinline__ void load_query_step(T* qs, T* dos, float* lses, floa
                                                 const float* lse, const float* delta, const AttentionShape& s,
                                                 const AttentionShape& launched, index_t query0, int b, int h, int i0)
 {
-    load_tile<T, DQK, THREADS>(qs, q, MMA_BQ_DKV, i0, s.tq, query0, s.heads, h);
-    load_tile<T, DV, THREADS>(dos, d_o, MMA_BQ_DKV, i0, s.tq, query0, s.heads, h);
+    load_tile<T, DQK, THREADS>(qs, q, MMA_BQ_DKV, i0, s.tq, query0, launched.strides.q, b, h);
+    load_tile<T, DV, THREADS>(dos, d_o, MMA_BQ_DKV, i0, s.tq, query0, launched.strides.d_o, b, h);
     cp_async_commit();
     for (int e = threadIdx.x; e < MMA_BQ_DKV; e += THREADS) {
         const int i = i0 + e;
@@ -422,8 +424,8 @@ attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __r
     if (kb >= s.length) {
         return; // past this (ragged) sequence's keys
     }
-    load_tile<T, D>(ks, k, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), s.kv_heads, g);
-    load_tile<T, D>(vs, v, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), s.kv_heads, g);
+    load_tile<T, D>(ks, k, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), launched.strides.k, b, g);
+    load_tile<T, D>(vs, v, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), launched.strides.v, b, g);
     cp_async_commit();
     const index_t query0 = attention_query_token(launched, b, 0);
 
@@ -478,12 +480,12 @@ attention_backward_dkdv_mma(T* __restrict__ dk, T* __restrict__ dv, const T* __r
         if (j >= s.length) {
             continue; // keys past the valid length get no gradient
         }
-        const index_t at = (attention_key_token(launched, b, j) * s.kv_heads + g) * D + (lane % 4) * 2;
+        const index_t token = attention_key_token(launched, b, j);
         if (dk != nullptr) {
-            add_row<T>(dk + at, dk_acc, r, s.scale);
+            add_row<T>(dk + attention_row(launched.strides.dk, b, token, g) + (lane % 4) * 2, dk_acc, r, s.scale);
         }
         if (dv != nullptr) {
-            add_row<T>(dv + at, dv_acc, r, 1.0f);
+            add_row<T>(dv + attention_row(launched.strides.dv, b, token, g) + (lane % 4) * 2, dv_acc, r, 1.0f);
         }
     }
 }
@@ -528,10 +530,10 @@ attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T*
     const int keys = attention_tile_keys(s, row0, MMA_BQ);
     const int unmasked = attention_visible(s, row0);
     // V(j + 1) streams in during phase 2 of tile j, K(j + 1) at the tile's end.
-    load_tile<T, DQK, MMA_WIDE_THREADS>(qs, q, MMA_BQ, row0, s.tq, query0, s.heads, h);
-    load_tile<T, DV, MMA_WIDE_THREADS>(dos, d_o, MMA_BQ, row0, s.tq, query0, s.heads, h);
-    load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, 0, keys, key0, s.kv_heads, g);
-    load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, 0, keys, key0, s.kv_heads, g);
+    load_tile<T, DQK, MMA_WIDE_THREADS>(qs, q, MMA_BQ, row0, s.tq, query0, launched.strides.q, b, h);
+    load_tile<T, DV, MMA_WIDE_THREADS>(dos, d_o, MMA_BQ, row0, s.tq, query0, launched.strides.d_o, b, h);
+    load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, 0, keys, key0, launched.strides.k, b, g);
+    load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, 0, keys, key0, launched.strides.v, b, g);
     cp_async_commit();
 
     const int my_row = row0 + band + lane / 4;
@@ -569,7 +571,7 @@ attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T*
         __syncthreads(); // dS is complete; V(j) is consumed
         const bool more = kb + MMA_BK < keys;
         if (more) {
-            load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, kb + MMA_BK, keys, key0, s.kv_heads, g);
+            load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, kb + MMA_BK, keys, key0, launched.strides.v, b, g);
         }
         cp_async_commit();
 
@@ -582,7 +584,7 @@ attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T*
         }
         __syncthreads(); // K(j) is consumed
         if (more) {
-            load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, kb + MMA_BK, keys, key0, s.kv_heads, g);
+            load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, kb + MMA_BK, keys, key0, launched.strides.k, b, g);
         }
         cp_async_commit();
     }
@@ -594,7 +596,8 @@ attention_backward_dq_wide(T* __restrict__ dq, const T* __restrict__ q, const T*
         if (i >= s.tq) {
             continue;
         }
-        add_row<T>(dq + (attention_query_token(launched, b, i) * s.heads + h) * DQK + half * COLS + (lane % 4) * 2, acc, r, s.scale);
+        add_row<T>(dq + attention_row(launched.strides.dq, b, attention_query_token(launched, b, i), h) + half * COLS + (lane % 4) * 2, acc, r,
+                   s.scale);
     }
 }
 
@@ -626,8 +629,8 @@ attention_backward_dkdv_wide(T* __restrict__ dk, T* __restrict__ dv, const T* __
     if (kb >= s.length) {
         return; // past this (ragged) sequence's keys
     }
-    load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), s.kv_heads, g);
-    load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), s.kv_heads, g);
+    load_tile<T, DQK, MMA_WIDE_THREADS>(ks, k, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), launched.strides.k, b, g);
+    load_tile<T, DV, MMA_WIDE_THREADS>(vs, v, MMA_BK, kb, s.length, attention_key_token(launched, b, 0), launched.strides.v, b, g);
     cp_async_commit();
     const index_t query0 = attention_query_token(launched, b, 0);
 
@@ -692,12 +695,12 @@ attention_backward_dkdv_wide(T* __restrict__ dk, T* __restrict__ dv, const T* __
         if (j >= s.length) {
             continue; // keys past the valid length get no gradient
         }
-        const index_t row = attention_key_token(launched, b, j) * s.kv_heads + g;
+        const index_t token = attention_key_token(launched, b, j);
         if (dk != nullptr) {
-            add_row<T>(dk + row * DQK + half * KCOLS + (lane % 4) * 2, dk_acc, r, s.scale);
+            add_row<T>(dk + attention_row(launched.strides.dk, b, token, g) + half * KCOLS + (lane % 4) * 2, dk_acc, r, s.scale);
         }
         if (dv != nullptr) {
-            add_row<T>(dv + row * DV + half * VCOLS + (lane % 4) * 2, dv_acc, r, 1.0f);
+            add_row<T>(dv + attention_row(launched.strides.dv, b, token, g) + half * VCOLS + (lane % 4) * 2, dv_acc, r, 1.0f);
         }
     }
 }

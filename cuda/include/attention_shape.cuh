@@ -8,6 +8,12 @@
 // batch 1 from there on; rows are addressed by packed token (attention_query_token, attention_key_token) and lse row
 // (attention_lse_row), which give a dense batch's indices unchanged.
 //
+// Strides (strides set for every call): the element distances between the rows of q, k, v, o, dO and the gradients, so a
+// tensor may be any [B, T, H, d] view whose last axis is contiguous (e.g. [B, H, T, d] memory seen through Tensor.Transpose),
+// read and written in place; row (b, t, h) starts at b·batch + t·token + h·head (attention_row). A contiguous tensor has
+// (T·H·d, H·d, d), so one code path serves both. A ragged batch's tensors are packed and contiguous with batch stride 0: b is
+// its sequence and the token is already packed (attention_query_token), so the batch term must add nothing.
+//
 // Paged keys (pages set; PagedAttention.Forward, the serving pools): a ragged batch whose k and v are pools
 // [P, page_size, G, d] read through block tables (paged_keys.cuh): key j of sequence b lies in slot
 // pages[b·pages_per_sequence + j / page_size]·page_size + j % page_size, and cu_k[b + 1] − cu_k[b] is its key count. Only the
@@ -16,6 +22,17 @@
 #include "paged_keys.cuh"
 
 #define LOG2E 1.4426950408889634f // scores kept in log2 units, so each exponential is one exp2
+
+// Element strides of a [B, T, H, d] tensor's rows (its last axis is contiguous). Mirrors SoftmaxAttentionCuda.Rows.
+struct RowStrides {
+    index_t batch;   // 0 for a ragged batch (rows by packed token)
+    int token, head; // 32-bit: the launcher refuses wider ones
+};
+
+// The rows of every tensor the kernels address. Mirrors SoftmaxAttentionCuda.Strides.
+struct AttentionStrides {
+    RowStrides q, k, v, o, d_o, dq, dk, dv;
+};
 
 // Passed by value; mirrors SoftmaxAttentionCuda.Shape on the managed side field for field.
 struct AttentionShape {
@@ -26,7 +43,15 @@ struct AttentionShape {
     const int* cu_k; // ragged batch: key offsets [batch + 1]
     const int* pages; // paged keys: block tables [batch, pages_per_sequence]; null: keys are packed tokens
     int pages_per_sequence, page_size;
+    AttentionStrides strides;
 };
+
+// The first element of row (b, token, h) of a tensor with rows r. token: from attention_query_token, attention_key_token or
+// a TokenKeys row (a pool slot when paged).
+__device__ __forceinline__ index_t attention_row(const RowStrides& r, int b, index_t token, int h)
+{
+    return b * r.batch + token * r.token + (index_t)h * r.head;
+}
 
 // Number of keys query row i sees (keys 0 .. visible−1).
 __device__ __forceinline__ int attention_visible(const AttentionShape& s, int i)
@@ -54,16 +79,17 @@ __device__ __forceinline__ index_t attention_lse_rows(const AttentionShape& s)
 // Indices from the kernel's shape as launched (not narrowed), so a kernel can work them out where it needs them instead of
 // holding its sequence's place in registers across its main loop. b is the batch entry, or the sequence of a ragged batch.
 
-// The packed token of query i: q, o, dO rows are token·H + h.
+// The token of query i within batch entry b: i, or its packed token in a ragged batch. Row (b, token, h) of q, o, dO
+// (attention_row).
 __device__ __forceinline__ index_t attention_query_token(const AttentionShape& launched, int b, int i)
 {
-    return (launched.cu_q == nullptr ? (index_t)b * launched.tq : (index_t)launched.cu_q[b]) + i;
+    return (launched.cu_q == nullptr ? 0 : (index_t)launched.cu_q[b]) + i;
 }
 
-// The packed token of key j: k, v rows are token·G + g.
+// The token of key j within batch entry b: j, or its packed token in a ragged batch. Row (b, token, g) of k, v.
 __device__ __forceinline__ index_t attention_key_token(const AttentionShape& launched, int b, int j)
 {
-    return (launched.cu_k == nullptr ? (index_t)b * launched.tk : (index_t)launched.cu_k[b]) + j;
+    return (launched.cu_k == nullptr ? 0 : (index_t)launched.cu_k[b]) + j;
 }
 
 // Row (h, query i) among the rows of lse, delta and the split-KV partials: [B, H, Tq], or [H, N_q] for a ragged batch.
@@ -75,7 +101,7 @@ __device__ __forceinline__ index_t attention_lse_row(const AttentionShape& launc
     return (index_t)h * launched.cu_q[launched.batch] + launched.cu_q[b] + i;
 }
 
-// The rows of sequence b's keys in k and v (key j's row is keys.row(j); its element (c, g) at (row·G + g)·d + c): packed
+// The rows of sequence b's keys in k and v (key j's row is keys.row(j); its element (c, g) at attention_row(r, b, row, g) + c):
 // tokens from attention_key_token, or the pool slots of its pages.
 __device__ __forceinline__ TokenKeys attention_keys(const AttentionShape& launched, int b)
 {

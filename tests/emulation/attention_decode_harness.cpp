@@ -5,7 +5,8 @@
 // the C# launcher plans it (launch_plans.h: rows per block and splits for an H200). o by design.md's 16-bit tolerance,
 // 2e-2·(1 + max|ref|); lse and each split's partial log-sum-exp (fp32) at fp32's, 1e-4. Ragged batches (ragged_attention.h,
 // the serving decode: a step of many sequences of different lengths) run as the C# launcher runs them: rows per block and
-// splits planned on the longest sequence, one launch over all sequences, the combine over the packed rows.
+// splits planned on the longest sequence, one launch over all sequences, the combine over the packed rows. Strided cases
+// (strided_layout.h) hand the kernels q, k, v and o in other row layouts (head-major views, gaps).
 #include "cuda_shim.h"
 #include "bf16_check.h"
 #include "launch_plans.h"
@@ -13,10 +14,12 @@
 #include "attention.emu.cpp"
 #include "attention_decode.emu.cpp"
 #include "ragged_attention.h"
+#include "strided_layout.h"
 #include <random>
 
 // keys_per_split 0: the C# launcher's plan for an H200 (no empty split); otherwise that split length plus one split past L.
-struct P { int B, Tq, H, G, D, Dv, Tk, L; bool causal; int keys_per_split; };
+// rows, mixed: the tensors' row layouts (strided_layout.h).
+struct P { int B, Tq, H, G, D, Dv, Tk, L; bool causal; int keys_per_split; Rows rows = Rows::contiguous; bool mixed = false; };
 
 template <typename T, int DQK, int DV, int ROWS>
 static void launch(std::vector<float>& partial_o, std::vector<float>& partial_ml, const std::vector<T>& q,
@@ -83,21 +86,28 @@ int run(P p)
     }
 
     AttentionShape sh{p.B, p.Tq, H, D, p.Tk, G, Dv, p.L, scale, p.causal ? 1 : 0};
+    // The kernels see q, k, v and o in their layouts; the checks read o back contiguous.
+    const AttentionLayouts layout = attention_layouts(p.rows, p.mixed, p.B, p.Tq, p.Tk, H, G, D, Dv);
+    sh.strides = layout.strides();
+    const auto qs = layout.q.store(q), ks = layout.k.store(k), vs = layout.v.store(v);
     const size_t rows = (size_t)p.B * H * p.Tq;
     std::vector<float> partial_o(splits * rows * Dv), partial_ml(splits * rows * 2);
-    if (!launch_planned<T>(D, Dv, rows_per_block, partial_o, partial_ml, q, k, v, sh, splits, keys_per_split)) {
+    if (!launch_planned<T>(D, Dv, rows_per_block, partial_o, partial_ml, qs, ks, vs, sh, splits, keys_per_split)) {
         printf("no decode instantiation for D%d Dv%d rows %d\n", D, Dv, rows_per_block);
         return 1;
     }
-    std::vector<T> o(o_ref.size());
+    std::vector<T> os = layout.o.store(std::vector<T>(o_ref.size()));
     std::vector<float> lse(lse_ref.size());
     emu_launch(dim3{(unsigned)((rows + ATTN_WARPS - 1) / ATTN_WARPS)}, dim3{ATTN_THREADS}, [&] {
-        attention_combine<T>(o.data(), lse.data(), partial_o.data(), partial_ml.data(), sh, splits); });
+        attention_combine<T>(os.data(), lse.data(), partial_o.data(), partial_ml.data(), sh, splits); });
+    const std::vector<T> o = layout.o.load(os);
     std::vector<float> of(o.size());
     for (size_t i = 0; i < o.size(); ++i) of[i] = to_float(o[i]);
-    printf("%s B%d Tq%d H%d G%d D%d Dv%d Tk%d L%d causal%d splits%d×%d rows/block %d\n", type_name<T>(), p.B, p.Tq, H, G, D, Dv, p.Tk, p.L,
-           p.causal, splits, keys_per_split, rows_per_block);
-    int fails = check("o", of, o_ref, tolerance_of<T>()) > tolerance_of<T>();
+    const bool strided = p.mixed || p.rows != Rows::contiguous;
+    printf("%s B%d Tq%d H%d G%d D%d Dv%d Tk%d L%d causal%d splits%d×%d rows/block %d%s%s\n", type_name<T>(), p.B, p.Tq, H, G, D, Dv, p.Tk, p.L,
+           p.causal, splits, keys_per_split, rows_per_block, strided ? " rows " : "", strided ? layout.name() : "");
+    int fails = layout.o.gaps_kept("o", os);
+    fails += check("o", of, o_ref, tolerance_of<T>()) > tolerance_of<T>();
     fails += check("lse", lse, lse_ref, 1e-4) > 1e-4; // fp32 whatever T
     fails += check_split_lse("split", partial_ml, split_ref);
     return fails != 0;
@@ -150,6 +160,13 @@ int main()
     fails += run_both({2, 2, 4, 1, 256, 256, 300, 270, true, 0});      // MFA widths: 2 queries × group 4, 8 packed rows, causal limits
     fails += run_both({1, 1, 1, 1, 256, 256, 200, 77, true, 64});      // MFA widths, one row per block, an empty split
     fails += run_both({1, 1, 3, 1, 256, 256, 300, 260, false, 0});     // MFA widths, non-causal, group of 3 in a block of 4
+    // Strided views: [B, H, T, d] memory seen as [B, T, H, d] (TorchSharp's layout) for q, k, v, o: GQA decode over two
+    // batch entries, speculative rows with causal limits.
+    fails += run_both({2, 1, 16, 4, 128, 128, 500, 450, true, 128, Rows::head_major});
+    fails += run_both({2, 3, 8, 2, 64, 64, 300, 290, true, 64, Rows::head_major});
+    // Each tensor its own layout, gaps between rows (NaN, left untouched): SAS's widths; MFA's one wide head in row blocks.
+    fails += run_both({2, 1, 4, 4, 256, 128, 333, 333, true, 192, Rows::contiguous, true});
+    fails += run_both({1, 2, 8, 1, 256, 256, 300, 270, true, 0, Rows::contiguous, true});
     auto ragged_both = [](RaggedCase c, int keys_per_split) {
         return emu_cases([&] { return run_ragged<bf16_t>(c, keys_per_split); }, [&] { return run_ragged<half_t>(c, keys_per_split); });
     };

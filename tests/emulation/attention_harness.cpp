@@ -2,7 +2,8 @@
 // fp32, bf16 and fp16 against a double-precision reference on the same (rounded) inputs. o by design.md's tolerance for T;
 // lse and delta (fp32 whatever T) at fp32's; the gradients by check_added: the reference contribution first, starting values
 // of its size, then what the kernel added against it (delta from the kernel's own o, as the delta kernel reads it).
-// Ragged batches (ragged_attention.h) run as the C# launcher runs them: one launch per kernel over all sequences.
+// Ragged batches (ragged_attention.h) run as the C# launcher runs them: one launch per kernel over all sequences. Strided
+// cases (strided_layout.h) hand the kernels q, k, v, o, dO and the gradients in other row layouts (head-major views, gaps).
 #include "cuda_shim.h"
 #include "bf16_check.h"
 #include "attention.emu.cpp"  // cuda/attention.cu with its dynamic shared memory mapped to a host array
@@ -10,7 +11,8 @@
 #include <random>
 #include <algorithm>
 
-struct P { int B, Tq, H, G, dqk, Tk, dv, L; bool causal, bias; int splits; };
+// rows, mixed: the tensors' row layouts (strided_layout.h).
+struct P { int B, Tq, H, G, dqk, Tk, dv, L; bool causal, bias; int splits; Rows rows = Rows::contiguous; bool mixed = false; };
 
 static unsigned grid_rows(long long n) { return (unsigned)((n + 7) / 8); }
 
@@ -54,7 +56,11 @@ int run(P p)
         for (size_t j = 0; j < pr.size(); ++j) for (int c = 0; c < p.dv; ++c) orow[c] += pr[j] * F(v, kj(b, (int)j, h / group) * p.dv + c);
     }
     AttentionShape s{p.B, p.Tq, H, p.dqk, p.Tk, G, p.dv, p.L, scale, p.causal ? 1 : 0};
-    std::vector<T> o(dO.size());
+    // The kernels see every tensor in its layout; the checks read them back contiguous.
+    const AttentionLayouts layout = attention_layouts(p.rows, p.mixed, p.B, p.Tq, p.Tk, H, G, p.dqk, p.dv);
+    s.strides = layout.strides();
+    const auto qs = layout.q.store(q), ks = layout.k.store(k), vs = layout.v.store(v), dOs = layout.d_o.store(dO);
+    std::vector<T> os = layout.o.store(std::vector<T>(dO.size()));
     std::vector<float> lse(lse_ref.size());
     int qtiles = (p.Tq + ATTN_BQ - 1) / ATTN_BQ;
     int splits = p.splits, kps = ((p.L + splits - 1) / splits + 31) / 32 * 32;
@@ -64,11 +70,13 @@ int run(P p)
     const T* biasp = p.bias ? bias.data() : nullptr;
     int packed_tiles = (p.Tq * group + ATTN_BQ - 1) / ATTN_BQ; // the forward packs a KV group's (query, head) rows
     emu_launch(dim3{(unsigned)(packed_tiles * splits), (unsigned)G, (unsigned)p.B}, dim3{256}, [&] {
-        attention_forward<T>(o.data(), lse.data(), po.data(), pml.data(), q.data(), k.data(), v.data(), biasp, s, splits, kps); });
-    if (splits > 1) emu_launch(dim3{grid_rows(rows)}, dim3{256}, [&] { attention_combine<T>(o.data(), lse.data(), po.data(), pml.data(), s, splits); });
-    printf("%s B%d Tq%d H%d G%d dqk%d dv%d Tk%d L%d causal%d bias%d splits%d\n", type_name<T>(), p.B, p.Tq, H, G, p.dqk, p.dv, p.Tk, p.L, p.causal, p.bias, splits);
+        attention_forward<T>(os.data(), lse.data(), po.data(), pml.data(), qs.data(), ks.data(), vs.data(), biasp, s, splits, kps); });
+    if (splits > 1) emu_launch(dim3{grid_rows(rows)}, dim3{256}, [&] { attention_combine<T>(os.data(), lse.data(), po.data(), pml.data(), s, splits); });
+    printf("%s B%d Tq%d H%d G%d dqk%d dv%d Tk%d L%d causal%d bias%d splits%d%s%s\n", type_name<T>(), p.B, p.Tq, H, G, p.dqk, p.dv, p.Tk, p.L, p.causal,
+           p.bias, splits, p.mixed || p.rows != Rows::contiguous ? " rows " : "", p.mixed || p.rows != Rows::contiguous ? layout.name() : "");
+    const std::vector<T> o = layout.o.load(os);
     constexpr double tol = tolerance_of<T>();
-    int fails = 0;
+    int fails = layout.o.gaps_kept("o", os);
     fails += check("o", floats(o), o_ref, tol) > tol;
     fails += check("lse", lse, lse_ref, 1e-4) > 1e-4; // fp32 whatever T
     // Backward reference contributions. delta comes from the kernel's own o, as stored in T (what the delta kernel reads).
@@ -95,12 +103,14 @@ int run(P p)
     const auto dq0 = starting_values<T>(rng, dq_c), dk0 = starting_values<T>(rng, dk_c), dv0 = starting_values<T>(rng, dv_c);
     const auto db0 = starting_values<T>(rng, db_c);
     std::vector<float> delta(rows);
-    std::vector<T> dq = dq0, dk = dk0, dv = dv0, db = db0;
-    emu_launch(dim3{grid_rows(rows)}, dim3{256}, [&] { attention_backward_delta<T>(delta.data(), o.data(), dO.data(), s); });
+    std::vector<T> dqs = layout.dq.store(dq0), dks = layout.dk.store(dk0), dvs = layout.dv.store(dv0), db = db0;
+    emu_launch(dim3{grid_rows(rows)}, dim3{256}, [&] { attention_backward_delta<T>(delta.data(), os.data(), dOs.data(), s); });
     emu_launch(dim3{(unsigned)qtiles, (unsigned)H, p.bias ? 1u : (unsigned)p.B}, dim3{256}, [&] {
-        attention_backward_dq<T>(dq.data(), p.bias ? db.data() : nullptr, q.data(), k.data(), v.data(), biasp, dO.data(), lse.data(), delta.data(), s); });
+        attention_backward_dq<T>(dqs.data(), p.bias ? db.data() : nullptr, qs.data(), ks.data(), vs.data(), biasp, dOs.data(), lse.data(), delta.data(), s); });
     emu_launch(dim3{(unsigned)((p.L + ATTN_BKEYS - 1) / ATTN_BKEYS), (unsigned)G, (unsigned)p.B}, dim3{256}, [&] {
-        attention_backward_dkdv<T>(dk.data(), dv.data(), q.data(), k.data(), v.data(), biasp, dO.data(), lse.data(), delta.data(), s); });
+        attention_backward_dkdv<T>(dks.data(), dvs.data(), qs.data(), ks.data(), vs.data(), biasp, dOs.data(), lse.data(), delta.data(), s); });
+    const std::vector<T> dq = layout.dq.load(dqs), dk = layout.dk.load(dks), dv = layout.dv.load(dvs);
+    fails += layout.dq.gaps_kept("dq", dqs) + layout.dk.gaps_kept("dk", dks) + layout.dv.gaps_kept("dv", dvs);
     fails += check("delta", delta, delta_ref, 1e-4) > 1e-4;
     if (p.L > 1) {
         fails += check_added<T>("dq", dq, dq0, dq_c);
@@ -176,6 +186,13 @@ int main()
     fails += run_all({1, 17, 2, 1, 24, 17, 8, 17, true, true, 1});
     fails += run_all({1, 1, 16, 4, 64, 900, 64, 900, true, false, 4});   // GQA decode: 4 heads per group share each K/V tile
     fails += run_all({2, 5, 6, 2, 16, 40, 16, 33, true, true, 2});       // group of 3, bias, packed rows past a tile boundary
+    // Strided views: [B, H, T, d] memory seen as [B, T, H, d] (TorchSharp's layout) for every tensor, batch 2, GQA; with
+    // split-KV, the combine writing o through its strides.
+    fails += run_all({2, 7, 4, 2, 12, 9, 20, 9, true, false, 1, Rows::head_major});
+    fails += run_all({2, 2, 4, 2, 16, 200, 16, 150, true, false, 3, Rows::head_major});
+    // Each tensor its own layout, gaps between rows (NaN, left untouched): bias, split-KV; non-causal with ragged tiles.
+    fails += run_all({2, 5, 6, 2, 16, 40, 24, 33, true, true, 2, Rows::contiguous, true});
+    fails += run_all({1, 33, 2, 2, 40, 70, 24, 70, false, false, 1, Rows::contiguous, true});
     // Ragged batches: a 1-token sequence, lengths across tile boundaries (19·2 packed rows: three tiles of 16), GQA.
     auto ragged_all = [](RaggedCase c, int splits) {
         return emu_cases([&] { return run_ragged<float>(c, splits); }, [&] { return run_ragged<bf16_t>(c, splits); }, [&] { return run_ragged<half_t>(c, splits); });

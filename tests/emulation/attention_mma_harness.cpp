@@ -4,16 +4,19 @@
 // 16-bit tolerance, lse (fp32) at fp32's; the gradients by check_added (the reference contribution first, starting values of
 // its size, then what the kernel added against it); a misplaced fragment gives errors of order 1. Ragged batches
 // (ragged_attention.h) run through the same launches with the ragged shape: grids over the longest sequence's tiles and the
-// sequences, as the C# launcher plans them.
+// sequences, as the C# launcher plans them. Strided cases (strided_layout.h) hand the kernels q, k, v, o, dO and the
+// gradients in other row layouts (head-major views, gaps).
 #include "cuda_shim.h"
 #include "mma_shim.h"
 #include "bf16_check.h"
 #include "attention_mma.emu.cpp"
 #include "ragged_attention.h"
+#include "strided_layout.h"
 #include <random>
 #include <algorithm>
 
-struct P { int B, Tq, H, G, D, Tk, L; bool causal; int Dv = 0; int nan_row = -1; }; // Dv 0: the same as D; nan_row: a NaN in q's row (0, nan_row, 0)
+// Dv 0: the same as D; nan_row: a NaN in q's row (0, nan_row, 0); rows, mixed: the tensors' row layouts (strided_layout.h).
+struct P { int B, Tq, H, G, D, Tk, L; bool causal; int Dv = 0; int nan_row = -1; Rows rows = Rows::contiguous; bool mixed = false; };
 
 template <typename T, int D>
 static void launch_backward_narrow(std::vector<T>& dq, std::vector<T>& dk, std::vector<T>& dv, const std::vector<T>& q,
@@ -86,16 +89,22 @@ int run(P p)
         for (size_t j = 0; j < pr.size(); ++j) for (int c = 0; c < Dv; ++c) o_ref[qrow(b, i, h) * Dv + c] += pr[j] * F(v, key(b, (int)j, h / group) * Dv + c);
     }
     AttentionShape sh{p.B, p.Tq, H, D, p.Tk, G, Dv, p.L, scale, p.causal ? 1 : 0};
-    std::vector<T> o(o_ref.size());
+    // The kernels see every tensor in its layout; the checks read them back contiguous.
+    const AttentionLayouts layout = attention_layouts(p.rows, p.mixed, p.B, p.Tq, p.Tk, H, G, D, Dv);
+    sh.strides = layout.strides();
+    const auto qs = layout.q.store(q), ks = layout.k.store(k), vs = layout.v.store(v), dOs = layout.d_o.store(dO);
+    std::vector<T> os = layout.o.store(std::vector<T>(o_ref.size()));
     std::vector<float> lse(lse_ref.size());
-    if (D == 64) launch<T, 64, 64>(o, lse, q, k, v, sh);
-    else if (D == 128) launch<T, 128, 128>(o, lse, q, k, v, sh);
-    else if (D == 192) launch<T, 192, 128>(o, lse, q, k, v, sh);
-    else launch<T, 256, 128>(o, lse, q, k, v, sh);
+    if (D == 64) launch<T, 64, 64>(os, lse, qs, ks, vs, sh);
+    else if (D == 128) launch<T, 128, 128>(os, lse, qs, ks, vs, sh);
+    else if (D == 192) launch<T, 192, 128>(os, lse, qs, ks, vs, sh);
+    else launch<T, 256, 128>(os, lse, qs, ks, vs, sh);
     auto floats = [](const std::vector<T>& x) { std::vector<float> f(x.size()); for (size_t i = 0; i < x.size(); ++i) f[i] = to_float(x[i]); return f; };
-    printf("%s B%d Tq%d H%d G%d D%d Dv%d Tk%d L%d causal%d%s\n", type_name<T>(), p.B, p.Tq, H, G, D, Dv, p.Tk, p.L, p.causal,
-           p.nan_row >= 0 ? " NaN in one query row" : "");
-    int fails = 0;
+    const bool strided = p.mixed || p.rows != Rows::contiguous;
+    printf("%s B%d Tq%d H%d G%d D%d Dv%d Tk%d L%d causal%d%s%s%s\n", type_name<T>(), p.B, p.Tq, H, G, D, Dv, p.Tk, p.L, p.causal,
+           p.nan_row >= 0 ? " NaN in one query row" : "", strided ? " rows " : "", strided ? layout.name() : "");
+    const std::vector<T> o = layout.o.load(os);
+    int fails = layout.o.gaps_kept("o", os);
     fails += check("o", floats(o), o_ref, tolerance_of<T>()) > tolerance_of<T>();
     fails += check("lse", lse, lse_ref, 1e-4) > 1e-4; // fp32 whatever T
     if (p.nan_row >= 0) return fails != 0; // the backward sums over rows: a NaN row reaches every dk, dv
@@ -123,12 +132,14 @@ int run(P p)
     }
     // The kernels add into the gradients: starting values of each contribution's own size.
     const auto dq0 = starting_values<T>(rng, dq_c), dk0 = starting_values<T>(rng, dk_c), dv0 = starting_values<T>(rng, dv_c);
-    std::vector<T> dq = dq0, dk = dk0, dv = dv0;
+    std::vector<T> dqs = layout.dq.store(dq0), dks = layout.dk.store(dk0), dvs = layout.dv.store(dv0);
     std::vector<float> delta(delta_ref.begin(), delta_ref.end());
-    if (D == 64) launch_backward_narrow<T, 64>(dq, dk, dv, q, k, v, dO, lse, delta, sh);
-    else if (D == 128) launch_backward_narrow<T, 128>(dq, dk, dv, q, k, v, dO, lse, delta, sh);
-    else if (D == 192) launch_backward_wide<T, 192, 128>(dq, dk, dv, q, k, v, dO, lse, delta, sh);
-    else launch_backward_wide<T, 256, 128>(dq, dk, dv, q, k, v, dO, lse, delta, sh);
+    if (D == 64) launch_backward_narrow<T, 64>(dqs, dks, dvs, qs, ks, vs, dOs, lse, delta, sh);
+    else if (D == 128) launch_backward_narrow<T, 128>(dqs, dks, dvs, qs, ks, vs, dOs, lse, delta, sh);
+    else if (D == 192) launch_backward_wide<T, 192, 128>(dqs, dks, dvs, qs, ks, vs, dOs, lse, delta, sh);
+    else launch_backward_wide<T, 256, 128>(dqs, dks, dvs, qs, ks, vs, dOs, lse, delta, sh);
+    const std::vector<T> dq = layout.dq.load(dqs), dk = layout.dk.load(dks), dv = layout.dv.load(dvs);
+    fails += layout.dq.gaps_kept("dq", dqs) + layout.dk.gaps_kept("dk", dks) + layout.dv.gaps_kept("dv", dvs);
     if (p.L > 1) {
         fails += check_added<T>("dq", dq, dq0, dq_c);
         fails += check_added<T>("dk", dk, dk0, dk_c);
@@ -186,6 +197,13 @@ int main()
     fails += run_both({1, 70, 2, 1, 256, 90, 90, false, 128});    // SAS widths, Tq ≠ Tk
     fails += run_both({1, 40, 4, 2, 256, 150, 130, true, 128});   // SAS widths, GQA, a chunk against a cache with garbage past L
     fails += run_both({1, 40, 2, 1, 64, 40, 40, true, 0, 17}); // NaN in one query row: NaN in exactly that output row
+    // Strided views: [B, H, T, d] memory seen as [B, T, H, d] (TorchSharp's layout) for every tensor: batch 2, GQA, two key
+    // tiles; MLA's widths (the 8-warp backward).
+    fails += run_both({2, 70, 4, 2, 64, 90, 80, true, 0, -1, Rows::head_major});
+    fails += run_both({1, 70, 2, 1, 192, 90, 90, true, 128, -1, Rows::head_major});
+    // Each tensor its own layout, gaps between rows (NaN, left untouched): d 128 (the 4-warp kernels), SAS's widths.
+    fails += run_both({2, 40, 2, 2, 128, 70, 60, true, 0, -1, Rows::contiguous, true});
+    fails += run_both({1, 40, 4, 2, 256, 100, 100, false, 128, -1, Rows::contiguous, true});
     // Ragged batches: a 1-token sequence beside one of 70 (two query and key tiles), two query heads on one KV head, causal.
     auto ragged_both = [](RaggedCase c) { return emu_cases([&] { return run_ragged<bf16_t>(c); }, [&] { return run_ragged<half_t>(c); }); };
     fails += ragged_both({{1, 70, 9}, {}, 2, 1, 64, 64, true});

@@ -3,7 +3,8 @@
 // cu_seqlens offsets, random 16-bit-representable inputs, and a double-precision reference computed sequence by sequence as
 // separate dense problems (query i of sequence s at position L_k(s) − L_q(s) + i; causal rows see keys up to it). The shapes
 // are the ones the C# launcher (SoftmaxAttentionCuda.ShapesOf) passes: the kernels' (sequence count, the longest lengths,
-// the offsets) and the dense one of the packed rows (batch 1, N_q queries) for the combine and delta kernels.
+// the offsets) and the dense one of the packed rows (batch 1, N_q queries) for the combine and delta kernels, both with the
+// packed rows' strides (batch stride 0).
 // Paged (page_size set; PagedAttention.Forward as SoftmaxAttentionCuda.Paged launches it): the same keys also lie in k and v
 // pools [slots, G, d] laid out by paged_layout.h (shuffled pages, shared prefix pages, garbage in every unused slot), and
 // the shape points the forward kernels at the block table.
@@ -11,6 +12,7 @@
 #include "cuda_shim.h"
 #include "bf16_check.h"
 #include "paged_layout.h"
+#include "strided_layout.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -132,6 +134,7 @@ struct RaggedAttention {
     AttentionShape shape() const
     {
         AttentionShape s{count, max_lq, c.H, c.dqk, max_lk, c.G, c.dv, max_lk, scale, c.causal ? 1 : 0, cu_q.data(), cu_k.data()};
+        s.strides = packed_strides(c.H, c.G, c.dqk, c.dv);
         if (is_paged()) {
             s.pages = paged.table.data();
             s.pages_per_sequence = paged.pages_per_sequence;
@@ -140,7 +143,12 @@ struct RaggedAttention {
         return s;
     }
     // The packed rows as one dense sequence: what the combine and delta kernels walk.
-    AttentionShape rows_shape() const { return AttentionShape{1, nq, c.H, c.dqk, nk, c.G, c.dv, nk, scale, c.causal ? 1 : 0}; }
+    AttentionShape rows_shape() const
+    {
+        AttentionShape s{1, nq, c.H, c.dqk, nk, c.G, c.dv, nk, scale, c.causal ? 1 : 0};
+        s.strides = packed_strides(c.H, c.G, c.dqk, c.dv);
+        return s;
+    }
 
     void print(const char* type, const char* extra) const
     {

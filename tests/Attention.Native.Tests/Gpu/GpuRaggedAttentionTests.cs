@@ -98,7 +98,7 @@ public class GpuRaggedAttentionTests
             using var k = gpu.Zeros(new Shape(1, c.KeyTokens, c.G, c.Dqk), DType.BF16);
             using var v = gpu.Zeros(new Shape(1, c.KeyTokens, c.G, c.Dv), DType.BF16);
             using var o = gpu.Zeros(new Shape(1, c.Queries.TokenCount, c.H, c.Dv), DType.BF16);
-            var (shape, rows) = SoftmaxAttentionCuda.ShapesOf(gpu, SoftmaxAttention.DimsOf(q, k, v, c.Options), c.Options);
+            var (shape, rows) = SoftmaxAttentionCuda.ShapesOf(gpu, SoftmaxAttention.DimsOf(q, k, v, c.Options), c.Options, SoftmaxAttention.Layouts.Of(q, k, v, o));
             Assert.Multiple(() =>
             {
                 Assert.That(shape.Batch, Is.EqualTo(c.Queries.Count), $"{c}: a batch entry per sequence");

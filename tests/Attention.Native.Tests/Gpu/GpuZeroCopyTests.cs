@@ -9,7 +9,8 @@ namespace Attention.Native.Tests.Gpu;
 /// Device memory and streams the caller owns: <see cref="CudaBackend.Wrap"/> over another owner's device memory (ops read it
 /// in place and write into it; disposing the wrapper frees nothing), and backends created on the caller's stream
 /// (<see cref="CudaBackend.Create(int, nint, KernelCompiler?)"/>), two of them running at once from two threads with their own
-/// scratch. Results against the CPU within design.md's tolerances.
+/// scratch. Results against the CPU within design.md's tolerances. Strided views (<see cref="Tensor.Transpose"/>) of device
+/// memory: softmax attention reads and writes them in place, bitwise as on contiguous copies.
 /// </summary>
 [Category("Gpu")]
 public class GpuZeroCopyTests
@@ -137,6 +138,91 @@ public class GpuZeroCopyTests
             using var reference = SoftmaxAttention.Forward(qc, kc, kc, Causal);
             Parity.AssertClose($"attention on stream {(seed == 31 ? "A" : "B")} beside another", DType.BF16, shapeQ.ToString(), reference.ToArray(), actual);
         }
+    }
+
+    /// <summary>One strided-attention case: the kernel path it is sized for, and the problem.</summary>
+    public sealed record StridedCase(string Path, DType DType, int B, int Tq, int Tk, int H, int G, int Dqk, int Dv, bool Causal)
+    {
+        public override string ToString() => $"{Path} {DType} B{B} Tq{Tq} Tk{Tk} H{H} G{G} {Dqk}/{Dv}{(Causal ? " causal" : "")}";
+    }
+
+    private static IEnumerable<TestCaseData> StridedCases() =>
+        new StridedCase[]
+        {
+            new("CUDA cores", DType.F32, 2, 40, 40, 4, 2, 32, 32, true),
+            new("split-KV", DType.F32, 1, 1, 2000, 8, 2, 64, 64, true),
+            new("tensor cores", DType.BF16, 2, 70, 70, 4, 2, 64, 64, true),
+            new("tensor cores, wide heads", DType.F16, 1, 70, 90, 2, 1, 192, 128, true),
+            new("decode", DType.BF16, 2, 1, 500, 16, 4, 128, 128, true),
+        }.Select(c => new TestCaseData(c).SetName($"Attention on head-major device views equals attention on contiguous copies ({c})"));
+
+    /// <summary>
+    /// q, k, v, o, dO and the gradients held head-major (<c>[B, H, T, d]</c>, TorchSharp's and PyTorch's layout) in device memory
+    /// and seen as <c>[B, T, H, d]</c>: the forward and the backward on the views give bitwise what they give on contiguous copies
+    /// (the same kernels, arithmetic in the same order; only the addresses differ), on each kernel path; the 16-bit views take
+    /// the fast kernels, as their contiguous copies do.
+    /// </summary>
+    [TestCaseSource(nameof(StridedCases))]
+    public void Attention_on_head_major_device_views_equals_attention_on_contiguous_copies(StridedCase c)
+    {
+        var gpu = Requires.CudaDevice();
+        var options = new AttentionOptions(1.0 / Math.Sqrt(c.Dqk), Causal: c.Causal);
+        // Head-major storage, seen as [B, T, H, d]; contiguous copies of the views.
+        Tensor Store(int seed, int t, int heads, int d) =>
+            gpu.FromArray(TestData.Representable(TestData.NormalSingle(seed, (long)c.B * heads * t * d), c.DType), new Shape(c.B, heads, t, d), c.DType);
+        Tensor Copy(Tensor view) => gpu.FromArray(view.ToArray(), view.Shape, c.DType);
+        using var qStore = Store(61, c.Tq, c.H, c.Dqk);
+        using var kStore = Store(62, c.Tk, c.G, c.Dqk);
+        using var vStore = Store(63, c.Tk, c.G, c.Dv);
+        using var dOStore = Store(64, c.Tq, c.H, c.Dv);
+        using var oStore = gpu.Zeros(new Shape(c.B, c.H, c.Tq, c.Dv), c.DType);
+        using var q = qStore.Transpose(1, 2);
+        using var k = kStore.Transpose(1, 2);
+        using var v = vStore.Transpose(1, 2);
+        using var dO = dOStore.Transpose(1, 2);
+        using var o = oStore.Transpose(1, 2);
+        using var qc = Copy(q);
+        using var kc = Copy(k);
+        using var vc = Copy(v);
+        using var dOc = Copy(dO);
+        Assert.That(q.IsContiguous || k.IsContiguous || o.IsContiguous, Is.False, "the views are strided");
+        if (SoftmaxAttentionTensorCoreCuda.Enabled && c.DType != DType.F32)
+        {
+            // Every row of a 16-bit head-major view starts on 16 bytes: the views take the fast kernels, forward and backward.
+            var (shape, _) = SoftmaxAttentionCuda.ShapesOf(gpu, SoftmaxAttention.DimsOf(q, k, v, options), options, SoftmaxAttention.Layouts.Of(q, k, v, o));
+            Assert.That(SoftmaxAttentionDecodeCuda.Handles(gpu, q, k, v, null, o, shape) || SoftmaxAttentionTensorCoreCuda.Handles(gpu, q, k, v, null, o), Is.True, "fast forward");
+            Assert.That(SoftmaxAttentionTensorCoreCuda.HandlesBackward(gpu, q, k, v, null, dO), Is.True, "fast backward");
+        }
+
+        using var lse = gpu.Zeros(new Shape(c.B, c.H, c.Tq));
+        SoftmaxAttention.Forward(q, k, v, options, null, o, lse);
+        using var oc = SoftmaxAttention.Forward(qc, kc, vc, options, null, out var lsec);
+        using (lsec)
+        {
+            Assert.That(o.ToArray(), Is.EqualTo(oc.ToArray()), "o written through the head-major view");
+            Assert.That(lse.ToArray(), Is.EqualTo(lsec.ToArray()), "lse");
+        }
+
+        // Gradients into head-major views, from the same nonzero values (the backward adds).
+        using var dqStore = Store(65, c.Tq, c.H, c.Dqk);
+        using var dkStore = Store(66, c.Tk, c.G, c.Dqk);
+        using var dvStore = Store(67, c.Tk, c.G, c.Dv);
+        using var dq = dqStore.Transpose(1, 2);
+        using var dk = dkStore.Transpose(1, 2);
+        using var dv = dvStore.Transpose(1, 2);
+        using var dqc = Copy(dq);
+        using var dkc = Copy(dk);
+        using var dvc = Copy(dv);
+        var dqStart = dq.ToArray();
+        SoftmaxAttention.Backward(q, k, v, options, null, o, lse, dO, dq, dk, dv);
+        SoftmaxAttention.Backward(qc, kc, vc, options, null, oc, lse, dOc, dqc, dkc, dvc);
+        Assert.Multiple(() =>
+        {
+            Assert.That(dq.ToArray(), Is.EqualTo(dqc.ToArray()), "dq");
+            Assert.That(dk.ToArray(), Is.EqualTo(dkc.ToArray()), "dk");
+            Assert.That(dv.ToArray(), Is.EqualTo(dvc.ToArray()), "dv");
+            Assert.That(dq.ToArray(), Is.Not.EqualTo(dqStart), "the backward added something");
+        });
     }
 
     [Test]

@@ -54,14 +54,18 @@ public class KernelArgsTests
 
     /// <summary>
     /// The softmax-attention kernels take cuda/include/attention_shape.cuh's <c>AttentionShape</c> by value: ten 4-byte fields,
-    /// the query and key offsets, the block table, pages per sequence and page size (72 bytes); the managed mirror packs the
-    /// same bytes, and the largest launch (the CUDA-core forward's eleven arguments) fits its argument storage.
+    /// the query and key offsets, the block table, pages per sequence and page size, then the rows of q, k, v, o, dO, dq, dk, dv
+    /// (an 8-byte batch stride and 4-byte token and head strides each), 200 bytes; the managed mirror packs the same bytes, and
+    /// the largest launches (the CUDA-core forward's eleven arguments, the backward's nine pointers and the shape) fit
+    /// <see cref="SoftmaxAttentionCuda.ArgumentBytes"/>.
     /// </summary>
     [Test]
     public void Attention_shapes_are_packed_as_the_kernels_struct()
     {
-        var shape = new SoftmaxAttentionCuda.Shape(2, 3, 4, 5, 6, 7, 8, 9, 0.5f, 1, new CUdeviceptr(0x100), new CUdeviceptr(0x200), new CUdeviceptr(0x300), 11, 16);
-        var args = new KernelArgs(stackalloc byte[160], stackalloc int[16]);
+        static SoftmaxAttentionCuda.Rows R(int i) => new((1L << 40) + i, 100 + i, 200 + i);
+        var strides = new SoftmaxAttentionCuda.Strides(R(0), R(1), R(2), R(3), R(4), R(5), R(6), R(7));
+        var shape = new SoftmaxAttentionCuda.Shape(2, 3, 4, 5, 6, 7, 8, 9, 0.5f, 1, new CUdeviceptr(0x100), new CUdeviceptr(0x200), new CUdeviceptr(0x300), 11, 16, strides);
+        var args = new KernelArgs(stackalloc byte[SoftmaxAttentionCuda.ArgumentBytes], stackalloc int[16]);
         for (int i = 0; i < 8; i++)
         {
             args.Add(new CUdeviceptr((ulong)i)); // the forward's o, lse, partials, q, k, v, bias
@@ -70,10 +74,18 @@ public class KernelArgsTests
         args.Add(2);
         args.Add(64);
         int offset = args.Offset(8), end = args.Offset(10) + sizeof(int);
-        var bytes = args.Storage.Slice(offset, 72).ToArray();
+        var bytes = args.Storage.Slice(offset, 200).ToArray();
+        var backward = new KernelArgs(stackalloc byte[SoftmaxAttentionCuda.ArgumentBytes], stackalloc int[16]);
+        for (int i = 0; i < 9; i++)
+        {
+            backward.Add(new CUdeviceptr((ulong)i)); // dq, dbias (or dk, dv), q, k, v, bias, dO, lse, delta
+        }
+        backward.Add(shape);
+        int backwardEnd = backward.Offset(9) + 200;
         Assert.Multiple(() =>
         {
-            Assert.That(System.Runtime.CompilerServices.Unsafe.SizeOf<SoftmaxAttentionCuda.Shape>(), Is.EqualTo(72));
+            Assert.That(System.Runtime.CompilerServices.Unsafe.SizeOf<SoftmaxAttentionCuda.Shape>(), Is.EqualTo(200));
+            Assert.That(System.Runtime.CompilerServices.Unsafe.SizeOf<SoftmaxAttentionCuda.Rows>(), Is.EqualTo(16));
             Assert.That(BitConverter.ToInt32(bytes, 0), Is.EqualTo(2), "batch");
             Assert.That(BitConverter.ToInt32(bytes, 28), Is.EqualTo(9), "length");
             Assert.That(BitConverter.ToSingle(bytes, 32), Is.EqualTo(0.5f), "scale");
@@ -83,8 +95,17 @@ public class KernelArgsTests
             Assert.That(BitConverter.ToUInt64(bytes, 56), Is.EqualTo(0x300UL), "pages");
             Assert.That(BitConverter.ToInt32(bytes, 64), Is.EqualTo(11), "pages_per_sequence");
             Assert.That(BitConverter.ToInt32(bytes, 68), Is.EqualTo(16), "page_size");
+            string[] names = ["q", "k", "v", "o", "d_o", "dq", "dk", "dv"];
+            for (int i = 0; i < 8; i++)
+            {
+                int at = 72 + (16 * i);
+                Assert.That(BitConverter.ToInt64(bytes, at), Is.EqualTo((1L << 40) + i), $"strides.{names[i]}.batch");
+                Assert.That(BitConverter.ToInt32(bytes, at + 8), Is.EqualTo(100 + i), $"strides.{names[i]}.token");
+                Assert.That(BitConverter.ToInt32(bytes, at + 12), Is.EqualTo(200 + i), $"strides.{names[i]}.head");
+            }
             Assert.That(offset, Is.EqualTo(64), "after eight pointers");
-            Assert.That(end, Is.LessThanOrEqualTo(160), "the forward's arguments fit its storage");
+            Assert.That(end, Is.LessThanOrEqualTo(SoftmaxAttentionCuda.ArgumentBytes), "the forward's arguments fit their storage");
+            Assert.That(backwardEnd, Is.LessThanOrEqualTo(SoftmaxAttentionCuda.ArgumentBytes), "the backward's arguments fit their storage");
         });
     }
 

@@ -22,6 +22,8 @@ public readonly record struct AttentionOptions(double Scale, bool Causal, int? K
 /// <c>o = softmax(scale · q kᵀ + bias + mask) v</c> per head. Layouts are token-major as the projections produce them:
 /// <c>q [B, T_q, H, d_qk]</c>, <c>k [B, T_k, G, d_qk]</c>, <c>v [B, T_k, G, d_v]</c> with H a multiple of G (query head h reads
 /// KV head h / (H/G)), <c>o [B, T_q, H, d_v]</c>, and an optional additive <c>bias [H, T_q, T_k]</c> shared by the batch.
+/// q, k, v, o, dO and the gradients may be views of other memory whose last axis is contiguous (e.g. <c>[B, H, T, d]</c> seen
+/// as <c>[B, T, H, d]</c> through <see cref="Tensor.Transpose"/>), read and written in place on either backend.
 /// The forward also returns the log-sum-exp of each score row, <c>lse [B, H, T_q]</c> (F32; F64 for F64 inputs), from which the
 /// backward recomputes the probabilities. Scores are formed one block of query rows at a time, never as a whole T×T matrix.
 /// </summary>
@@ -230,7 +232,10 @@ public static class SoftmaxAttention
     /// </summary>
     internal readonly record struct RowStrides(long Batch, long Token, long Head)
     {
-        public static RowStrides Of(Tensor? t) => t is null ? default : new(t.Strides[0], t.Strides[1], t.Strides[2]);
+        public static RowStrides Of(Tensor? t) =>
+            t is null ? default
+            : t.StridesOrNull is { } s ? new(s[0], s[1], s[2])
+            : new((long)t.Shape[1] * t.Shape[2] * t.Shape[3], (long)t.Shape[2] * t.Shape[3], t.Shape[3]); // row-major, without allocating Strides (every decode step)
 
         /// <summary>The first element of row (b, t, h).</summary>
         public long At(long b, long t, long h) => (b * Batch) + (t * Token) + (h * Head);

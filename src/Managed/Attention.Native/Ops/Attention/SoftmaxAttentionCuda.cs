@@ -12,6 +12,8 @@ namespace Attention.Native.Ops
     /// A ragged batch (<see cref="AttentionOptions.Sequences"/>) runs as one launch per kernel over all its sequences: the
     /// offsets go to the device in one queued upload (<see cref="CudaBackend.UploadLaunchIndices"/>), the grids are planned for the longest sequence with
     /// the sequence as their batch index, and each block narrows itself to its sequence (cuda/include/attention_shape.cuh).
+    /// Every tensor's rows go to the kernels as strides (<see cref="Strides"/>), so q, k, v, o, dO and the gradients may be any
+    /// view whose last axis is contiguous (<see cref="Tensor.Transpose"/>), read and written in place as on the CPU backend.
     /// </summary>
     internal static class SoftmaxAttentionCuda
     {
@@ -25,6 +27,10 @@ namespace Attention.Native.Ops
         private const int KeysPerBlock = 16;      // ATTN_BKEYS
         private const int DefaultSharedLimit = 48 * 1024;
         private const int MinKeysPerSplit = 256;
+
+        /// <summary>Argument storage of every softmax-attention launch: the largest, the CUDA-core kernels', hold up to nine
+        /// pointers and the 200-byte <see cref="Shape"/> (272 bytes).</summary>
+        internal const int ArgumentBytes = 320;
 
         private static readonly KernelNames ForwardKernel = new("attention_forward");
         private static readonly KernelNames CombineKernel = new("attention_combine");
@@ -43,22 +49,53 @@ namespace Attention.Native.Ops
         /// <remarks>
         /// Paged keys (<see cref="Pages"/> set, <see cref="Paged"/>): a ragged batch whose k and v are page pools read through the
         /// block tables <c>[Batch, PagesPerSequence]</c>; <see cref="KeyOffsets"/> then counts each sequence's cached keys.
+        /// <see cref="Strides"/>: the rows of every tensor the kernels address.
         /// </remarks>
         [StructLayout(LayoutKind.Sequential)]
         internal readonly record struct Shape(int Batch, int Tq, int Heads, int Dqk, int Tk, int KvHeads, int Dv, int Length, float Scale, int Causal,
             Interop.CUdeviceptr QueryOffsets = default, Interop.CUdeviceptr KeyOffsets = default,
-            Interop.CUdeviceptr Pages = default, int PagesPerSequence = 0, int PageSize = 0);
+            Interop.CUdeviceptr Pages = default, int PagesPerSequence = 0, int PageSize = 0, Strides Strides = default);
+
+        /// <summary>
+        /// Element strides of one tensor's rows (struct RowStrides in attention_shape.cuh): row (b, t, h) starts at
+        /// <c>b·Batch + t·Token + h·Head</c>. 32-bit token and head strides keep the kernels' address arithmetic short.
+        /// </summary>
+        [StructLayout(LayoutKind.Sequential)]
+        internal readonly record struct Rows(long Batch, int Token, int Head)
+        {
+            /// <summary>
+            /// The kernels' form of <paramref name="rows"/>; <paramref name="packed"/>: a ragged batch's packed tensor, whose rows
+            /// the kernels address by packed token, so its batch stride is 0 (the kernels' batch index is the sequence).
+            /// </summary>
+            public static Rows Of(SoftmaxAttention.RowStrides rows, string name, bool packed)
+            {
+                if (rows.Token is < int.MinValue or > int.MaxValue || rows.Head is < int.MinValue or > int.MaxValue)
+                {
+                    throw new ArgumentException($"{name}: expected token and head strides within 32 bits on the CUDA backend, actual [{rows.Batch}, {rows.Token}, {rows.Head}]", name);
+                }
+                return new(packed ? 0 : rows.Batch, (int)rows.Token, (int)rows.Head);
+            }
+        }
+
+        /// <summary>The rows of q, k, v, o, dO, dq, dk, dv (struct AttentionStrides in attention_shape.cuh), those of a null tensor 0.</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        internal readonly record struct Strides(Rows Q, Rows K, Rows V, Rows O, Rows DO, Rows DQ, Rows DK, Rows DV)
+        {
+            /// <summary>The kernels' form of <paramref name="layouts"/> (<paramref name="packed"/>: a ragged batch's, <see cref="Rows.Of"/>).</summary>
+            public static Strides Of(in SoftmaxAttention.Layouts layouts, bool packed) =>
+                new(Rows.Of(layouts.Q, "q", packed), Rows.Of(layouts.K, "k", packed), Rows.Of(layouts.V, "v", packed), Rows.Of(layouts.O, "o", packed),
+                    Rows.Of(layouts.DO, "dO", packed), Rows.Of(layouts.DQ, "dq", packed), Rows.Of(layouts.DK, "dk", packed), Rows.Of(layouts.DV, "dv", packed));
+        }
 
         public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, AttentionOptions options)
         {
-            ThrowIfStrided(q, k, v, o);
             var d = SoftmaxAttention.DimsOf(q, k, v, options);
             CheckWidths(q, v);
             if (d.B == 0 || d.Tq == 0 || d.H == 0)
             {
                 return;
             }
-            var (shape, rowsShape) = ShapesOf(backend, d, options);
+            var (shape, rowsShape) = ShapesOf(backend, d, options, SoftmaxAttention.Layouts.Of(q, k, v, o));
             Launch(backend, q, k, v, bias, o, lse, shape, rowsShape);
         }
 
@@ -81,7 +118,8 @@ namespace Attention.Native.Ops
             FillPaged(backend.PagedMetadataStaging(staged), queries, table);
             var device = backend.UploadPagedMetadata(staged);
             int kvHeads = kPages.Shape[2], dqk = q.Shape[3], dv = vPages.Shape[3];
-            var rowsShape = new Shape(1, tokens, heads, dqk, table.MaxLength, kvHeads, dv, table.MaxLength, (float)scale, 1);
+            var rowsShape = new Shape(1, tokens, heads, dqk, table.MaxLength, kvHeads, dv, table.MaxLength, (float)scale, 1,
+                Strides: Strides.Of(SoftmaxAttention.Layouts.Of(q, kPages, vPages, o), packed: true));
             var shape = rowsShape with
             {
                 Batch = count, Tq = queries.MaxLength,
@@ -139,7 +177,7 @@ namespace Attention.Native.Ops
             }
             int shared = (QueryRowsPerBlock * shape.Dqk + KeyTile * (shape.Dqk + 1) + KeyTile * shape.Dv) * sizeof(float);
             var kernel = Prepare(backend, ForwardKernel[q.DType], shared);
-            var args = new KernelArgs(stackalloc byte[160], stackalloc int[16]);
+            var args = new KernelArgs(stackalloc byte[ArgumentBytes], stackalloc int[16]);
             args.Add(Ptr(o));
             args.Add(Ptr(lse));
             args.Add(partialO);
@@ -164,7 +202,7 @@ namespace Attention.Native.Ops
             Shape shape, int splits)
         {
             long rows = (long)shape.Batch * shape.Heads * shape.Tq;
-            var combine = new KernelArgs(stackalloc byte[128], stackalloc int[8]);
+            var combine = new KernelArgs(stackalloc byte[ArgumentBytes], stackalloc int[8]);
             combine.Add(Ptr(o));
             combine.Add(Ptr(lse));
             combine.Add(partialO);
@@ -177,18 +215,17 @@ namespace Attention.Native.Ops
         public static void Backward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor o, Tensor lse, Tensor dO,
             Tensor? dq, Tensor? dk, Tensor? dv, Tensor? dbias, AttentionOptions options)
         {
-            ThrowIfStrided(q, k, v, o, dO, dq, dk, dv);
             var d = SoftmaxAttention.DimsOf(q, k, v, options);
             CheckWidths(q, v);
             if (d.B == 0 || d.Tq == 0 || d.H == 0 || (dq is null && dk is null && dv is null && dbias is null))
             {
                 return;
             }
-            var (shape, rowsShape) = ShapesOf(backend, d, options);
+            var (shape, rowsShape) = ShapesOf(backend, d, options, SoftmaxAttention.Layouts.Of(q, k, v, o, dO, dq, dk, dv));
             long rows = (long)d.B * d.H * d.Tq;
             var delta = backend.Scratch(rows * sizeof(float)).Pointer;
 
-            var deltaArgs = new KernelArgs(stackalloc byte[128], stackalloc int[8]);
+            var deltaArgs = new KernelArgs(stackalloc byte[ArgumentBytes], stackalloc int[8]);
             deltaArgs.Add(delta);
             deltaArgs.Add(Ptr(o));
             deltaArgs.Add(Ptr(dO));
@@ -206,7 +243,7 @@ namespace Attention.Native.Ops
             {
                 int shared = ((QueryRowsPerBlock * (d.Dqk + d.Dv)) + (KeyTile * (d.Dqk + 1)) + (KeyTile * (d.Dv + 1))) * sizeof(float);
                 var kernel = Prepare(backend, DqKernel[q.DType], shared);
-                var args = new KernelArgs(stackalloc byte[160], stackalloc int[16]);
+                var args = new KernelArgs(stackalloc byte[ArgumentBytes], stackalloc int[16]);
                 args.Add(Ptr(dq));
                 args.Add(Ptr(dbias));
                 AddInputs(ref args, q, k, v, bias, dO, lse, delta, shape);
@@ -218,7 +255,7 @@ namespace Attention.Native.Ops
             {
                 int shared = ((KeysPerBlock * (d.Dqk + d.Dv)) + (32 * (d.Dqk + 1)) + (32 * (d.Dv + 1)) + 64) * sizeof(float);
                 var kernel = Prepare(backend, DkDvKernel[q.DType], shared);
-                var args = new KernelArgs(stackalloc byte[160], stackalloc int[16]);
+                var args = new KernelArgs(stackalloc byte[ArgumentBytes], stackalloc int[16]);
                 args.Add(Ptr(dk));
                 args.Add(Ptr(dv));
                 AddInputs(ref args, q, k, v, bias, dO, lse, delta, shape);
@@ -269,11 +306,13 @@ namespace Attention.Native.Ops
         /// <summary>
         /// The kernels' shape, and the shape of the rows the combine and delta kernels walk. Dense: both are the problem's. Ragged:
         /// the first carries the sequences' device offsets (uploaded here, once per op) and the longest sequence's lengths; the
-        /// second is the packed rows as one dense sequence (batch 1, N_q queries), which is how lse [1, H, N_q] and o lie.
+        /// second is the packed rows as one dense sequence (batch 1, N_q queries), which is how lse [1, H, N_q] and o lie. Both
+        /// carry the tensors' rows (<paramref name="layouts"/>; a ragged batch's, contiguous, with batch stride 0).
         /// </summary>
-        internal static (Shape Kernels, Shape Rows) ShapesOf(CudaBackend backend, SoftmaxAttention.Dims d, AttentionOptions options)
+        internal static (Shape Kernels, Shape Rows) ShapesOf(CudaBackend backend, SoftmaxAttention.Dims d, AttentionOptions options, in SoftmaxAttention.Layouts layouts)
         {
-            var dense = new Shape(d.B, d.Tq, d.H, d.Dqk, d.Tk, d.G, d.Dv, d.Length, (float)options.Scale, options.Causal ? 1 : 0);
+            var dense = new Shape(d.B, d.Tq, d.H, d.Dqk, d.Tk, d.G, d.Dv, d.Length, (float)options.Scale, options.Causal ? 1 : 0,
+                Strides: Strides.Of(layouts, packed: options.Sequences is not null));
             if (options.Sequences is not { } queries)
             {
                 return (dense, dense);
@@ -308,17 +347,6 @@ namespace Attention.Native.Ops
             finally
             {
                 ArrayPool<int>.Shared.Return(indices);
-            }
-        }
-
-        // Strided views (Tensor.Transpose) run on the CPU backend only so far: the kernels address rows of the [B, T, H, d] layout.
-        // Checked on every forward (each decode step): no array, no LINQ.
-        private static void ThrowIfStrided(Tensor q, Tensor k, Tensor v, Tensor o, Tensor? dO = null, Tensor? dq = null, Tensor? dk = null, Tensor? dv = null)
-        {
-            if (!(q.IsContiguous && k.IsContiguous && v.IsContiguous && o.IsContiguous && (dO?.IsContiguous ?? true)
-                && (dq?.IsContiguous ?? true) && (dk?.IsContiguous ?? true) && (dv?.IsContiguous ?? true)))
-            {
-                throw new NotSupportedException("SoftmaxAttention: strided views (Tensor.Transpose) are not implemented on the CUDA backend yet; pass contiguous [B, T, H, d] tensors, or run on Backend.Cpu");
             }
         }
 

@@ -44,7 +44,7 @@ internal static class SoftmaxAttentionDecodeCuda
         && (long)shape.Tq * (shape.Heads / shape.KvHeads) <= MaxPackedRows
         && shape.Length > 0
         && backend.Device.ComputeCapabilityMajor >= 7
-        // 16-byte loads: every row start (d·2 bytes from an aligned base) must be 16-byte aligned.
+        // 16-byte loads: every row must start on 16 bytes (the base and, for a view, its strides).
         && SoftmaxAttentionTensorCoreCuda.Aligned(q) && SoftmaxAttentionTensorCoreCuda.Aligned(k) && SoftmaxAttentionTensorCoreCuda.Aligned(v);
 
     /// <summary>Rows per block for <paramref name="packedRows"/> packed (query, head) rows per KV head.</summary>
@@ -82,7 +82,7 @@ internal static class SoftmaxAttentionDecodeCuda
         var partialMl = scratch.Pointer + oBytes;
 
         var kernel = backend.Kernel(Program, Name(KernelProgram.StorageTypeName(q.DType), shape.Dqk, shape.Dv, rowsPerBlock));
-        var args = new KernelArgs(stackalloc byte[128], stackalloc int[8]);
+        var args = new KernelArgs(stackalloc byte[SoftmaxAttentionCuda.ArgumentBytes], stackalloc int[8]);
         args.Add(partialO);
         args.Add(partialMl);
         args.Add(Ptr(q));

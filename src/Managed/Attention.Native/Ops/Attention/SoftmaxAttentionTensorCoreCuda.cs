@@ -83,17 +83,33 @@ internal static class SoftmaxAttentionTensorCoreCuda
         && q.DType is DType.BF16 or DType.F16
         && bias is null
         && backend.Device.ComputeCapabilityMajor >= 8
-        // cp.async moves 16-byte chunks: every tensor must start on a 16-byte boundary (rows are d·2 bytes, a multiple of 16).
+        // cp.async moves 16-byte chunks: every row must start on a 16-byte boundary.
         && Aligned(q) && Aligned(k) && Aligned(v) && Aligned(o);
 
-    /// <summary>True when the tensor's device address is a multiple of 16 bytes (what cp.async needs).</summary>
-    internal static bool Aligned(Tensor t) => Ptr(t).Value % 16 == 0;
+    /// <summary>
+    /// True when every row of the tensor starts on 16 bytes (what cp.async and 16-byte loads need): its device address is a
+    /// multiple of 16 and so is each stride but the last in bytes. A contiguous tensor's rows are d·2 bytes, a multiple of 16 for
+    /// every width these kernels take; a view (<see cref="Tensor.Transpose"/>) whose are not takes the CUDA-core kernels.
+    /// </summary>
+    internal static bool Aligned(Tensor t) => Ptr(t).Value % 16 == 0 && (t.StridesOrNull is not { } strides || RowsAligned(strides, t.DType.SizeInBytes()));
+
+    private static bool RowsAligned(long[] strides, int elementBytes)
+    {
+        for (int i = 0; i < strides.Length - 1; i++)
+        {
+            if (strides[i] * elementBytes % 16 != 0)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
 
     public static void Forward(CudaBackend backend, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, SoftmaxAttentionCuda.Shape shape)
     {
         int shared = ForwardSharedBytes(shape.Dqk, shape.Dv);
         var kernel = Prepare(backend, ForwardName(KernelProgram.StorageTypeName(q.DType), shape.Dqk, shape.Dv), shared);
-        var args = new KernelArgs(stackalloc byte[128], stackalloc int[8]);
+        var args = new KernelArgs(stackalloc byte[SoftmaxAttentionCuda.ArgumentBytes], stackalloc int[8]);
         args.Add(Ptr(o));
         args.Add(Ptr(lse));
         args.Add(Ptr(q));
@@ -115,7 +131,7 @@ internal static class SoftmaxAttentionTensorCoreCuda
         {
             int shared = DqSharedBytes(shape.Dqk, shape.Dv);
             var kernel = Prepare(backend, BackwardName("dq", typeName, shape.Dqk, shape.Dv), shared);
-            var args = new KernelArgs(stackalloc byte[160], stackalloc int[12]);
+            var args = new KernelArgs(stackalloc byte[SoftmaxAttentionCuda.ArgumentBytes], stackalloc int[12]);
             args.Add(Ptr(dq));
             AddInputs(ref args, q, k, v, dO, lse, delta, shape);
             uint tiles = (uint)((shape.Tq + QueryRowsPerBlock - 1) / QueryRowsPerBlock);
@@ -125,7 +141,7 @@ internal static class SoftmaxAttentionTensorCoreCuda
         {
             int shared = DkDvSharedBytes(shape.Dqk, shape.Dv);
             var kernel = Prepare(backend, BackwardName("dkdv", typeName, shape.Dqk, shape.Dv), shared);
-            var args = new KernelArgs(stackalloc byte[160], stackalloc int[12]);
+            var args = new KernelArgs(stackalloc byte[SoftmaxAttentionCuda.ArgumentBytes], stackalloc int[12]);
             args.Add(Ptr(dk));
             args.Add(Ptr(dv));
             AddInputs(ref args, q, k, v, dO, lse, delta, shape);
