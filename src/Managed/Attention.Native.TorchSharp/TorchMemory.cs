@@ -113,10 +113,10 @@ internal static class TorchMemory
 
     /// <summary>
     /// A head-major <paramref name="t"/> <c>[B, H, T, d]</c> (torch's attention layout) as the token-major <c>[B, T, H, d]</c> the
-    /// ops take, without a copy where its memory allows: contiguous <c>[B, H, T, d]</c> memory becomes a strided view, and
-    /// memory that is already <c>[B, T, H, d]</c> (a transpose of a token-major tensor, as projections make it) a contiguous
-    /// one. Any other layout (the last axis not contiguous) is copied once into <c>[B, H, T, d]</c>; the copy is returned
-    /// in <paramref name="copy"/> so that the caller keeps it alive.
+    /// op takes, without a copy whenever its last axis is contiguous: its own strides, swapped, make the view (contiguous
+    /// <c>[B, H, T, d]</c> memory, a transposed <c>[B, T, H, d]</c> tensor, or a slice of a fused projection alike). A
+    /// layout whose last axis is strided is copied once; the copy is returned in <paramref name="copy"/> so that the caller
+    /// keeps it alive.
     /// </summary>
     public static Native.Tensor TokenMajor(TorchTensor t, Backend backend, string name, out TorchTensor? copy)
     {
@@ -125,20 +125,30 @@ internal static class TorchMemory
         {
             throw new ArgumentException($"{name}: expected rank 4 [B, H, T, d], actual shape [{string.Join(", ", t.shape)}]", name);
         }
-        using (var tokenMajor = t.transpose(1, 2))
-        {
-            if (tokenMajor.is_contiguous())
-            {
-                return View(tokenMajor, backend, ShapeOf(tokenMajor, name), 0, name);
-            }
-        }
-        if (!t.is_contiguous())
+        if (!(t.stride(3) == 1 || t.shape[3] <= 1) || t.stride().Any(s => s < 0))
         {
             copy = t.contiguous();
             t = copy;
         }
-        var headMajor = View(t, backend, name);
-        return headMajor.Transpose(1, 2);
+        return Strided(t.transpose(1, 2), backend, name, owner: t);
+    }
+
+    /// <summary>
+    /// <paramref name="t"/> as a view with its own strides (its last axis contiguous) over its memory, no copy; the view keeps
+    /// <paramref name="owner"/> (default: <paramref name="t"/>) referenced until disposed.
+    /// </summary>
+    public static Native.Tensor Strided(TorchTensor t, Backend backend, string name, TorchTensor? owner = null)
+    {
+        var dtype = DTypeOf(t, name);
+        var shape = ShapeOf(t, name);
+        var strides = t.stride();
+        var address = Address(t);
+        return backend switch
+        {
+            CpuBackend cpu => cpu.Wrap(address, shape, strides, dtype, owner: owner ?? t),
+            CudaBackend cuda => cuda.Wrap(new CUdeviceptr((ulong)address), shape, strides, dtype),
+            _ => throw new ArgumentException($"backend: expected the CPU or a CUDA backend, actual {backend.Name}", nameof(backend)),
+        };
     }
 
     /// <summary>The Attention.Native shape of <paramref name="t"/> (every size an int).</summary>

@@ -115,6 +115,75 @@ public class StridedAttentionTests
             Does.Contain("expected its last axis contiguous"));
     }
 
+    [TestCase(DType.F32)]
+    [TestCase(DType.F64)]
+    public unsafe void Fused_qkv_memory_is_attended_in_place_through_strided_wraps(DType dtype)
+    {
+        // One [B, T, 3, H, d] projection output (as a fused w_qkv gives it), never split: q, k and v are views with a token
+        // stride of 3·H·d, each starting d·H elements after the last. The same numbers as contiguous copies give the same bits.
+        const int b = 2, t = 6, h = 3, d = 8;
+        var options = new AttentionOptions(1.0 / Math.Sqrt(d), Causal: true);
+        using var fused = Random(11, new Shape(b, t, 3, h, d), dtype);
+        long[] strides = [(long)t * 3 * h * d, 3 * h * d, d, 1];
+        var shape = new Shape(b, t, h, d);
+        fixed (byte* start = ((HostTensor)fused).Bytes)
+        {
+            int part = h * d * dtype.SizeInBytes();
+            using var q = Backend.Cpu.Wrap((nint)start, shape, strides, dtype, owner: fused);
+            using var k = Backend.Cpu.Wrap((nint)(start + part), shape, strides, dtype, owner: fused);
+            using var v = Backend.Cpu.Wrap((nint)(start + (2 * part)), shape, strides, dtype, owner: fused);
+            Assert.That(q.IsContiguous, Is.False);
+            Assert.That(q.Strides, Is.EqualTo(strides));
+            using var qc = Copy(q);
+            using var kc = Copy(k);
+            using var vc = Copy(v);
+            using var o = SoftmaxAttention.Forward(q, k, v, options, null, out var lse);
+            using var oc = SoftmaxAttention.Forward(qc, kc, vc, options, null, out var lsec);
+            using (lse)
+            using (lsec)
+            {
+                Assert.That(o.ToDoubleArray(), Is.EqualTo(oc.ToDoubleArray()), "o from the fused memory");
+                // Gradients written into a fused gradient buffer through the same kind of views; the gaps stay as they were.
+                using var dfused = Backend.Cpu.Zeros(fused.Shape, dtype);
+                using var dO = Random(12, shape, dtype);
+                fixed (byte* dstart = ((HostTensor)dfused).Bytes)
+                {
+                    using var dq = Backend.Cpu.Wrap((nint)dstart, shape, strides, dtype);
+                    using var dv = Backend.Cpu.Wrap((nint)(dstart + (2 * part)), shape, strides, dtype);
+                    SoftmaxAttention.Backward(q, k, v, options, null, o, lse, dO, dq, null, dv);
+                    using var dqc = Backend.Cpu.Zeros(shape, dtype);
+                    using var dvc = Backend.Cpu.Zeros(shape, dtype);
+                    SoftmaxAttention.Backward(qc, kc, vc, options, null, oc, lsec, dO, dqc, null, dvc);
+                    Assert.That(dq.ToDoubleArray(), Is.EqualTo(dqc.ToDoubleArray()), "dq through the view");
+                    Assert.That(dv.ToDoubleArray(), Is.EqualTo(dvc.ToDoubleArray()), "dv through the view");
+                    using var dk = Backend.Cpu.Wrap((nint)(dstart + part), shape, strides, dtype);
+                    Assert.That(dk.ToDoubleArray(), Is.All.EqualTo(0), "the k slots, never passed, are untouched");
+                }
+            }
+        }
+    }
+
+    [Test]
+    public void A_view_with_gaps_copies_in_and_out_without_touching_the_gaps()
+    {
+        var storage = Enumerable.Range(0, 2 * 3 * 4).Select(i => (float)i).ToArray();
+        // Rows of 2 out of every 4 elements: a [2, 3, 2] view with strides [12, 4, 1] over 24 floats (extent 22).
+        var handle = storage.AsMemory().Pin();
+        unsafe
+        {
+            using var gapped = Backend.Cpu.Wrap((nint)handle.Pointer, new Shape(2, 3, 2), [12, 4, 1], DType.F32);
+            Assert.That(gapped.ToArray(), Is.EqualTo(new float[] { 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21 }));
+            gapped.CopyFrom(new float[12]);
+            Assert.That(storage, Is.EqualTo(Enumerable.Range(0, 24).Select(i => i % 4 < 2 ? 0f : i)), "only the view's elements were written");
+            var e = Assert.Throws<ArgumentException>(() => Backend.Cpu.Wrap((nint)handle.Pointer, new Shape(2, 3, 2), [12, 4, 2], DType.F32))!;
+            Assert.That(e.ParamName, Is.EqualTo("strides"));
+            Assert.That(e.Message, Does.Contain("contiguous last axis"));
+            e = Assert.Throws<ArgumentException>(() => Backend.Cpu.Wrap((nint)handle.Pointer, new Shape(2, 3, 2), [12, 4], DType.F32))!;
+            Assert.That(e.Message, Does.Contain("expected 3 strides"));
+        }
+        handle.Dispose();
+    }
+
     private static Tensor Random(int seed, Shape shape, DType dtype) =>
         Backend.Cpu.FromArray(TestData.Representable(TestData.NormalSingle(seed, shape.ElementCount), dtype), shape, dtype);
 

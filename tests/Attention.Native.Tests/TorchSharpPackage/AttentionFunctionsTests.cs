@@ -62,6 +62,16 @@ public class AttentionFunctionsTests : TorchReferenceFixture
         var odd = AttentionFunctions.ScaledDotProductAttention(oddQ, k, v, isCausal: true);
         Near(Values(headMajor), Values(reference), 1e-12, "head-major");
         Near(Values(odd), Values(reference), 1e-12, "odd layout");
+
+        // q, k, v as slices of one fused [B, T, 3, H, d] projection: views with gaps, read in place.
+        var fused = torch.stack([q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)], 2);
+        var (fq, fk, fv) = (fused[.., .., 0].transpose(1, 2), fused[.., .., 1].transpose(1, 2), fused[.., .., 2].transpose(1, 2));
+        using (var view = TorchMemory.TokenMajor(fq, Backend.Cpu, "q", out var copy))
+        {
+            Assert.That(copy, Is.Null, "a slice of the fused projection is not copied");
+            Assert.That(view.Strides, Is.EqualTo(new long[] { t * 3 * h * d, 3 * h * d, d, 1 }));
+        }
+        Near(Values(AttentionFunctions.ScaledDotProductAttention(fq, fk, fv, isCausal: true)), Values(reference), 1e-12, "fused projection slices");
     }
 
     [Test]
