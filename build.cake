@@ -362,6 +362,18 @@ Task("GpuBundle")
     CleanDirectory(bundle);
     DotNetPublish(cli.FullPath, new DotNetPublishSettings { Configuration = configuration, OutputDirectory = bundle.Combine("attn") });
     DotNetPublish(tests.FullPath, new DotNetPublishSettings { Configuration = configuration, OutputDirectory = bundle.Combine("tests") });
+    // The bundle runs on Linux x64: other platforms' native libraries (TorchSharp's managed package brings SkiaSharp's and
+    // its own for Windows and macOS, ~40 MB) stay out of the carried archive.
+    foreach (var app in new[] { "attn", "tests" })
+    {
+        foreach (var platform in GetDirectories(bundle.Combine(app).Combine("runtimes").FullPath + "/*"))
+        {
+            if (!platform.GetDirectoryName().StartsWith("linux"))
+            {
+                DeleteDirectory(platform, new DeleteDirectorySettings { Recursive = true });
+            }
+        }
+    }
 
     // The runtime Cake itself runs on (the SDK's): <root>/shared/Microsoft.NETCore.App/<version>/, hostfxr and the host.
     var frameworkDir = System.Runtime.InteropServices.RuntimeEnvironment.GetRuntimeDirectory().TrimEnd('/', '\\');
