@@ -33,6 +33,11 @@ internal static class TorchRuntime
             // The GPU bundle publishes the tests without TorchSharp (Publish="false" in the project).
             return "TorchSharp is not part of this build (the published test bundle leaves it out)";
         }
+        catch (DllNotFoundException e) when (e.Message.Contains("'torch_cpu'", StringComparison.Ordinal) && !File.Exists(Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native", "libtorch_cpu.so")))
+        {
+            // TorchSharp's managed assembly comes with Attention.Native.TorchSharp; libtorch (TorchSharp-cpu) is left out of the bundle.
+            return "libtorch is not part of this build (the published test bundle leaves TorchSharp-cpu out)";
+        }
         catch (Exception e)
         {
             return $"TorchSharp native library cannot load: {TorchNativeLoader.Brief(e.Message)}; {Hint}";
