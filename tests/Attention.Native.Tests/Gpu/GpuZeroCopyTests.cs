@@ -225,6 +225,47 @@ public class GpuZeroCopyTests
         });
     }
 
+    [TestCaseSource(nameof(Cases))]
+    public void Attention_reads_and_writes_fused_projection_slices_through_strided_device_wraps(DType dtype)
+    {
+        // One device [B, T, 3, H, d] buffer (a fused qkv projection, as a PyTorch CUDA tensor would hold it) and a fused
+        // gradient buffer: q, k, v and dq, dv are wraps with the caller's strides (token stride 3·H·d), the path
+        // Attention.Native.TorchSharp takes for CUDA tensors. Bitwise what contiguous copies give; the gaps stay untouched.
+        var gpu = Requires.CudaDevice();
+        const int b = 2, t = 40, h = 4, d = 64;
+        var shape = new Shape(b, t, h, d);
+        long[] strides = [(long)t * 3 * h * d, 3 * h * d, d, 1];
+        long part = (long)h * d * dtype.SizeInBytes();
+        using var fused = GpuPair.Random(gpu, 31, new Shape(b, t, 3, h, d), dtype);
+        using var dfused = gpu.Zeros(new Shape(b, t, 3, h, d), dtype);
+        var at = ((DeviceTensor)fused.Gpu).Pointer;
+        var dat = ((DeviceTensor)dfused).Pointer;
+        using var q = gpu.Wrap(at, shape, strides, dtype);
+        using var k = gpu.Wrap(at + part, shape, strides, dtype);
+        using var v = gpu.Wrap(at + (2 * part), shape, strides, dtype);
+        using var qc = gpu.FromArray(q.ToDoubleArray(), shape, dtype);
+        using var kc = gpu.FromArray(k.ToDoubleArray(), shape, dtype);
+        using var vc = gpu.FromArray(v.ToDoubleArray(), shape, dtype);
+        using var o = SoftmaxAttention.Forward(q, k, v, Causal, null, out var lse);
+        using var oc = SoftmaxAttention.Forward(qc, kc, vc, Causal, null, out var lsec);
+        using (lse)
+        using (lsec)
+        {
+            Assert.That(o.ToDoubleArray(), Is.EqualTo(oc.ToDoubleArray()), "o from fused device memory");
+            using var dO = GpuPair.Random(gpu, 32, shape, dtype);
+            using var dq = gpu.Wrap(dat, shape, strides, dtype);
+            using var dv = gpu.Wrap(dat + (2 * part), shape, strides, dtype);
+            using var dqc = gpu.Zeros(shape, dtype);
+            using var dvc = gpu.Zeros(shape, dtype);
+            SoftmaxAttention.Backward(q, k, v, Causal, null, o, lse, dO.Gpu, dq, null, dv);
+            SoftmaxAttention.Backward(qc, kc, vc, Causal, null, oc, lsec, dO.Gpu, dqc, null, dvc);
+            Assert.That(dq.ToDoubleArray(), Is.EqualTo(dqc.ToDoubleArray()), "dq into the fused gradient");
+            Assert.That(dv.ToDoubleArray(), Is.EqualTo(dvc.ToDoubleArray()), "dv into the fused gradient");
+            using var dk = gpu.Wrap(dat + part, shape, strides, dtype);
+            Assert.That(dk.ToDoubleArray(), Is.All.EqualTo(0), "the k slots were not written");
+        }
+    }
+
     [Test]
     public void Wrapping_bad_device_memory_is_refused()
     {
