@@ -46,6 +46,30 @@ public class AttentionFunctionsTests : TorchReferenceFixture
         Near(Values(v1.grad!), Values(v2.grad!), tolerance, "dv");
     }
 
+    [TestCase(ScalarType.BFloat16)]
+    [TestCase(ScalarType.Float16)]
+    public void Sixteen_bit_tensors_match_torch_computed_in_float64(ScalarType dtype)
+    {
+        using var scope = torch.NewDisposeScope();
+        const int b = 2, h = 4, g = 2, t = 12, d = 16;
+        // The same 16-bit values on both sides; torch's reference in float64, ours in 16 bits with fp32 accumulation.
+        var (q, k, v) = (Leaf(50, [b, h, t, d], dtype), Leaf(51, [b, g, t, d], dtype), Leaf(52, [b, g, t, d], dtype));
+        var (q64, k64, v64) = (Wide(q), Wide(k), Wide(v));
+        var dO = Normal(53, [b, h, t, d], dtype);
+        var ours = AttentionFunctions.ScaledDotProductAttention(q, k, v, isCausal: true);
+        (ours.to_type(ScalarType.Float64) * dO.to_type(ScalarType.Float64)).sum().backward();
+        var reference = F.scaled_dot_product_attention(q64, k64.repeat_interleave(h / g, 1), v64.repeat_interleave(h / g, 1), is_casual: true);
+        (reference * dO.to_type(ScalarType.Float64)).sum().backward();
+        Assert.That(ours.dtype, Is.EqualTo(dtype));
+        // design.md's 16-bit tolerance (2e-2 of 1 + max): the output and each gradient are rounded to 16 bits once.
+        Near(Values(ours), Values(reference), 2e-2, "o");
+        Near(Values(q.grad!), Values(q64.grad!), 2e-2, "dq");
+        Near(Values(k.grad!), Values(k64.grad!), 2e-2, "dk");
+        Near(Values(v.grad!), Values(v64.grad!), 2e-2, "dv");
+    }
+
+    private static TorchTensor Wide(TorchTensor t) => t.detach().to_type(ScalarType.Float64).requires_grad_(true);
+
     [Test]
     public void Head_major_and_odd_layouts_give_the_same_result()
     {
