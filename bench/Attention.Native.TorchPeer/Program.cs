@@ -376,7 +376,7 @@ static string Markdown(Report r)
 {
     var inv = CultureInfo.InvariantCulture;
     var s = new StringBuilder();
-    s.AppendLine(inv, $"Measured {r.Date} by `./build.sh --target=BenchTorch`: {r.Cpu}, {r.Threads} threads on both sides, F32, libtorch {r.Libtorch} (TorchSharp-cpu) with OMP_WAIT_POLICY={r.WaitPolicy}; each shape interleaved (medians of n alternating runs after warm-up). Ratio = libtorch ms / ours ms (> 1: ours faster). GFLOP/s as FlashAttention counts (forward 4·T²·d·H, halved when causal; backward 2.5× forward); % of peak against the measured FMA peak, {r.PeakAll:F0} GFLOP/s on {r.Threads} threads ({r.Ghz:F2} GHz × {FmaFlopsPerCycle()} FLOP/cycle × {r.Threads} cores). Backward timed alone: ours from a saved o and lse, libtorch's `autograd.grad` on a retained SDPA graph.");
+    s.AppendLine(inv, $"Measured {r.Date} by `./build.sh --target=BenchTorch`: {r.Cpu}, {r.Threads} threads on both sides, F32, libtorch {r.Libtorch} (TorchSharp-cpu) with OMP_WAIT_POLICY={r.WaitPolicy}; each shape interleaved (medians of n alternating runs after warm-up). Ratio = libtorch ms / ours ms (> 1: ours faster). GFLOP/s as FlashAttention counts (forward 4·T²·d·H, halved when causal; backward 2.5× forward); % of peak against the FMA peak measured in the same run, {r.PeakAll:F0} GFLOP/s on {r.Threads} threads (independent vector FMA chains, whatever the core's vector width and clock give). Backward timed alone: ours from a saved o and lse, libtorch's `autograd.grad` on a retained SDPA graph.");
     s.AppendLine();
     s.AppendLine("| op | shape | ours ms | libtorch ms | ratio | ours GFLOP/s | libtorch GFLOP/s | ours % of peak | target |");
     s.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---|");

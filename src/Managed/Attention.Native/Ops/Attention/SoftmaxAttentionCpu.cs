@@ -21,7 +21,7 @@ namespace Attention.Native.Ops;
 /// buffers, so q, k, v and the gradients may be strided views. Every result is summed in an order fixed by the
 /// shapes (not by the scheduling), so runs are deterministic.
 /// </summary>
-internal static unsafe class SoftmaxAttentionCpu
+internal static unsafe partial class SoftmaxAttentionCpu
 {
 
     /// <summary>Query rows per forward task (a multiple of <see cref="TileRows"/>).</summary>
@@ -55,6 +55,11 @@ internal static unsafe class SoftmaxAttentionCpu
         SoftmaxAttention.Layouts s, AttentionOptions options)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        if ((long)d.Tq * (d.H / d.G) < InPlaceQueryRows)
+        {
+            ForwardInPlace(q, k, v, bias, o, lse, d, s, options);
+            return;
+        }
         // The vector-width checks are JIT-time constants: only one instantiation is ever compiled.
         if (Vector512.IsHardwareAccelerated)
         {
