@@ -45,6 +45,12 @@ public class GpuVariantTests
             yield return new($"agent T{t}", new AgentConfig { DModel = 128, Heads = 4, Agents = 16, SeqLen = t }, 2, [t]);
             yield return new($"flatten T{t}", new FlattenConfig { DModel = 128, Heads = 4, SeqLen = t, FocusingFactor = 3 }, 2, [t]);
         }
+        // The 2-D (PVT) forms on their built grids: a reduced key grid (sr 2: patch gather, LayerNorm, v resized back) and a
+        // 14×14 grid of 49 agents (the bias maps resized from 7×7, stage-1 widths).
+        yield return new("agent-pvt 8x8 sr2", new AgentVisionConfig { DModel = 128, Heads = 4, Agents = 16, GridHeight = 8, GridWidth = 8, SrRatio = 2, QkvBias = true }, 2, [64]);
+        yield return new("agent-pvt 14x14", new AgentVisionConfig { DModel = 64, Heads = 1, Agents = 49, GridHeight = 14, GridWidth = 14, QkvBias = true }, 2, [196]);
+        yield return new("flatten-pvt 8x8 sr2", new FlattenVisionConfig { DModel = 128, Heads = 4, GridHeight = 8, GridWidth = 8, SrRatio = 2, QkvBias = true, DwcKernel = 3 }, 2, [64]);
+        yield return new("flatten-pvt 14x14", new FlattenVisionConfig { DModel = 64, Heads = 2, GridHeight = 14, GridWidth = 14, QkvBias = true }, 2, [196]);
         // Head width 128 (256 for SAS's expanded heads) and one KV head, at T = 1000.
         yield return new("gqa d128", new GqaConfig { Kind = "gqa", DModel = 1024, Heads = 8, KvHeads = 2, HeadDim = 128 }, 1, [1000]);
         yield return new("mqa d256", new GqaConfig { Kind = "mqa", DModel = 512, Heads = 2, KvHeads = 1, HeadDim = 256 }, 1, [129, 1000]);
@@ -68,7 +74,7 @@ public class GpuVariantTests
 
     private static IEnumerable<TestCaseData> DecodeCases() =>
         from dtype in GpuPair.StorageTypes
-        from setup in Setups().Where(s => s.Config is not (AgentConfig or FlattenConfig))
+        from setup in Setups().Where(s => s.Config is not (AgentConfig or FlattenConfig or AgentVisionConfig or FlattenVisionConfig))
         from growth in new[] { true, false }
         select new TestCaseData(dtype, setup, growth).SetName($"{setup.Config.Variant} {setup.Label} {dtype} decode {(growth ? "growing cache" : "preallocated cache")}");
 

@@ -16,7 +16,7 @@ public class GpuVariantSetupTests
         {
             using var layer = AttentionLayer.Create(setup.Config, Backend.Cpu, DType.F32);
             layer.InitializeParameters(1);
-            int t = setup.Lengths.Min() <= 7 ? setup.Lengths.Min() : setup.Config is AgentConfig or FlattenConfig ? setup.Lengths.Min() : 1;
+            int t = setup.Lengths.Min() <= 7 ? setup.Lengths.Min() : setup.Config is AgentConfig or FlattenConfig or AgentVisionConfig or FlattenVisionConfig ? setup.Lengths.Min() : 1;
             using var x = Backend.Cpu.Zeros(new Shape(1, t, setup.Config.DModel));
             using var y = layer.Forward(x);
             Assert.That(y.Shape, Is.EqualTo(x.Shape), setup.Label);

@@ -97,6 +97,8 @@ public abstract class AttentionLayer : IDisposable
             SasConfig c => new SasLayer(c, backend, dtype),
             AgentConfig c => new AgentLayer(c, backend, dtype),
             FlattenConfig c => new FlattenLayer(c, backend, dtype),
+            AgentVisionConfig c => new AgentVisionLayer(c, backend, dtype),
+            FlattenVisionConfig c => new FlattenVisionLayer(c, backend, dtype),
             TransNormerConfig c => new TransNormerLayer(c, backend, dtype),
             MfaConfig c => new MfaLayer(c, backend, dtype),
             _ => throw new ArgumentException($"config: expected a config of a supported variant, actual {config.Variant}", nameof(config)),

@@ -40,10 +40,16 @@ public abstract class CheckpointLayout
     /// <summary>StepFun Step-3's attention (mfa): <c>q_proj, inter_norm, wq, k_proj, v_proj, o_proj</c>.</summary>
     public static CheckpointLayout Step3 { get; } = new Step3Layout();
 
-    /// <summary>Every layout, <see cref="Spec"/> first.</summary>
-    public static IReadOnlyList<CheckpointLayout> All { get; } = [Spec, Llama, DeepSeek, T6, Sas, TransNormer, Step3];
+    /// <summary>Agent Attention's PVT module (agent, 2-D form): <c>q, kv, proj, an_bias … wa_bias, dwc</c> (and <c>sr, norm</c>) as they are.</summary>
+    public static CheckpointLayout AgentPvt { get; } = new AgentPvtLayout();
 
-    /// <summary>The layout's name (<c>spec</c>, <c>llama</c>, <c>deepseek</c>, <c>t6</c>, <c>sas</c>, <c>transnormer</c>, <c>step3</c>).</summary>
+    /// <summary>FLatten's PVT module (flatten, 2-D form): <c>q, kv, proj, scale, positional_encoding, dwc</c> (and <c>sr, norm</c>) as they are.</summary>
+    public static CheckpointLayout FlattenPvt { get; } = new FlattenPvtLayout();
+
+    /// <summary>Every layout, <see cref="Spec"/> first.</summary>
+    public static IReadOnlyList<CheckpointLayout> All { get; } = [Spec, Llama, DeepSeek, T6, Sas, TransNormer, Step3, AgentPvt, FlattenPvt];
+
+    /// <summary>The layout's name (<c>spec</c>, <c>llama</c>, <c>deepseek</c>, <c>t6</c>, <c>sas</c>, <c>transnormer</c>, <c>step3</c>, <c>agent-pvt</c>, <c>flatten-pvt</c>).</summary>
     public abstract string Name { get; }
 
     /// <summary>The variants whose weights the layout describes (every variant for <see cref="Spec"/>).</summary>

@@ -116,6 +116,12 @@ internal static class WorkingMemory
             case FlattenConfig c:
                 // q, k (and + pos_enc), v, two focused maps, o, dwc, sum, y; the k·v state per sequence.
                 return (10 * dm, h * c.HeadDim * (double)c.HeadDim, 0);
+            case AgentVisionConfig c:
+                // As the 1-D form, plus kv and its two slices, the pooled columns, and the resized v (reduced grids only).
+                return ((10 * dm) + h, (2.0 * c.Agents * dm) + (2.0 * h * c.Agents), 2 * dm);
+            case FlattenVisionConfig c:
+                // As the 1-D form, plus kv and its two slices and the resized v.
+                return (13 * dm, h * c.HeadDim * (double)c.HeadDim, 0);
             case MfaConfig c:
             {
                 double hd = h * c.HeadDim, d = c.HeadDim;
@@ -135,7 +141,7 @@ internal static class WorkingMemory
 
     // Each CPU worker holds one score block (and the backward a second); the GPU kernels keep theirs on chip.
     private static double ScoreBlocks(LayerConfig config, double tokens, double work, bool cpu) =>
-        cpu && config is GqaConfig or MlaConfig or TpaConfig or SasConfig or AgentConfig or MfaConfig
+        cpu && config is GqaConfig or MlaConfig or TpaConfig or SasConfig or AgentConfig or AgentVisionConfig or MfaConfig
             ? Environment.ProcessorCount * ScoreRows * tokens * Math.Max(work, 4)
             : 0;
 }
