@@ -29,6 +29,8 @@ internal static class BenchCommand
         var lengths = new Option<int[]>("--lengths") { Description = "sweep: the sequence lengths T", DefaultValueFactory = _ => [512, 1024, 2048, 4096, 8192, 16384], AllowMultipleArgumentsPerToken = true };
         var variants = new Option<string[]>("--variant") { Description = "sweep, serving: only these variants' layers (default: all; serving: the causal ones)", AllowMultipleArgumentsPerToken = true };
         var peers = new Option<FileInfo?>("--peers") { Description = "sweep: JSON of bench/peers/torch_peers.py from the same run, joined row by row" };
+        var vision = new Option<bool>("--vision") { Description = "the 2-D (vision) forms of agent and flatten at their papers' stage-1 shapes beside the 1-D forms and softmax attention; writes <device>-<yyyymmdd>-vision.json/.md" };
+        var visionBatch = new Option<int?>("--vision-batch") { Description = "vision: the batch (default 8 on CUDA, 1 on the CPU)" };
         var results = new Option<DirectoryInfo?>("--results") { Description = "sweep, serving: folder for <device>-<yyyymmdd>.json/.md/.svg (serving: <device>-<yyyymmdd>-serving.json/.md; default: bench/results below the current folder, else the current folder)" };
         var serving = new Option<bool>("--serving")
         {
@@ -60,6 +62,8 @@ internal static class BenchCommand
         command.Options.Add(variants);
         command.Options.Add(peers);
         command.Options.Add(results);
+        command.Options.Add(vision);
+        command.Options.Add(visionBatch);
         foreach (var option in new Option[] { serving, sequences, promptMin, promptMax, generate, pageSize, tokenBudget, maxBatch, prefillChunk, seed, dtypeOption })
         {
             command.Options.Add(option);
@@ -92,6 +96,26 @@ internal static class BenchCommand
                     result.GetValue(generate) ?? preset.Generate, result.GetValue(pageSize) ?? preset.PageSize, result.GetValue(tokenBudget) ?? preset.TokenBudget,
                     result.GetValue(maxBatch) ?? preset.MaxBatch, result.GetValue(prefillChunk) ?? preset.PrefillChunk, result.GetValue(seed) ?? preset.Seed);
                 return Serving(result, backend, trace, result.GetValue(dtypeOption));
+            }
+            if (result.GetValue(vision))
+            {
+                if (result.GetValue(sweep) || result.GetValue(serving))
+                {
+                    throw new ArgumentException("--vision: expected --vision alone, actual with --sweep or --serving");
+                }
+                int batch = result.GetValue(visionBatch) ?? (backend.Kind == BackendKind.Cuda ? 8 : 1);
+                if (batch < 1)
+                {
+                    error.WriteLine($"--vision-batch: expected ≥ 1, actual {batch}");
+                    return 2;
+                }
+                var console = AttnCli.Console(result.InvocationConfiguration.Output);
+                var visionRows = BenchVision.Run(console, backend, n, batch);
+                string device = DevicePeaks.Name(backend);
+                console.Write(new Text(BenchVision.Markdown(visionRows, device)));
+                string path = BenchVision.Write(ResultsFolder(result), device, DateTime.UtcNow, visionRows);
+                console.MarkupLine(Markup.Escape($"wrote {path} (and .md): {visionRows.Count} rows"));
+                return 0;
             }
             if (result.GetValue(sweep))
             {

@@ -124,7 +124,7 @@ internal static class BenchSweep
         _ => throw new ArgumentException($"config: expected agent or flatten, actual {config.Variant}", nameof(config)),
     };
 
-    private static Tensor Random(Backend backend, Shape shape, DType dtype, int seed, double scale = 1.0)
+    internal static Tensor Random(Backend backend, Shape shape, DType dtype, int seed, double scale = 1.0)
     {
         var random = new Random(seed);
         var values = new float[shape.ElementCount];
@@ -199,7 +199,7 @@ internal static class BenchSweep
         return (ms, 2.0 * size);
     }
 
-    private static (double Forward, double Backward) Layer(Backend backend, BenchTimer timer, LayerConfig config, DType dtype, int b, int t)
+    internal static (double Forward, double Backward) Layer(Backend backend, BenchTimer timer, LayerConfig config, DType dtype, int b, int t)
     {
         using var layer = AttentionLayer.Create(config, backend, dtype);
         layer.InitializeParameters(1);

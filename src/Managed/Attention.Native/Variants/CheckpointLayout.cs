@@ -46,10 +46,19 @@ public abstract class CheckpointLayout
     /// <summary>FLatten's PVT module (flatten, 2-D form): <c>q, kv, proj, scale, positional_encoding, dwc</c> (and <c>sr, norm</c>) as they are.</summary>
     public static CheckpointLayout FlattenPvt { get; } = new FlattenPvtLayout();
 
-    /// <summary>Every layout, <see cref="Spec"/> first.</summary>
-    public static IReadOnlyList<CheckpointLayout> All { get; } = [Spec, Llama, DeepSeek, T6, Sas, TransNormer, Step3, AgentPvt, FlattenPvt];
+    /// <summary>Agent Attention's Swin module (agent, 2-D form <c>swin</c>): <c>qkv, proj, an_bias … wa_bias, dwc</c> as they are, one window per batch entry.</summary>
+    public static CheckpointLayout AgentSwin { get; } = new AgentSwinLayout();
 
-    /// <summary>The layout's name (<c>spec</c>, <c>llama</c>, <c>deepseek</c>, <c>t6</c>, <c>sas</c>, <c>transnormer</c>, <c>step3</c>, <c>agent-pvt</c>, <c>flatten-pvt</c>).</summary>
+    /// <summary>Agent Attention's DeiT module (agent, 2-D form <c>deit</c>): <c>qkv, proj, an_bias … wa_bias, ac_bias, ca_bias, dwc</c> as they are.</summary>
+    public static CheckpointLayout AgentDeit { get; } = new AgentDeitLayout();
+
+    /// <summary>FLatten's Swin module (flatten, 2-D form <c>swin</c>): <c>qkv, proj, scale, positional_encoding, dwc</c> as they are.</summary>
+    public static CheckpointLayout FlattenSwin { get; } = new FlattenSwinLayout();
+
+    /// <summary>Every layout, <see cref="Spec"/> first.</summary>
+    public static IReadOnlyList<CheckpointLayout> All { get; } = [Spec, Llama, DeepSeek, T6, Sas, TransNormer, Step3, AgentPvt, AgentSwin, AgentDeit, FlattenPvt, FlattenSwin];
+
+    /// <summary>The layout's name (<c>spec</c>, <c>llama</c>, <c>deepseek</c>, <c>t6</c>, <c>sas</c>, <c>transnormer</c>, <c>step3</c>, <c>agent-pvt</c>, <c>agent-swin</c>, <c>agent-deit</c>, <c>flatten-pvt</c>, <c>flatten-swin</c>).</summary>
     public abstract string Name { get; }
 
     /// <summary>The variants whose weights the layout describes (every variant for <see cref="Spec"/>).</summary>
@@ -361,6 +370,13 @@ internal sealed class OfficialConfig
         v.ValueKind == JsonValueKind.Array && v.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out _))
             ? v.EnumerateArray().Select(e => e.GetInt32()).ToList()
             : (IReadOnlyList<int>?)null);
+
+    /// <summary>A window size given as an integer (square) or as a pair <c>[height, width]</c>, as Swin's modules take it.</summary>
+    public (int Height, int Width)? IntOrPair(string key) => Read<(int, int)?>(key, "an integer or a pair of integers", v =>
+        v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int side) ? (side, side)
+        : v.ValueKind == JsonValueKind.Array && v.GetArrayLength() == 2 && v.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out _))
+            ? (v[0].GetInt32(), v[1].GetInt32())
+            : null);
 
     public JsonElement? Object(string key) => Read<JsonElement?>(key, "an object", v => v.ValueKind == JsonValueKind.Object ? v : (JsonElement?)null);
 

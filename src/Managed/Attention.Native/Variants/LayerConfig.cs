@@ -308,7 +308,7 @@ internal sealed class ConfigReader
     }
 
     // A string value, or null when absent (a non-string is reported).
-    private string? Text(string key)
+    public string? Text(string key)
     {
         if (!Take(key, out var value))
         {

@@ -35,6 +35,13 @@ public sealed record AgentVisionConfig : LayerConfig
     /// <summary><c>dwc_kernel</c> (k, odd, default 3): the depthwise convolution is k×k.</summary>
     public int DwcKernel { get; init; } = 3;
 
+    /// <summary>
+    /// <c>form</c>: which official module (default <c>pvt</c>): <c>pvt</c> (agent_pvt.py: <c>q</c>, <c>kv</c>, <c>sr_ratio</c>),
+    /// <c>swin</c> (agent_swin.py: one <c>qkv</c>, the grid is a window and <c>[B, H, W, C]</c> inputs are cut into windows) or
+    /// <c>deit</c> (agent_deit.py: one <c>qkv</c>, a class token before the grid, <c>ac_bias</c>/<c>ca_bias</c>).
+    /// </summary>
+    public string Form { get; init; } = VisionForms.Pvt;
+
     /// <summary>The head width d = d_model / n_heads.</summary>
     public int HeadDim => DModel / Heads;
 
@@ -57,6 +64,7 @@ public sealed record AgentVisionConfig : LayerConfig
             SrRatio = r.Int("sr_ratio", 1),
             QkvBias = r.Bool("qkv_bias", false),
             DwcKernel = r.Int("dwc_kernel", 3),
+            Form = VisionForms.Read(r),
         };
         Require(!r.Bool("causal", false), "causal", "false (agent attention is non-causal)", true);
         return config;
@@ -75,14 +83,36 @@ public sealed record AgentVisionConfig : LayerConfig
         Require(AgentSide * AgentSide == Agents, "n_agents", "a perfect square (the agents are pooled to a √n×√n grid)", Agents);
         VisionGridKeys.Validate(GridHeight, GridWidth, SrRatio);
         Require(DwcKernel > 0 && DwcKernel % 2 == 1, "dwc_kernel", "an odd positive integer", DwcKernel);
+        VisionForms.Validate(Form, [VisionForms.Pvt, VisionForms.Swin, VisionForms.Deit], SrRatio);
+        Require(Form != VisionForms.Deit || GridHeight == GridWidth, "grid_w", $"grid_h {GridHeight} (the deit form's grid is square)", GridWidth);
     }
 
     /// <inheritdoc/>
     public override IEnumerable<KeyValuePair<string, object>> Keys() =>
     [
         new("d_model", DModel), new("n_heads", Heads), new("n_agents", Agents), new("grid_h", GridHeight), new("grid_w", GridWidth),
-        new("sr_ratio", SrRatio), new("qkv_bias", QkvBias), new("dwc_kernel", DwcKernel),
+        new("sr_ratio", SrRatio), new("qkv_bias", QkvBias), new("dwc_kernel", DwcKernel), new("form", Form),
     ];
+}
+
+/// <summary>The <c>form</c> key of the 2-D configs: which official module's parameters and token layout.</summary>
+internal static class VisionForms
+{
+    public const string Pvt = "pvt", Swin = "swin", Deit = "deit";
+
+    public static string Read(ConfigReader r) => r.Has("form") ? r.Text("form") ?? Pvt : Pvt;
+
+    public static void Validate(string form, string[] allowed, int srRatio)
+    {
+        if (!allowed.Contains(form))
+        {
+            throw VisionGridKeys.KeyError("form", $"one of {string.Join(", ", allowed)}", $"'{form}'");
+        }
+        if (form != Pvt && srRatio != 1)
+        {
+            throw VisionGridKeys.KeyError("sr_ratio", $"1 for the {form} form (only PVT reduces keys and values)", srRatio.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+    }
 }
 
 /// <summary>The grid keys the 2-D forms share: <c>grid_size</c> S (an S×S grid) or <c>grid_h</c> and <c>grid_w</c>, and an optional <c>seq_len</c> that must equal their product.</summary>
@@ -136,5 +166,5 @@ internal static class VisionGridKeys
         }
     }
 
-    private static ArgumentException KeyError(string key, string expected, string actual) => new($"{key}: expected {expected}, actual {actual}", key);
+    internal static ArgumentException KeyError(string key, string expected, string actual) => new($"{key}: expected {expected}, actual {actual}", key);
 }

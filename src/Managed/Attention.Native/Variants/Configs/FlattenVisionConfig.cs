@@ -32,6 +32,12 @@ public sealed record FlattenVisionConfig : LayerConfig
     /// <summary><c>dwc_kernel</c> (k, odd, default 5): the depthwise convolution is k×k.</summary>
     public int DwcKernel { get; init; } = 5;
 
+    /// <summary>
+    /// <c>form</c>: which official module (default <c>pvt</c>): <c>pvt</c> (flatten_pvt.py: <c>q</c>, <c>kv</c>, <c>sr_ratio</c>) or
+    /// <c>swin</c> (flatten_swin.py: one <c>qkv</c>, the grid is a window and <c>[B, H, W, C]</c> inputs are cut into windows).
+    /// </summary>
+    public string Form { get; init; } = VisionForms.Pvt;
+
     /// <summary>The head width d = d_model / n_heads.</summary>
     public int HeadDim => DModel / Heads;
 
@@ -51,6 +57,7 @@ public sealed record FlattenVisionConfig : LayerConfig
             QkvBias = r.Bool("qkv_bias", false),
             FocusingFactor = r.Double("focusing_factor", 3),
             DwcKernel = r.Int("dwc_kernel", 5),
+            Form = VisionForms.Read(r),
         };
         Require(!r.Bool("causal", false), "causal", "false (focused linear attention is non-causal)", true);
         return config;
@@ -68,12 +75,13 @@ public sealed record FlattenVisionConfig : LayerConfig
         VisionGridKeys.Validate(GridHeight, GridWidth, SrRatio);
         Require(FocusingFactor > 0 && double.IsFinite(FocusingFactor), "focusing_factor", "a finite positive number", FocusingFactor);
         Require(DwcKernel > 0 && DwcKernel % 2 == 1, "dwc_kernel", "an odd positive integer", DwcKernel);
+        VisionForms.Validate(Form, [VisionForms.Pvt, VisionForms.Swin], SrRatio);
     }
 
     /// <inheritdoc/>
     public override IEnumerable<KeyValuePair<string, object>> Keys() =>
     [
         new("d_model", DModel), new("n_heads", Heads), new("grid_h", GridHeight), new("grid_w", GridWidth), new("sr_ratio", SrRatio),
-        new("qkv_bias", QkvBias), new("focusing_factor", FocusingFactor), new("dwc_kernel", DwcKernel),
+        new("qkv_bias", QkvBias), new("focusing_factor", FocusingFactor), new("dwc_kernel", DwcKernel), new("form", Form),
     ];
 }
