@@ -91,20 +91,32 @@ public class GpuGradientSensitivityTests
         select new TestCaseData(dtype, s).SetName($"FLatten gradients can tell a wrong backward {dtype} {s}");
 
     [TestCaseSource(nameof(FlattenCases))]
-    public void Focused_linear_attention_cases(DType dtype, GpuLinearAttentionTests.Dims s)
+    public void Focused_linear_attention_cases(DType dtype, GpuLinearAttentionTests.Dims s) =>
+        FocusedLinearAttentionCase(dtype, s.Keys, s.Keys, s.Values, s.Values);
+
+    private static IEnumerable<TestCaseData> FlattenKeyCases() =>
+        from dtype in SixteenBit
+        from s in GpuLinearAttentionTests.FlattenKeyShapes
+        select new TestCaseData(dtype, s).SetName($"FLatten gradients can tell a wrong backward, other key count {dtype} {s}");
+
+    [TestCaseSource(nameof(FlattenKeyCases))]
+    public void Focused_linear_attention_cases_with_another_key_count(DType dtype, GpuLinearAttentionTests.FlattenDims s) =>
+        FocusedLinearAttentionCase(dtype, s.Queries, s.Keys, s.Values, s.Outputs);
+
+    private static void FocusedLinearAttentionCase(DType dtype, Shape queries, Shape keys, Shape values, Shape outputs)
     {
         float[] Uniform(int seed, long n)
         {
             var r = new Random(seed);
             return [.. Enumerable.Range(0, (int)n).Select(_ => (float)(0.05 + ((1.0 - 0.05) * r.NextDouble())))]; // as GpuPair.Uniform
         }
-        using var q = Cpu(Uniform(71, s.Keys.ElementCount), s.Keys, dtype);
-        using var k = Cpu(Uniform(72, s.Keys.ElementCount), s.Keys, dtype);
-        using var v = Cpu(TestData.NormalSingle(73, s.Values.ElementCount), s.Values, dtype);
-        using var dO = Cpu(TestData.NormalSingle(75, s.Values.ElementCount), s.Values, dtype);
-        using var dq = Backend.Cpu.Zeros(s.Keys);
-        using var dk = Backend.Cpu.Zeros(s.Keys);
-        using var dv = Backend.Cpu.Zeros(s.Values);
+        using var q = Cpu(Uniform(71, queries.ElementCount), queries, dtype);
+        using var k = Cpu(Uniform(72, keys.ElementCount), keys, dtype);
+        using var v = Cpu(TestData.NormalSingle(73, values.ElementCount), values, dtype);
+        using var dO = Cpu(TestData.NormalSingle(75, outputs.ElementCount), outputs, dtype);
+        using var dq = Backend.Cpu.Zeros(queries);
+        using var dk = Backend.Cpu.Zeros(keys);
+        using var dv = Backend.Cpu.Zeros(values);
         FocusedLinearAttention.Backward(q, k, v, dO, dq, dk, dv);
         Assert.Multiple(() =>
         {

@@ -7,7 +7,8 @@ namespace Attention.Native.Tests.Gpu;
 /// The linear attentions on the CUDA backend against the CPU reference, every storage type: Lightning Attention-2
 /// (forward with every combination of initial and final state, the state updated in place, backward into gradients that
 /// already hold values, the single-token decode-step kernel alone and after a chunked prefill, more than 64 heads) and
-/// FLatten's focused linear attention (forward, backward, a null gradient, more than 64 token chunks).
+/// FLatten's focused linear attention (forward, backward, a null gradient, more than 64 token chunks; keys and values on
+/// fewer or more tokens than the queries).
 /// </summary>
 [Category("Gpu")]
 public class GpuLinearAttentionTests
@@ -311,15 +312,52 @@ public class GpuLinearAttentionTests
         select new TestCaseData(dtype, s).SetName($"FocusedLinearAttention {dtype} {s}");
 
     [TestCaseSource(nameof(FlattenCases))]
-    public void FocusedLinearAttention_forward_and_backward(DType dtype, Dims s)
+    public void FocusedLinearAttention_forward_and_backward(DType dtype, Dims s) =>
+        FocusedLinearAttentionCase(dtype, s.ToString(), s.Keys, s.Keys, s.Values, s.Values);
+
+    /// <summary>FLatten's sizes with keys and values on <paramref name="Tk"/> tokens, queries on <paramref name="Tq"/>.</summary>
+    public sealed record FlattenDims(int B, int Tq, int Tk, int H, int Dk, int Dv)
+    {
+        public Shape Queries => new(B, Tq, H, Dk);
+
+        public Shape Keys => new(B, Tk, H, Dk);
+
+        public Shape Values => new(B, Tk, H, Dv);
+
+        public Shape Outputs => new(B, Tq, H, Dv);
+
+        public override string ToString() => $"B{B} Tq{Tq} Tk{Tk} H{H} dk{Dk} dv{Dv}";
+    }
+
+    // flatten-pvt's spatial reduction (3136 queries on a 56×56 grid, 49 keys on 7×7; 1000 and 10) and the reverse; 4100 keys
+    // take more than 64 chunks of the key sums while the query sums have one, and 4100 queries the other way round.
+    internal static readonly FlattenDims[] FlattenKeyShapes =
+    [
+        new(2, 3136, 49, 2, 64, 64),
+        new(1, 1000, 10, 4, 8, 128),
+        new(1, 7, 129, 4, 128, 8),
+        new(1, 65, 4100, 1, 8, 8),
+        new(1, 4100, 65, 1, 8, 8),
+    ];
+
+    private static IEnumerable<TestCaseData> FlattenKeyCases() =>
+        from dtype in GpuPair.StorageTypes
+        from s in FlattenKeyShapes
+        select new TestCaseData(dtype, s).SetName($"FocusedLinearAttention other key count {dtype} {s}");
+
+    [TestCaseSource(nameof(FlattenKeyCases))]
+    public void FocusedLinearAttention_with_another_key_count_forward_and_backward(DType dtype, FlattenDims s) =>
+        FocusedLinearAttentionCase(dtype, s.ToString(), s.Queries, s.Keys, s.Values, s.Outputs);
+
+    private static void FocusedLinearAttentionCase(DType dtype, string s, Shape queries, Shape keys, Shape values, Shape outputs)
     {
         var gpu = Requires.CudaDevice();
         // Positive inputs, as the focusing map produces them (the normaliser is ill-conditioned near q·mean(k) = 0).
-        using var q = GpuPair.Uniform(gpu, 71, s.Keys, dtype, 0.05, 1.0);
-        using var k = GpuPair.Uniform(gpu, 72, s.Keys, dtype, 0.05, 1.0);
-        using var v = GpuPair.Random(gpu, 73, s.Values, dtype);
+        using var q = GpuPair.Uniform(gpu, 71, queries, dtype, 0.05, 1.0);
+        using var k = GpuPair.Uniform(gpu, 72, keys, dtype, 0.05, 1.0);
+        using var v = GpuPair.Random(gpu, 73, values, dtype);
 
-        using (var o = GpuPair.Random(gpu, 74, s.Values, dtype, 100))
+        using (var o = GpuPair.Random(gpu, 74, outputs, dtype, 100))
         {
             FocusedLinearAttention.Forward(q.Cpu, k.Cpu, v.Cpu, o.Cpu);
             FocusedLinearAttention.Forward(q.Gpu, k.Gpu, v.Gpu, o.Gpu);
@@ -330,10 +368,10 @@ public class GpuLinearAttentionTests
             o.Compare($"focused linear attention {s} o (returned)", dtype);
         }
 
-        using var dO = GpuPair.Random(gpu, 75, s.Values, dtype);
-        using (var dq = GradientPair.Zeros(gpu, 76, s.Keys, dtype))
-        using (var dk = GradientPair.Zeros(gpu, 77, s.Keys, dtype))
-        using (var dv = GradientPair.Zeros(gpu, 78, s.Values, dtype))
+        using var dO = GpuPair.Random(gpu, 75, outputs, dtype);
+        using (var dq = GradientPair.Zeros(gpu, 76, queries, dtype))
+        using (var dk = GradientPair.Zeros(gpu, 77, keys, dtype))
+        using (var dv = GradientPair.Zeros(gpu, 78, values, dtype))
         {
             FocusedLinearAttention.Backward(q.Cpu, k.Cpu, v.Cpu, dO.Cpu, dq.Cpu, dk.Cpu, dv.Cpu);
             GradientPair.Start(true, dq, dk, dv);
@@ -342,14 +380,14 @@ public class GpuLinearAttentionTests
             dk.Compare($"focused linear attention {s} dk", dtype);
             dv.Compare($"focused linear attention {s} dv", dtype);
         }
-        using (var dk = GradientPair.Zeros(gpu, 79, s.Keys, dtype))
+        using (var dk = GradientPair.Zeros(gpu, 79, keys, dtype))
         {
             FocusedLinearAttention.Backward(q.Cpu, k.Cpu, v.Cpu, dO.Cpu, null, dk.Cpu, null);
             GradientPair.Start(true, dk);
             FocusedLinearAttention.Backward(q.Gpu, k.Gpu, v.Gpu, dO.Gpu, null, dk.Gpu, null);
             dk.Compare($"focused linear attention {s} dk alone", dtype);
         }
-        using (var dq = GradientPair.Zeros(gpu, 80, s.Keys, dtype))
+        using (var dq = GradientPair.Zeros(gpu, 80, queries, dtype))
         {
             FocusedLinearAttention.Backward(q.Cpu, k.Cpu, v.Cpu, dO.Cpu, dq.Cpu, null, null);
             GradientPair.Start(true, dq);

@@ -23,7 +23,64 @@ public class FocusedLinearAttentionTests
         using var tv = Cpu.FromArray(v, vShape, DType.F64);
         using var o = FocusedLinearAttention.Forward(tq, tk, tv);
         Assert.That(o.Shape, Is.EqualTo(vShape));
-        Assert.That(o.ToDoubleArray(), Is.EqualTo(Expected(q, k, v, batch, seq, heads, d, dv)).Within(1e-12));
+        Assert.That(o.ToDoubleArray(), Is.EqualTo(Expected(q, k, v, batch, seq, seq, heads, d, dv)).Within(1e-12));
+    }
+
+    // Keys and values on fewer tokens than the queries (flatten-pvt's spatial reduction) and on more; one key alone.
+    [TestCase(1, 12, 3, 2, 4, 5)]
+    [TestCase(2, 5, 9, 3, 3, 2)]
+    [TestCase(2, 7, 1, 1, 2, 3)]
+    [TestCase(1, 1, 6, 2, 5, 4)]
+    public void Forward_with_another_key_count_equals_the_definition(int batch, int queryTokens, int keyTokens, int heads, int d, int dv)
+    {
+        var qShape = new Shape(batch, queryTokens, heads, d);
+        var kShape = new Shape(batch, keyTokens, heads, d);
+        var vShape = new Shape(batch, keyTokens, heads, dv);
+        var q = Positive(161, qShape.ElementCount);
+        var k = Positive(162, kShape.ElementCount);
+        var v = TestData.Normal(163, vShape.ElementCount);
+        using var tq = Cpu.FromArray(q, qShape, DType.F64);
+        using var tk = Cpu.FromArray(k, kShape, DType.F64);
+        using var tv = Cpu.FromArray(v, vShape, DType.F64);
+        var expected = Expected(q, k, v, batch, queryTokens, keyTokens, heads, d, dv);
+        using (var o = FocusedLinearAttention.Forward(tq, tk, tv))
+        {
+            Assert.That(o.Shape, Is.EqualTo(new Shape(batch, queryTokens, heads, dv)));
+            Assert.That(o.ToDoubleArray(), Is.EqualTo(expected).Within(1e-12));
+        }
+        using var given = Cpu.FromArray(TestData.Normal(164, expected.LongLength), new Shape(batch, queryTokens, heads, dv), DType.F64);
+        FocusedLinearAttention.Forward(tq, tk, tv, given);
+        Assert.That(given.ToDoubleArray(), Is.EqualTo(expected).Within(1e-12));
+    }
+
+    [TestCase(1, 12, 3, 2, 4, 5)]
+    [TestCase(2, 5, 9, 3, 3, 2)]
+    [TestCase(1, 3, 40, 1, 6, 4)]
+    public void Backward_with_another_key_count_equals_the_formulas(int batch, int queryTokens, int keyTokens, int heads, int d, int valueWidth)
+    {
+        var qShape = new Shape(batch, queryTokens, heads, d);
+        var kShape = new Shape(batch, keyTokens, heads, d);
+        var vShape = new Shape(batch, keyTokens, heads, valueWidth);
+        var oShape = new Shape(batch, queryTokens, heads, valueWidth);
+        var q = Positive(171, qShape.ElementCount);
+        var k = Positive(172, kShape.ElementCount);
+        var v = TestData.Normal(173, vShape.ElementCount);
+        var gradient = TestData.Normal(174, oShape.ElementCount);
+        using var tq = Cpu.FromArray(q, qShape, DType.F64);
+        using var tk = Cpu.FromArray(k, kShape, DType.F64);
+        using var tv = Cpu.FromArray(v, vShape, DType.F64);
+        using var dO = Cpu.FromArray(gradient, oShape, DType.F64);
+        using var dq = Cpu.Zeros(qShape, DType.F64);
+        using var dk = Cpu.Zeros(kShape, DType.F64);
+        using var dv = Cpu.Zeros(vShape, DType.F64);
+        FocusedLinearAttention.Backward(tq, tk, tv, dO, dq, dk, dv);
+        var (eq, ek, ev) = ExpectedGradients(q, k, v, gradient, batch, queryTokens, keyTokens, heads, d, valueWidth);
+        Assert.Multiple(() =>
+        {
+            Assert.That(dq.ToDoubleArray(), Is.EqualTo(eq).Within(1e-12), "dq");
+            Assert.That(dk.ToDoubleArray(), Is.EqualTo(ek).Within(1e-12), "dk");
+            Assert.That(dv.ToDoubleArray(), Is.EqualTo(ev).Within(1e-12), "dv");
+        });
     }
 
     [TestCase(1, 1, 1, 1, 1)]
@@ -46,6 +103,25 @@ public class FocusedLinearAttentionTests
             seed: 66,
             values: values);
         GradientCheck.AssertClose($"focused linear attention q {qkShape} v {vShape}", error);
+    }
+
+    [TestCase(1, 12, 3, 2, 4, 5)]
+    [TestCase(2, 5, 9, 3, 3, 2)]
+    [TestCase(1, 2, 7, 1, 5, 3)]
+    [TestCase(2, 33, 4, 1, 3, 2)]
+    public void Gradients_with_another_key_count_match_finite_differences(int batch, int queryTokens, int keyTokens, int heads, int d, int dv)
+    {
+        var qShape = new Shape(batch, queryTokens, heads, d);
+        var kShape = new Shape(batch, keyTokens, heads, d);
+        var vShape = new Shape(batch, keyTokens, heads, dv);
+        double[]?[] values = [Positive(181, qShape.ElementCount), Positive(182, kShape.ElementCount), null];
+        double error = OpGradientCheck.MaxError(
+            [qShape, kShape, vShape],
+            t => FocusedLinearAttention.Forward(t[0], t[1], t[2]),
+            (t, dO, g) => FocusedLinearAttention.Backward(t[0], t[1], t[2], dO, g[0], g[1], g[2]),
+            seed: 183,
+            values: values);
+        GradientCheck.AssertClose($"focused linear attention q {qShape} k {kShape} v {vShape}", error);
     }
 
     [Test]
@@ -111,26 +187,56 @@ public class FocusedLinearAttentionTests
         var k = Array.ConvertAll(Positive(75, qkShape.ElementCount), v => (float)v);
         var v = TestData.NormalSingle(76, vShape.ElementCount);
         var dOValues = TestData.NormalSingle(77, vShape.ElementCount);
-        (float[] O, float[] Dq, float[] Dk, float[] Dv) Run(DType dtype)
-        {
-            using var tq = Cpu.FromArray(q, qkShape, dtype);
-            using var tk = Cpu.FromArray(k, qkShape, dtype);
-            using var tv = Cpu.FromArray(v, vShape, dtype);
-            using var dO = Cpu.FromArray(dOValues, vShape, dtype);
-            using var dq = Cpu.Zeros(qkShape, dtype);
-            using var dk = Cpu.Zeros(qkShape, dtype);
-            using var dv = Cpu.Zeros(vShape, dtype);
-            using var o = FocusedLinearAttention.Forward(tq, tk, tv);
-            FocusedLinearAttention.Backward(tq, tk, tv, dO, dq, dk, dv);
-            return (o.ToArray(), dq.ToArray(), dk.ToArray(), dv.ToArray());
-        }
-        var reference = Run(DType.F64);
-        var single = Run(DType.F32);
+        var reference = Run(DType.F64, q, k, v, dOValues, qkShape, qkShape, vShape);
+        var single = Run(DType.F32, q, k, v, dOValues, qkShape, qkShape, vShape);
         string shape = $"q {qkShape} v {vShape}";
         Precision.AssertClose("focused linear attention o f32 vs f64", DType.F32, shape, reference.O, single.O);
         Precision.AssertAdded("focused linear attention dq f32 vs f64", DType.F32, shape, null, reference.Dq, single.Dq);
         Precision.AssertAdded("focused linear attention dk f32 vs f64", DType.F32, shape, null, reference.Dk, single.Dk);
         Precision.AssertAdded("focused linear attention dv f32 vs f64", DType.F32, shape, null, reference.Dv, single.Dv);
+    }
+
+    // F32, and the 16-bit types widened on the CPU, against F64 on the same (representable) inputs, forward and backward.
+    [TestCase(DType.F32, 37, 8)]
+    [TestCase(DType.F32, 9, 70)]
+    [TestCase(DType.F16, 12, 3)]
+    [TestCase(DType.F16, 5, 9)]
+    [TestCase(DType.BF16, 12, 3)]
+    [TestCase(DType.BF16, 5, 9)]
+    public void Other_precisions_with_another_key_count_follow_double_precision(DType dtype, int queryTokens, int keyTokens)
+    {
+        var qShape = new Shape(2, queryTokens, 3, 16);
+        var kShape = new Shape(2, keyTokens, 3, 16);
+        var vShape = new Shape(2, keyTokens, 3, 12);
+        var oShape = new Shape(2, queryTokens, 3, 12);
+        var q = TestData.Representable(Array.ConvertAll(Positive(191, qShape.ElementCount), v => (float)v), dtype);
+        var k = TestData.Representable(Array.ConvertAll(Positive(192, kShape.ElementCount), v => (float)v), dtype);
+        var v = TestData.Representable(TestData.NormalSingle(193, vShape.ElementCount), dtype);
+        var dOValues = TestData.Representable(TestData.NormalSingle(194, oShape.ElementCount), dtype);
+        var reference = Run(DType.F64, q, k, v, dOValues, qShape, kShape, vShape);
+        var actual = Run(dtype, q, k, v, dOValues, qShape, kShape, vShape);
+        string shape = $"q {qShape} k {kShape} v {vShape}";
+        Assert.That(actual.O, Has.Length.EqualTo(oShape.ElementCount));
+        Precision.AssertClose($"focused linear attention o {dtype} vs f64", dtype, shape, reference.O, actual.O);
+        Precision.AssertAdded($"focused linear attention dq {dtype} vs f64", dtype, shape, null, reference.Dq, actual.Dq);
+        Precision.AssertAdded($"focused linear attention dk {dtype} vs f64", dtype, shape, null, reference.Dk, actual.Dk);
+        Precision.AssertAdded($"focused linear attention dv {dtype} vs f64", dtype, shape, null, reference.Dv, actual.Dv);
+    }
+
+    // The output and the three gradients (from zeros) in dtype.
+    private static (float[] O, float[] Dq, float[] Dk, float[] Dv) Run(DType dtype, float[] q, float[] k, float[] v, float[] dOValues, Shape qShape, Shape kShape, Shape vShape)
+    {
+        var oShape = new Shape(qShape[0], qShape[1], qShape[2], vShape[3]);
+        using var tq = Cpu.FromArray(q, qShape, dtype);
+        using var tk = Cpu.FromArray(k, kShape, dtype);
+        using var tv = Cpu.FromArray(v, vShape, dtype);
+        using var dO = Cpu.FromArray(dOValues, oShape, dtype);
+        using var dq = Cpu.Zeros(qShape, dtype);
+        using var dk = Cpu.Zeros(kShape, dtype);
+        using var dv = Cpu.Zeros(vShape, dtype);
+        using var o = FocusedLinearAttention.Forward(tq, tk, tv);
+        FocusedLinearAttention.Backward(tq, tk, tv, dO, dq, dk, dv);
+        return (o.ToArray(), dq.ToArray(), dk.ToArray(), dv.ToArray());
     }
 
     [Test]
@@ -180,12 +286,42 @@ public class FocusedLinearAttentionTests
         LinearTests.AssertArgument(() => FocusedLinearAttention.Backward(q, k, v, o, dq, dq, null), "dk", "distinct from dq", "same tensor");
     }
 
+    [Test]
+    public void Another_key_count_is_checked_against_the_values_and_the_outputs()
+    {
+        using var q = Cpu.Zeros(new Shape(2, 3, 4, 5));
+        using var k = Cpu.Zeros(new Shape(2, 7, 4, 5));
+        using var v = Cpu.Zeros(new Shape(2, 7, 4, 6));
+        using var o = Cpu.Zeros(new Shape(2, 3, 4, 6));
+        using var dq = Cpu.Zeros(new Shape(2, 3, 4, 5));
+        using var vOfQueries = Cpu.Zeros(new Shape(2, 3, 4, 6));
+        using var vOfMoreKeys = Cpu.Zeros(new Shape(2, 8, 4, 6));
+        using var kOtherHeads = Cpu.Zeros(new Shape(2, 7, 3, 5));
+        using var kOtherBatch = Cpu.Zeros(new Shape(1, 7, 4, 5));
+        using var kOtherWidth = Cpu.Zeros(new Shape(2, 7, 4, 6));
+        using var noKeys = Cpu.Zeros(new Shape(2, 0, 4, 5));
+        using var noValues = Cpu.Zeros(new Shape(2, 0, 4, 6));
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Forward(q, k, vOfQueries), "v", "[2, 7, 4, dv]", "[2, 3, 4, 6]");
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Forward(q, k, vOfMoreKeys), "v", "[2, 7, 4, dv]", "[2, 8, 4, 6]");
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Backward(q, k, vOfMoreKeys, o, dq, null, null), "v", "[2, 7, 4, dv]", "[2, 8, 4, 6]");
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Forward(q, kOtherHeads, v), "k", "[2, 7, 4, 5]", "[2, 7, 3, 5]");
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Forward(q, kOtherBatch, v), "k", "[2, 7, 4, 5]", "[1, 7, 4, 5]");
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Forward(q, kOtherWidth, v), "k", "[2, 7, 4, 5]", "[2, 7, 4, 6]");
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Forward(q, noKeys, noValues), "k", "at least 1", "[2, 0, 4, 5]");
+        // o and dO have the queries' tokens, dk and dv the keys'.
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Forward(q, k, v, v), "o", "[2, 3, 4, 6]", "[2, 7, 4, 6]");
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Backward(q, k, v, v, dq, null, null), "dO", "[2, 3, 4, 6]", "[2, 7, 4, 6]");
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Backward(q, k, v, o, null, dq, null), "dk", "[2, 7, 4, 5]", "[2, 3, 4, 5]");
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Backward(q, k, v, o, null, null, vOfQueries), "dv", "[2, 7, 4, 6]", "[2, 3, 4, 6]");
+        LinearTests.AssertArgument(() => FocusedLinearAttention.Backward(q, k, v, o, k, null, null), "dq", "[2, 3, 4, 5]", "[2, 7, 4, 5]");
+    }
+
     // |normal| + 0.1: positive like the focusing map's outputs.
     private static double[] Positive(int seed, long count) =>
         TestData.Normal(seed, count).Select(value => Math.Abs(value) + 0.1).ToArray();
 
-    // The definition of variants.md §6, one (batch, head) at a time.
-    private static double[] Expected(double[] q, double[] k, double[] v, int batch, int seq, int heads, int d, int dv)
+    // The definition of variants.md §6, one (batch, head) at a time: queries on seq tokens, keys and values on keySeq.
+    private static double[] Expected(double[] q, double[] k, double[] v, int batch, int seq, int keySeq, int heads, int d, int dv)
     {
         var o = new double[(long)batch * seq * heads * dv];
         for (int b = 0; b < batch; b++)
@@ -193,18 +329,18 @@ public class FocusedLinearAttentionTests
             for (int h = 0; h < heads; h++)
             {
                 double Q(int t, int i) => q[((((b * seq) + t) * heads) + h) * d + i];
-                double K(int t, int i) => k[((((b * seq) + t) * heads) + h) * d + i];
-                double V(int t, int j) => v[((((b * seq) + t) * heads) + h) * dv + j];
+                double K(int s, int i) => k[((((b * keySeq) + s) * heads) + h) * d + i];
+                double V(int s, int j) => v[((((b * keySeq) + s) * heads) + h) * dv + j];
                 var keyMean = new double[d];
                 var kv = new double[d, dv];
-                for (int s = 0; s < seq; s++)
+                for (int s = 0; s < keySeq; s++)
                 {
                     for (int i = 0; i < d; i++)
                     {
-                        keyMean[i] += K(s, i) / seq;
+                        keyMean[i] += K(s, i) / keySeq;
                         for (int j = 0; j < dv; j++)
                         {
-                            kv[i, j] += K(s, i) * V(s, j) / seq;
+                            kv[i, j] += K(s, i) * V(s, j) / keySeq;
                         }
                     }
                 }
@@ -228,5 +364,84 @@ public class FocusedLinearAttentionTests
             }
         }
         return o;
+    }
+    // The gradients by the documented backward, in plain loops per (batch, head): m = mean_s k_s, kv = Σ_s k_sᵀv_s / Tk,
+    // z_t = 1/(q_t·m + 1e-6), c_t = kv·dO_t, e_t = −z_t²(q_t·c_t); dq_t = z_t c_t + e_t m; dkv = Σ_t z_t q_tᵀdO_t;
+    // dk_s = (dkv v_s + Σ_t e_t q_t)/Tk; dv_s = k_s dkv/Tk.
+    private static (double[] Dq, double[] Dk, double[] Dv) ExpectedGradients(
+        double[] q, double[] k, double[] v, double[] dO, int batch, int seq, int keySeq, int heads, int d, int dv)
+    {
+        var dq = new double[q.Length];
+        var dk = new double[k.Length];
+        var dvOut = new double[v.Length];
+        for (int b = 0; b < batch; b++)
+        {
+            for (int h = 0; h < heads; h++)
+            {
+                int Query(int t, int i, int width) => ((((b * seq) + t) * heads) + h) * width + i;
+                int Key(int s, int i, int width) => ((((b * keySeq) + s) * heads) + h) * width + i;
+                var m = new double[d];
+                var kv = new double[d, dv];
+                for (int s = 0; s < keySeq; s++)
+                {
+                    for (int i = 0; i < d; i++)
+                    {
+                        m[i] += k[Key(s, i, d)] / keySeq;
+                        for (int j = 0; j < dv; j++)
+                        {
+                            kv[i, j] += k[Key(s, i, d)] * v[Key(s, j, dv)] / keySeq;
+                        }
+                    }
+                }
+                var dkv = new double[d, dv];
+                var dm = new double[d];
+                for (int t = 0; t < seq; t++)
+                {
+                    double qm = 1e-6, qc = 0;
+                    var c = new double[d];
+                    for (int i = 0; i < d; i++)
+                    {
+                        qm += q[Query(t, i, d)] * m[i];
+                        for (int j = 0; j < dv; j++)
+                        {
+                            c[i] += kv[i, j] * dO[Query(t, j, dv)];
+                        }
+                        qc += q[Query(t, i, d)] * c[i];
+                    }
+                    double z = 1 / qm, e = -z * z * qc;
+                    for (int i = 0; i < d; i++)
+                    {
+                        dq[Query(t, i, d)] = (z * c[i]) + (e * m[i]);
+                        dm[i] += e * q[Query(t, i, d)];
+                        for (int j = 0; j < dv; j++)
+                        {
+                            dkv[i, j] += z * q[Query(t, i, d)] * dO[Query(t, j, dv)];
+                        }
+                    }
+                }
+                for (int s = 0; s < keySeq; s++)
+                {
+                    for (int i = 0; i < d; i++)
+                    {
+                        double sum = dm[i];
+                        for (int j = 0; j < dv; j++)
+                        {
+                            sum += dkv[i, j] * v[Key(s, j, dv)];
+                        }
+                        dk[Key(s, i, d)] = sum / keySeq;
+                    }
+                    for (int j = 0; j < dv; j++)
+                    {
+                        double sum = 0;
+                        for (int i = 0; i < d; i++)
+                        {
+                            sum += k[Key(s, i, d)] * dkv[i, j];
+                        }
+                        dvOut[Key(s, j, dv)] = sum / keySeq;
+                    }
+                }
+            }
+        }
+        return (dq, dk, dvOut);
     }
 }

@@ -3,7 +3,7 @@ namespace Attention.Native.Variants;
 // The graph form of FLatten's linear attention core (Ops.FocusedLinearAttention): its backward adds into the gradients directly.
 internal sealed partial class Graph
 {
-    /// <summary><c>o_t = (q_t kᵀv/T) / (q_t · mean_T(k) + 1e-6)</c> per batch and head; q, k [B,T,h,d], v [B,T,h,dv].</summary>
+    /// <summary><c>o_t = (q_t kᵀv/Tk) / (q_t · mean_Tk(k) + 1e-6)</c> per batch and head; q [B,Tq,h,d], k [B,Tk,h,d], v [B,Tk,h,dv].</summary>
     public Node FocusedLinearAttention(Node q, Node k, Node v)
     {
         var o = Ops.FocusedLinearAttention.Forward(q.Value, k.Value, v.Value);

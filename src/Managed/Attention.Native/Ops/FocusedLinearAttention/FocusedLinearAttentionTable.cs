@@ -53,5 +53,5 @@ public sealed partial class CpuBackend
     }
 
     private static FocusedLinearAttentionCpu.Dims LinearAttentionDims(Tensor q, Tensor v) =>
-        new(q.Shape[0], q.Shape[1], q.Shape[2], q.Shape[3], v.Shape[3]);
+        new(q.Shape[0], q.Shape[1], v.Shape[1], q.Shape[2], q.Shape[3], v.Shape[3]);
 }
