@@ -168,6 +168,52 @@ public class GpuLayerOpTests
         dx.Compare($"adaptive pool dx n={c.Outputs}", dtype);
     }
 
+    // ---- GridResize -------------------------------------------------------------------------------------------------
+
+    // (B, inH, inW, outH, outW, C): ×2 up, ÷2 down (PVT's reduction), the identity, 1-D linear, a column replicated, ×4 up on
+    // a grid with more elements than the launch has threads.
+    private static IEnumerable<TestCaseData> GridResizeCases() =>
+        With(new[] { (2, 2, 2, 4, 4, 8), (2, 14, 14, 7, 7, 32), (1, 6, 5, 6, 5, 16), (2, 1, 49, 1, 196, 8), (1, 7, 1, 7, 9, 4), (1, 28, 28, 112, 112, 64) }, "GridResize");
+
+    [TestCaseSource(nameof(GridResizeCases))]
+    public void GridResize_forward_and_backward(DType dtype, (int B, int InH, int InW, int OutH, int OutW, int C) c)
+    {
+        var gpu = Requires.CudaDevice();
+        var xs = new Shape(c.B, c.InH * c.InW, c.C);
+        using var x = GpuPair.Random(gpu, 54, xs, dtype);
+        using var y = GpuPair.Wrap(GridResize.Forward(x.Cpu, c.InH, c.InW, c.OutH, c.OutW), GridResize.Forward(x.Gpu, c.InH, c.InW, c.OutH, c.OutW));
+        y.Compare($"grid resize forward {c.InH}×{c.InW} → {c.OutH}×{c.OutW}", dtype);
+        using var dy = GpuPair.Random(gpu, 55, y.Cpu.Shape, dtype);
+        using var dx = GradientPair.Zeros(gpu, 56, xs, dtype);
+        GridResize.Backward(dy.Cpu, c.OutH, c.OutW, dx.Cpu, c.InH, c.InW);
+        GradientPair.Start(true, dx);
+        GridResize.Backward(dy.Gpu, c.OutH, c.OutW, dx.Gpu, c.InH, c.InW);
+        dx.Compare($"grid resize dx {c.InH}×{c.InW} → {c.OutH}×{c.OutW}", dtype);
+    }
+
+    // ---- Permute ----------------------------------------------------------------------------------------------------
+
+    // Rank 1, a transpose, the head split [B, T, h, d] → [B, h, T, d], six axes shuffled, and more elements than threads.
+    private static IEnumerable<TestCaseData> PermuteCases() =>
+        from dtype in GpuPair.StorageTypes
+        from c in new[] { (new Shape(37), new[] { 0 }), (new Shape(7, 33), new[] { 1, 0 }), (new Shape(2, 129, 4, 32), new[] { 0, 2, 1, 3 }), (new Shape(2, 3, 5, 7, 2, 3), new[] { 5, 3, 1, 0, 2, 4 }), (new Shape(2, 1000, 64), new[] { 0, 2, 1 }) }
+        select new TestCaseData(dtype, c).SetName($"Permute {dtype} {c.Item1} [{string.Join(", ", c.Item2)}]");
+
+    [TestCaseSource(nameof(PermuteCases))]
+    public void Permute_forward_and_backward(DType dtype, (Shape Shape, int[] Permutation) c)
+    {
+        var gpu = Requires.CudaDevice();
+        using var x = GpuPair.Random(gpu, 57, c.Shape, dtype);
+        using var y = GpuPair.Wrap(Permute.Forward(x.Cpu, c.Permutation), Permute.Forward(x.Gpu, c.Permutation));
+        y.Compare($"permute forward [{string.Join(", ", c.Permutation)}]", dtype);
+        using var dy = GpuPair.Random(gpu, 58, y.Cpu.Shape, dtype);
+        using var dx = GradientPair.Zeros(gpu, 59, c.Shape, dtype);
+        Permute.Backward(dy.Cpu, c.Permutation, dx.Cpu);
+        GradientPair.Start(true, dx);
+        Permute.Backward(dy.Gpu, c.Permutation, dx.Gpu);
+        dx.Compare($"permute dx [{string.Join(", ", c.Permutation)}]", dtype);
+    }
+
     // ---- HeadConv ---------------------------------------------------------------------------------------------------
 
     private static IEnumerable<TestCaseData> HeadConvCases() =>

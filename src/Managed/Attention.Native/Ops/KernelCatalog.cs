@@ -21,6 +21,8 @@ public static class KernelCatalog
         FocusingMapCuda.Program,
         DepthwiseConvCuda.Program,
         AdaptivePoolCuda.Program,
+        GridResizeCuda.Program,
+        PermuteCuda.Program,
         HeadConvCuda.Program,
         TpaContractionCuda.Program,
         LightningCuda.Program,
