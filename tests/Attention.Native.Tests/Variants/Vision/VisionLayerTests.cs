@@ -62,7 +62,7 @@ public class VisionLayerTests : TorchReferenceFixture
             DModel = rc.DModel, Heads = rc.Heads, Agents = rc.Agents, GridHeight = rc.GridH, GridWidth = rc.GridW, SrRatio = rc.SrRatio,
             QkvBias = rc.QkvBias, DwcKernel = rc.DwcKernel,
         };
-        AssertMatchesReference(config, CheckpointLayout.AgentPvt, VisionTorchReference.Parameters(rc), dtype, h, w,
+        AssertMatchesReference(config, CheckpointLayout.AgentPvt, VisionTorchReference.Parameters(rc), dtype, GridShape(rc.GridH, rc.GridW, h, w, rc.DModel),
             (p, x) => VisionTorchReference.AgentPvt(rc, p, x, h, w), $"agent-pvt {rc} on {h}×{w} {dtype}");
     }
 
@@ -75,8 +75,41 @@ public class VisionLayerTests : TorchReferenceFixture
             DModel = rc.DModel, Heads = rc.Heads, GridHeight = rc.GridH, GridWidth = rc.GridW, SrRatio = rc.SrRatio, QkvBias = rc.QkvBias,
             FocusingFactor = rc.FocusingFactor, DwcKernel = rc.DwcKernel,
         };
-        AssertMatchesReference(config, CheckpointLayout.FlattenPvt, VisionTorchReference.Parameters(rc), dtype, h, w,
+        AssertMatchesReference(config, CheckpointLayout.FlattenPvt, VisionTorchReference.Parameters(rc), dtype, GridShape(rc.GridH, rc.GridW, h, w, rc.DModel),
             (p, x) => VisionTorchReference.FlattenPvt(rc, p, x, h, w), $"flatten-pvt {rc} on {h}×{w} {dtype}");
+    }
+
+    [TestCase(DType.F64, 1, 1)]   // windows as the official module takes them: [B·windows, w², C]
+    [TestCase(DType.F64, 2, 3)]   // a [B, 2w, 3w, C] grid cut into six windows and put back
+    [TestCase(DType.F32, 2, 3)]
+    public void Agent_swin_layer_gives_the_official_modules_outputs_and_gradients(DType dtype, int rows, int columns)
+    {
+        var rc = new AgentSwinConfig(16, 2, 4, 5);
+        var config = new AgentVisionConfig { DModel = 16, Heads = 2, Agents = 4, GridHeight = 5, GridWidth = 5, QkvBias = true, Form = "swin" };
+        AssertMatchesReference(config, CheckpointLayout.AgentSwin, VisionTorchReferenceWindows.Parameters(rc), dtype, WindowShape(rows, columns, 5, 16),
+            (p, x) => PerWindow(x, rows, columns, 5, z => VisionTorchReferenceWindows.AgentSwin(rc, p, z)), $"agent-swin {rc} {rows}×{columns} windows {dtype}");
+    }
+
+    [TestCase(DType.F64, 1, 1)]
+    [TestCase(DType.F64, 2, 3)]
+    [TestCase(DType.F32, 2, 3)]
+    public void Flatten_swin_layer_gives_the_official_modules_outputs_and_gradients(DType dtype, int rows, int columns)
+    {
+        var rc = new FlattenSwinConfig(16, 4, 5, DwcKernel: 3);
+        var config = new FlattenVisionConfig { DModel = 16, Heads = 4, GridHeight = 5, GridWidth = 5, QkvBias = true, DwcKernel = 3, Form = "swin" };
+        AssertMatchesReference(config, CheckpointLayout.FlattenSwin, VisionTorchReferenceWindows.Parameters(rc), dtype, WindowShape(rows, columns, 5, 16),
+            (p, x) => PerWindow(x, rows, columns, 5, z => VisionTorchReferenceWindows.FlattenSwin(rc, p, z)), $"flatten-swin {rc} {rows}×{columns} windows {dtype}");
+    }
+
+    [TestCase(DType.F64, false)]
+    [TestCase(DType.F32, false)]
+    [TestCase(DType.F64, true)]
+    public void Agent_deit_layer_gives_the_official_modules_outputs_and_gradients(DType dtype, bool qkvBias)
+    {
+        var rc = new AgentDeitConfig(16, 2, 9, 6, qkvBias);
+        var config = new AgentVisionConfig { DModel = 16, Heads = 2, Agents = 9, GridHeight = 6, GridWidth = 6, QkvBias = qkvBias, Form = "deit" };
+        AssertMatchesReference(config, CheckpointLayout.AgentDeit, VisionTorchReferenceWindows.Parameters(rc), dtype, new Shape(Batch, 37, 16),
+            (p, x) => VisionTorchReferenceWindows.AgentDeit(rc, p, x), $"agent-deit {rc} {dtype}");
     }
 
     [Test]
@@ -92,6 +125,15 @@ public class VisionLayerTests : TorchReferenceFixture
     {
         var config = new FlattenVisionConfig { DModel = 8, Heads = 2, GridHeight = 8, GridWidth = 8, SrRatio = 2, QkvBias = true, DwcKernel = 3 };
         CheckGradients(config, 6, 10);
+    }
+
+    [Test]
+    public void Agent_deit_and_swin_layer_gradients_agree_with_finite_differences()
+    {
+        // DeiT on a grid other than its built one (every bias resized: our extension), Swin on a grid of 2×2 windows.
+        CheckGradients(new AgentVisionConfig { DModel = 8, Heads = 2, Agents = 4, GridHeight = 4, GridWidth = 4, QkvBias = true, Form = "deit" }, new Shape(Batch, 1 + 25, 8));
+        CheckGradients(new AgentVisionConfig { DModel = 8, Heads = 2, Agents = 4, GridHeight = 3, GridWidth = 3, QkvBias = true, Form = "swin" }, new Shape(Batch, 6, 6, 8));
+        CheckGradients(new FlattenVisionConfig { DModel = 8, Heads = 2, GridHeight = 3, GridWidth = 3, QkvBias = true, DwcKernel = 3, Form = "swin" }, new Shape(Batch, 6, 3, 8));
     }
 
     [Test]
@@ -165,6 +207,13 @@ public class VisionLayerTests : TorchReferenceFixture
         Assert.That(e!.Message, Does.Contain("num_patches"));
         e = Assert.Throws<ArgumentException>(() => CheckpointLayout.FlattenPvt.ReadConfig("""{"dim": 64, "num_heads": 1, "num_patches": 64, "qk_scale": 0.1}"""));
         Assert.That(e!.Message, Does.Contain("qk_scale"));
+        var swin = CheckpointLayout.AgentSwin.ReadConfig("""{"dim": 96, "window_size": [56, 56], "num_heads": 3, "qkv_bias": true, "qk_scale": null, "shift_size": 0, "agent_num": 9}""");
+        Assert.That(swin, Is.EqualTo(new AgentVisionConfig { DModel = 96, Heads = 3, Agents = 9, GridHeight = 56, GridWidth = 56, QkvBias = true, Form = "swin" }));
+        var deit = CheckpointLayout.AgentDeit.ReadConfig("""{"dim": 384, "num_heads": 6, "qkv_bias": true, "agent_num": 49, "window": 14}""");
+        Assert.That(deit, Is.EqualTo(new AgentVisionConfig { DModel = 384, Heads = 6, Agents = 49, GridHeight = 14, GridWidth = 14, QkvBias = true, Form = "deit" }));
+        var flattenSwin = CheckpointLayout.FlattenSwin.ReadConfig("""{"dim": 96, "window_size": 56, "num_heads": 3, "focusing_factor": 3, "kernel_size": 5}""");
+        Assert.That(flattenSwin, Is.EqualTo(new FlattenVisionConfig { DModel = 96, Heads = 3, GridHeight = 56, GridWidth = 56, QkvBias = true, Form = "swin" }));
+        Assert.That(CheckpointLayout.AgentSwin.Misfits(agent), Has.One.Contains("form swin"));
         // A 1-D config cannot hold a PVT checkpoint.
         Assert.That(CheckpointLayout.AgentPvt.Misfits(new AgentConfig { DModel = 16, Heads = 2, Agents = 4, SeqLen = 36 }), Is.Not.Empty);
         Assert.That(CheckpointLayout.AgentPvt.Misfits(agent), Is.Empty);
@@ -190,6 +239,10 @@ public class VisionLayerTests : TorchReferenceFixture
     [TestCase("agent", """{"d_model": 16, "n_heads": 2, "n_agents": 4, "grid_size": 6, "grid_h": 6}""", "grid_size")]
     [TestCase("agent", """{"d_model": 16, "n_heads": 2, "n_agents": 4, "grid_h": 0, "grid_w": 6}""", "grid_h")]
     [TestCase("flatten", """{"d_model": 16, "n_heads": 2, "grid_h": 4, "grid_w": 6, "seq_len": 25}""", "seq_len")]
+    [TestCase("agent", """{"d_model": 16, "n_heads": 2, "n_agents": 4, "grid_size": 6, "form": "vit"}""", "form")]
+    [TestCase("flatten", """{"d_model": 16, "n_heads": 2, "grid_size": 6, "form": "deit"}""", "form")]
+    [TestCase("agent", """{"d_model": 16, "n_heads": 2, "n_agents": 4, "grid_size": 6, "form": "swin", "sr_ratio": 2}""", "sr_ratio")]
+    [TestCase("agent", """{"d_model": 16, "n_heads": 2, "n_agents": 4, "grid_h": 6, "grid_w": 4, "form": "deit"}""", "grid_w")]
     [TestCase("flatten", """{"d_model": 16, "n_heads": 2, "grid_size": 6, "sr_ratio": 5}""", "sr_ratio")]
     public void Bad_grids_are_refused_naming_the_key(string variant, string json, string key)
     {
@@ -210,6 +263,17 @@ public class VisionLayerTests : TorchReferenceFixture
         e = Assert.Throws<ArgumentException>(() => agent.Forward(oddGrid).Dispose());
         Assert.That(e!.ParamName, Is.EqualTo("x"));
         Assert.That(e.Message, Does.Contain("sr_ratio = 2"));
+        // Swin: windows that do not tile the grid; DeiT: tokens that are not 1 + S².
+        using var swin = AttentionLayer.Create(new AgentVisionConfig { DModel = 8, Heads = 2, Agents = 4, GridHeight = 4, GridWidth = 4, Form = "swin" }, Backend.Cpu, DType.F32);
+        using var untiled = Backend.Cpu.Zeros(new Shape(1, 8, 6, 8), DType.F32);
+        e = Assert.Throws<ArgumentException>(() => swin.Forward(untiled).Dispose());
+        Assert.That(e!.ParamName, Is.EqualTo("x"));
+        Assert.That(e.Message, Does.Contain("4×4 windows tile"));
+        using var deit = AttentionLayer.Create(new AgentVisionConfig { DModel = 8, Heads = 2, Agents = 4, GridHeight = 4, GridWidth = 4, Form = "deit" }, Backend.Cpu, DType.F32);
+        using var noClassToken = Backend.Cpu.Zeros(new Shape(1, 16, 8), DType.F32);
+        e = Assert.Throws<ArgumentException>(() => deit.Forward(noClassToken).Dispose());
+        Assert.That(e!.ParamName, Is.EqualTo("x"));
+        Assert.That(e.Message, Does.Contain("1 + S²"));
         // Another grid the ratio divides runs, and gives y in the input's shape.
         using var other = Backend.Cpu.Zeros(new Shape(1, 4, 10, 8), DType.F32);
         using var y = agent.Forward(other);
@@ -227,7 +291,7 @@ public class VisionLayerTests : TorchReferenceFixture
     /// gradients to max|ref gradient|, as TorchKit does).
     /// </summary>
     private static void AssertMatchesReference(LayerConfig config, CheckpointLayout layout, IReadOnlyList<(string Name, long[] Shape)> official,
-        DType dtype, int height, int width, Reference reference, string label)
+        DType dtype, Shape shape, Reference reference, string label)
     {
         using var layer = AttentionLayer.Create(config, Backend.Cpu, dtype);
         Assert.That(layer.ParameterSpecs.Select(s => $"{s.Name} [{string.Join(", ", Dims(s.Shape))}]"), Is.EqualTo(official.Select(p => $"{p.Name} [{string.Join(", ", p.Shape)}]")),
@@ -252,15 +316,14 @@ public class VisionLayerTests : TorchReferenceFixture
                 t.Dispose();
             }
         }
-        int dm = config.DModel, tokens = height * width;
-        bool built = config is AgentVisionConfig a ? (a.GridHeight, a.GridWidth) == (height, width) : ((FlattenVisionConfig)config).GridHeight == height && ((FlattenVisionConfig)config).GridWidth == width;
-        var shape = built ? new Shape(Batch, tokens, dm) : new Shape(Batch, height, width, dm);
+        int dm = config.DModel, batch = shape[0];
+        long tokens = shape.ElementCount / batch / dm;
         var (y, dx, grads) = Run(layer, shape, seed: 18);
 
         using var scope = torch.NewDisposeScope();
         var leaves = VisionTorchReference.Leaves(official, w, requiresGrad: true);
-        var x = torch.tensor(Stored(TestData.Normal(18 + 1, shape.ElementCount), dtype), [Batch, tokens, dm], ScalarType.Float64, requires_grad: true);
-        var dy = torch.tensor(Stored(TestData.Normal(18 + 2, shape.ElementCount), dtype), [Batch, tokens, dm], ScalarType.Float64);
+        var x = torch.tensor(Stored(TestData.Normal(18 + 1, shape.ElementCount), dtype), [batch, tokens, dm], ScalarType.Float64, requires_grad: true);
+        var dy = torch.tensor(Stored(TestData.Normal(18 + 2, shape.ElementCount), dtype), [batch, tokens, dm], ScalarType.Float64);
         var yt = reference(leaves, x);
         (yt * dy).sum().backward();
 
@@ -310,12 +373,13 @@ public class VisionLayerTests : TorchReferenceFixture
     }
 
     /// <summary>Central finite differences of the library layer itself (F64) for x and every parameter, a dozen probes each.</summary>
-    private static void CheckGradients(LayerConfig config, int height, int width)
+    private static void CheckGradients(LayerConfig config, int height, int width) => CheckGradients(config, new Shape(Batch, height, width, config.DModel));
+
+    private static void CheckGradients(LayerConfig config, Shape shape)
     {
         using var layer = AttentionLayer.Create(config, Backend.Cpu, DType.F64);
         var w = Draw(layer, seed: 91);
         var names = layer.ParameterSpecs.Select(s => s.Name).ToArray();
-        var shape = new Shape(Batch, height, width, config.DModel);
         var inputs = new[] { TestData.Normal(92, shape.ElementCount) }.Concat(names.Select(n => w[n])).ToArray();
         var dy = TestData.Normal(93, shape.ElementCount);
         double[] Forward(double[][] v)
@@ -338,7 +402,24 @@ public class VisionLayerTests : TorchReferenceFixture
             analytic = [grads.Input.ToDoubleArray(), .. names.Select(n => grads.Parameters[n].ToDoubleArray())];
         }
         double error = GradientCheck.MaxError(inputs, Forward, dy, analytic, maxProbesPerInput: 12);
-        GradientCheck.AssertClose($"{config.Variant} 2-D on {height}×{width}: x and {string.Join(", ", names)}", error);
+        GradientCheck.AssertClose($"{config} on {shape}: x and {string.Join(", ", names)}", error);
+    }
+
+    // [B, N, C] on the built grid, [B, H, W, C] on another.
+    private static Shape GridShape(int gridH, int gridW, int h, int w, int dm) =>
+        (gridH, gridW) == (h, w) ? new Shape(Batch, h * w, dm) : new Shape(Batch, h, w, dm);
+
+    // One window: [B, w², C] as the official module takes windows; a rows×columns grid of windows: [B, rows·w, columns·w, C].
+    private static Shape WindowShape(int rows, int columns, int window, int dm) =>
+        rows * columns == 1 ? new Shape(Batch, window * window, dm) : new Shape(Batch, rows * window, columns * window, dm);
+
+    // Swin's window_partition before the module and window_reverse after it, in torch: x [B, H·W, C] row-major over the grid.
+    private static TorchTensor PerWindow(TorchTensor x, int rows, int columns, int window, Func<TorchTensor, TorchTensor> module)
+    {
+        long b = x.shape[0], c = x.shape[2];
+        var windows = x.reshape(b, rows, window, columns, window, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c);
+        var y = module(windows);
+        return y.reshape(b, rows, columns, window, window, c).permute(0, 1, 3, 2, 4, 5).reshape(b, -1, c);
     }
 
     private static (double[] Y, double[] Dx, Dictionary<string, double[]> Grads) Run(AttentionLayer layer, Shape shape, int seed)
