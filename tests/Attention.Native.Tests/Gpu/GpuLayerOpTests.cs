@@ -148,6 +148,34 @@ public class GpuLayerOpTests
         db.Compare($"depthwise conv dbias filters={c.Filters}", dtype);
     }
 
+    // The 2-D form: x [B, H, W, C], weight [Cw, 1, kh, kw]; stage-1 shapes (56×56 tokens, C 64, agent's 3×3 per channel,
+    // flatten's 5×5 shared by two heads), an H×1 grid with kh ≠ kw, one token.
+    private static IEnumerable<TestCaseData> Depthwise2dCases() =>
+        With(new[] { (new Shape(1, 1, 1, 8), 8, 3, 3), (new Shape(2, 7, 5, 64), 64, 3, 3), (new Shape(2, 56, 56, 64), 64, 3, 3), (new Shape(1, 56, 56, 64), 32, 5, 5), (new Shape(3, 9, 1, 16), 16, 3, 5) }, "DepthwiseConv2d");
+
+    [TestCaseSource(nameof(Depthwise2dCases))]
+    public void DepthwiseConv2d_forward_and_backward(DType dtype, (Shape Shape, int Filters, int KernelH, int KernelW) c)
+    {
+        var gpu = Requires.CudaDevice();
+        using var x = GpuPair.Random(gpu, 61, c.Shape, dtype);
+        using var w = GpuPair.Random(gpu, 62, new Shape(c.Filters, 1, c.KernelH, c.KernelW), dtype, 0.3);
+        using var bias = GpuPair.Random(gpu, 63, new Shape(c.Filters), dtype);
+        using var y = GpuPair.Zeros(gpu, c.Shape, dtype);
+        DepthwiseConv.Forward(x.Cpu, w.Cpu, bias.Cpu, y.Cpu);
+        DepthwiseConv.Forward(x.Gpu, w.Gpu, bias.Gpu, y.Gpu);
+        y.Compare($"depthwise conv2d forward filters={c.Filters} k={c.KernelH}x{c.KernelW}", dtype);
+        using var dy = GpuPair.Random(gpu, 64, c.Shape, dtype);
+        using var dx = GradientPair.Zeros(gpu, 65, c.Shape, dtype);
+        using var dw = GradientPair.Zeros(gpu, 66, w.Cpu.Shape, dtype);
+        using var db = GradientPair.Zeros(gpu, 67, bias.Cpu.Shape, dtype);
+        DepthwiseConv.Backward(x.Cpu, w.Cpu, dy.Cpu, dx.Cpu, dw.Cpu, db.Cpu);
+        GradientPair.Start(true, dx, dw, db);
+        DepthwiseConv.Backward(x.Gpu, w.Gpu, dy.Gpu, dx.Gpu, dw.Gpu, db.Gpu);
+        dx.Compare($"depthwise conv2d dx filters={c.Filters} k={c.KernelH}x{c.KernelW}", dtype);
+        dw.Compare($"depthwise conv2d dweight filters={c.Filters} k={c.KernelH}x{c.KernelW}", dtype);
+        db.Compare($"depthwise conv2d dbias filters={c.Filters} k={c.KernelH}x{c.KernelW}", dtype);
+    }
+
     // ---- AdaptivePool -----------------------------------------------------------------------------------------------
 
     private static IEnumerable<TestCaseData> PoolCases() =>

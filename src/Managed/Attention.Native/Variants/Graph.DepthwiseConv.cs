@@ -1,9 +1,13 @@
 namespace Attention.Native.Variants;
 
-// The graph form of the depthwise Conv1d over T (Ops.DepthwiseConv): its backward adds into the gradients directly.
+// The graph form of the depthwise convolution (Ops.DepthwiseConv), 1-D over T or 2-D over a token grid: its backward adds
+// into the gradients directly.
 internal sealed partial class Graph
 {
-    /// <summary>x [B, T, C], weight [Cw, 1, k], bias [Cw]: channel c uses filter c mod Cw, zero padding (k−1)/2.</summary>
+    /// <summary>
+    /// x [B, T, C] with weight [Cw, 1, k], or x [B, H, W, C] with weight [Cw, 1, kh, kw]; bias [Cw]: channel c uses filter
+    /// c mod Cw, zero padding (k−1)/2 on each convolved axis.
+    /// </summary>
     public Node DepthwiseConv(Node x, Node weight, Node? bias)
     {
         var y = Ops.DepthwiseConv.Forward(x.Value, weight.Value, bias?.Value);

@@ -4,8 +4,9 @@ using static Attention.Native.CudaBackend;
 namespace Attention.Native.Ops
 {
     /// <summary>
-    /// CUDA launcher of <see cref="DepthwiseConv"/> (cuda/depthwise_conv.cu): one thread per element; the weight and bias
-    /// gradients as deterministic column sums over the tokens, then over the channels sharing a filter.
+    /// CUDA launcher of <see cref="DepthwiseConv"/> (cuda/depthwise_conv.cu), both forms as a token grid
+    /// (<see cref="DepthwiseGrid"/>): one thread per element; the weight and bias gradients as deterministic column sums
+    /// over the tokens, then over the channels sharing a filter.
     /// </summary>
     internal static class DepthwiseConvCuda
     {
@@ -19,9 +20,8 @@ namespace Attention.Native.Ops
 
         public static void Forward(CudaBackend backend, Tensor x, Tensor weight, Tensor? bias, Tensor y)
         {
-            var s = x.Shape;
-            long rows = (long)s[0] * s[1], n = s.ElementCount;
-            if (n == 0)
+            var g = DepthwiseConv.Grid(x, weight);
+            if (g.Tokens * g.Channels == 0)
             {
                 return;
             }
@@ -30,47 +30,43 @@ namespace Attention.Native.Ops
             args.Add(Ptr(x));
             args.Add(Ptr(weight));
             args.Add(Ptr(bias));
-            args.Add(rows);
-            args.Add(s[1]);
-            args.Add(s[2]);
-            args.Add(weight.Shape[0]);
-            args.Add(weight.Shape[2]);
-            backend.Kernel(Program, ForwardKernel[x.DType]).Launch(Elementwise.Grid(backend, n), Elementwise.Threads, 0, backend.Stream, args);
+            AddGrid(ref args, g);
+            args.Add(g.Filters);
+            args.Add(g.KernelH);
+            args.Add(g.KernelW);
+            backend.Kernel(Program, ForwardKernel[x.DType]).Launch(Elementwise.Grid(backend, g.Tokens * g.Channels), Elementwise.Threads, 0, backend.Stream, args);
         }
 
         public static void Backward(CudaBackend backend, Tensor x, Tensor weight, Tensor dy, Tensor? dx, Tensor? dweight, Tensor? dbias)
         {
-            var s = x.Shape;
-            long rows = (long)s[0] * s[1], n = s.ElementCount;
-            int channels = s[2], filters = weight.Shape[0], kernel = weight.Shape[2];
+            var g = DepthwiseConv.Grid(x, weight);
+            long n = g.Tokens * g.Channels;
             if (dx is not null && n > 0)
             {
                 var args = new KernelArgs(stackalloc byte[96], stackalloc int[12]);
                 args.Add(Ptr(dx));
                 args.Add(Ptr(weight));
                 args.Add(Ptr(dy));
-                args.Add(rows);
-                args.Add(s[1]);
-                args.Add(channels);
-                args.Add(filters);
-                args.Add(kernel);
+                AddGrid(ref args, g);
+                args.Add(g.Filters);
+                args.Add(g.KernelH);
+                args.Add(g.KernelW);
                 backend.Kernel(Program, BackwardKernel[x.DType]).Launch(Elementwise.Grid(backend, n), Elementwise.Threads, 0, backend.Stream, args);
             }
-            if ((dweight is null && dbias is null) || rows == 0 || channels == 0)
+            if ((dweight is null && dbias is null) || n == 0)
             {
                 return;
             }
-            int columns = (kernel + 1) * channels;
-            var (chunks, rowsPerChunk) = ColumnSum.Plan(backend.Device.MultiprocessorCount, rows, columns);
+            int columns = (g.Taps + 1) * g.Channels;
+            var (chunks, rowsPerChunk) = ColumnSum.Plan(backend.Device.MultiprocessorCount, g.Tokens, columns);
             var scratch = backend.Scratch((long)chunks * columns * sizeof(float));
             var partials = new KernelArgs(stackalloc byte[96], stackalloc int[12]);
             partials.Add(scratch.Pointer);
             partials.Add(Ptr(x));
             partials.Add(Ptr(dy));
-            partials.Add(rows);
-            partials.Add(s[1]);
-            partials.Add(channels);
-            partials.Add(kernel);
+            AddGrid(ref partials, g);
+            partials.Add(g.KernelH);
+            partials.Add(g.KernelW);
             partials.Add(rowsPerChunk);
             backend.Kernel(Program, ParamsPartials[x.DType]).Launch(
                 new Dim3(Dim3.CeilDiv(columns, ColumnSum.TileX), (uint)chunks), new Dim3(ColumnSum.TileX, ColumnSum.TileY), 0, backend.Stream, partials);
@@ -79,10 +75,19 @@ namespace Attention.Native.Ops
             finalize.Add(Ptr(dbias));
             finalize.Add(scratch.Pointer);
             finalize.Add(chunks);
-            finalize.Add(channels);
-            finalize.Add(filters);
-            finalize.Add(kernel);
-            backend.Kernel(Program, ParamsFinalize[x.DType]).Launch(Dim3.CeilDiv(filters * (kernel + 1), 128), 128, 0, backend.Stream, finalize);
+            finalize.Add(g.Channels);
+            finalize.Add(g.Filters);
+            finalize.Add(g.Taps);
+            backend.Kernel(Program, ParamsFinalize[x.DType]).Launch(Dim3.CeilDiv(g.Filters * (g.Taps + 1), 128), 128, 0, backend.Stream, finalize);
+        }
+
+        // rows (the tokens B·H·W), height, width, channels: the kernels' shared leading shape arguments.
+        private static void AddGrid(ref KernelArgs args, DepthwiseGrid g)
+        {
+            args.Add(g.Tokens);
+            args.Add(g.Height);
+            args.Add(g.Width);
+            args.Add(g.Channels);
         }
     }
 }

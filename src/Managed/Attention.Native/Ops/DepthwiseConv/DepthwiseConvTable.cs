@@ -20,15 +20,14 @@ public sealed partial class CpuBackend
             DepthwiseConvForward(w.In(x), w.In(weight), w.InOptional(bias), w.Out(y, keepContents: false));
             return;
         }
-        var s = x.Shape;
-        int filters = weight.Shape[0], kernel = weight.Shape[2];
+        var grid = DepthwiseConv.Grid(x, weight);
         if (x.DType == DType.F64)
         {
-            DepthwiseConvCpu.Forward(P<double>(x), P<double>(weight), P<double>(bias), P<double>(y), s[0], s[1], s[2], filters, kernel);
+            DepthwiseConvCpu.Forward(P<double>(x), P<double>(weight), P<double>(bias), P<double>(y), grid);
         }
         else
         {
-            DepthwiseConvCpu.Forward(P<float>(x), P<float>(weight), P<float>(bias), P<float>(y), s[0], s[1], s[2], filters, kernel);
+            DepthwiseConvCpu.Forward(P<float>(x), P<float>(weight), P<float>(bias), P<float>(y), grid);
         }
     }
 
@@ -40,15 +39,14 @@ public sealed partial class CpuBackend
             DepthwiseConvBackward(w.In(x), w.In(weight), w.In(dy), w.OutOptional(dx, keepContents: true), w.OutOptional(dweight, keepContents: true), w.OutOptional(dbias, keepContents: true));
             return;
         }
-        var s = x.Shape;
-        int filters = weight.Shape[0], kernel = weight.Shape[2];
+        var grid = DepthwiseConv.Grid(x, weight);
         if (x.DType == DType.F64)
         {
-            DepthwiseConvCpu.Backward(P<double>(x), P<double>(weight), P<double>(dy), P<double>(dx), P<double>(dweight), P<double>(dbias), s[0], s[1], s[2], filters, kernel);
+            DepthwiseConvCpu.Backward(P<double>(x), P<double>(weight), P<double>(dy), P<double>(dx), P<double>(dweight), P<double>(dbias), grid);
         }
         else
         {
-            DepthwiseConvCpu.Backward(P<float>(x), P<float>(weight), P<float>(dy), P<float>(dx), P<float>(dweight), P<float>(dbias), s[0], s[1], s[2], filters, kernel);
+            DepthwiseConvCpu.Backward(P<float>(x), P<float>(weight), P<float>(dy), P<float>(dx), P<float>(dweight), P<float>(dbias), grid);
         }
     }
 }
