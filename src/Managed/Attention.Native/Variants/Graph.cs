@@ -108,7 +108,17 @@ internal sealed partial class Graph : IDisposable
     /// Hands a result to the caller: a tensor the graph owns leaves its care (no copy); anything else (an input, a view)
     /// is copied, so the caller always owns what it gets.
     /// </summary>
-    public Tensor Detach(Tensor tensor) => _owned.Remove(tensor) ? tensor : tensor.To(Backend);
+    public Tensor Detach(Tensor tensor)
+    {
+        if (_owned.Remove(tensor))
+        {
+            return tensor;
+        }
+        // Tensor.To on its own backend is a view, which would die with the graph's storage: copy on the backend instead.
+        return tensor.IsContiguous && ReferenceEquals(tensor.Backend, Backend) && tensor.Shape.Rank > 0
+            ? Backend.Create(tensor.Shape, tensor.DType, copy => Ops.Columns.Copy(tensor, 0, copy, 0, tensor.Shape[-1]))
+            : tensor.To(Backend);
+    }
 
     /// <summary>Takes ownership of a tensor made outside the graph's ops.</summary>
     public Tensor Own(Tensor tensor)
