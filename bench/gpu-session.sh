@@ -8,6 +8,8 @@
 #   bench/gpu-session.sh bench [--quick]        the PyTorch peers (bench/peers/torch_peers.py), then attn bench --sweep
 #                                               joined with them: <device>-<date>.json/.md/.svg into $OUT; then the serving
 #                                               trace (as the serving step)
+#   bench/gpu-session.sh vision                 attn bench --vision on CUDA: the 2-D agent/flatten forms at the papers'
+#                                               stage-1 shapes beside the 1-D forms and softmax; <device>-<date>-vision.json/.md
 #   bench/gpu-session.sh serving [--quick]      attn bench --serving on CUDA in bf16, every causal variant (gqa and mla
 #                                               first): the full trace (64 sequences, prompts 128–8k, 256 generated each),
 #                                               --quick a reduced one; <device>-<date>-serving.json/.md into $OUT
@@ -70,8 +72,14 @@ case "$step" in
     serving "${1:-}"
     exit $?
     ;;
+  vision)
+    "$run" attn bench --vision --backend cuda --repeats 10 --results "$out" > "$out/vision.log" 2>&1
+    code=$?
+    tail -20 "$out/vision.log"
+    exit $code
+    ;;
   *)
-    echo "usage: $0 probe | tests [filter] | memcheck|racecheck [filter] | bench [--quick] | serving [--quick]" >&2
+    echo "usage: $0 probe | tests [filter] | memcheck|racecheck [filter] | bench [--quick] | vision | serving [--quick]" >&2
     exit 2
     ;;
 esac
