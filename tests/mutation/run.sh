@@ -86,6 +86,12 @@ make_scratch() {
     (cd "$root" && tar -cf - --exclude=./.git --exclude=bin --exclude=obj --exclude=./artifacts .) | tar -xf - -C "$scratch"
   fi
   [ -f "$scratch/Attention.Native.sln" ] || die "scratch copy failed"
+  # libtorch's glue as tests/torchsharp/prepare.sh left it (the README's test command prepares it): without it the torch
+  # reference tests skip, and a mutant only they can catch would survive.
+  if [ -d "$root/artifacts/torchsharp-native" ]; then
+    mkdir -p "$scratch/artifacts"
+    ln -s "$root/artifacts/torchsharp-native" "$scratch/artifacts/torchsharp-native"
+  fi
 }
 
 # ---- C#: incremental rebuild and an NUnit filter ---------------------------------------------------------------------

@@ -6,6 +6,9 @@ namespace Attention.Native.Ops;
 /// <summary>CPU reference of <see cref="GridResize"/>, generic over float and double (the type PyTorch computes the source coordinates in).</summary>
 internal static class GridResizeCpu
 {
+    /// <summary>Below this many channels the kernels loop over elements instead of calling vector primitives per cell.</summary>
+    private const int NarrowChannels = 16;
+
     /// <summary>The sizes of one resize: B, the input and output grids, C.</summary>
     public readonly record struct Grid(int Batch, int InHeight, int InWidth, int OutHeight, int OutWidth, int Channels);
 
@@ -39,11 +42,26 @@ internal static class GridResizeCpu
         var rows = Taps<T>(g.InHeight, g.OutHeight);
         var cols = Taps<T>(g.InWidth, g.OutWidth);
         int c = g.Channels;
-        Parallel.For(0L, (long)g.Batch * g.OutHeight, row =>
+        ForRows((long)g.Batch * g.OutHeight, (long)g.OutWidth * c, row =>
         {
             long b = row / g.OutHeight;
             var r = rows[row % g.OutHeight];
             long top = ((b * g.InHeight) + r.I0) * g.InWidth, bottom = ((b * g.InHeight) + r.I1) * g.InWidth;
+            if (c < NarrowChannels)
+            {
+                // Few channels (the resized bias maps have one): per-element spans would cost more than the arithmetic.
+                long outRow = row * g.OutWidth;
+                for (int j = 0; j < g.OutWidth; j++)
+                {
+                    var k = cols[j];
+                    for (int ch = 0; ch < c; ch++)
+                    {
+                        y[((outRow + j) * c) + ch] = (r.W0 * ((k.W0 * x[((top + k.I0) * c) + ch]) + (k.W1 * x[((top + k.I1) * c) + ch])))
+                            + (r.W1 * ((k.W0 * x[((bottom + k.I0) * c) + ch]) + (k.W1 * x[((bottom + k.I1) * c) + ch])));
+                    }
+                }
+                return;
+            }
             for (int j = 0; j < g.OutWidth; j++)
             {
                 var k = cols[j];
@@ -78,13 +96,27 @@ internal static class GridResizeCpu
             readers[rows[o].I1].Add((o, rows[o].W1));
         }
         int c = g.Channels;
-        Parallel.For(0L, (long)g.Batch * g.InHeight, row =>
+        ForRows((long)g.Batch * g.InHeight, (long)g.InWidth * c * Math.Max(1, g.OutHeight / Math.Max(1, g.InHeight)) * Math.Max(1, g.OutWidth / Math.Max(1, g.InWidth)), row =>
         {
             long b = row / g.InHeight;
             long target = row * g.InWidth;
             foreach (var (o, weight) in readers[row % g.InHeight])
             {
                 long source = ((b * g.OutHeight) + o) * g.OutWidth;
+                if (c < NarrowChannels)
+                {
+                    for (int j = 0; j < g.OutWidth; j++)
+                    {
+                        var k = cols[j];
+                        for (int ch = 0; ch < c; ch++)
+                        {
+                            T d = dy[((source + j) * c) + ch] * weight;
+                            dx[((target + k.I0) * c) + ch] += d * k.W0;
+                            dx[((target + k.I1) * c) + ch] += d * k.W1;
+                        }
+                    }
+                    continue;
+                }
                 for (int j = 0; j < g.OutWidth; j++)
                 {
                     var k = cols[j];
@@ -94,6 +126,19 @@ internal static class GridResizeCpu
                     var right = dx.Slice((target + k.I1) * c, c);
                     TensorPrimitives.MultiplyAdd<T>(dyr, weight * k.W1, right, right);
                 }
+            }
+        });
+    }
+
+    /// <summary>Runs <paramref name="body"/> for rows 0 … count − 1 in parallel, in tasks of at least ~16k elements' work (a row of a resized bias map is a few dozen).</summary>
+    private static void ForRows(long count, long workPerRow, Action<long> body)
+    {
+        long perTask = Math.Max(1, 16384 / Math.Max(1, workPerRow));
+        Parallel.For(0L, (count + perTask - 1) / perTask, task =>
+        {
+            for (long row = task * perTask, end = Math.Min(count, row + perTask); row < end; row++)
+            {
+                body(row);
             }
         });
     }
