@@ -226,3 +226,53 @@ public class AttentionModuleTests : TorchReferenceFixture
 
     private static Shape Shape(TorchTensor t) => new([.. t.shape.Select(s => (int)s)]);
 }
+
+/// <summary>
+/// The 2-D forms as TorchSharp modules: the official vision module's state_dict (nested names such as <c>kv.weight</c>) loads
+/// as it is, and the module's y and gradients through torch autograd equal the official module's (the float64 references of
+/// <see cref="Variants.Vision.VisionTorchReference"/>), on the built grid and, through <c>[B, H, W, C]</c>, on another.
+/// </summary>
+public class VisionAttentionModuleTests : TorchReferenceFixture
+{
+    [TestCase(false)]
+    [TestCase(true)]
+    public void Agent_pvt_module_loads_the_official_state_dict_and_gives_the_official_output_and_gradients(bool otherGrid)
+    {
+        var rc = new Variants.Vision.AgentPvtConfig(16, 2, 4, 6, 6, SrRatio: 2, QkvBias: true);
+        var config = new AgentVisionConfig { DModel = 16, Heads = 2, Agents = 4, GridHeight = 6, GridWidth = 6, SrRatio = 2, QkvBias = true };
+        var official = Variants.Vision.VisionTorchReference.Parameters(rc);
+        var w = Variants.Vision.VisionTorchReference.Draw(official, seed: 141);
+        int h = otherGrid ? 4 : 6, wd = otherGrid ? 8 : 6;
+        var x = TestData.Normal(142, 2 * h * wd * 16);
+        var dy = TestData.Normal(143, x.Length);
+        using var scope = torch.NewDisposeScope();
+        var leaves = Variants.Vision.VisionTorchReference.Leaves(official, w, requiresGrad: true);
+        var xr = torch.tensor(x, [2, h * wd, 16], ScalarType.Float64, requires_grad: true);
+        var yr = Variants.Vision.VisionTorchReference.AgentPvt(rc, leaves, xr, h, wd);
+        (yr * torch.tensor(dy, [2, h * wd, 16], ScalarType.Float64)).sum().backward();
+
+        using var module = new AttentionModule(config, CheckpointLayout.AgentPvt, ScalarType.Float64);
+        module.load_state_dict(leaves.ToDictionary(p => p.Key, p => p.Value.detach()));
+        long[] shape = otherGrid ? [2, h, wd, 16] : [2, h * wd, 16];
+        var xm = torch.tensor(x, shape, ScalarType.Float64, requires_grad: true);
+        var ym = module.call(xm);
+        (ym * torch.tensor(dy, shape, ScalarType.Float64)).sum().backward();
+        Close(Values(ym), Values(yr), "y");
+        Close(Values(xm.grad!), Values(xr.grad!), "dx");
+        foreach (var (name, p) in module.named_parameters())
+        {
+            Close(Values(p.grad!), Values(leaves[name].grad!), $"d{name}");
+        }
+    }
+
+    private static double[] Values(TorchTensor t) => t.detach().contiguous().data<double>().ToArray();
+
+    // F64 on both sides: 1e-10 relative to the reference's size, as TorchKit holds the 1-D forms.
+    private static void Close(double[] ours, double[] reference, string what)
+    {
+        Assert.That(ours, Has.Length.EqualTo(reference.Length), what);
+        double error = ours.Zip(reference, (a, b) => Math.Abs(a - b)).Max() / Math.Max(1e-300, reference.Max(Math.Abs));
+        TestContext.Out.WriteLine($"{what}: {error:E2}");
+        Assert.That(error, Is.LessThanOrEqualTo(1e-10), what);
+    }
+}
