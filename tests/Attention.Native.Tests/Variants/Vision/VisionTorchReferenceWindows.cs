@@ -130,7 +130,8 @@ internal static class VisionTorchReferenceWindows
         v = v.reshape(b, n, heads, headDim).permute(0, 2, 1, 3);
         agentTokens = agentTokens.reshape(b, agents, heads, headDim).permute(0, 2, 1, 3);
 
-        var positionBias1 = F.interpolate(w["an_bias"], [window, window], mode: InterpolationMode.Bilinear).reshape(1, heads, agents, -1).repeat(b, 1, 1, 1);
+        // The official calls leave align_corners unset, which is false; it is written out here only to keep libtorch quiet.
+        var positionBias1 = F.interpolate(w["an_bias"], [window, window], mode: InterpolationMode.Bilinear, align_corners: false).reshape(1, heads, agents, -1).repeat(b, 1, 1, 1);
         var positionBias2 = (w["ah_bias"] + w["aw_bias"]).reshape(1, heads, agents, -1).repeat(b, 1, 1, 1);
         var positionBias = positionBias1 + positionBias2;
         if (deit)
@@ -140,7 +141,7 @@ internal static class VisionTorchReferenceWindows
         var agentAttn = F.softmax((agentTokens * scale).matmul(k.transpose(-2, -1)) + positionBias, -1);
         var agentV = agentAttn.matmul(v);
 
-        var agentBias1 = F.interpolate(w["na_bias"], [window, window], mode: InterpolationMode.Bilinear).reshape(1, heads, agents, -1).permute(0, 1, 3, 2).repeat(b, 1, 1, 1);
+        var agentBias1 = F.interpolate(w["na_bias"], [window, window], mode: InterpolationMode.Bilinear, align_corners: false).reshape(1, heads, agents, -1).permute(0, 1, 3, 2).repeat(b, 1, 1, 1);
         var agentBias2 = (w["ha_bias"] + w["wa_bias"]).reshape(1, heads, -1, agents).repeat(b, 1, 1, 1);
         var agentBias = agentBias1 + agentBias2;
         if (deit)
