@@ -219,7 +219,9 @@ internal static class RunCommand
         foreach (var mode in modes)
         {
             // The serving pool caches each sequence rounded up to whole pages.
-            long tokens = mode == RunMode.Decode && ragged is not null ? Math.Max(ragged.PoolTokens, x.Shape[1]) : x.Shape[1];
+            // A 2-D form's x may be a grid [B, H, W, C]: its tokens are H·W.
+            long rowTokens = x.Shape.Rank == 4 ? (long)x.Shape[1] * x.Shape[2] : x.Shape[1];
+            long tokens = mode == RunMode.Decode && ragged is not null ? Math.Max(ragged.PoolTokens, rowTokens) : rowTokens;
             CheckMemory(config, x, mode, parameterElements, backend, tokens);
         }
 
@@ -371,7 +373,7 @@ internal static class RunCommand
     {
         var estimate = WorkingMemory.Estimate(config, x.Shape[0], tokens, x.DType, mode, parameterElements, backend.Kind == BackendKind.Cpu);
         double host = AvailableHostBytes();
-        string run = $"{config.Variant} {mode.ToString().ToLowerInvariant()} of x {x.Shape} {x.DType}{(tokens != x.Shape[1] ? $" through a pool of {tokens} tokens" : "")}";
+        string run = $"{config.Variant} {mode.ToString().ToLowerInvariant()} of x {x.Shape} {x.DType}{(tokens != x.Shape[1] && x.Shape.Rank == 3 ? $" through a pool of {tokens} tokens" : "")}";
         if (backend is CudaBackend cuda)
         {
             double free = cuda.Context.MemoryInfo().Free;

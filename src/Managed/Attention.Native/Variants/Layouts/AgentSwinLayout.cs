@@ -17,11 +17,7 @@ internal sealed class AgentSwinLayout : VisionModuleLayout
     private protected override (string Variant, string Json) TranslateConfig(OfficialConfig official, int layerIndex)
     {
         RefuseScale(official);
-        var window = official.IntOrPair("window_size");
-        if (window is null && !official.Has("window_size"))
-        {
-            official.Int("window_size");
-        }
+        var window = WindowSize(official);
         return ("agent", Json(
             ("d_model", official.Int("dim")), ("n_heads", official.Int("num_heads")), ("grid_h", window?.Height), ("grid_w", window?.Width),
             ("n_agents", official.Int("agent_num", required: false) ?? 49), ("qkv_bias", official.Bool("qkv_bias") ?? true), ("form", Form)));

@@ -16,11 +16,7 @@ internal sealed class FlattenSwinLayout : VisionModuleLayout
     private protected override (string Variant, string Json) TranslateConfig(OfficialConfig official, int layerIndex)
     {
         RefuseScale(official);
-        var window = official.IntOrPair("window_size");
-        if (window is null && !official.Has("window_size"))
-        {
-            official.Int("window_size");
-        }
+        var window = WindowSize(official);
         return ("flatten", Json(
             ("d_model", official.Int("dim")), ("n_heads", official.Int("num_heads")), ("grid_h", window?.Height), ("grid_w", window?.Width),
             ("qkv_bias", official.Bool("qkv_bias") ?? true), ("focusing_factor", official.Double("focusing_factor") ?? 3),

@@ -44,6 +44,17 @@ internal abstract class VisionModuleLayout : CheckpointLayout
         return side;
     }
 
+    /// <summary>Swin's <c>window_size</c>: an integer (a square window) or a pair; reported missing when absent.</summary>
+    private protected static (int Height, int Width)? WindowSize(OfficialConfig official)
+    {
+        if (!official.Has("window_size"))
+        {
+            official.Int("window_size");
+            return null;
+        }
+        return official.IntOrPair("window_size");
+    }
+
     /// <summary>The modules' score scale is head_dim^-0.5 unless <c>qk_scale</c> overrides it; an override is refused.</summary>
     private protected static void RefuseScale(OfficialConfig official)
     {
