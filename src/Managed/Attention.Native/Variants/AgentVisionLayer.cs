@@ -17,6 +17,12 @@ public sealed class AgentVisionLayer : AttentionLayer
 {
     private readonly Tensor? _centering;
 
+    // Inference reuses the assembled score biases of a grid while the bias parameters stay as they are (a parameter write
+    // changes a version, and writes never overlap calls, so a stale entry is never in use when it is replaced).
+    private readonly Dictionary<(int Kh, int Kw, int H, int W), (BiasState State, Tensor B1, Tensor B2)> _biases = [];
+    private readonly Lock _biasesLock = new();
+    private const int CachedGrids = 16;
+
     /// <summary>Creates the layer with zero parameters (fill them with <see cref="AttentionLayer.InitializeParameters"/> or <see cref="AttentionLayer.LoadParameters(IReadOnlyDictionary{string, Tensor})"/>).</summary>
     public AgentVisionLayer(AgentVisionConfig config, Backend? backend = null, DType dtype = DType.F32)
         : base(config, backend, dtype)
@@ -73,9 +79,10 @@ public sealed class AgentVisionLayer : AttentionLayer
         var gridQ = Deit ? VisionGraph.TokenRange(graph, q, first, cells) : q;
         var agents = graph.Reshape(VisionGraph.Pool(graph, gridQ, height, width, side, side), new Shape(b, n, heads, c.HeadDim));
         var options = new AttentionOptions(1 / Math.Sqrt(c.HeadDim), Causal: false);
+        var (keyBias, queryBias) = ScoreBiases(graph, kh, kw, height, width);
         var agentValues = graph.Attention(agents, graph.Reshape(k, new Shape(b, keys, heads, c.HeadDim)), graph.Reshape(v, new Shape(b, keys, heads, c.HeadDim)),
-            options, AgentToKeyBias(graph, kh, kw));
-        var o = graph.Reshape(graph.Attention(graph.Reshape(q, new Shape(b, tokens, heads, c.HeadDim)), agents, agentValues, options, QueryToAgentBias(graph, height, width)),
+            options, keyBias);
+        var o = graph.Reshape(graph.Attention(graph.Reshape(q, new Shape(b, tokens, heads, c.HeadDim)), agents, agentValues, options, queryBias),
             new Shape(b, tokens, dm));
         // v as an image on the key grid, bilinear to the query grid when reduced, through the k×k depthwise convolution;
         // DeiT's class token gets none.
@@ -100,7 +107,76 @@ public sealed class AgentVisionLayer : AttentionLayer
     protected override void Dispose(bool disposing)
     {
         _centering?.Dispose();
+        lock (_biasesLock)
+        {
+            foreach (var (_, b1, b2) in _biases.Values)
+            {
+                b1.Dispose();
+                b2.Dispose();
+            }
+            _biases.Clear();
+        }
         base.Dispose(disposing);
+    }
+
+    /// <summary>
+    /// b1 and b2 for a key grid kh×kw and a query grid H×W: built on the graph (training: their gradients flow to the bias
+    /// parameters), or in inference taken from the cache of this grid while the bias parameters are unchanged.
+    /// </summary>
+    private (Node KeyBias, Node QueryBias) ScoreBiases(Graph graph, int kh, int kw, int height, int width)
+    {
+        if (graph.Recording)
+        {
+            return (AgentToKeyBias(graph, kh, kw), QueryToAgentBias(graph, height, width));
+        }
+        var key = (kh, kw, height, width);
+        var state = BiasParameters();
+        lock (_biasesLock)
+        {
+            if (_biases.TryGetValue(key, out var cached) && cached.State.Matches(state))
+            {
+                return (graph.Input(cached.B1, requiresGrad: false), graph.Input(cached.B2, requiresGrad: false));
+            }
+        }
+        var b1 = AgentToKeyBias(graph, kh, kw);
+        var b2 = QueryToAgentBias(graph, height, width);
+        lock (_biasesLock)
+        {
+            // Another call may have stored this grid meanwhile (and may be reading it): keep that one. An entry of other
+            // parameter versions is in no call's use (writes never overlap calls), so it can go.
+            if (_biases.TryGetValue(key, out var present))
+            {
+                if (present.State.Matches(state))
+                {
+                    return (b1, b2);
+                }
+                _biases.Remove(key);
+                present.B1.Dispose();
+                present.B2.Dispose();
+            }
+            if (_biases.Count < CachedGrids)
+            {
+                // The cache keeps its own copies; the graph frees its tensors as usual.
+                _biases[key] = (state, Copy(b1.Value), Copy(b2.Value));
+            }
+        }
+        return (b1, b2);
+    }
+
+    private Tensor Copy(Tensor tensor) => Backend.Create(tensor.Shape, tensor.DType, copy => Columns.Copy(tensor, 0, copy, 0, tensor.Shape[-1]));
+
+    // The bias parameters as tensors and versions: a parameter bound anew is another tensor, one written has a new version.
+    private BiasState BiasParameters()
+    {
+        string[] names = Deit ? ["an_bias", "na_bias", "ah_bias", "aw_bias", "ha_bias", "wa_bias", "ac_bias", "ca_bias"] : ["an_bias", "na_bias", "ah_bias", "aw_bias", "ha_bias", "wa_bias"];
+        var tensors = names.Select(n => Parameters[n]).ToArray();
+        return new BiasState(tensors, [.. tensors.Select(t => t.Version)]);
+    }
+
+    private sealed record BiasState(Tensor[] Tensors, long[] Versions)
+    {
+        public bool Matches(BiasState other) =>
+            Tensors.Length == other.Tensors.Length && Tensors.Zip(other.Tensors).All(p => ReferenceEquals(p.First, p.Second)) && Versions.AsSpan().SequenceEqual(other.Versions);
     }
 
     /// <summary>

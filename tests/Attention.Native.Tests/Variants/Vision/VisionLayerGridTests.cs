@@ -241,4 +241,33 @@ public class VisionLayerGridTests
             Precision.AssertAdded($"{label} d{parameter}", dtype, g.Shape.ToString(), null, g.ToArray(), gradsN.Parameters[parameter].ToArray());
         }
     }
+
+    [Test]
+    public void Inference_reuses_the_score_biases_of_a_grid_until_a_bias_is_written()
+    {
+        // Inference caches the assembled b1/b2 per grid: the forward must equal the training forward bit for bit on each of two
+        // grids, taken alternately, and after a bias parameter is written (or bound anew) it must follow the new values.
+        var config = new AgentVisionConfig { DModel = 16, Heads = 2, Agents = 4, GridHeight = 6, GridWidth = 6, QkvBias = true };
+        using var layer = AttentionLayer.Create(config, Backend.Cpu, DType.F32);
+        var w = Draw(layer, seed: 161);
+        Load(layer, w);
+        Shape[] grids = [new(2, 36, 16), new(2, 5, 7, 16)];
+        void Same(string what)
+        {
+            foreach (var shape in grids)
+            {
+                using var x = Backend.Cpu.FromArray(TestData.Normal(162, shape.ElementCount), shape, DType.F32);
+                using var y = layer.Forward(x);
+                using var pass = layer.ForwardForTraining(x);
+                Assert.That(y.ToArray(), Is.EqualTo(pass.Output.ToArray()), $"{what}: inference = training forward on {shape}");
+            }
+        }
+        Same("first calls");
+        Same("cached");
+        layer.Parameters["na_bias"].CopyFrom(TestData.Normal(163, layer.Parameters["na_bias"].ElementCount));
+        Same("after na_bias is written");
+        using var bound = Backend.Cpu.FromArray(TestData.Normal(164, layer.Parameters["ah_bias"].ElementCount), layer.Parameters["ah_bias"].Shape, DType.F32);
+        layer.BindParameter("ah_bias", bound);
+        Same("after ah_bias is bound anew");
+    }
 }
