@@ -71,13 +71,14 @@ public sealed class AgentVisionLayer : AttentionLayer
     {
         var c = Settings;
         var (xt, height, width) = VisionGraph.Tokens(graph, x, c.Form, c.GridHeight, c.GridWidth);
-        int b = xt.Shape[0], tokens = xt.Shape[1], dm = c.DModel, heads = c.Heads, r = c.SrRatio, n = c.Agents, side = c.AgentSide;
+        int b = xt.Shape[0], tokens = xt.Shape[1], dm = c.DModel, heads = c.Heads, r = c.SrRatio;
         int first = Deit ? 1 : 0, cells = height * width, kh = height / r, kw = width / r, keys = tokens - cells + (kh * kw);
         var (q, k, v) = VisionGraph.QueryKeyValue(this, graph, xt, c.Form, c.QkvBias, height, width, r, _centering);
         // The agents are pooled from the grid's projected queries (not DeiT's class token), so q's gradient collects both
         // the pooling's and P2's share.
         var gridQ = Deit ? VisionGraph.TokenRange(graph, q, first, cells) : q;
-        var agents = graph.Reshape(VisionGraph.Pool(graph, gridQ, height, width, side, side), new Shape(b, n, heads, c.HeadDim));
+        int ph = c.PoolHeight, pw = c.PoolWidth;
+        var agents = graph.Reshape(VisionGraph.Pool(graph, gridQ, height, width, ph, pw), new Shape(b, ph * pw, heads, c.HeadDim));
         var options = new AttentionOptions(1 / Math.Sqrt(c.HeadDim), Causal: false);
         var (keyBias, queryBias) = ScoreBiases(graph, kh, kw, height, width);
         var agentValues = graph.Attention(agents, graph.Reshape(k, new Shape(b, keys, heads, c.HeadDim)), graph.Reshape(v, new Shape(b, keys, heads, c.HeadDim)),
@@ -120,14 +121,34 @@ public sealed class AgentVisionLayer : AttentionLayer
     }
 
     /// <summary>
+    /// b1 and b2 for a key grid kh×kw and a query grid H×W, on the graph's ops. With an agent grid other than √n×√n, each bias's
+    /// agent axis (a √n×√n grid) is resized bilinearly to it after the spatial resize, as the downstream module does.
+    /// </summary>
+    private (Node KeyBias, Node QueryBias) BuildScoreBiases(Graph graph, int kh, int kw, int height, int width)
+    {
+        var c = Settings;
+        var b1 = AgentToKeyBias(graph, kh, kw);
+        var b2 = QueryToAgentBias(graph, height, width);
+        int side = c.AgentSide, ph = c.PoolHeight, pw = c.PoolWidth;
+        if ((ph, pw) == (side, side))
+        {
+            return (b1, b2);
+        }
+        var keysPerAgent = graph.GridResize(b1, side, side, ph, pw);
+        var queriesPerAgent = graph.GridResize(graph.Permute(b2, [0, 2, 1]), side, side, ph, pw);
+        return (keysPerAgent, graph.Permute(queriesPerAgent, [0, 2, 1]));
+    }
+
+    /// <summary>
     /// b1 and b2 for a key grid kh×kw and a query grid H×W: built on the graph (training: their gradients flow to the bias
     /// parameters), or in inference taken from the cache of this grid while the bias parameters are unchanged.
     /// </summary>
     private (Node KeyBias, Node QueryBias) ScoreBiases(Graph graph, int kh, int kw, int height, int width)
     {
+        (Node, Node) Assemble() => BuildScoreBiases(graph, kh, kw, height, width);
         if (graph.Recording)
         {
-            return (AgentToKeyBias(graph, kh, kw), QueryToAgentBias(graph, height, width));
+            return Assemble();
         }
         var key = (kh, kw, height, width);
         var state = BiasParameters();
@@ -138,8 +159,7 @@ public sealed class AgentVisionLayer : AttentionLayer
                 return (graph.Input(cached.B1, requiresGrad: false), graph.Input(cached.B2, requiresGrad: false));
             }
         }
-        var b1 = AgentToKeyBias(graph, kh, kw);
-        var b2 = QueryToAgentBias(graph, height, width);
+        var (b1, b2) = Assemble();
         lock (_biasesLock)
         {
             // Another call may have stored this grid meanwhile (and may be reading it): keep that one. An entry of other

@@ -17,6 +17,8 @@ public class VisionLayerGridTests
         // Another grid with a reduction: every parameter path (sr, norm, resized biases, pooled agents, v bilinear, dwc).
         var config = new AgentVisionConfig { DModel = 8, Heads = 2, Agents = 4, GridHeight = 8, GridWidth = 8, SrRatio = 2, QkvBias = true };
         CheckGradients(config, 6, 10);
+        // The downstream module's agent grid 3×2 for n = 4 (the biases' agent axes resized from 2×2) on another grid.
+        CheckGradients(new AgentVisionConfig { DModel = 8, Heads = 2, Agents = 4, GridHeight = 4, GridWidth = 4, QkvBias = true, AgentGridHeight = 3, AgentGridWidth = 2 }, 5, 4);
     }
 
     [Test]
@@ -108,6 +110,9 @@ public class VisionLayerGridTests
         Assert.That(e!.Message, Does.Contain("qk_scale"));
         var swin = CheckpointLayout.AgentSwin.ReadConfig("""{"dim": 96, "window_size": [56, 56], "num_heads": 3, "qkv_bias": true, "qk_scale": null, "shift_size": 0, "agent_num": 9}""");
         Assert.That(swin, Is.EqualTo(new AgentVisionConfig { DModel = 96, Heads = 3, Agents = 9, GridHeight = 56, GridWidth = 56, QkvBias = true, Form = "swin" }));
+        var downstream = CheckpointLayout.AgentPvt.ReadConfig("""{"dim": 64, "num_heads": 1, "num_patches": 3136, "agent_num": 9, "downstream_agent_shape": [7, 7], "kernel_size": 3}""");
+        Assert.That(downstream, Is.EqualTo(new AgentVisionConfig { DModel = 64, Heads = 1, Agents = 9, GridHeight = 56, GridWidth = 56, AgentGridHeight = 7, AgentGridWidth = 7 }));
+        Assert.That(LayerConfig.Parse("agent", downstream.ToJson()), Is.EqualTo(downstream), "the agent grid writes back");
         var deit = CheckpointLayout.AgentDeit.ReadConfig("""{"dim": 384, "num_heads": 6, "qkv_bias": true, "agent_num": 49, "window": 14}""");
         Assert.That(deit, Is.EqualTo(new AgentVisionConfig { DModel = 384, Heads = 6, Agents = 49, GridHeight = 14, GridWidth = 14, QkvBias = true, Form = "deit" }));
         var flattenSwin = CheckpointLayout.FlattenSwin.ReadConfig("""{"dim": 96, "window_size": 56, "num_heads": 3, "focusing_factor": 3, "kernel_size": 5}""");
@@ -142,6 +147,8 @@ public class VisionLayerGridTests
     [TestCase("flatten", """{"d_model": 16, "n_heads": 2, "grid_size": 6, "form": "deit"}""", "form")]
     [TestCase("agent", """{"d_model": 16, "n_heads": 2, "n_agents": 4, "grid_size": 6, "form": "swin", "sr_ratio": 2}""", "sr_ratio")]
     [TestCase("agent", """{"d_model": 16, "n_heads": 2, "n_agents": 4, "grid_h": 6, "grid_w": 4, "form": "deit"}""", "grid_w")]
+    [TestCase("agent", """{"d_model": 16, "n_heads": 2, "n_agents": 4, "grid_size": 6, "agent_grid_h": 3}""", "agent_grid_h")]
+    [TestCase("agent", """{"d_model": 16, "n_heads": 2, "n_agents": 4, "grid_size": 6, "form": "swin", "agent_grid_h": 3, "agent_grid_w": 3}""", "agent_grid_h")]
     [TestCase("flatten", """{"d_model": 16, "n_heads": 2, "grid_size": 6, "sr_ratio": 5}""", "sr_ratio")]
     public void Bad_grids_are_refused_naming_the_key(string variant, string json, string key)
     {

@@ -25,6 +25,7 @@ public class VisionLayerTests : TorchReferenceFixture
         (new(16, 2, 9, 8, 8, SrRatio: 2, QkvBias: true), 8, 8),   // keys on 4×4 through sr and norm, v bilinear back
         (new(16, 2, 9, 8, 8, SrRatio: 2, QkvBias: true), 6, 10),  // both at once: the key grid 3×5 against the biases' 4×4
         (new(16, 4, 9, 6, 6, DwcKernel: 5), 6, 6),                // no qkv bias, 5×5 depthwise filters
+        (new(16, 2, 4, 6, 6, QkvBias: true, PoolH: 3, PoolW: 2), 7, 5),  // the downstream module's agent grid 3×2 (not 2×2)
     ];
 
     private static readonly (FlattenPvtConfig Config, int H, int W)[] FlattenRuns =
@@ -60,7 +61,7 @@ public class VisionLayerTests : TorchReferenceFixture
         var config = new AgentVisionConfig
         {
             DModel = rc.DModel, Heads = rc.Heads, Agents = rc.Agents, GridHeight = rc.GridH, GridWidth = rc.GridW, SrRatio = rc.SrRatio,
-            QkvBias = rc.QkvBias, DwcKernel = rc.DwcKernel,
+            QkvBias = rc.QkvBias, DwcKernel = rc.DwcKernel, AgentGridHeight = rc.PoolH, AgentGridWidth = rc.PoolW,
         };
         AssertMatchesReference(config, CheckpointLayout.AgentPvt, VisionTorchReference.Parameters(rc), dtype, GridShape(rc.GridH, rc.GridW, h, w, rc.DModel),
             (p, x) => VisionTorchReference.AgentPvt(rc, p, x, h, w), $"agent-pvt {rc} on {h}×{w} {dtype}");

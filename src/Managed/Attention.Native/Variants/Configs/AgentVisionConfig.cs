@@ -42,6 +42,22 @@ public sealed record AgentVisionConfig : LayerConfig
     /// </summary>
     public string Form { get; init; } = VisionForms.Pvt;
 
+    /// <summary>
+    /// <c>agent_grid_h</c>, <c>agent_grid_w</c> (pvt only; default 0: √n × √n): the grid the agents are pooled to at run time, as the
+    /// official detection/segmentation module's <c>downstream_agent_shape</c>; the biases' agent axes (a √n×√n grid) are then
+    /// resized bilinearly to it.
+    /// </summary>
+    public int AgentGridHeight { get; init; }
+
+    /// <inheritdoc cref="AgentGridHeight"/>
+    public int AgentGridWidth { get; init; }
+
+    /// <summary>The rows of the agents' pooled grid: <see cref="AgentGridHeight"/>, or √n.</summary>
+    public int PoolHeight => AgentGridHeight > 0 ? AgentGridHeight : AgentSide;
+
+    /// <summary>The columns of the agents' pooled grid: <see cref="AgentGridWidth"/>, or √n.</summary>
+    public int PoolWidth => AgentGridWidth > 0 ? AgentGridWidth : AgentSide;
+
     /// <summary>The head width d = d_model / n_heads.</summary>
     public int HeadDim => DModel / Heads;
 
@@ -65,6 +81,8 @@ public sealed record AgentVisionConfig : LayerConfig
             QkvBias = r.Bool("qkv_bias", false),
             DwcKernel = r.Int("dwc_kernel", 3),
             Form = VisionForms.Read(r),
+            AgentGridHeight = r.Int("agent_grid_h", 0),
+            AgentGridWidth = r.Int("agent_grid_w", 0),
         };
         Require(!r.Bool("causal", false), "causal", "false (agent attention is non-causal)", true);
         return config;
@@ -85,14 +103,26 @@ public sealed record AgentVisionConfig : LayerConfig
         Require(DwcKernel > 0 && DwcKernel % 2 == 1, "dwc_kernel", "an odd positive integer", DwcKernel);
         VisionForms.Validate(Form, [VisionForms.Pvt, VisionForms.Swin, VisionForms.Deit], SrRatio);
         Require(Form != VisionForms.Deit || GridHeight == GridWidth, "grid_w", $"grid_h {GridHeight} (the deit form's grid is square)", GridWidth);
+        Require(AgentGridHeight >= 0 && (AgentGridHeight > 0) == (AgentGridWidth > 0), "agent_grid_h", $"0 with agent_grid_w 0 (√n × √n), or both positive (agent_grid_w is {AgentGridWidth})", AgentGridHeight);
+        Require(AgentGridWidth >= 0, "agent_grid_w", "0 or a positive integer", AgentGridWidth);
+        Require(AgentGridHeight == 0 || Form == VisionForms.Pvt, "agent_grid_h", "0 for the swin and deit forms (only the PVT detection module pools to another agent grid)", AgentGridHeight);
     }
 
     /// <inheritdoc/>
-    public override IEnumerable<KeyValuePair<string, object>> Keys() =>
-    [
-        new("d_model", DModel), new("n_heads", Heads), new("n_agents", Agents), new("grid_h", GridHeight), new("grid_w", GridWidth),
-        new("sr_ratio", SrRatio), new("qkv_bias", QkvBias), new("dwc_kernel", DwcKernel), new("form", Form),
-    ];
+    public override IEnumerable<KeyValuePair<string, object>> Keys()
+    {
+        List<KeyValuePair<string, object>> keys =
+        [
+            new("d_model", DModel), new("n_heads", Heads), new("n_agents", Agents), new("grid_h", GridHeight), new("grid_w", GridWidth),
+            new("sr_ratio", SrRatio), new("qkv_bias", QkvBias), new("dwc_kernel", DwcKernel), new("form", Form),
+        ];
+        if (AgentGridHeight > 0)
+        {
+            keys.Add(new("agent_grid_h", AgentGridHeight));
+            keys.Add(new("agent_grid_w", AgentGridWidth));
+        }
+        return keys;
+    }
 }
 
 /// <summary>The <c>form</c> key of the 2-D configs: which official module's parameters and token layout.</summary>
