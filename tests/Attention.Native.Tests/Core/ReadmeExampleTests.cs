@@ -158,6 +158,29 @@ public partial class ReadmeExampleTests
         AssertReadmeShows(ServingBlock(), "SERVING");
     }
 
+    [Test]
+    public void The_readme_vision_example_runs()
+    {
+        var backend = Backend.Cpu;
+        // VISION-BEGIN
+        var config = LayerConfig.Parse("agent", """{"d_model": 64, "n_heads": 1, "n_agents": 49, "grid_size": 56, "qkv_bias": true}""");
+        using var layer = AttentionLayer.Create(config, backend, DType.F32);     // AgentVisionLayer: Agent-PVT's module, its names
+        layer.InitializeParameters(seed: 1);            // or layer.LoadParameters(checkpoint, CheckpointLayout.AgentPvt, prefix: "…attn.")
+        using var image = backend.Zeros(new Shape(2, 56, 56, 64));              // [B, H, W, C]: the grid the biases are made for
+        using var y = layer.Forward(image);                                     // [B, H, W, C]
+        using var larger = backend.Zeros(new Shape(2, 40, 64, 64));             // another grid: the position biases are resized
+        using var y2 = layer.Forward(larger);
+        var swin = CheckpointLayout.AgentSwin.ReadConfig("""{"dim": 64, "window_size": 7, "num_heads": 2, "agent_num": 9}""");  // [B, H, W, C] in 7×7 windows
+        // VISION-END
+        Assert.That(y.Shape, Is.EqualTo(image.Shape));
+        Assert.That(y2.Shape, Is.EqualTo(larger.Shape));
+        Assert.That(swin, Is.TypeOf<AgentVisionConfig>().And.Property("Form").EqualTo("swin"));
+        AssertReadmeShows(VisionBlock(), "VISION");
+    }
+
+    [GeneratedRegex("### Vision forms.*?```csharp\\n(.*?)```", RegexOptions.Singleline)]
+    private static partial Regex VisionBlock();
+
     // The README's block (the regex's first group) is, line for line, the code between this file's // <marker>-BEGIN and -END.
     private static void AssertReadmeShows(Regex readmeBlock, string marker)
     {
