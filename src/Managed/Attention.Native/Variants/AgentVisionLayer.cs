@@ -177,13 +177,11 @@ public sealed class AgentVisionLayer : AttentionLayer
             if (_biases.Count < CachedGrids)
             {
                 // The cache keeps its own copies; the graph frees its tensors as usual.
-                _biases[key] = (state, Copy(b1.Value), Copy(b2.Value));
+                _biases[key] = (state, Columns.Slice(b1.Value, 0, b1.Shape[-1]), Columns.Slice(b2.Value, 0, b2.Shape[-1]));
             }
         }
         return (b1, b2);
     }
-
-    private Tensor Copy(Tensor tensor) => Backend.Create(tensor.Shape, tensor.DType, copy => Columns.Copy(tensor, 0, copy, 0, tensor.Shape[-1]));
 
     // The bias parameters as tensors and versions: a parameter bound anew is another tensor, one written has a new version.
     private BiasState BiasParameters()

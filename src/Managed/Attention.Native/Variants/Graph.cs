@@ -116,7 +116,7 @@ internal sealed partial class Graph : IDisposable
         }
         // Tensor.To on its own backend is a view, which would die with the graph's storage: copy on the backend instead.
         return tensor.IsContiguous && ReferenceEquals(tensor.Backend, Backend) && tensor.Shape.Rank > 0
-            ? Backend.Create(tensor.Shape, tensor.DType, copy => Ops.Columns.Copy(tensor, 0, copy, 0, tensor.Shape[-1]))
+            ? Ops.Columns.Slice(tensor, 0, tensor.Shape[-1])
             : tensor.To(Backend);
     }
 

@@ -232,14 +232,24 @@ public class VisionReferenceTests : TorchReferenceFixture
                 (Func<IReadOnlyDictionary<string, Tensor>, Tensor, Tensor>)((w, x) => VisionTorchReference.FlattenPvt(c, w, x, height, width))),
             _ => throw new ArgumentException("not a PVT config", nameof(config)),
         };
-        var drawn = VisionTorchReference.Draw(parameters, seed: 91);
+        CheckReferenceGradients(parameters, [Batch, height * width, dm], run, $"{config} on {height}×{width}", seed: 91);
+    }
+
+    /// <summary>
+    /// A torch reference's autograd gradients (x and every parameter) against central finite differences, a dozen probes per
+    /// input: parameters drawn with <paramref name="seed"/>, x and dy with the next two seeds.
+    /// </summary>
+    internal static void CheckReferenceGradients(IReadOnlyList<(string Name, long[] Shape)> parameters, long[] xShape,
+        Func<IReadOnlyDictionary<string, Tensor>, Tensor, Tensor> run, string label, int seed)
+    {
+        var drawn = VisionTorchReference.Draw(parameters, seed: seed);
         var names = parameters.Select(p => p.Name).ToArray();
-        var inputs = new[] { TestData.Normal(92, Batch * height * width * dm) }.Concat(names.Select(n => drawn[n])).ToArray();
-        var dy = TestData.Normal(93, inputs[0].Length);
+        var inputs = new[] { TestData.Normal(seed + 1, Count(xShape)) }.Concat(names.Select(n => drawn[n])).ToArray();
+        var dy = TestData.Normal(seed + 2, inputs[0].Length);
         Tensor Forward(double[][] v, bool grad, out Tensor[] leaves)
         {
             var w = VisionTorchReference.Leaves(parameters, names.Select((n, i) => (n, v[i + 1])).ToDictionary(p => p.n, p => p.Item2), grad);
-            var x = torch.tensor(v[0], [Batch, height * width, dm], ScalarType.Float64, requires_grad: grad);
+            var x = torch.tensor(v[0], xShape, ScalarType.Float64, requires_grad: grad);
             leaves = [x, .. names.Select(n => w[n])];
             return run(w, x);
         }
@@ -253,7 +263,7 @@ public class VisionReferenceTests : TorchReferenceFixture
             using var inner = torch.NewDisposeScope();
             return Values(Forward(v, false, out _));
         }, dy, analytic, maxProbesPerInput: 12);
-        GradientCheck.AssertClose($"{config} on {height}×{width}: x and {string.Join(", ", names)}", error);
+        GradientCheck.AssertClose($"{label}: x and {string.Join(", ", names)}", error);
     }
 
     // The 1-D forms' projections from the PVT names: kv.weight's rows are k then v.

@@ -54,30 +54,8 @@ public class VisionWindowReferenceTests : TorchReferenceFixture
     }
 
     private static void CheckGradients(IReadOnlyList<(string Name, long[] Shape)> parameters, int tokens, int dm,
-        Func<IReadOnlyDictionary<string, Tensor>, Tensor, Tensor> run, string label)
-    {
-        var drawn = VisionTorchReference.Draw(parameters, seed: 111);
-        var names = parameters.Select(p => p.Name).ToArray();
-        var inputs = new[] { TestData.Normal(112, Batch * tokens * dm) }.Concat(names.Select(n => drawn[n])).ToArray();
-        var dy = TestData.Normal(113, inputs[0].Length);
-        Tensor Forward(double[][] v, bool grad, out Tensor[] leaves)
-        {
-            var w = VisionTorchReference.Leaves(parameters, names.Select((n, i) => (n, v[i + 1])).ToDictionary(p => p.n, p => p.Item2), grad);
-            var x = torch.tensor(v[0], [Batch, tokens, dm], ScalarType.Float64, requires_grad: grad);
-            leaves = [x, .. names.Select(n => w[n])];
-            return run(w, x);
-        }
-        using var scope = torch.NewDisposeScope();
-        var y = Forward(inputs, true, out var leaves);
-        (y * torch.tensor(dy, y.shape, ScalarType.Float64)).sum().backward();
-        var analytic = leaves.Select(l => Values(l.grad!)).ToArray();
-        double error = GradientCheck.MaxError(inputs, v =>
-        {
-            using var inner = torch.NewDisposeScope();
-            return Values(Forward(v, false, out _));
-        }, dy, analytic, maxProbesPerInput: 12);
-        GradientCheck.AssertClose($"{label}: x and {string.Join(", ", names)}", error);
-    }
+        Func<IReadOnlyDictionary<string, Tensor>, Tensor, Tensor> run, string label) =>
+        VisionReferenceTests.CheckReferenceGradients(parameters, [Batch, tokens, dm], run, label, seed: 111);
 
     // The PVT module's q and kv are the rows of the Swin module's qkv: q first, then k and v.
     private static Dictionary<string, double[]> AsPvt(Dictionary<string, double[]> w, int dm)

@@ -96,7 +96,8 @@ internal static class GridResizeCpu
             readers[rows[o].I1].Add((o, rows[o].W1));
         }
         int c = g.Channels;
-        ForRows((long)g.Batch * g.InHeight, (long)g.InWidth * c * Math.Max(1, g.OutHeight / Math.Max(1, g.InHeight)) * Math.Max(1, g.OutWidth / Math.Max(1, g.InWidth)), row =>
+        // An input row collects about OutHeight/InHeight + 1 output rows of OutWidth·C values.
+        ForRows((long)g.Batch * g.InHeight, (long)g.OutWidth * c * ((g.OutHeight / g.InHeight) + 1), row =>
         {
             long b = row / g.InHeight;
             long target = row * g.InWidth;
